@@ -1,0 +1,1 @@
+//! The govpaas.io/v1alpha1 API.

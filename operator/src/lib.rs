@@ -1,0 +1,1 @@
+//! govpaas operator library: controllers, certificates, LGSP wiring.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("govpaas-operator {}", env!("CARGO_PKG_VERSION"));
+}
