@@ -1,0 +1,1 @@
+//! Test support: one shared control plane per run, a namespace per test.
