@@ -1,1 +1,8 @@
-//! Developer tasks.
+//! Developer tasks: the local control plane, the demo, the test suite, benchmarks and code generation.
+//! A library as well as a binary, so that the integration tests start the same control plane.
+
+pub mod cluster;
+pub mod paths;
+pub mod pki;
+pub mod testrun;
+pub mod tools;

@@ -1,1 +1,122 @@
-fn main() {}
+//! `cargo xtask …`: see `cargo xtask --help`.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xtask::{cluster, testrun, tools};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "govpaas developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Bring up the control plane and show govpaas at work.
+    Demo,
+    /// Everything CI runs: formatting, lints, generated-file drift, unit and integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Build the tools if needed (cached under $HOME), start the control plane and wait until healthy.
+    Up,
+    /// Stop every process `up` started and remove the cluster's data.
+    Down,
+    /// Say what runs; a dead component is reported with the end of its log.
+    Status,
+    /// Print the lines that point kubectl at the cluster: eval "$(cargo xtask cluster env)".
+    Env,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Task::Cluster { action } => match action {
+            ClusterAction::Up => {
+                cluster::up()?;
+                print!("{}", cluster::env()?);
+            }
+            ClusterAction::Down => cluster::down()?,
+            ClusterAction::Status => cluster::status()?,
+            ClusterAction::Env => print!("{}", cluster::env()?),
+        },
+        Task::Demo => demo()?,
+        Task::Test { cargo_test_args } => return test(&cargo_test_args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo() -> Result<()> {
+    let state = cluster::up()?;
+    let tools = tools::ensure()?;
+    Command::new(&tools.kubectl)
+        .arg("--kubeconfig")
+        .arg(&state.kubeconfig)
+        .args(["get", "nodes", "-o", "wide"])
+        .status()?;
+    println!(
+        "\nThe control plane runs in the background. To look around:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get nodes\nTo stop it:  cargo xtask cluster down"
+    );
+    Ok(())
+}
+
+fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
+    let mut failures = Vec::new();
+    if !testrun::cargo_check(&["fmt", "--all", "--", "--check"])? {
+        failures.push("cargo fmt --check");
+    }
+    if !testrun::cargo_check(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])? {
+        failures.push("cargo clippy");
+    }
+    // The integration tests share one control plane; bring it up once, before they start.
+    if let Err(err) = cluster::up() {
+        eprintln!("xtask: error: the control plane did not come up: {err:#}");
+        failures.push("cluster up");
+    }
+    let (tests_ok, totals) = testrun::cargo_test(cargo_test_args)?;
+    if !tests_ok {
+        failures.push("cargo test");
+    }
+    if !failures.is_empty() {
+        eprintln!("xtask: FAILED: {}", failures.join(", "));
+    }
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
