@@ -1,0 +1,372 @@
+//! `Platform`: the province's one set of platform-wide settings, named `default`.
+
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Condition};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    common::{DURATION_PATTERN, HOST_PATTERN, IMAGE_PATTERN, RateLimit, duration_at_least, non_negative_quantity},
+    status::CertificateStatus,
+};
+
+/// The name of the one Platform.
+pub const PLATFORM_NAME: &str = "default";
+
+/// Platform-wide settings of govpaas: the province's base domain, ingress and storage classes,
+/// default images, size presets, the certificate authority, certificate lifetimes and the LGSP
+/// gateway. There is exactly one, named `default`; the platform engineer owns it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "govpaas.io",
+    version = "v1alpha1",
+    kind = "Platform",
+    status = "PlatformStatus",
+    shortname = "gpf",
+    category = "govpaas",
+    derive = "PartialEq",
+    doc = "Platform-wide settings of govpaas: base domain, ingress and storage classes, images, size presets, the certificate authority and the LGSP gateway. Exactly one exists, named `default`.",
+    validation = Rule::new("self.metadata.name == 'default'").message("metadata.name must be 'default': a cluster has exactly one Platform, named default"),
+    printcolumn(name = "Base Domain", type_ = "string", json_path = ".spec.baseDomain", description = "Domain under which every tenant gets its own"),
+    printcolumn(name = "CA", type_ = "string", json_path = ".spec.ca.mode", description = "Generated root or imported intermediate"),
+    printcolumn(name = "CA Expires", type_ = "date", json_path = ".status.ca.notAfter", description = "When the platform CA certificate expires"),
+    printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants", description = "Tenants on the platform"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSpec {
+    /// The province's DNS domain (e.g. `quangnam.gov.vn`). A tenant's domain defaults to
+    /// `<tenant name>.<baseDomain>` and must sit under it; the LGSP gateway is served at
+    /// `lgsp.<baseDomain>` unless `lgsp.host` says otherwise.
+    #[schemars(length(min = 3, max = 253), regex(pattern = HOST_PATTERN))]
+    pub base_domain: String,
+
+    /// IngressClass for the Ingresses of every Portal and DocumentService. Unset: the cluster's
+    /// default IngressClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
+    pub ingress_class_name: Option<String>,
+
+    /// StorageClass for the volumes of DocumentServices that name none. Unset: the cluster's
+    /// default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
+    pub storage_class_name: Option<String>,
+
+    /// Container images run for each kind of service, unless a service overrides its own.
+    #[serde(default)]
+    pub images: Images,
+
+    /// CPU and memory of one replica for each size a service can choose.
+    #[serde(default)]
+    pub sizes: SizePresets,
+
+    /// The platform's certificate authority, root of every tenant CA.
+    #[serde(default)]
+    pub ca: CaSettings,
+
+    /// How long each kind of certificate is valid; each is renewed at two thirds of its lifetime.
+    #[serde(default)]
+    pub certificates: CertificateLifetimes,
+
+    /// The LGSP gateway: the province's front door for data sharing between agencies and to the
+    /// national data exchange platform (NDXP).
+    #[serde(default)]
+    pub lgsp: LgspSettings,
+}
+
+/// Default container images, one per kind of service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Images {
+    /// Image of a Portal's web server.
+    #[serde(default = "default_portal_image")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub portal: String,
+    /// Image of a DocumentService (document management and edXML exchange).
+    #[serde(default = "default_document_image")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub document_service: String,
+    /// Image of the LGSP gateway.
+    #[serde(default = "default_gateway_image")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub gateway: String,
+}
+
+fn default_portal_image() -> String {
+    "ghcr.io/govpaas/portal:0.1.0".into()
+}
+fn default_document_image() -> String {
+    "ghcr.io/govpaas/document-service:0.1.0".into()
+}
+fn default_gateway_image() -> String {
+    "ghcr.io/govpaas/lgsp-gateway:0.1.0".into()
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            portal: default_portal_image(),
+            document_service: default_document_image(),
+            gateway: default_gateway_image(),
+        }
+    }
+}
+
+/// The sizes services choose from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SizePresets {
+    /// `size: small`.
+    #[serde(default = "SizePreset::small")]
+    pub small: SizePreset,
+    /// `size: medium`.
+    #[serde(default = "SizePreset::medium")]
+    pub medium: SizePreset,
+    /// `size: large`.
+    #[serde(default = "SizePreset::large")]
+    pub large: SizePreset,
+}
+
+impl Default for SizePresets {
+    fn default() -> Self {
+        Self { small: SizePreset::small(), medium: SizePreset::medium(), large: SizePreset::large() }
+    }
+}
+
+/// Requests and limits of one replica.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!isQuantity(string(self.limits.cpu)) || !isQuantity(string(self.requests.cpu)) || quantity(string(self.limits.cpu)).compareTo(quantity(string(self.requests.cpu))) >= 0").message("limits.cpu must be at least requests.cpu").field_path(".limits.cpu"))]
+#[x_kube(validation = Rule::new("!isQuantity(string(self.limits.memory)) || !isQuantity(string(self.requests.memory)) || quantity(string(self.limits.memory)).compareTo(quantity(string(self.requests.memory))) >= 0").message("limits.memory must be at least requests.memory").field_path(".limits.memory"))]
+#[serde(rename_all = "camelCase")]
+pub struct SizePreset {
+    /// What the scheduler reserves for one replica.
+    pub requests: ComputeResources,
+    /// The most one replica may use.
+    pub limits: ComputeResources,
+}
+
+impl SizePreset {
+    fn of(requests: (&str, &str), limits: (&str, &str)) -> Self {
+        Self {
+            requests: ComputeResources::new(requests.0, requests.1),
+            limits: ComputeResources::new(limits.0, limits.1),
+        }
+    }
+    fn small() -> Self {
+        Self::of(("100m", "128Mi"), ("500m", "512Mi"))
+    }
+    fn medium() -> Self {
+        Self::of(("250m", "512Mi"), ("1", "1Gi"))
+    }
+    fn large() -> Self {
+        Self::of(("500m", "1Gi"), ("2", "4Gi"))
+    }
+}
+
+/// CPU and memory.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeResources {
+    /// CPU, in cores: `500m`, `2`.
+    #[schemars(schema_with = "crate::schema::quantity")]
+    #[x_kube(validation = non_negative_quantity())]
+    pub cpu: Quantity,
+    /// Memory, in bytes: `512Mi`, `4Gi`.
+    #[schemars(schema_with = "crate::schema::quantity")]
+    #[x_kube(validation = non_negative_quantity())]
+    pub memory: Quantity,
+}
+
+impl ComputeResources {
+    /// From quantity strings.
+    pub fn new(cpu: &str, memory: &str) -> Self {
+        Self { cpu: Quantity(cpu.into()), memory: Quantity(memory.into()) }
+    }
+}
+
+/// Where the platform's certificate authority comes from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CaMode {
+    /// The operator generates a self-signed root CA and keeps it in `ca.secretName`.
+    #[default]
+    Generate,
+    /// The operator uses an intermediate CA issued by the government CA, read from `ca.secretName`
+    /// (`tls.crt` with its chain, `tls.key`), which the platform engineer creates.
+    Import,
+}
+
+/// The platform certificate authority.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSettings {
+    /// `Generate` a root, or `Import` an intermediate issued by the government CA.
+    #[serde(default)]
+    pub mode: CaMode,
+    /// Secret in the operator's namespace holding the CA (`tls.crt`, `tls.key`); never readable
+    /// by tenants.
+    #[serde(default = "default_ca_secret")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
+    pub secret_name: String,
+    /// Organization (O) in the subject of the generated root and of every tenant CA.
+    #[serde(default = "default_ca_organization")]
+    #[schemars(length(min = 1, max = 64))]
+    pub organization: String,
+}
+
+fn default_ca_secret() -> String {
+    "govpaas-ca".into()
+}
+fn default_ca_organization() -> String {
+    "govpaas".into()
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self { mode: CaMode::default(), secret_name: default_ca_secret(), organization: default_ca_organization() }
+    }
+}
+
+/// Certificate lifetimes, as Go durations in hours, minutes and seconds (`2160h` = 90 days).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!self.rootCa.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || !self.tenantCa.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || duration(self.tenantCa) <= duration(self.rootCa)").message("tenantCa must not outlive rootCa: a CA cannot issue beyond its own expiry").field_path(".tenantCa"))]
+#[x_kube(validation = Rule::new("!self.tenantCa.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || [self.server, self.client, self.signing].all(d, !d.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || duration(d) <= duration(self.tenantCa))").message("server, client and signing certificates must not outlive tenantCa"))]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateLifetimes {
+    /// The generated root CA (ignored for an imported CA, which has its own).
+    #[serde(default = "default_root_ca")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_least("24h"))]
+    pub root_ca: String,
+    /// Each tenant's intermediate CA.
+    #[serde(default = "default_tenant_ca")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_least("24h"))]
+    pub tenant_ca: String,
+    /// TLS server certificates of Portals, DocumentServices and the gateway.
+    #[serde(default = "default_leaf")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_least("1h"))]
+    pub server: String,
+    /// Client certificates of LGSP consumers.
+    #[serde(default = "default_leaf")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_least("1h"))]
+    pub client: String,
+    /// Document-signing certificates of DocumentServices.
+    #[serde(default = "default_signing")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_least("1h"))]
+    pub signing: String,
+}
+
+fn default_root_ca() -> String {
+    "87600h".into()
+}
+fn default_tenant_ca() -> String {
+    "43800h".into()
+}
+fn default_leaf() -> String {
+    "2160h".into()
+}
+fn default_signing() -> String {
+    "8760h".into()
+}
+
+impl Default for CertificateLifetimes {
+    fn default() -> Self {
+        Self {
+            root_ca: default_root_ca(),
+            tenant_ca: default_tenant_ca(),
+            server: default_leaf(),
+            client: default_leaf(),
+            signing: default_signing(),
+        }
+    }
+}
+
+/// The LGSP gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LgspSettings {
+    /// Public host name of the gateway. Unset: `lgsp.<baseDomain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: Option<String>,
+    /// Gateway replicas.
+    #[serde(default = "default_gateway_replicas")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: i32,
+    /// Rate limit of a provided API that sets none, per consumer.
+    #[serde(default)]
+    pub default_rate_limit: RateLimit,
+    /// How often the gateway signs a checkpoint of its hash-chained audit log.
+    #[serde(default = "default_checkpoint_interval")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_least("1s"))]
+    pub checkpoint_interval: String,
+    /// The national data exchange platform (NDXP) the gateway forwards national routes to. Unset:
+    /// APIs of the national platform cannot be consumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ndxp: Option<NdxpUpstream>,
+}
+
+fn default_gateway_replicas() -> i32 {
+    2
+}
+fn default_checkpoint_interval() -> String {
+    "5m".into()
+}
+
+impl Default for LgspSettings {
+    fn default() -> Self {
+        Self {
+            host: None,
+            replicas: default_gateway_replicas(),
+            default_rate_limit: RateLimit::default(),
+            checkpoint_interval: default_checkpoint_interval(),
+            ndxp: None,
+        }
+    }
+}
+
+/// The national data exchange platform.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NdxpUpstream {
+    /// Base URL of the NDXP, `https://…`.
+    #[schemars(length(min = 9, max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''").message("must be an absolute https:// URL"))]
+    pub url: String,
+    /// The province's agency code as the NDXP knows it (the client identity of national routes).
+    #[schemars(length(min = 3, max = 35), regex(pattern = crate::agency::AGENCY_CODE_PATTERN))]
+    pub agency_code: String,
+    /// ConfigMap in the operator's namespace whose `ca.crt` holds the CAs that sign the NDXP's
+    /// server certificate. Unset: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
+    pub ca_config_map: Option<String>,
+}
+
+/// What the operator observed of the platform.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `CertificateAuthorityReady`, `GatewayReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::conditions")]
+    pub conditions: Vec<Condition>,
+    /// The platform CA certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CertificateStatus>,
+    /// The LGSP gateway's public URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
+    /// Tenants on the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<i32>,
+}
