@@ -1,1 +1,156 @@
-//! Test support: one shared control plane per run, a namespace per test.
+//! Test support for govpaas's integration and end-to-end tests.
+//!
+//! One real control plane per test run ([`cluster`]), started by `cargo xtask`'s own code if it is not
+//! up yet; each test works in namespaces and objects of its own ([`TestNamespace`], [`unique_name`]) and
+//! cleans them up when done.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// The shared local control plane.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The workspace root, for manifests and charts.
+    pub root: PathBuf,
+    pub kubectl_bin: PathBuf,
+    pub helm_bin: PathBuf,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// The control plane, started if it is not up (blocking; one start even when tests race for it).
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        // `up` holds a lock across processes: test binaries started at once share one cluster.
+        let state = xtask::cluster::up().unwrap_or_else(|err| panic!("the local control plane did not come up: {err:#}"));
+        let tools = xtask::tools::ensure().expect("tools");
+        Cluster {
+            kubeconfig: state.kubeconfig,
+            root: xtask::paths::workspace_root(),
+            kubectl_bin: tools.kubectl,
+            helm_bin: tools.helm,
+        }
+    })
+}
+
+impl Cluster {
+    /// A client with the admin's credentials.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("reading the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("a client config from the kubeconfig");
+        kube::Client::try_from(config).expect("a client")
+    }
+
+    /// kubectl pointed at this cluster.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.kubectl_bin);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// helm pointed at this cluster.
+    pub fn helm(&self) -> Command {
+        let mut cmd = Command::new(&self.helm_bin);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// Runs kubectl; panics with its stderr when it fails; returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl().args(args).output().expect("running kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with `input` on stdin; returns (success, stdout, stderr).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> (bool, String, String) {
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writing to kubectl");
+        let out = child.wait_with_output().expect("waiting for kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `kubectl apply -f -` of a manifest; panics with kubectl's message when refused.
+    pub fn apply(&self, manifest: &str) {
+        let (ok, _, err) = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(ok, "kubectl apply failed: {err}\n--- manifest ---\n{manifest}");
+    }
+}
+
+/// A name no other test, in this run or an earlier one, uses: `<prefix>-<pid>-<counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A namespace of the test's own, deleted (without waiting) when dropped.
+#[derive(Debug)]
+pub struct TestNamespace {
+    pub name: String,
+    cluster: &'static Cluster,
+}
+
+impl TestNamespace {
+    /// Creates a fresh namespace labelled `govpaas.io/test: "true"`.
+    pub fn new(cluster: &'static Cluster, prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    govpaas.io/test: \"true\"\n"
+        ));
+        TestNamespace { name, cluster }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl()
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {}s waiting for {what}", timeout.as_secs());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -51,9 +51,7 @@ impl ProcessRecord {
     pub fn is_alive(&self) -> bool {
         match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
             // The state is the first field after the parenthesised command name.
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+            Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
             Err(_) => false,
         }
     }
@@ -118,18 +116,25 @@ fn start(name: &str, binary: &Path, args: &[String], logs: &Path) -> Result<Proc
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    Ok(ProcessRecord {
-        name: name.to_string(),
-        pid: child.id(),
-        log,
-    })
+    Ok(ProcessRecord { name: name.to_string(), pid: child.id(), log })
 }
 
 /// Brings the control plane up, or reuses it if it is already up and healthy. Returns its state.
+///
+/// Holds a file lock meanwhile, so that a test binary and a shell starting it at once share one cluster.
 pub fn up() -> Result<State> {
-    let tools = tools::ensure()?;
+    let lock_path = paths::cluster_dir().with_extension("lock");
+    fs::create_dir_all(lock_path.parent().context("the cluster directory has a parent")?)?;
+    let lock = fs::File::create(&lock_path)?;
+    lock.lock().context("locking the cluster")?;
+    let result = tools::ensure().and_then(|tools| up_locked(&tools));
+    drop(lock);
+    result
+}
+
+fn up_locked(tools: &Tools) -> Result<State> {
     if let Some(state) = read_state() {
-        if is_healthy(&tools, &state) {
+        if is_healthy(tools, &state) {
             eprintln!("xtask: the control plane is already up ({})", state.server);
             return Ok(state);
         }
@@ -138,8 +143,7 @@ pub fn up() -> Result<State> {
     }
     let dir = paths::cluster_dir();
     if dir.exists() {
-        fs::remove_dir_all(&dir)
-            .with_context(|| format!("removing old cluster data in {}", dir.display()))?;
+        fs::remove_dir_all(&dir).with_context(|| format!("removing old cluster data in {}", dir.display()))?;
     }
     let (logs, data) = (dir.join("logs"), dir.join("data"));
     fs::create_dir_all(&logs)?;
@@ -151,10 +155,7 @@ pub fn up() -> Result<State> {
     let apiserver_port = free_port()?;
     let server = format!("https://127.0.0.1:{apiserver_port}");
     let kubeconfig = kubeconfig_path();
-    fs::write(
-        &kubeconfig,
-        pki::kubeconfig(&server, &pki.ca.cert, &pki.admin, "admin"),
-    )?;
+    fs::write(&kubeconfig, pki::kubeconfig(&server, &pki.ca.cert, &pki.admin, "admin"))?;
     let component_kubeconfig = |name: &str, files: &pki::CertFiles| -> Result<PathBuf> {
         let path = dir.join(format!("{name}.kubeconfig"));
         fs::write(&path, pki::kubeconfig(&server, &pki.ca.cert, files, name))?;
@@ -166,11 +167,7 @@ pub fn up() -> Result<State> {
     let p = |path: &Path| path.display().to_string();
 
     let mut processes = Vec::new();
-    let mut state = State {
-        server: server.clone(),
-        kubeconfig: kubeconfig.clone(),
-        processes: vec![],
-    };
+    let mut state = State { server: server.clone(), kubeconfig: kubeconfig.clone(), processes: vec![] };
     let result = (|| -> Result<()> {
         processes.push(start(
             "etcd",
@@ -197,6 +194,9 @@ pub fn up() -> Result<State> {
                 format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // The endpoint reconciler refuses a loopback address; nothing in the cluster dials the
+                // API server through the `kubernetes` Service here (the operator runs as a local process).
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={apiserver_port}"),
                 format!("--cert-dir={}", p(&dir.join("pki"))),
                 format!("--tls-cert-file={}", p(&pki.apiserver.cert)),
@@ -204,10 +204,7 @@ pub fn up() -> Result<State> {
                 format!("--client-ca-file={}", p(&pki.ca.cert)),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
                 format!("--service-account-key-file={}", p(&pki.service_account_pub)),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    p(&pki.service_account_key)
-                ),
+                format!("--service-account-signing-key-file={}", p(&pki.service_account_key)),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--authorization-mode=Node,RBAC".into(),
                 format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
@@ -218,12 +215,9 @@ pub fn up() -> Result<State> {
             &logs,
         )?);
         record(&mut state, &processes)?;
-        wait_for(
-            &processes,
-            Duration::from_secs(120),
-            "the API server to become ready",
-            || readyz(&tools, &kubeconfig),
-        )?;
+        wait_for(&processes, Duration::from_secs(120), "the API server to become ready", || {
+            readyz(tools, &kubeconfig)
+        })?;
         processes.push(start(
             "kube-controller-manager",
             &tools.kube_controller_manager,
@@ -235,10 +229,7 @@ pub fn up() -> Result<State> {
                 format!("--secure-port={}", free_port()?),
                 "--leader-elect=false".into(),
                 "--use-service-account-credentials=true".into(),
-                format!(
-                    "--service-account-private-key-file={}",
-                    p(&pki.service_account_key)
-                ),
+                format!("--service-account-private-key-file={}", p(&pki.service_account_key)),
                 format!("--root-ca-file={}", p(&pki.ca.cert)),
                 "--enable-hostpath-provisioner=true".into(),
                 "--v=1".into(),
@@ -276,13 +267,10 @@ pub fn up() -> Result<State> {
             &logs,
         )?);
         record(&mut state, &processes)?;
-        kubectl_apply(&tools, &kubeconfig, &bootstrap_manifest())?;
-        wait_for(
-            &processes,
-            Duration::from_secs(120),
-            "the nodes and the controllers",
-            || cluster_converged(&tools, &kubeconfig),
-        )?;
+        kubectl_apply(tools, &kubeconfig, &bootstrap_manifest())?;
+        wait_for(&processes, Duration::from_secs(120), "the nodes and the controllers", || {
+            cluster_converged(tools, &kubeconfig)
+        })?;
         Ok(())
     })();
     if let Err(err) = result {
@@ -300,12 +288,7 @@ fn record(state: &mut State, processes: &[ProcessRecord]) -> Result<()> {
 }
 
 /// Polls `ready` until it holds; fails at once, with the log's tail, if a component dies meanwhile.
-fn wait_for(
-    processes: &[ProcessRecord],
-    timeout: Duration,
-    what: &str,
-    ready: impl Fn() -> bool,
-) -> Result<()> {
+fn wait_for(processes: &[ProcessRecord], timeout: Duration, what: &str, ready: impl Fn() -> bool) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(dead) = processes.iter().find(|p| !p.is_alive()) {
@@ -387,41 +370,22 @@ fn kubectl(tools: &Tools, kubeconfig: &Path) -> Command {
 fn kubectl_apply(tools: &Tools, kubeconfig: &Path, manifest: &str) -> Result<()> {
     use std::io::Write;
     let mut child = kubectl(tools, kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager=govpaas-xtask",
-            "-f",
-            "-",
-        ])
+        .args(["apply", "--server-side", "--field-manager=govpaas-xtask", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("kubectl stdin")?
-        .write_all(manifest.as_bytes())?;
+    child.stdin.take().context("kubectl stdin")?.write_all(manifest.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!(
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
 
 fn kubectl_output(tools: &Tools, kubeconfig: &Path, args: &[&str]) -> Option<String> {
-    let out = kubectl(tools, kubeconfig)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = kubectl(tools, kubeconfig).args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Every kwok node Ready, and kube-controller-manager at work (it creates each namespace's `default`
@@ -430,17 +394,17 @@ fn cluster_converged(tools: &Tools, kubeconfig: &Path) -> bool {
     let ready = kubectl_output(
         tools,
         kubeconfig,
-        &["get", "nodes", "-o", r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#],
+        &[
+            "get",
+            "nodes",
+            "-o",
+            r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+        ],
     )
     .map(|out| out.lines().filter(|l| *l == "True").count())
     .unwrap_or(0);
     ready >= NODES
-        && kubectl_output(
-            tools,
-            kubeconfig,
-            &["get", "serviceaccount", "default", "-n", "default"],
-        )
-        .is_some()
+        && kubectl_output(tools, kubeconfig, &["get", "serviceaccount", "default", "-n", "default"]).is_some()
 }
 
 /// Stops every recorded process: SIGTERM, then SIGKILL for whatever is still there after 10 s.
@@ -459,44 +423,26 @@ fn stop(state: &State) {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
 /// Stops the control plane and removes its data, including the directories of provisioned volumes.
 pub fn down() -> Result<()> {
     let Some(state) = read_state() else {
-        eprintln!(
-            "xtask: no control plane is recorded in {}",
-            paths::cluster_dir().display()
-        );
+        eprintln!("xtask: no control plane is recorded in {}", paths::cluster_dir().display());
         return Ok(());
     };
     let volume_dirs = tools::cached().and_then(|t| {
         kubectl_output(
             &t,
             &state.kubeconfig,
-            &[
-                "get",
-                "pv",
-                "-o",
-                r#"jsonpath={range .items[*]}{.spec.hostPath.path}{"\n"}{end}"#,
-            ],
+            &["get", "pv", "-o", r#"jsonpath={range .items[*]}{.spec.hostPath.path}{"\n"}{end}"#],
         )
     });
     stop(&state);
     let survivors: Vec<_> = state.processes.iter().filter(|p| p.is_alive()).collect();
     if !survivors.is_empty() {
-        bail!(
-            "could not stop: {:?}",
-            survivors
-                .iter()
-                .map(|p| (&p.name, p.pid))
-                .collect::<Vec<_>>()
-        );
+        bail!("could not stop: {:?}", survivors.iter().map(|p| (&p.name, p.pid)).collect::<Vec<_>>());
     }
     for dir in volume_dirs.iter().flat_map(|s| s.lines()) {
         // Only what the hostPath provisioner made (it refuses anything outside /tmp as well).
@@ -505,10 +451,7 @@ pub fn down() -> Result<()> {
         }
     }
     fs::remove_dir_all(paths::cluster_dir())?;
-    eprintln!(
-        "xtask: stopped {} processes and removed the cluster's data",
-        state.processes.len()
-    );
+    eprintln!("xtask: stopped {} processes and removed the cluster's data", state.processes.len());
     Ok(())
 }
 
@@ -518,11 +461,7 @@ pub fn status() -> Result<()> {
         println!("no control plane (run `cargo xtask cluster up`)");
         bail!("not up");
     };
-    println!(
-        "server: {}\nkubeconfig: {}",
-        state.server,
-        state.kubeconfig.display()
-    );
+    println!("server: {}\nkubeconfig: {}", state.server, state.kubeconfig.display());
     let mut dead = 0;
     for p in &state.processes {
         if p.is_alive() {
@@ -538,17 +477,10 @@ pub fn status() -> Result<()> {
             );
         }
     }
-    let tools =
-        tools::cached().context("the tools are not built (run `cargo xtask cluster up`)")?;
+    let tools = tools::cached().context("the tools are not built (run `cargo xtask cluster up`)")?;
     let ready = readyz(&tools, &state.kubeconfig);
-    println!(
-        "  {:<24} {}",
-        "API /readyz",
-        if ready { "ok" } else { "NOT READY" }
-    );
-    if let Some(nodes) =
-        kubectl_output(&tools, &state.kubeconfig, &["get", "nodes", "--no-headers"])
-    {
+    println!("  {:<24} {}", "API /readyz", if ready { "ok" } else { "NOT READY" });
+    if let Some(nodes) = kubectl_output(&tools, &state.kubeconfig, &["get", "nodes", "--no-headers"]) {
         print!("{nodes}");
     }
     if dead > 0 || !ready {
@@ -559,16 +491,7 @@ pub fn status() -> Result<()> {
 
 /// The lines that point a shell at the cluster: `eval "$(cargo xtask cluster env)"`.
 pub fn env() -> Result<String> {
-    let tools =
-        tools::cached().context("the tools are not built (run `cargo xtask cluster up`)")?;
-    let path: Vec<String> = tools
-        .bin_dirs()
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    Ok(format!(
-        "export KUBECONFIG={}\nexport PATH={}:$PATH\n",
-        kubeconfig_path().display(),
-        path.join(":")
-    ))
+    let tools = tools::cached().context("the tools are not built (run `cargo xtask cluster up`)")?;
+    let path: Vec<String> = tools.bin_dirs().iter().map(|d| d.display().to_string()).collect();
+    Ok(format!("export KUBECONFIG={}\nexport PATH={}:$PATH\n", kubeconfig_path().display(), path.join(":")))
 }

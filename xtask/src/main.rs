@@ -88,14 +88,7 @@ fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
     if !testrun::cargo_check(&["fmt", "--all", "--", "--check"])? {
         failures.push("cargo fmt --check");
     }
-    if !testrun::cargo_check(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])? {
+    if !testrun::cargo_check(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])? {
         failures.push("cargo clippy");
     }
     // The integration tests share one control plane; bring it up once, before they start.
@@ -110,13 +103,6 @@ fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
     if !failures.is_empty() {
         eprintln!("xtask: FAILED: {}", failures.join(", "));
     }
-    println!(
-        "summary: {} passed, {} failed, {} skipped",
-        totals.passed, totals.failed, totals.ignored
-    );
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    println!("summary: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -15,9 +15,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GOVPAAS_CACHE_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("govpaas")
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -34,11 +34,7 @@ pub struct Pki {
     pub service_account_pub: PathBuf,
 }
 
-fn params(
-    common_name: &str,
-    organization: Option<&str>,
-    sans: Vec<String>,
-) -> Result<CertificateParams> {
+fn params(common_name: &str, organization: Option<&str>, sans: Vec<String>) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(sans)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -53,10 +49,7 @@ fn params(
 }
 
 fn write(dir: &Path, name: &str, cert_pem: &str, key: &KeyPair) -> Result<CertFiles> {
-    let files = CertFiles {
-        cert: dir.join(format!("{name}.crt")),
-        key: dir.join(format!("{name}.key")),
-    };
+    let files = CertFiles { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) };
     fs::write(&files.cert, cert_pem)?;
     fs::write(&files.key, key.serialize_pem())?;
     Ok(files)
@@ -68,32 +61,18 @@ pub fn create(dir: &Path) -> Result<Pki> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = params("govpaas-local-cluster-ca", None, vec![])?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let ca = write(dir, "ca", &ca_cert.pem(), &ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let leaf = |name: &str,
-                cn: &str,
-                org: Option<&str>,
-                sans: Vec<String>,
-                server: bool|
-     -> Result<CertFiles> {
+    let leaf = |name: &str, cn: &str, org: Option<&str>, sans: Vec<String>, server: bool| -> Result<CertFiles> {
         let key = KeyPair::generate()?;
         let mut p = params(cn, org, sans)?;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages =
+            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         let cert = p.signed_by(&key, &issuer)?;
         write(dir, name, &cert.pem(), &key)
     };
@@ -110,29 +89,11 @@ pub fn create(dir: &Path) -> Result<Pki> {
     .map(String::from)
     .to_vec();
     let apiserver = leaf("apiserver", "kube-apiserver", None, apiserver_sans, true)?;
-    let admin = leaf(
-        "admin",
-        "govpaas-local-admin",
-        Some("system:masters"),
-        vec![],
-        false,
-    )?;
-    let controller_manager = leaf(
-        "controller-manager",
-        "system:kube-controller-manager",
-        None,
-        vec![],
-        false,
-    )?;
+    let admin = leaf("admin", "govpaas-local-admin", Some("system:masters"), vec![], false)?;
+    let controller_manager = leaf("controller-manager", "system:kube-controller-manager", None, vec![], false)?;
     let scheduler = leaf("scheduler", "system:kube-scheduler", None, vec![], false)?;
     // kwok plays every kubelet: it writes Node and Pod status across the cluster.
-    let kwok = leaf(
-        "kwok",
-        "kwok-controller",
-        Some("system:masters"),
-        vec![],
-        false,
-    )?;
+    let kwok = leaf("kwok", "kwok-controller", Some("system:masters"), vec![], false)?;
 
     let sa_key = KeyPair::generate()?;
     let service_account_key = dir.join("service-account.key");
@@ -140,16 +101,7 @@ pub fn create(dir: &Path) -> Result<Pki> {
     fs::write(&service_account_key, sa_key.serialize_pem())?;
     fs::write(&service_account_pub, sa_key.public_key_pem())?;
 
-    Ok(Pki {
-        ca,
-        apiserver,
-        admin,
-        controller_manager,
-        scheduler,
-        kwok,
-        service_account_key,
-        service_account_pub,
-    })
+    Ok(Pki { ca, apiserver, admin, controller_manager, scheduler, kwok, service_account_key, service_account_pub })
 }
 
 /// A kubeconfig for one identity, with files referenced by absolute path.
@@ -171,17 +123,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("govpaas-pki-test-{}", std::process::id()));
         let pki = create(&dir).unwrap();
         for f in [&pki.ca.cert, &pki.apiserver.cert, &pki.admin.cert] {
-            assert!(
-                fs::read_to_string(f)
-                    .unwrap()
-                    .starts_with("-----BEGIN CERTIFICATE-----")
-            );
+            assert!(fs::read_to_string(f).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
         }
-        assert!(
-            fs::read_to_string(&pki.service_account_pub)
-                .unwrap()
-                .starts_with("-----BEGIN PUBLIC KEY-----")
-        );
+        assert!(fs::read_to_string(&pki.service_account_pub).unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
         let kc = kubeconfig("https://127.0.0.1:6443", &pki.ca.cert, &pki.admin, "admin");
         assert!(kc.contains("server: https://127.0.0.1:6443"));
         fs::remove_dir_all(dir).unwrap();

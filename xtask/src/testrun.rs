@@ -23,12 +23,7 @@ impl Totals {
         };
         for part in rest.split(';') {
             let words: Vec<&str> = part.split_whitespace().collect();
-            let count = |i: usize| {
-                words
-                    .get(i)
-                    .and_then(|w| w.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
+            let count = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
             match (words.len(), words.last()) {
                 (n, Some(&"passed")) if n >= 2 => self.passed += count(n - 2),
                 (n, Some(&"failed")) if n >= 2 => self.failed += count(n - 2),
@@ -62,11 +57,7 @@ pub fn cargo_test(extra: &[String]) -> Result<(bool, Totals)> {
 /// Runs a cargo command for a check, reporting whether it passed.
 pub fn cargo_check(args: &[&str]) -> Result<bool> {
     eprintln!("xtask: cargo {}", args.join(" "));
-    Ok(Command::new(env!("CARGO"))
-        .args(args)
-        .current_dir(paths::workspace_root())
-        .status()?
-        .success())
+    Ok(Command::new(env!("CARGO")).args(args).current_dir(paths::workspace_root()).status()?.success())
 }
 
 #[cfg(test)]
@@ -76,18 +67,11 @@ mod tests {
     #[test]
     fn sums_harness_lines() {
         let mut t = Totals::default();
-        assert!(t.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s"));
-        assert!(t.add_line(
-            "test result: FAILED. 10 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"
-        ));
-        assert!(!t.add_line("running 3 tests"));
-        assert_eq!(
-            t,
-            Totals {
-                passed: 13,
-                failed: 2,
-                ignored: 1
-            }
+        assert!(
+            t.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s")
         );
+        assert!(t.add_line("test result: FAILED. 10 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"));
+        assert!(!t.add_line("running 3 tests"));
+        assert_eq!(t, Totals { passed: 13, failed: 2, ignored: 1 });
     }
 }

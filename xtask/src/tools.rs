@@ -43,10 +43,7 @@ const KUBERNETES: GoBuild = GoBuild {
     version: KUBERNETES_VERSION,
     binaries: &[
         ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
-        (
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
-            "kube-controller-manager",
-        ),
+        ("k8s.io/kubernetes/cmd/kube-controller-manager", "kube-controller-manager"),
         ("k8s.io/kubernetes/cmd/kube-scheduler", "kube-scheduler"),
         ("k8s.io/kubernetes/cmd/kubectl", "kubectl"),
     ],
@@ -122,19 +119,13 @@ impl Tools {
 }
 
 fn tool_dir(build: &GoBuild) -> PathBuf {
-    paths::cache_dir()
-        .join("tools")
-        .join(format!("{}-{}", build.name, build.version))
+    paths::cache_dir().join("tools").join(format!("{}-{}", build.name, build.version))
 }
 
 /// The tools, from the cache when present: nothing is built or downloaded then.
 pub fn cached() -> Option<Tools> {
     let all = [&KUBERNETES, &ETCD, &KWOK, &HELM];
-    if all.iter().all(|b| tool_dir(b).join(".complete").exists()) {
-        Some(tools_at())
-    } else {
-        None
-    }
+    if all.iter().all(|b| tool_dir(b).join(".complete").exists()) { Some(tools_at()) } else { None }
 }
 
 fn tools_at() -> Tools {
@@ -166,16 +157,12 @@ pub fn ensure() -> Result<Tools> {
 fn go() -> Command {
     let mut cmd = Command::new("go");
     // A module that needs a newer Go than the machine's gets it through the module proxy.
-    cmd.env("GOTOOLCHAIN", "auto")
-        .env("GOFLAGS", "-buildvcs=false")
-        .env("CGO_ENABLED", "0");
+    cmd.env("GOTOOLCHAIN", "auto").env("GOFLAGS", "-buildvcs=false").env("CGO_ENABLED", "0");
     cmd
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: could not start `go` (is Go installed and on PATH?)"))?;
+    let out = cmd.output().with_context(|| format!("{what}: could not start `go` (is Go installed and on PATH?)"))?;
     if !out.status.success() {
         bail!("{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -193,9 +180,7 @@ fn ensure_built(build: &GoBuild) -> Result<()> {
         build.version,
         out_dir.display()
     );
-    let src = paths::cache_dir()
-        .join("build")
-        .join(format!("{}-{}", build.name, build.version));
+    let src = paths::cache_dir().join("build").join(format!("{}-{}", build.name, build.version));
     fs::create_dir_all(&src)?;
     fs::create_dir_all(&out_dir)?;
 
@@ -207,21 +192,14 @@ fn ensure_built(build: &GoBuild) -> Result<()> {
         go_mod.push_str(&staging_replacements(build)?);
     }
     fs::write(src.join("go.mod"), go_mod)?;
-    let imports: String = build
-        .binaries
-        .iter()
-        .map(|(pkg, _)| format!("\t_ \"{pkg}\"\n"))
-        .collect();
+    let imports: String = build.binaries.iter().map(|(pkg, _)| format!("\t_ \"{pkg}\"\n")).collect();
     fs::write(
         src.join("tools.go"),
         format!(
             "//go:build tools\n\n// Records the binaries' packages so that `go mod tidy` keeps their dependencies.\npackage tools\n\nimport (\n{imports})\n"
         ),
     )?;
-    run(
-        go().arg("mod").arg("tidy").current_dir(&src),
-        &format!("go mod tidy for {}", build.name),
-    )?;
+    run(go().arg("mod").arg("tidy").current_dir(&src), &format!("go mod tidy for {}", build.name))?;
     for (pkg, bin) in build.binaries {
         eprintln!("xtask:   go build {bin}");
         run(
@@ -232,25 +210,18 @@ fn ensure_built(build: &GoBuild) -> Result<()> {
             &format!("go build {pkg}"),
         )?;
     }
-    fs::write(
-        out_dir.join(".complete"),
-        format!("{} {}\n", build.module, build.version),
-    )?;
+    fs::write(out_dir.join(".complete"), format!("{} {}\n", build.module, build.version))?;
     Ok(())
 }
 
 /// A `replace` block pointing each staging module that k8s.io/kubernetes replaces at its release.
 fn staging_replacements(build: &GoBuild) -> Result<String> {
     let json = run(
-        go().args(["mod", "download", "-json"])
-            .arg(format!("{}@{}", build.module, build.version)),
+        go().args(["mod", "download", "-json"]).arg(format!("{}@{}", build.module, build.version)),
         "go mod download k8s.io/kubernetes",
     )?;
-    let info: serde_json::Value =
-        serde_json::from_str(&json).context("parsing `go mod download -json`")?;
-    let go_mod_path = info["GoMod"]
-        .as_str()
-        .context("`go mod download` gave no GoMod path")?;
+    let info: serde_json::Value = serde_json::from_str(&json).context("parsing `go mod download -json`")?;
+    let go_mod_path = info["GoMod"].as_str().context("`go mod download` gave no GoMod path")?;
     let upstream = fs::read_to_string(go_mod_path)?;
     let staging = staging_modules(&upstream);
     if staging.is_empty() {
@@ -258,9 +229,7 @@ fn staging_replacements(build: &GoBuild) -> Result<String> {
     }
     let mut block = String::from("\nreplace (\n");
     for module in staging {
-        block.push_str(&format!(
-            "\t{module} => {module} {KUBERNETES_STAGING_VERSION}\n"
-        ));
+        block.push_str(&format!("\t{module} => {module} {KUBERNETES_STAGING_VERSION}\n"));
     }
     block.push_str(")\n");
     Ok(block)
@@ -272,10 +241,7 @@ fn staging_modules(go_mod: &str) -> Vec<String> {
         .lines()
         .filter_map(|line| {
             let (module, target) = line.trim().split_once("=>")?;
-            target
-                .trim()
-                .starts_with("./staging/")
-                .then(|| module.trim().to_string())
+            target.trim().starts_with("./staging/").then(|| module.trim().to_string())
         })
         .collect()
 }
@@ -285,16 +251,11 @@ fn staging_modules(go_mod: &str) -> Vec<String> {
 /// deleted Pods go away. The stage definitions ship in the kwok module we built from.
 fn write_kwok_stages(dest: &Path) -> Result<()> {
     let json = run(
-        go().args(["mod", "download", "-json"])
-            .arg(format!("{}@{}", KWOK.module, KWOK.version)),
+        go().args(["mod", "download", "-json"]).arg(format!("{}@{}", KWOK.module, KWOK.version)),
         "go mod download sigs.k8s.io/kwok",
     )?;
     let info: serde_json::Value = serde_json::from_str(&json)?;
-    let dir = PathBuf::from(
-        info["Dir"]
-            .as_str()
-            .context("`go mod download` gave no Dir")?,
-    );
+    let dir = PathBuf::from(info["Dir"].as_str().context("`go mod download` gave no Dir")?);
     let stages = dir.join("kustomize").join("stage");
     let files = [
         "node/fast/node-initialize.yaml",
@@ -303,16 +264,18 @@ fn write_kwok_stages(dest: &Path) -> Result<()> {
         "pod/fast/pod-complete.yaml",
         "pod/fast/pod-delete.yaml",
     ];
-    let mut out = String::from(
-        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n",
-    );
+    // Spelled out: kwok applies its documented defaults only on some paths, and a zero parallelism is fatal.
+    let mut docs = vec![
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n  podPlayStageParallelism: 4\n  \
+         nodePlayStageParallelism: 4\n  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 1\n  \
+         enablePodsOnNodeSyncListPager: true\n  enablePodsOnNodeSyncStreamWatch: false"
+            .to_string(),
+    ];
     for file in files {
-        let text = fs::read_to_string(stages.join(file))
-            .with_context(|| format!("reading kwok stage {file}"))?;
-        out.push_str("---\n");
-        out.push_str(text.trim_end());
-        out.push('\n');
+        let text = fs::read_to_string(stages.join(file)).with_context(|| format!("reading kwok stage {file}"))?;
+        docs.push(text.trim_end().to_string());
     }
+    let out = docs.join("\n---\n") + "\n";
     fs::write(dest, out)?;
     Ok(())
 }
@@ -324,10 +287,7 @@ mod tests {
     #[test]
     fn finds_staging_modules_in_a_replace_block() {
         let go_mod = "module k8s.io/kubernetes\n\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n\tgithub.com/x/y => github.com/x/y v1.0.0\n)\n";
-        assert_eq!(
-            staging_modules(go_mod),
-            vec!["k8s.io/api", "k8s.io/client-go"]
-        );
+        assert_eq!(staging_modules(go_mod), vec!["k8s.io/api", "k8s.io/client-go"]);
     }
 
     #[test]
