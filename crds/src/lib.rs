@@ -6,11 +6,13 @@
 //! rules that need the tenant, and, for rules across objects, pure functions
 //! for the controllers. `docs/api.md` lists every rule and the message a user sees.
 
+pub mod admission;
 pub mod agency;
 pub mod common;
 pub mod conditions;
 pub mod data_sharing;
 pub mod document_service;
+pub mod generate;
 pub mod metadata;
 pub mod platform;
 pub mod portal;

@@ -2,6 +2,7 @@
 //! A library as well as a binary, so that the integration tests start the same control plane.
 
 pub mod cluster;
+pub mod codegen;
 pub mod paths;
 pub mod pki;
 pub mod testrun;
