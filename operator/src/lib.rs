@@ -1,1 +1,4 @@
 //! govpaas operator library: controllers, certificates, LGSP wiring.
+
+pub mod error;
+pub mod reconcile;

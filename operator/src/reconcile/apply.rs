@@ -1,0 +1,281 @@
+//! Server-side apply of desired objects, status, and pruning of orphans.
+//!
+//! Every write the operator makes goes through here, under the one field manager
+//! [`FIELD_MANAGER`], with `force`: a hand edit of a field the operator owns is taken back on the
+//! next reconcile, while fields others own (a `kubectl scale`, another controller's annotation) are
+//! left alone. Applying an object identical to what is stored changes nothing on the server — no
+//! new resourceVersion — which is what keeps a resync of an unchanged world silent.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::{ClusterResourceScope, NamespaceResourceScope, PartialObjectMeta};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::labels;
+use crate::error::{Error, Result};
+
+/// The one field manager under which govpaas writes everything.
+pub const FIELD_MANAGER: &str = "govpaas.io/operator";
+
+/// Builds the right [`Api`] for a kind from its scope: namespaced kinds need the namespace.
+pub trait ScopedApi {
+    fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self, DynamicType = ()>;
+}
+
+impl ScopedApi for NamespaceResourceScope {
+    fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self, DynamicType = ()>,
+    {
+        // An empty namespace would address the cluster-wide list; build() always sets one.
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl ScopedApi for ClusterResourceScope {
+    fn api<K>(client: Client, _namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self, DynamicType = ()>,
+    {
+        Api::all(client)
+    }
+}
+
+/// A kind the framework can apply and prune.
+pub trait Applicable:
+    Resource<DynamicType = (), Scope: ScopedApi> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Applicable for K where
+    K: Resource<DynamicType = (), Scope: ScopedApi>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Identifies one applied object across kinds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    fn of<K: Resource<DynamicType = ()>>(namespace: Option<String>, name: String) -> Self {
+        ObjectKey { kind: format!("{}/{}", K::api_version(&()), K::kind(&())), namespace, name }
+    }
+}
+
+/// Applies one reconcile's desired objects and remembers them, so that [`Applier::prune`] can
+/// delete what the owner created before and no longer wants.
+pub struct Applier {
+    client: Client,
+    applied: BTreeSet<ObjectKey>,
+}
+
+impl Applier {
+    pub fn new(client: Client) -> Self {
+        Applier { client, applied: BTreeSet::new() }
+    }
+
+    /// Server-side applies `object` (it must carry its name and, if namespaced, its namespace).
+    pub async fn apply<K: Applicable>(&mut self, object: &K) -> Result<K> {
+        let name =
+            object.meta().name.clone().ok_or(Error::MissingField { kind: kind_of::<K>(), field: "metadata.name" })?;
+        let namespace = object.meta().namespace.clone();
+        let api = K::Scope::api::<K>(self.client.clone(), namespace.as_deref());
+        let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await?;
+        self.applied.insert(ObjectKey::of::<K>(namespace, name));
+        Ok(applied)
+    }
+
+    /// Applies each object in turn, stopping at the first failure.
+    pub async fn apply_all<K: Applicable>(&mut self, objects: &[K]) -> Result<Vec<K>> {
+        let mut applied = Vec::with_capacity(objects.len());
+        for object in objects {
+            applied.push(self.apply(object).await?);
+        }
+        Ok(applied)
+    }
+
+    /// Whether this reconcile applied the object.
+    pub fn was_applied<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) -> bool {
+        self.applied.contains(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))
+    }
+
+    /// Deletes the objects of kind `K` in `cache` that controller `component` created for the owner
+    /// (`instance`, with uid `owner_uid`) and that this reconcile did not apply. Both the labels and
+    /// the owner reference must match, so a look-alike object made by hand is never deleted; the
+    /// delete is conditional on the cached uid, so an object re-created meanwhile survives.
+    /// Returns the `namespace/name`s deleted.
+    pub async fn prune<K: Applicable>(
+        &self,
+        cache: &Store<PartialObjectMeta<K>>,
+        component: &str,
+        instance: &str,
+        owner_uid: &str,
+    ) -> Result<Vec<String>> {
+        let mut pruned = Vec::new();
+        for orphan in
+            orphans(&cache.state(), component, instance, owner_uid, |ns, name| self.was_applied::<K>(ns, name))
+        {
+            let api = K::Scope::api::<K>(self.client.clone(), orphan.namespace.as_deref());
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid: Some(orphan.uid.clone()), resource_version: None }),
+                ..DeleteParams::background()
+            };
+            match api.delete(&orphan.name, &params).await {
+                Ok(_) => {}
+                // Already gone, or replaced by a newer object of the same name: nothing to prune.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => continue,
+                Err(err) => return Err(err.into()),
+            }
+            pruned.push(match &orphan.namespace {
+                Some(ns) => format!("{ns}/{}", orphan.name),
+                None => orphan.name.clone(),
+            });
+        }
+        Ok(pruned)
+    }
+}
+
+/// An object found in a cache that its owner no longer wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The cached objects labelled for `component`/`instance`, owned by `owner_uid`, not being deleted
+/// already, and not `wanted`.
+pub fn orphans<K>(
+    cached: &[std::sync::Arc<PartialObjectMeta<K>>],
+    component: &str,
+    instance: &str,
+    owner_uid: &str,
+    wanted: impl Fn(Option<&str>, &str) -> bool,
+) -> Vec<Orphan> {
+    let mut found: Vec<Orphan> = cached
+        .iter()
+        .filter(|object| object.metadata.deletion_timestamp.is_none())
+        .filter(|object| object.metadata.labels.as_ref().is_some_and(|l| labels::is_owned_by(l, component, instance)))
+        .filter(|object| object.metadata.owner_references.iter().flatten().any(|owner| owner.uid == owner_uid))
+        .filter_map(|object| {
+            let name = object.metadata.name.clone()?;
+            let uid = object.metadata.uid.clone()?;
+            (!wanted(object.metadata.namespace.as_deref(), &name)).then(|| Orphan {
+                namespace: object.metadata.namespace.clone(),
+                name,
+                uid,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    found
+}
+
+/// Server-side applies `status` as the status subresource of `name`.
+///
+/// Only the fields in `status` are owned afterwards; an unchanged status is a no-op on the server.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let status = serde_json::to_value(status).map_err(|source| Error::Serialize {
+        kind: kind_of::<K>(),
+        name: name.to_owned(),
+        source,
+    })?;
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// A `'static` name of the kind, for errors (kinds are few and fixed).
+fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+
+    use super::*;
+
+    fn cached(name: &str, instance: &str, owner_uid: &str, deleting: bool) -> Arc<PartialObjectMeta<NetworkPolicy>> {
+        Arc::new(PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("so-noi-vu".into()),
+                uid: Some(format!("uid-{name}")),
+                labels: Some(labels::owned_labels("tenant", instance)),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "govpaas.io/v1alpha1".into(),
+                    kind: "Tenant".into(),
+                    name: instance.into(),
+                    uid: owner_uid.into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                deletion_timestamp: deleting.then(|| Time(Default::default())),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        })
+    }
+
+    #[test]
+    fn orphans_are_owned_unwanted_and_not_deleting() {
+        let cache = vec![
+            cached("govpaas-default-deny", "so-noi-vu", "u1", false),
+            cached("govpaas-allow-old", "so-noi-vu", "u1", false),
+            cached("govpaas-allow-gone", "so-noi-vu", "u1", true),
+            cached("other-tenant", "so-tai-chinh", "u2", false),
+            cached("lookalike", "so-noi-vu", "someone-else", false),
+        ];
+        let wanted = |_: Option<&str>, name: &str| name == "govpaas-default-deny";
+        let found = orphans(&cache, "tenant", "so-noi-vu", "u1", wanted);
+        assert_eq!(
+            found,
+            vec![Orphan {
+                namespace: Some("so-noi-vu".into()),
+                name: "govpaas-allow-old".into(),
+                uid: "uid-govpaas-allow-old".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn object_keys_name_the_kind() {
+        let key = ObjectKey::of::<NetworkPolicy>(Some("ns".into()), "n".into());
+        assert_eq!(key.kind, "networking.k8s.io/v1/NetworkPolicy");
+        assert_eq!(kind_of::<NetworkPolicy>(), "NetworkPolicy");
+    }
+}

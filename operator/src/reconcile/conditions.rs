@@ -1,0 +1,133 @@
+//! Status conditions that only change when the world does.
+//!
+//! A controller states its conditions afresh on every reconcile ([`Desired`]); [`merge`] turns them
+//! into `metav1.Condition`s, keeping the previous `lastTransitionTime` unless the status flipped,
+//! so re-stating an unchanged condition produces a byte-identical status and no write.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::EventType;
+
+pub const TRUE: &str = "True";
+pub const FALSE: &str = "False";
+pub const UNKNOWN: &str = "Unknown";
+
+/// A condition as a controller states it on one reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: String,
+    pub status: &'static str,
+    pub reason: String,
+    pub message: String,
+    /// The Event to publish when this condition changes (status, reason or message); `None` for
+    /// conditions that are not worth a line in `kubectl describe`'s event list.
+    pub event: Option<EventType>,
+}
+
+impl Desired {
+    /// A condition that holds.
+    pub fn holds(type_: &str, reason: &str, message: impl Into<String>) -> Self {
+        Desired { type_: type_.into(), status: TRUE, reason: reason.into(), message: message.into(), event: None }
+    }
+
+    /// A condition that does not hold.
+    pub fn fails(type_: &str, reason: &str, message: impl Into<String>) -> Self {
+        Desired { type_: type_.into(), status: FALSE, reason: reason.into(), message: message.into(), event: None }
+    }
+
+    /// Publish an Event of this type whenever the condition changes.
+    pub fn with_event(mut self, event: EventType) -> Self {
+        self.event = Some(event);
+        self
+    }
+
+    /// Whether `previous` already says what this condition says.
+    pub fn same_as(&self, previous: &Condition) -> bool {
+        previous.type_ == self.type_
+            && previous.status == self.status
+            && previous.reason == self.reason
+            && previous.message == self.message
+    }
+}
+
+/// The conditions to write: `desired`, in its order, with `lastTransitionTime` carried over from
+/// `previous` when the status did not change, else `now`; every one at `generation`.
+pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|want| {
+            let before = previous.iter().find(|c| c.type_ == want.type_);
+            let last_transition_time = match before {
+                Some(before) if before.status == want.status => before.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: want.type_.clone(),
+                status: want.status.to_owned(),
+                reason: want.reason.clone(),
+                message: want.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// The desired conditions that changed since `previous` and ask for an Event.
+pub fn changed_with_events<'a>(previous: &[Condition], desired: &'a [Desired]) -> Vec<&'a Desired> {
+    desired
+        .iter()
+        .filter(|want| want.event.is_some())
+        .filter(|want| !previous.iter().any(|before| want.same_as(before)))
+        .collect()
+}
+
+/// The condition of `type_` in `conditions`, if any.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of `type_` is present and `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == TRUE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let first = merge(&[], &[Desired::fails("Ready", "Pending", "waiting")], Some(1), &at(100));
+        assert_eq!(first[0].last_transition_time, at(100));
+
+        // Same status, new reason and message: still the same transition.
+        let second = merge(&first, &[Desired::fails("Ready", "QuotaExceeded", "too big")], Some(2), &at(200));
+        assert_eq!(second[0].last_transition_time, at(100));
+        assert_eq!(second[0].observed_generation, Some(2));
+
+        let third = merge(&second, &[Desired::holds("Ready", "Reconciled", "ok")], Some(2), &at(300));
+        assert_eq!(third[0].last_transition_time, at(300));
+
+        // Restating everything unchanged is byte-identical.
+        let again = merge(&third, &[Desired::holds("Ready", "Reconciled", "ok")], Some(2), &at(400));
+        assert_eq!(again, third);
+    }
+
+    #[test]
+    fn events_only_for_changes() {
+        let bad = Desired::fails("Ready", "QuotaExceeded", "too big").with_event(EventType::Warning);
+        let quiet = Desired::holds("Suspended", "NotSuspended", "");
+        let desired = vec![bad.clone(), quiet];
+        assert_eq!(changed_with_events(&[], &desired), vec![&bad]);
+        let written = merge(&[], &desired, Some(1), &at(1));
+        assert!(changed_with_events(&written, &desired).is_empty());
+        let worse = vec![Desired::fails("Ready", "QuotaExceeded", "even bigger").with_event(EventType::Warning)];
+        assert_eq!(changed_with_events(&written, &worse).len(), 1);
+        assert!(is_true(&written, "Suspended"));
+        assert!(!is_true(&written, "Ready"));
+    }
+}

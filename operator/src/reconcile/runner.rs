@@ -1,0 +1,151 @@
+//! Drives a kube-rs [`Controller`]: bounded concurrency, per-object exponential backoff after
+//! errors, a tracing line per outcome, graceful shutdown.
+//!
+//! Errors here are the operator's or the API server's (a timeout, a conflict), never the user's:
+//! user errors end a reconcile successfully with a condition. So an error is retried after
+//! 2 s, 4 s, 8 s … up to [`MAX_BACKOFF`] for that object alone, and the count resets on success.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Resource;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// The first retry after an error.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest wait between retries of a failing object.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Consecutive failures per object.
+pub struct Backoff<K: Resource>
+where
+    K::DynamicType: Eq + Hash,
+{
+    failures: Mutex<HashMap<ObjectRef<K>, u32>>,
+}
+
+impl<K: Resource> Default for Backoff<K>
+where
+    K::DynamicType: Eq + Hash,
+{
+    fn default() -> Self {
+        Backoff { failures: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Resource> Backoff<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// Records a failure of `object`; returns how long to wait before retrying it.
+    pub fn failed(&self, object: ObjectRef<K>) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = failures.entry(object).or_insert(0);
+        *count = count.saturating_add(1);
+        delay_after(*count)
+    }
+
+    /// Forgets the failures of `object` after it reconciled.
+    pub fn succeeded(&self, object: &ObjectRef<K>) {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        failures.remove(object);
+    }
+}
+
+/// 2 s doubled for each further consecutive failure, capped at [`MAX_BACKOFF`].
+pub fn delay_after(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// Runs `controller` until shutdown (SIGTERM or Ctrl-C: reconciles in flight finish, no new ones
+/// start), at most `concurrency` reconciles at once (never two of one object).
+pub async fn run<K, Ctx, Fut>(
+    name: &'static str,
+    controller: Controller<K>,
+    concurrency: u16,
+    reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    context: Arc<Ctx>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Debug + Default + Eq + Hash + Clone + Unpin,
+    Ctx: Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let backoff = Arc::new(Backoff::<K>::default());
+    let on_error = backoff.clone();
+    controller
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(
+            reconcile,
+            move |object: Arc<K>, error: &Error, _ctx| {
+                let object_ref = object_ref_of(object.as_ref());
+                let delay = on_error.failed(object_ref);
+                tracing::warn!(
+                    controller = name,
+                    error = %error,
+                    error_kind = error.metric_label(),
+                    retry_in_s = delay.as_secs(),
+                    "reconcile failed"
+                );
+                Action::requeue(delay)
+            },
+            context,
+        )
+        .for_each(|result| {
+            match result {
+                Ok((object, _)) => backoff.succeeded(&object),
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    // A child or related object pointed at something outside this operator's scope
+                    // or already deleted: nothing to do.
+                    tracing::debug!(controller = name, object = %object, "reconcile request for an object not in the cache");
+                }
+                // Already logged by the error policy.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(err) => tracing::warn!(controller = name, error = %err, "controller queue error"),
+            }
+            futures::future::ready(())
+        })
+        .await;
+    tracing::info!(controller = name, "controller stopped");
+}
+
+fn object_ref_of<K: Resource>(object: &K) -> ObjectRef<K>
+where
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    ObjectRef::from_obj_with(object, K::DynamicType::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        assert_eq!(delay_after(1), Duration::from_secs(2));
+        assert_eq!(delay_after(2), Duration::from_secs(4));
+        assert_eq!(delay_after(5), Duration::from_secs(32));
+        assert_eq!(delay_after(40), MAX_BACKOFF);
+
+        let backoff = Backoff::<Namespace>::default();
+        let ns = ObjectRef::new("so-noi-vu");
+        assert_eq!(backoff.failed(ns.clone()), Duration::from_secs(2));
+        assert_eq!(backoff.failed(ns.clone()), Duration::from_secs(4));
+        assert_eq!(backoff.failed(ObjectRef::new("other")), Duration::from_secs(2));
+        backoff.succeeded(&ns);
+        assert_eq!(backoff.failed(ns), Duration::from_secs(2));
+    }
+}
