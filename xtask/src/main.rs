@@ -22,6 +22,12 @@ enum Task {
     },
     /// Bring up the control plane and show govpaas at work.
     Demo,
+    /// Generate the CRD YAML and admission policies from the Rust API types.
+    Crds {
+        /// Write nothing; fail if the committed files differ from what generation produces.
+        #[arg(long)]
+        check: bool,
+    },
     /// Everything CI runs: formatting, lints, generated-file drift, unit and integration tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter after `--`).
@@ -64,6 +70,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ClusterAction::Env => print!("{}", cluster::env()?),
         },
         Task::Demo => demo()?,
+        Task::Crds { check } => xtask::codegen::crds(check)?,
         Task::Test { cargo_test_args } => return test(&cargo_test_args),
     }
     Ok(ExitCode::SUCCESS)
@@ -90,6 +97,10 @@ fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
     }
     if !testrun::cargo_check(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])? {
         failures.push("cargo clippy");
+    }
+    if let Err(err) = xtask::codegen::crds(true) {
+        eprintln!("xtask: error: generated files are stale (run `cargo xtask crds`): {err:#}");
+        failures.push("generated files drift");
     }
     // The integration tests share one control plane; bring it up once, before they start.
     if let Err(err) = cluster::up() {
