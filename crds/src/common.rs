@@ -66,12 +66,14 @@ pub const POSITIVE_QUANTITY_MESSAGE: &str = "must be a quantity greater than 0, 
 
 /// CEL: the field (int or string) is a Kubernetes quantity of at least zero.
 pub fn non_negative_quantity() -> Rule {
-    Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() >= 0").message(NON_NEGATIVE_QUANTITY_MESSAGE)
+    Rule::new("isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('0')) >= 0")
+        .message(NON_NEGATIVE_QUANTITY_MESSAGE)
 }
 
 /// CEL: the field (int or string) is a Kubernetes quantity greater than zero.
 pub fn positive_quantity() -> Rule {
-    Rule::new("isQuantity(string(self)) && quantity(string(self)).sign() > 0").message(POSITIVE_QUANTITY_MESSAGE)
+    Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))")
+        .message(POSITIVE_QUANTITY_MESSAGE)
 }
 
 /// CEL: the field keeps the value it was created with.

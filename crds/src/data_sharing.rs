@@ -18,6 +18,8 @@ use crate::{
 /// APIs the agency provides to other agencies over the province's LGSP, and APIs of other
 /// agencies or of the national data exchange platform (NDXP) it consumes. A consumption is
 /// granted only when the provider approves the consumer's agency.
+// kube's repeated `printcolumn(type_ = …)` arguments look like duplicates to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "govpaas.io",

@@ -13,6 +13,8 @@ use crate::{
 /// Document management and electronic document exchange (edXML packages, QCVN 102:2016) for an
 /// agency: a workload with its own volume, an optional web host, a document-signing certificate,
 /// and an exchange endpoint registered on the LGSP.
+// kube's repeated `printcolumn(type_ = …)` arguments look like duplicates to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "govpaas.io",

@@ -16,6 +16,8 @@ pub const PLATFORM_NAME: &str = "default";
 /// Platform-wide settings of govpaas: the province's base domain, ingress and storage classes,
 /// default images, size presets, the certificate authority, certificate lifetimes and the LGSP
 /// gateway. There is exactly one, named `default`; the platform engineer owns it.
+// kube's repeated `printcolumn(type_ = …)` arguments look like duplicates to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "govpaas.io",

@@ -12,6 +12,8 @@ use crate::{
 
 /// A public-service portal of the agency: a web front on the agency's hosts, with TLS
 /// certificates issued by the tenant CA. Hosts must sit under the tenant's domain.
+// kube's repeated `printcolumn(type_ = …)` arguments look like duplicates to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "govpaas.io",

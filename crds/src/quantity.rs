@@ -162,19 +162,19 @@ impl Amount {
         let sign = if self.0 < 0 { "-" } else { "" };
         let nanos = self.0.unsigned_abs();
         let per_unit = NANOS_PER_UNIT.unsigned_abs();
-        if nanos % per_unit == 0 {
+        if nanos.is_multiple_of(per_unit) {
             let units = nanos / per_unit;
             if style == Style::Binary && units != 0 {
                 for (suffix, bits) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-                    if units % (1u128 << bits) == 0 {
+                    if units.is_multiple_of(1u128 << bits) {
                         return format!("{sign}{}{suffix}", units >> bits);
                     }
                 }
             }
             format!("{sign}{units}")
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             format!("{sign}{}m", nanos / 1_000_000)
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             format!("{sign}{}u", nanos / 1_000)
         } else {
             format!("{sign}{nanos}n")

@@ -20,6 +20,8 @@ pub const RESERVED_NAMESPACES: &[&str] =
 /// One government agency: its electronic agency code, level and place in the agency tree, its
 /// admins, its quota (carved out of its parent's) and its namespaces. Created by the provincial
 /// admin; the operator provisions namespaces, quotas, network isolation, RBAC and a tenant CA.
+// kube's repeated `printcolumn(type_ = …)` arguments look like duplicates to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "govpaas.io",
