@@ -10,6 +10,11 @@ pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 /// Tenant: its place in the agency tree is valid (unique code, parent exists and is higher, no
 /// cycle, code extends the parent's).
 pub const HIERARCHY_VALID: &str = "HierarchyValid";
+/// Tenant: `spec.parent` names no Tenant, one not of a higher level, or one in a cycle.
+pub const INVALID_PARENT: &str = "InvalidParent";
+/// Tenant: suspended (workloads at zero, no new Pods); the portals and document services of a
+/// suspended tenant report it too.
+pub const SUSPENDED: &str = "Suspended";
 /// Tenant: its namespaces, quotas, limit ranges, network policies and role bindings exist.
 pub const NAMESPACES_READY: &str = "NamespacesReady";
 /// Tenant, Platform: its certificate authority is issued and current.

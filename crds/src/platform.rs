@@ -50,6 +50,12 @@ pub struct PlatformSpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
     pub ingress_class_name: Option<String>,
 
+    /// Namespace of the ingress controller: every tenant's NetworkPolicies admit traffic from it.
+    /// Unset: `ingress-nginx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = crate::common::DNS_LABEL_PATTERN))]
+    pub ingress_namespace: Option<String>,
+
     /// StorageClass for the volumes of DocumentServices that name none. Unset: the cluster's
     /// default StorageClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -94,7 +94,8 @@ impl QuotaVector {
         self.0[resource as usize]
     }
 
-    fn set(&mut self, resource: Resource, amount: Amount) {
+    /// Sets the amount of one resource.
+    pub fn set(&mut self, resource: Resource, amount: Amount) {
         self.0[resource as usize] = amount;
     }
 
@@ -123,7 +124,8 @@ impl QuotaVector {
         Ok(v)
     }
 
-    fn add(&self, other: &QuotaVector) -> Result<QuotaVector, QuotaError> {
+    /// `self + other`, resource by resource.
+    pub fn add(&self, other: &QuotaVector) -> Result<QuotaVector, QuotaError> {
         let mut sum = *self;
         for r in Resource::ALL {
             let total = self.get(r).checked_add(other.get(r)).ok_or(QuotaError::Overflow(r))?;
@@ -133,7 +135,7 @@ impl QuotaVector {
     }
 
     /// `self - other`, resource by resource (may go negative; see [`QuotaVector::excess_over`]).
-    fn sub(&self, other: &QuotaVector) -> Result<QuotaVector, QuotaError> {
+    pub fn sub(&self, other: &QuotaVector) -> Result<QuotaVector, QuotaError> {
         let mut difference = *self;
         for r in Resource::ALL {
             let d = self.get(r).checked_sub(other.get(r)).ok_or(QuotaError::Overflow(r))?;
@@ -153,6 +155,17 @@ impl QuotaVector {
                 requested: self.get(r).format(r.style()),
             })
             .collect()
+    }
+
+    /// From a quota status map (`status.quota.hard`); resources it lacks are zero.
+    pub fn from_status(map: &BTreeMap<String, Quantity>) -> Result<Self, QuotaError> {
+        let mut v = Self::default();
+        for r in Resource::ALL {
+            if let Some(quantity) = map.get(r.field()) {
+                v.set(r, parse(r, quantity)?);
+            }
+        }
+        Ok(v)
     }
 
     /// As a quota status map keyed by `spec.quota` field names.
