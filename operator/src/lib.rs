@@ -1,4 +1,5 @@
 //! govpaas operator library: controllers, certificates, LGSP wiring.
 
 pub mod error;
+pub mod quota;
 pub mod reconcile;
