@@ -124,6 +124,13 @@ fn tenant_namespace() -> ValidatingAdmissionPolicy {
     )
 }
 
+/// `variables.inTenant`: the namespace carries the tenant label. (Match conditions cannot see
+/// `namespaceObject`, so policies that need the tenant guard their validations with this instead;
+/// [`TENANT_NAMESPACE_POLICY`] reports namespaces outside any tenant.)
+fn in_tenant_variable() -> Variable {
+    variable("inTenant", in_tenant_namespace())
+}
+
 fn domain_variable() -> Variable {
     variable(
         "domain",
@@ -135,7 +142,7 @@ fn domain_variable() -> Variable {
 
 fn domain_known() -> Validation {
     validation(
-        "variables.domain != ''".into(),
+        "!variables.inTenant || variables.domain != ''".into(),
         format!(
             "'metadata.namespace: namespace ' + namespaceObject.metadata.name + ' has no {DOMAIN_ANNOTATION} annotation yet, so hosts cannot be checked against the tenant domain: the tenant controller writes it once the Tenant is provisioned; try again then'"
         ),
@@ -150,15 +157,11 @@ fn portal_hosts() -> ValidatingAdmissionPolicy {
         PORTAL_HOSTS_POLICY,
         ValidatingAdmissionPolicySpec {
             match_constraints: Some(rules(&["portals"])),
-            match_conditions: Some(vec![MatchCondition {
-                name: "in-tenant-namespace".into(),
-                expression: in_tenant_namespace(),
-            }]),
-            variables: Some(vec![domain_variable()]),
+            variables: Some(vec![in_tenant_variable(), domain_variable()]),
             validations: Some(vec![
                 domain_known(),
                 validation(
-                    format!("variables.domain == '' || object.spec.hosts.all(h, {under})"),
+                    format!("!variables.inTenant || variables.domain == '' || object.spec.hosts.all(h, {under})"),
                     format!(
                         "'spec.hosts: ' + object.spec.hosts.filter(h, !({under})).join(', ') + ' must be the tenant domain ' + variables.domain + ' or end with .' + variables.domain"
                     ),
@@ -176,21 +179,15 @@ fn document_service_host() -> ValidatingAdmissionPolicy {
         DOCUMENT_SERVICE_HOST_POLICY,
         ValidatingAdmissionPolicySpec {
             match_constraints: Some(rules(&["documentservices"])),
-            match_conditions: Some(vec![
-                MatchCondition {
-                    name: "in-tenant-namespace".into(),
-                    expression: in_tenant_namespace(),
-                },
-                MatchCondition {
-                    name: "has-host".into(),
-                    expression: "has(object.spec.host)".into(),
-                },
-            ]),
-            variables: Some(vec![domain_variable()]),
+            match_conditions: Some(vec![MatchCondition {
+                name: "has-host".into(),
+                expression: "has(object.spec.host)".into(),
+            }]),
+            variables: Some(vec![in_tenant_variable(), domain_variable()]),
             validations: Some(vec![
                 domain_known(),
                 validation(
-                    "variables.domain == '' || object.spec.host == variables.domain || object.spec.host.endsWith('.' + variables.domain)".into(),
+                    "!variables.inTenant || variables.domain == '' || object.spec.host == variables.domain || object.spec.host.endsWith('.' + variables.domain)".into(),
                     "'spec.host: ' + object.spec.host + ' must be the tenant domain ' + variables.domain + ' or end with .' + variables.domain".into(),
                     "Invalid",
                 ),
@@ -207,19 +204,20 @@ fn no_self_consumption() -> ValidatingAdmissionPolicy {
         NO_SELF_CONSUMPTION_POLICY,
         ValidatingAdmissionPolicySpec {
             match_constraints: Some(rules(&["datasharingservices"])),
-            match_conditions: Some(vec![MatchCondition {
-                name: "in-tenant-namespace".into(),
-                expression: format!(
-                    "{} && '{AGENCY_CODE_LABEL}' in namespaceObject.metadata.labels",
-                    in_tenant_namespace()
-                ),
-            }]),
             variables: Some(vec![
-                variable("agencyCode", format!("namespaceObject.metadata.labels['{AGENCY_CODE_LABEL}']")),
+                variable(
+                    "agencyCode",
+                    format!(
+                        "{} && '{AGENCY_CODE_LABEL}' in namespaceObject.metadata.labels ? namespaceObject.metadata.labels['{AGENCY_CODE_LABEL}'] : ''",
+                        in_tenant_namespace()
+                    ),
+                ),
                 variable("provided", "has(object.spec.provides) ? object.spec.provides.map(p, p.name) : []".into()),
             ]),
             validations: Some(vec![validation(
-                format!("!has(object.spec.consumes) || !object.spec.consumes.exists(c, {own})"),
+                format!(
+                    "variables.agencyCode == '' || !has(object.spec.consumes) || !object.spec.consumes.exists(c, {own})"
+                ),
                 format!(
                     "'spec.consumes: ' + object.spec.consumes.filter(c, {own}).map(c, c.name).join(', ') + ' consumes an API that this DataSharingService provides itself (agency ' + variables.agencyCode + '): call it directly, not through the LGSP'"
                 ),

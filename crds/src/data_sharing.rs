@@ -67,7 +67,7 @@ pub struct DataSharingServiceSpec {
     #[serde(default)]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
-    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.api == a.api && b.national == a.national && (has(b.agencyCode) ? b.agencyCode : '') == (has(a.agencyCode) ? a.agencyCode : '')))").message("consumes the same API twice: list each provider's API once").reason(Reason::FieldValueDuplicate))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.api == a.api && b.national == a.national && (has(b.agencyCode) ? b.agencyCode : '') == (has(a.agencyCode) ? a.agencyCode : '')))").message("consumes the same API twice: list each provider's API once"))]
     pub consumes: Vec<ConsumedApi>,
 }
 
