@@ -1,5 +1,6 @@
 //! govpaas operator library: controllers, certificates, LGSP wiring.
 
+pub mod certificates;
 pub mod error;
 pub mod quota;
 pub mod reconcile;

@@ -1,6 +1,7 @@
 //! Developer tasks: the local control plane, the demo, the test suite, benchmarks and code generation.
 //! A library as well as a binary, so that the integration tests start the same control plane.
 
+pub mod bench;
 pub mod cluster;
 pub mod codegen;
 pub mod paths;
