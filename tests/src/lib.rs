@@ -4,6 +4,8 @@
 //! up yet; each test works in namespaces and objects of its own ([`TestNamespace`], [`unique_name`]) and
 //! cleans them up when done.
 
+pub mod api;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
