@@ -460,6 +460,11 @@ fn kubectl_get_govpaas_lists_every_kind_with_useful_columns() {
         assert!(listing.contains(&expected), "`kubectl get govpaas -A` lacks {expected:?}:\n{listing}");
     }
     println!("{listing}");
+    // A provincial admin finds an agency's children, or an agency by code, with field selectors.
+    for selector in ["spec.parent=da-nang", "spec.agency.code=H48.12", "spec.agency.level=Department"] {
+        let found = cluster.kubectl_ok(&["get", "tenants", "--field-selector", selector, "-o", "name"]);
+        assert!(found.contains(&format!("tenant.govpaas.io/{tenant}")), "{selector}: {found}");
+    }
     // Short names work too.
     for short in ["gpf", "tnt", "ptl", "docs", "dss"] {
         cluster.kubectl_ok(&["get", short, "-A"]);
