@@ -35,10 +35,11 @@ pub struct Lifetimes {
 }
 
 impl Default for Lifetimes {
+    /// The Platform CRD's defaults: 87600h, 43800h, 2160h, 2160h, 8760h.
     fn default() -> Self {
         Lifetimes {
             platform_ca: Duration::days(10 * 365),
-            tenant_ca: Duration::days(365),
+            tenant_ca: Duration::days(5 * 365),
             server: Duration::days(90),
             client: Duration::days(90),
             signing: Duration::days(365),
