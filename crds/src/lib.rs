@@ -14,6 +14,7 @@ pub mod data_sharing;
 pub mod document_service;
 pub mod generate;
 pub mod hierarchy;
+pub mod hosts;
 pub mod metadata;
 pub mod platform;
 pub mod portal;
