@@ -4,3 +4,4 @@ pub mod certificates;
 pub mod error;
 pub mod quota;
 pub mod reconcile;
+pub mod tenant;

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::{ClusterResourceScope, NamespaceResourceScope, PartialObjectMeta};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -118,22 +118,20 @@ impl Applier {
         self.applied.contains(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))
     }
 
-    /// Deletes the objects of kind `K` in `cache` that controller `component` created for the owner
+    /// Deletes the objects of kind `K` in `cached` (a cache's state) that controller `component` created for the owner
     /// (`instance`, with uid `owner_uid`) and that this reconcile did not apply. Both the labels and
     /// the owner reference must match, so a look-alike object made by hand is never deleted; the
     /// delete is conditional on the cached uid, so an object re-created meanwhile survives.
     /// Returns the `namespace/name`s deleted.
     pub async fn prune<K: Applicable>(
         &self,
-        cache: &Store<PartialObjectMeta<K>>,
+        cached: &[Arc<PartialObjectMeta<K>>],
         component: &str,
         instance: &str,
         owner_uid: &str,
     ) -> Result<Vec<String>> {
         let mut pruned = Vec::new();
-        for orphan in
-            orphans(&cache.state(), component, instance, owner_uid, |ns, name| self.was_applied::<K>(ns, name))
-        {
+        for orphan in orphans(cached, component, instance, owner_uid, |ns, name| self.was_applied::<K>(ns, name)) {
             let api = K::Scope::api::<K>(self.client.clone(), orphan.namespace.as_deref());
             let params = DeleteParams {
                 preconditions: Some(Preconditions { uid: Some(orphan.uid.clone()), resource_version: None }),
@@ -154,6 +152,11 @@ impl Applier {
     }
 }
 
+/// The metadata of a whole cached object, for [`Applier::prune`] over caches of whole objects.
+pub fn metadata_of<K: Resource<DynamicType = ()>>(object: &K) -> PartialObjectMeta<K> {
+    PartialObjectMeta { types: None, metadata: object.meta().clone(), _phantom: Default::default() }
+}
+
 /// An object found in a cache that its owner no longer wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -165,7 +168,7 @@ pub struct Orphan {
 /// The cached objects labelled for `component`/`instance`, owned by `owner_uid`, not being deleted
 /// already, and not `wanted`.
 pub fn orphans<K>(
-    cached: &[std::sync::Arc<PartialObjectMeta<K>>],
+    cached: &[Arc<PartialObjectMeta<K>>],
     component: &str,
     instance: &str,
     owner_uid: &str,
@@ -221,8 +224,6 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 

@@ -1,0 +1,262 @@
+//! The tenant controller: each agency gets an isolated, quota-bound home on the shared cluster.
+//!
+//! A reconcile reads the Tenant, every other Tenant and the Platform from caches;
+//! [`validate`] checks the rules across objects; the quota ledger ([`crate::quota`]) decides how
+//! much of its parent's quota it holds; [`build`] makes its namespaces, quotas, limit ranges,
+//! network policies and role bindings, with no client; [`reconcile`] applies them by server-side
+//! apply, prunes what is no longer wanted, scales Deployments for [`suspend`]ed tenants, and
+//! writes the [`status`] computed from what it applied.
+//!
+//! Triggers: a Tenant's spec changing (a generation predicate: its own status writes do not
+//! retrigger it); any owned object changing or vanishing (metadata watchers, so a deleted
+//! NetworkPolicy or an edited ResourceQuota is repaired at once); the Platform changing (every
+//! Tenant); a Tenant created or deleted (its parent and children); and explicit wake-ups between
+//! parent and child when the quota ledger moves. Everything is resynced hourly as a safety net.
+
+pub mod build;
+pub mod reconcile;
+pub mod status;
+pub mod suspend;
+pub mod validate;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{StreamExt, TryStreamExt};
+use govpaas_crds::conditions::HIERARCHY_VALID;
+use govpaas_crds::platform::PLATFORM_NAME;
+use govpaas_crds::{Platform, Tenant};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::quota::Ledger;
+use crate::reconcile::events::Publisher;
+use crate::reconcile::{conditions, labels, runner, watch};
+
+/// The `app.kubernetes.io/component` of everything the tenant controller creates.
+pub const COMPONENT: &str = "tenant";
+
+/// The controller's main kind: a Tenant, or the error of one that cannot be read (so one bad
+/// object never breaks the watch).
+pub type TenantObject = DeserializeGuard<Tenant>;
+
+/// How the tenant controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconcile only Tenants with these labels (`govpaas.io/scope=ci-42`); unset: all. For tests
+    /// sharing one cluster and for staged roll-outs; production runs one operator for everything.
+    pub tenant_selector: Option<String>,
+    /// The operator's namespace: where the LGSP gateway runs.
+    pub operator_namespace: String,
+    /// At most this many Tenants reconcile at once.
+    pub concurrency: u16,
+    /// This process's name in Events (its Pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+/// Caches of what the tenant controller owns: metadata only, except ResourceQuotas, whose usage
+/// goes into status.
+#[derive(Clone)]
+pub struct Caches {
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub resource_quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    pub cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
+    pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub tenants: Store<TenantObject>,
+    pub platforms: Store<Platform>,
+    pub caches: Caches,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub publisher: Publisher,
+    wake: UnboundedSender<ObjectRef<TenantObject>>,
+}
+
+impl Context {
+    /// Asks for `tenant` to be reconciled again soon.
+    pub fn wake(&self, tenant: &str) {
+        // Fails only when the controller is shutting down: nothing left to wake then.
+        let _ = self.wake.unbounded_send(ObjectRef::new(tenant));
+    }
+
+    /// The Platform, if it exists.
+    pub fn platform(&self) -> Option<Arc<Platform>> {
+        self.platforms.get(&ObjectRef::new(PLATFORM_NAME))
+    }
+
+    /// Locks the quota ledger (never held across an `.await`).
+    pub fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Wakes the Tenants a watch event concerns besides itself: on a new or changed spec, its parent
+/// and children (a parent re-created under orphans adopts them); on a deletion, also the Tenants
+/// whose tree was invalid (a freed agency code or namespace), and the ledger forgets it.
+struct Relations {
+    tenants: Store<TenantObject>,
+    ledger: Arc<Mutex<Ledger>>,
+    wake: UnboundedSender<ObjectRef<TenantObject>>,
+    generations: HashMap<String, Option<i64>>,
+}
+
+impl Relations {
+    fn observe(&mut self, event: &watcher::Event<TenantObject>) {
+        match event {
+            watcher::Event::InitApply(object) => {
+                self.generations.insert(uid(object), object.meta().generation);
+            }
+            watcher::Event::Apply(object) => {
+                let previous = self.generations.insert(uid(object), object.meta().generation);
+                if previous != Some(object.meta().generation) {
+                    self.wake_family(object);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                self.generations.remove(&uid(object));
+                {
+                    let mut ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    ledger.forget(&object.name_any());
+                }
+                self.wake_family(object);
+                for other in self.tenants.state() {
+                    let invalid = other.0.as_ref().ok().and_then(|t| t.status.as_ref()).is_some_and(|s| {
+                        conditions::find(&s.conditions, HIERARCHY_VALID).is_some_and(|c| c.status == conditions::FALSE)
+                    });
+                    if invalid {
+                        self.send(&other.name_any());
+                    }
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    fn wake_family(&self, object: &TenantObject) {
+        let name = object.name_any();
+        if let Ok(tenant) = &object.0
+            && let Some(parent) = &tenant.spec.parent
+        {
+            self.send(parent);
+        }
+        for child in self.tenants.state() {
+            if child.0.as_ref().ok().and_then(|c| c.spec.parent.as_deref()) == Some(name.as_str()) {
+                self.send(&child.name_any());
+            }
+        }
+    }
+
+    fn send(&self, name: &str) {
+        let _ = self.wake.unbounded_send(ObjectRef::new(name));
+    }
+}
+
+fn uid(object: &TenantObject) -> String {
+    object.meta().uid.clone().unwrap_or_else(|| object.name_any())
+}
+
+/// The cluster-scoped Tenants that own `object` (kube's `owns` keeps a namespaced child's
+/// namespace in the owner's reference, which never matches a cluster-scoped Tenant).
+fn owning_tenants<K: Resource>(object: K) -> Vec<ObjectRef<TenantObject>> {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|owner| {
+            owner.kind == "Tenant" && owner.api_version == format!("{}/{}", govpaas_crds::GROUP, govpaas_crds::VERSION)
+        })
+        .map(|owner| ObjectRef::new(&owner.name))
+        .collect()
+}
+
+/// Runs the tenant controller until shutdown.
+pub async fn run(client: Client, settings: Settings) {
+    let (wake, woken) = unbounded();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+
+    let mut tenant_watch = watcher::Config::default();
+    if let Some(selector) = &settings.tenant_selector {
+        tenant_watch = tenant_watch.labels(selector);
+    }
+    let (tenants, tenant_writer) = reflector::store::<TenantObject>();
+    let mut relations =
+        Relations { tenants: tenants.clone(), ledger: ledger.clone(), wake: wake.clone(), generations: HashMap::new() };
+    let tenant_stream = watcher(Api::<TenantObject>::all(client.clone()), tenant_watch)
+        .default_backoff()
+        .modify(watch::strip)
+        .reflect(tenant_writer)
+        .inspect_ok(move |event| relations.observe(event))
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
+
+    let (platforms, platform_writer) = reflector::store::<Platform>();
+    let platform_stream = watcher(
+        Api::<Platform>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}")),
+    )
+    .default_backoff()
+    .modify(watch::strip)
+    .reflect(platform_writer)
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default())
+    .filter_map(|platform| futures::future::ready(platform.ok().map(|_| ())));
+
+    let owned = labels::component_selector(COMPONENT);
+    let (namespaces, namespace_stream) = watch::metadata_cache::<Namespace>(client.clone(), &owned);
+    let (resource_quotas, quota_stream) = watch::object_cache::<ResourceQuota>(client.clone(), &owned);
+    let (limit_ranges, limit_range_stream) = watch::metadata_cache::<LimitRange>(client.clone(), &owned);
+    let (network_policies, policy_stream) = watch::metadata_cache::<NetworkPolicy>(client.clone(), &owned);
+    let (role_bindings, binding_stream) = watch::metadata_cache::<RoleBinding>(client.clone(), &owned);
+    let (cluster_roles, cluster_role_stream) = watch::metadata_cache::<ClusterRole>(client.clone(), &owned);
+    let (cluster_role_bindings, cluster_binding_stream) =
+        watch::metadata_cache::<ClusterRoleBinding>(client.clone(), &owned);
+
+    let controller = Controller::for_stream(tenant_stream, tenants.clone())
+        .watches_stream(namespace_stream, owning_tenants)
+        .watches_stream(quota_stream, owning_tenants)
+        .watches_stream(limit_range_stream, owning_tenants)
+        .watches_stream(policy_stream, owning_tenants)
+        .watches_stream(binding_stream, owning_tenants)
+        .watches_stream(cluster_role_stream, owning_tenants)
+        .watches_stream(cluster_binding_stream, owning_tenants)
+        .reconcile_all_on(platform_stream)
+        .reconcile_on(woken);
+
+    let context = Arc::new(Context {
+        publisher: Publisher::new(client.clone(), settings.instance.clone()),
+        client,
+        tenants,
+        platforms,
+        caches: Caches {
+            namespaces,
+            resource_quotas,
+            limit_ranges,
+            network_policies,
+            role_bindings,
+            cluster_roles,
+            cluster_role_bindings,
+        },
+        ledger,
+        wake,
+        settings: settings.clone(),
+    });
+    runner::run("tenant", controller, settings.concurrency, reconcile::reconcile, context).await;
+}

@@ -1,0 +1,417 @@
+//! One reconcile of one Tenant: read → validate → decide its quota → build → apply → prune →
+//! suspend or resume → status and Events. Only the apply steps talk to the API server; every
+//! decision before them is a pure function of what the caches hold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use govpaas_crds::platform::Platform;
+use govpaas_crds::quantity::Amount;
+use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
+use govpaas_crds::{Tenant, conditions::SUSPENDED};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource as _, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
+use super::status::{self, Outcome, Suspension};
+use super::validate;
+use super::{COMPONENT, Context, TenantObject, suspend};
+use crate::error::{Error, Result};
+use crate::quota::{Family, Member, Request};
+use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
+use crate::reconcile::conditions;
+
+/// The safety-net resync of an unchanged Tenant.
+pub const RESYNC: Duration = Duration::from_secs(3600);
+/// How soon to look again while waiting for the parent to make room (a wake-up usually comes first).
+const WAITING: Duration = Duration::from_secs(10);
+
+/// Reconciles one Tenant.
+pub async fn reconcile(object: Arc<TenantObject>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", controller = COMPONENT, tenant = %object.name_any());
+    async move {
+        let tenant = match &object.0 {
+            Ok(tenant) => tenant,
+            Err(invalid) => {
+                // Only an object stored before the schema existed can fail to parse. Its status
+                // cannot be computed, so it is left alone; the Event says why.
+                let reference = object.object_ref(&());
+                let note = format!("the Tenant cannot be read: {invalid}; fix or re-apply it");
+                ctx.publisher.publish(&reference, EventType::Warning, "InvalidSpec", "Reconcile", &note, None).await;
+                warn!(error = %invalid, "unreadable Tenant");
+                return Ok(Action::await_change());
+            }
+        };
+        wait_for_caches(&ctx).await?;
+        reconcile_tenant(tenant, &ctx).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Before the first reconcile, every cache has listed once: deciding on a half-filled cache
+/// would write a wrong status (or prune what is merely not yet seen).
+async fn wait_for_caches(ctx: &Context) -> Result<()> {
+    let not_ready =
+        |what: &'static str| move |_| Error::Config(format!("the {what} cache stopped before it was ready"));
+    ctx.tenants.wait_until_ready().await.map_err(not_ready("Tenant"))?;
+    ctx.platforms.wait_until_ready().await.map_err(not_ready("Platform"))?;
+    let caches = &ctx.caches;
+    caches.namespaces.wait_until_ready().await.map_err(not_ready("Namespace"))?;
+    caches.resource_quotas.wait_until_ready().await.map_err(not_ready("ResourceQuota"))?;
+    caches.limit_ranges.wait_until_ready().await.map_err(not_ready("LimitRange"))?;
+    caches.network_policies.wait_until_ready().await.map_err(not_ready("NetworkPolicy"))?;
+    caches.role_bindings.wait_until_ready().await.map_err(not_ready("RoleBinding"))?;
+    caches.cluster_roles.wait_until_ready().await.map_err(not_ready("ClusterRole"))?;
+    caches.cluster_role_bindings.wait_until_ready().await.map_err(not_ready("ClusterRoleBinding"))?;
+    Ok(())
+}
+
+async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
+    let uid = tenant.metadata.uid.clone().ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
+
+    // Read.
+    let snapshot = ctx.tenants.state();
+    let mut all: Vec<&Tenant> = snapshot.iter().filter_map(|t| t.0.as_ref().ok()).collect();
+    validate::oldest_first(&mut all);
+    let Some(platform) = ctx.platform() else {
+        write_status(ctx, tenant, &Outcome::NoPlatform).await?;
+        // The Platform's arrival reconciles every Tenant.
+        return Ok(Action::await_change());
+    };
+
+    // Validate.
+    let validation = validate::validate(tenant, &all, &platform.spec.base_domain);
+    let (Ok(member), Ok(domain)) = (&validation.member, &validation.domain) else {
+        write_status(ctx, tenant, &Outcome::Invalid(&validation)).await?;
+        return Ok(Action::requeue(RESYNC));
+    };
+    if !validation.is_valid() {
+        write_status(ctx, tenant, &Outcome::Invalid(&validation)).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    // Decide the quota.
+    let members = family_members(tenant, &all);
+    let family = Family {
+        tenant: member,
+        parent: members.parent.as_ref(),
+        siblings: members.siblings.iter().collect(),
+        children: members.children.iter().collect(),
+    };
+    let planned = ctx.ledger().plan(&family);
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(error) => {
+            write_status(ctx, tenant, &Outcome::QuotaUnusable { domain, error: &error }).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+    if let Request::WaitingForParent { parent } = &plan.request {
+        ctx.wake(parent);
+    }
+    let Some(own) = plan.own else {
+        write_status(ctx, tenant, &Outcome::NotApplied { domain, plan: &plan }).await?;
+        return Ok(Action::requeue(if plan.request.is_granted() { RESYNC } else { WAITING }));
+    };
+    let namespaces = match split_namespaces(tenant, &own) {
+        Ok(namespaces) => namespaces,
+        Err(error) => {
+            write_status(ctx, tenant, &Outcome::QuotaUnusable { domain, error: &error }).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+    let namespace_names: Vec<String> = namespaces.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(message) = taken_namespace(ctx, &namespace_names, &uid).await? {
+        write_status(ctx, tenant, &Outcome::NamespaceTaken { domain, message }).await?;
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    // Build.
+    let owner = build::owner_reference(tenant).ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
+    let inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
+    let objects = build::build(tenant, &owner, &inputs);
+
+    // Apply, then prune what this Tenant had and no longer wants.
+    let mut applier = Applier::new(ctx.client.clone());
+    applier.apply_all(&objects.namespaces).await?;
+    applier.apply_all(&objects.resource_quotas).await?;
+    applier.apply_all(&objects.limit_ranges).await?;
+    applier.apply_all(&objects.network_policies).await?;
+    applier.apply_all(&objects.cluster_roles).await?;
+    applier.apply_all(&objects.role_bindings).await?;
+    applier.apply_all(&objects.cluster_role_bindings).await?;
+    let caches = &ctx.caches;
+    let mut pruned = Vec::new();
+    pruned.extend(applier.prune(&caches.cluster_role_bindings.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune(&caches.role_bindings.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune(&caches.cluster_roles.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune(&caches.network_policies.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune(&caches.limit_ranges.state(), COMPONENT, &name, &uid).await?);
+    let quotas: Vec<_> =
+        caches.resource_quotas.state().iter().map(|quota| Arc::new(apply::metadata_of(quota.as_ref()))).collect();
+    pruned.extend(applier.prune(&quotas, COMPONENT, &name, &uid).await?);
+    // Namespaces last: deleting one deletes everything in it.
+    pruned.extend(applier.prune(&caches.namespaces.state(), COMPONENT, &name, &uid).await?);
+    if !pruned.is_empty() {
+        info!(?pruned, "pruned objects the tenant no longer wants");
+    }
+
+    // The quota is in place: tell the ledger, and whoever may now move.
+    let effects = ctx.ledger().applied(member, &plan);
+    if effects.parent_changed
+        && let Some(parent) = &tenant.spec.parent
+    {
+        ctx.wake(parent);
+    }
+    for child in &effects.children_to_wake {
+        ctx.wake(child);
+    }
+
+    // Suspend or resume the agency's Deployments.
+    let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let suspension =
+        suspend_or_resume(ctx, tenant.spec.suspended, conditions::is_true(previous, SUSPENDED), &namespace_names)
+            .await?;
+
+    let used = used(ctx, &namespace_names);
+    let outcome = Outcome::Applied { domain, plan: &plan, namespaces: &namespace_names, suspension };
+    write_status_with_usage(ctx, tenant, &outcome, used).await?;
+    Ok(Action::requeue(if suspension.held > 0 && !suspension.suspended { WAITING } else { RESYNC }))
+}
+
+/// The parent, siblings and children of `tenant` as quota decisions see them.
+struct Members {
+    parent: Option<Member>,
+    siblings: Vec<Member>,
+    children: Vec<Member>,
+}
+
+fn family_members(tenant: &Tenant, all: &[&Tenant]) -> Members {
+    let name = tenant.name_any();
+    let as_member = |t: &&Tenant| validate::member(t).ok();
+    let parent_name = tenant.spec.parent.as_deref();
+    Members {
+        parent: parent_name.and_then(|p| all.iter().find(|t| t.name_any() == p)).and_then(as_member),
+        siblings: match parent_name {
+            Some(p) => all.iter().filter(|t| t.spec.parent.as_deref() == Some(p)).filter_map(as_member).collect(),
+            None => Vec::new(),
+        },
+        children: all
+            .iter()
+            .filter(|t| t.spec.parent.as_deref() == Some(name.as_str()))
+            .filter_map(as_member)
+            .collect(),
+    }
+}
+
+fn inputs(
+    platform: &Platform,
+    domain: &str,
+    namespaces: Vec<(String, QuotaVector)>,
+    operator_namespace: &str,
+) -> Inputs {
+    let small = &platform.spec.sizes.small;
+    Inputs {
+        domain: domain.to_owned(),
+        namespaces,
+        ingress_namespace: platform.spec.ingress_namespace.clone().unwrap_or_else(|| DEFAULT_INGRESS_NAMESPACE.into()),
+        gateway_namespace: operator_namespace.to_owned(),
+        default_requests: small.requests.clone(),
+        default_limits: small.limits.clone(),
+    }
+}
+
+/// A message if one of `namespaces` exists and is not this Tenant's: applying would take over
+/// someone else's namespace, and deleting the Tenant would then delete it.
+async fn taken_namespace(ctx: &Context, namespaces: &[String], uid: &str) -> Result<Option<String>> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    for namespace in namespaces {
+        let ours = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.owner_references.iter().flatten().any(|owner| owner.uid == uid)
+        };
+        // The cache holds the namespaces govpaas labelled; only others need a look.
+        if ctx.caches.namespaces.get(&ObjectRef::new(namespace)).is_some_and(|cached| ours(&cached.metadata)) {
+            continue;
+        }
+        if let Some(existing) = api.get_metadata_opt(namespace).await?
+            && !ours(&existing.metadata)
+        {
+            let owner = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == "Tenant")
+                .map(|o| format!("Tenant {:?}", o.name))
+                .unwrap_or_else(|| "no Tenant (it was made by hand or by another tool)".into());
+            return Ok(Some(format!(
+                "namespace {namespace:?} already exists and belongs to {owner}: choose another name in spec.namespaces, or delete that namespace"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Scales the agency's own Deployments to zero (suspended) or back (resumed). Lists Deployments
+/// only while suspended or resuming.
+async fn suspend_or_resume(
+    ctx: &Context,
+    suspended: bool,
+    was_suspended: bool,
+    namespaces: &[String],
+) -> Result<Suspension> {
+    if !suspended && !was_suspended {
+        return Ok(Suspension::default());
+    }
+    let mut held = 0;
+    for namespace in namespaces {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+        let deployments = api.list(&ListParams::default()).await?.items;
+        let scales = suspend::plan(&deployments, suspended);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        for scale in &scales {
+            api.patch(&scale.name, &params, &Patch::Merge(&scale.patch)).await?;
+            info!(namespace, deployment = scale.name, suspended, "scaled");
+        }
+        if suspended {
+            held += deployments
+                .iter()
+                .filter(|d| suspend::is_held(d) || scales.iter().any(|s| s.name == d.name_any()))
+                .count();
+        }
+    }
+    Ok(Suspension { suspended, held })
+}
+
+/// What the tenant's namespaces use, summed, by quota field name.
+fn used(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, Quantity> {
+    let mut totals: BTreeMap<Resource, Amount> = BTreeMap::new();
+    for namespace in namespaces {
+        let key = ObjectRef::new(RESOURCE_QUOTA).within(namespace);
+        let Some(quota) = ctx.caches.resource_quotas.get(&key) else { continue };
+        let Some(used) = quota.status.as_ref().and_then(|s| s.used.as_ref()) else { continue };
+        for resource in Resource::ALL {
+            let Some(amount) = resource.resource_quota_key().and_then(|k| used.get(k)).and_then(|q| Amount::of(q).ok())
+            else {
+                continue;
+            };
+            let total = totals.entry(resource).or_default();
+            *total = total.checked_add(amount).unwrap_or(*total);
+        }
+    }
+    totals
+        .into_iter()
+        .map(|(resource, amount)| {
+            let mut vector = QuotaVector::default();
+            vector.set(resource, amount);
+            let formatted = vector.to_status().remove(resource.field()).unwrap_or_else(|| Quantity(amount.to_string()));
+            (resource.field().to_owned(), formatted)
+        })
+        .collect()
+}
+
+/// Writes a status for an outcome that applied nothing: usage stays as last seen.
+async fn write_status(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_>) -> Result<()> {
+    let used = tenant.status.as_ref().and_then(|s| s.quota.as_ref()).map(|q| q.used.clone()).unwrap_or_default();
+    write_status_with_usage(ctx, tenant, outcome, used).await
+}
+
+/// Writes the status for `outcome` (a no-op on the server when nothing changed) and publishes the
+/// Events of the conditions that changed.
+async fn write_status_with_usage(
+    ctx: &Context,
+    tenant: &Tenant,
+    outcome: &Outcome<'_>,
+    used: BTreeMap<String, Quantity>,
+) -> Result<()> {
+    let previous = tenant.status.as_ref();
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let desired = status::conditions(outcome, previous_conditions);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, used, &now);
+    if previous != Some(&new_status) {
+        let api: Api<Tenant> = Api::all(ctx.client.clone());
+        apply::apply_status(&api, &tenant.name_any(), &new_status).await?;
+    }
+
+    let reference = tenant.object_ref(&());
+    for changed in conditions::changed_with_events(previous_conditions, &desired) {
+        let type_ = changed.event.unwrap_or(EventType::Normal);
+        let reason = event_reason(changed);
+        ctx.publisher.publish(&reference, type_, &reason, "Reconcile", &changed.message, None).await;
+    }
+    // The parent hears of a child that asks for more than it has left.
+    if let Outcome::NotApplied { plan, .. } | Outcome::Applied { plan, .. } = outcome
+        && let (Some(excess), Some(parent_name)) = (status::exceeds_parent(&plan.request), &tenant.spec.parent)
+        && conditions::changed_with_events(previous_conditions, &desired)
+            .iter()
+            .any(|d| d.type_ == govpaas_crds::conditions::QUOTA_EXCEEDED)
+        && let Some(parent) = ctx.tenants.get(&ObjectRef::new(parent_name))
+    {
+        let note = format!(
+            "child Tenant {:?} asks for more than is left ({excess}); it is not given the increase",
+            tenant.name_any()
+        );
+        ctx.publisher
+            .publish(
+                &parent.object_ref(&()),
+                EventType::Warning,
+                "ChildQuotaExceeded",
+                "Reconcile",
+                &note,
+                Some(reference),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// An Event's reason: the condition's reason, or for a condition that came good, what happened.
+fn event_reason(condition: &conditions::Desired) -> String {
+    match (condition.type_.as_str(), condition.status) {
+        ("Ready", conditions::TRUE) => "Provisioned".into(),
+        (SUSPENDED, conditions::FALSE) => "Resumed".into(),
+        _ => condition.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::fixtures;
+
+    #[test]
+    fn family_members_come_from_the_cache() {
+        let tenants = fixtures::province();
+        let mut all = fixtures::refs(&tenants);
+        validate::oldest_first(&mut all);
+        let members = family_members(all[1], &all);
+        assert_eq!(members.parent.unwrap().name, "quang-nam");
+        let siblings: Vec<_> = members.siblings.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(siblings, ["so-noi-vu", "so-y-te", "xa-dai-loc"]);
+        assert!(members.children.is_empty());
+        let province = family_members(all[0], &all);
+        assert!(province.parent.is_none());
+        assert_eq!(province.children.len(), 3);
+    }
+
+    #[test]
+    fn the_ingress_namespace_defaults() {
+        let mut platform = fixtures::platform();
+        platform.spec.ingress_namespace = None;
+        let inputs = inputs(&platform, "d", vec![], "govpaas-system");
+        assert_eq!(inputs.ingress_namespace, "ingress-nginx");
+        assert_eq!(inputs.default_requests.cpu, Quantity("100m".into()));
+    }
+}
