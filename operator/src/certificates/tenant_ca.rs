@@ -90,4 +90,16 @@ impl CertificateAuthority {
             CaFacts { not_before, not_after, path_len: Some(0), permitted_domains: permitted, agency: Some(agency) },
         ))
     }
+
+    /// True when this is a tenant CA for `request`'s agency and domain: when the Tenant is
+    /// reconciled unchanged, its CA stands; when the agency code, base domain or domain changed,
+    /// a new tenant CA is issued. (The display name is cosmetic and does not count.)
+    pub fn is_for(&self, request: &TenantCaRequest) -> bool {
+        let Some(agency) = self.agency() else {
+            return false;
+        };
+        AgencyIdentity::new(&request.base_domain, &request.agency_code).is_ok_and(|wanted| &wanted == agency)
+            && identity::dns_name("tenant domain", &request.domain)
+                .is_ok_and(|domain| self.permitted_domains() == [domain])
+    }
 }

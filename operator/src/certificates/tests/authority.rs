@@ -8,8 +8,8 @@ use crate::certificates::pem::{certificates_from_pem, parse_certificate};
 use crate::certificates::testing::*;
 use crate::certificates::verify::verify_server_chain;
 use crate::certificates::{
-    CertificateAuthority, IssuancePolicy, KeyAlgorithm, PlatformCaRequest, ServerCertificateRequest, TrustAnchors,
-    generate_platform_ca,
+    CertificateAuthority, IssuancePolicy, KeyAlgorithm, PlatformCaRequest, ServerCertificateRequest, TenantCaRequest,
+    TrustAnchors, generate_platform_ca,
 };
 
 fn parsed(pem: &str) -> Vec<u8> {
@@ -140,6 +140,17 @@ fn tenant_ca_has_path_length_zero_name_constraints_and_the_agency_identity() {
     assert!(tenant.subject().starts_with("govpaas H49.12 CA "), "{}", tenant.subject());
     assert!(tenant.subject().chars().count() <= 64);
     assert_ne!(tenant.subject(), tenant_of(&platform, AGENCY, DOMAIN).subject(), "every generation is named apart");
+}
+
+#[test]
+fn a_tenant_ca_knows_whether_it_still_fits_its_tenant() {
+    let (platform, tenant) = platform_and_tenant();
+    assert!(tenant.is_for(&tenant_request(AGENCY, DOMAIN)));
+    assert!(tenant.is_for(&tenant_request(AGENCY, "H49.QuangNam.gov.vn")), "case does not matter");
+    assert!(!tenant.is_for(&tenant_request("H49.13", DOMAIN)));
+    assert!(!tenant.is_for(&tenant_request(AGENCY, "x.h49.quangnam.gov.vn")));
+    assert!(!tenant.is_for(&TenantCaRequest { base_domain: "hue.gov.vn".into(), ..tenant_request(AGENCY, DOMAIN) }));
+    assert!(!platform.is_for(&tenant_request(AGENCY, DOMAIN)));
 }
 
 #[test]
