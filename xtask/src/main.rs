@@ -22,6 +22,11 @@ enum Task {
     },
     /// Bring up the control plane and show govpaas at work.
     Demo,
+    /// Run a benchmark in release mode and record its results in docs/benchmarks.md (e.g. `certificates`).
+    Bench {
+        /// Which benchmark.
+        what: String,
+    },
     /// Generate the CRD YAML and admission policies from the Rust API types.
     Crds {
         /// Write nothing; fail if the committed files differ from what generation produces.
@@ -70,6 +75,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ClusterAction::Env => print!("{}", cluster::env()?),
         },
         Task::Demo => demo()?,
+        Task::Bench { what } => xtask::bench::run(&what)?,
         Task::Crds { check } => xtask::codegen::crds(check)?,
         Task::Test { cargo_test_args } => return test(&cargo_test_args),
     }
