@@ -1,0 +1,14 @@
+{{/* Labels on every object of the chart. */}}
+{{- define "govpaas.labels" -}}
+app.kubernetes.io/name: govpaas
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: govpaas
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "govpaas.operatorServiceAccount" -}}
+{{ .Values.operator.serviceAccount.name }}
+{{- end }}
