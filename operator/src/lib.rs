@@ -2,6 +2,8 @@
 
 pub mod certificates;
 pub mod error;
+pub mod portal;
 pub mod quota;
 pub mod reconcile;
 pub mod tenant;
+pub mod workload;

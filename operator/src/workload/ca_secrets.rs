@@ -1,0 +1,240 @@
+//! Loading the platform CA and a tenant's CA from their Secrets in the operator's namespace, and
+//! creating them the first time they are needed.
+//!
+//! Creation is create-only (a POST, never an apply): when two reconciles, or two controllers, race
+//! to create the same CA, one wins and the other reads the winner's, so a tenant never ends up with
+//! two CAs. An existing Secret that does not hold a usable CA is never overwritten (that would cut
+//! every certificate below it loose): it is reported, and replacing it is a CA rotation.
+//!
+//! - the platform CA: `Platform.spec.ca.secretName` (`tls.crt`, `tls.key`). In `Generate` mode it
+//!   is generated here if missing; in `Import` mode the platform engineer creates it.
+//! - a tenant CA: `govpaas-tenant-ca-<tenant>`, issued by the platform CA, name-constrained to the
+//!   tenant's domain, owned by the Tenant (it goes when the Tenant goes).
+
+use std::collections::BTreeMap;
+
+use govpaas_crds::platform::{CaMode, PlatformSpec};
+use govpaas_crds::{Platform, Tenant};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::{Api, Resource};
+use time::{Duration, OffsetDateTime};
+
+use super::tenant::TenantContext;
+use crate::certificates::{
+    CertificateAuthority, IssuancePolicy, Lifetimes, PlatformCaRequest, TenantCaRequest, generate_platform_ca,
+};
+use crate::error::Result;
+use crate::reconcile::labels;
+
+/// The component label of CA Secrets this module creates.
+pub const COMPONENT: &str = "certificate-authority";
+/// The label naming the tenant of a tenant CA Secret.
+pub const TENANT_LABEL: &str = govpaas_crds::metadata::TENANT_LABEL;
+
+/// The Secret of `tenant`'s CA in the operator's namespace.
+pub fn tenant_ca_secret_name(tenant: &str) -> String {
+    format!("govpaas-tenant-ca-{tenant}")
+}
+
+/// A Go duration of hours, minutes and seconds (`2160h`, `1h30m`, `90s`), as the Platform's
+/// schema admits them.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut digits = String::new();
+    if text.is_empty() {
+        return None;
+    }
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().ok()?;
+        digits.clear();
+        total += match c {
+            'h' => Duration::hours(n),
+            'm' => Duration::minutes(n),
+            's' => Duration::seconds(n),
+            _ => return None,
+        };
+    }
+    digits.is_empty().then_some(total)
+}
+
+/// The issuance policy the Platform sets: its certificate lifetimes, the library's defaults for
+/// the rest.
+pub fn issuance_policy(platform: &PlatformSpec) -> std::result::Result<IssuancePolicy, String> {
+    let lifetimes = &platform.certificates;
+    let parse = |field: &str, value: &str| {
+        parse_duration(value).ok_or_else(|| format!("Platform spec.certificates.{field} {value:?} is not a duration"))
+    };
+    let policy = IssuancePolicy {
+        lifetimes: Lifetimes {
+            platform_ca: parse("rootCa", &lifetimes.root_ca)?,
+            tenant_ca: parse("tenantCa", &lifetimes.tenant_ca)?,
+            server: parse("server", &lifetimes.server)?,
+            client: parse("client", &lifetimes.client)?,
+            signing: parse("signing", &lifetimes.signing)?,
+        },
+        ..IssuancePolicy::default()
+    };
+    policy.validate().map_err(|err| format!("the Platform's certificate settings: {err}"))?;
+    Ok(policy)
+}
+
+fn secret_data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret.data.as_ref()?.get(key).map(|v| v.0.clone())
+}
+
+fn ca_secret(meta: ObjectMeta, ca: &CertificateAuthority) -> Secret {
+    Secret {
+        metadata: meta,
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(ca.certificate_pem().as_bytes().to_vec())),
+            ("tls.key".to_owned(), ByteString(ca.private_key_pem().expose().as_bytes().to_vec())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Creates `secret` unless one of its name exists; returns the stored one either way.
+async fn create_once(api: &Api<Secret>, secret: &Secret) -> Result<Secret> {
+    match api.create(&PostParams::default(), secret).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Ok(api.get(secret.metadata.name.as_deref().unwrap_or_default()).await?)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The platform CA, or why it cannot be used (a message for a condition).
+pub async fn platform_ca(
+    api: &Api<Secret>,
+    platform: &Platform,
+    policy: &IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<std::result::Result<CertificateAuthority, String>> {
+    let settings = &platform.spec.ca;
+    let name = &settings.secret_name;
+    let stored = match (api.get_opt(name).await?, settings.mode) {
+        (Some(secret), _) => secret,
+        (None, CaMode::Import) => {
+            return Ok(Err(format!(
+                "the platform CA Secret {name} does not exist yet in the operator's namespace (Platform spec.ca.mode is Import: the platform engineer creates it)"
+            )));
+        }
+        (None, CaMode::Generate) => {
+            let request = PlatformCaRequest::new(&platform.spec.base_domain, &settings.organization);
+            let ca = match generate_platform_ca(&request, policy, now) {
+                Ok(ca) => ca,
+                Err(err) => return Ok(Err(format!("cannot generate the platform CA: {err}"))),
+            };
+            let meta = ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels::owned_labels(COMPONENT, "platform")),
+                ..Default::default()
+            };
+            create_once(api, &ca_secret(meta, &ca)).await?
+        }
+    };
+    let (Some(crt), Some(key)) = (secret_data(&stored, "tls.crt"), secret_data(&stored, "tls.key")) else {
+        return Ok(Err(format!("the platform CA Secret {name} lacks tls.crt or tls.key")));
+    };
+    Ok(CertificateAuthority::import_platform_ca(&crt, &key, now)
+        .map_err(|err| format!("the platform CA Secret {name} does not hold a usable CA: {err}")))
+}
+
+/// `tenant`'s CA, issued by `platform_ca` if it does not exist yet, or why it cannot be used.
+pub async fn tenant_ca(
+    api: &Api<Secret>,
+    tenant: &Tenant,
+    context: &TenantContext,
+    base_domain: &str,
+    platform_ca: &CertificateAuthority,
+    policy: &IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<std::result::Result<CertificateAuthority, String>> {
+    let name = tenant_ca_secret_name(&context.name);
+    let stored = match api.get_opt(&name).await? {
+        Some(secret) => secret,
+        None => {
+            let request = TenantCaRequest {
+                base_domain: base_domain.to_owned(),
+                agency_code: context.agency_code.clone(),
+                display_name: context.display_name.clone(),
+                domain: context.domain.clone(),
+            };
+            let ca = match platform_ca.issue_tenant_ca(&request, policy, now) {
+                Ok(ca) => ca,
+                Err(err) => return Ok(Err(format!("cannot issue the CA of tenant {}: {err}", context.name))),
+            };
+            let mut secret_labels = labels::owned_labels(COMPONENT, &context.name);
+            secret_labels.insert(TENANT_LABEL.to_owned(), context.name.clone());
+            let meta = ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(secret_labels),
+                owner_references: tenant.controller_owner_ref(&()).map(|owner| vec![owner]),
+                ..Default::default()
+            };
+            create_once(api, &ca_secret(meta, &ca)).await?
+        }
+    };
+    let (Some(crt), Some(key)) = (secret_data(&stored, "tls.crt"), secret_data(&stored, "tls.key")) else {
+        return Ok(Err(format!("the tenant CA Secret {name} lacks tls.crt or tls.key")));
+    };
+    let ca = match CertificateAuthority::load_tenant_ca(&crt, &key, platform_ca, now) {
+        Ok(ca) => ca,
+        Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
+    };
+    // A CA issued for another domain or agency (the Tenant's domain changed) cannot certify this
+    // tenant's hosts; replacing it is a CA rotation, not something to do silently.
+    let agency_matches = ca.agency().is_some_and(|a| a.agency_code() == context.agency_code);
+    if !agency_matches || ca.permitted_domains() != [context.domain.clone()] {
+        return Ok(Err(format!(
+            "the tenant CA in Secret {name} is for {:?} in {:?}, but tenant {} is agency {} with domain {}: rotate the tenant CA",
+            ca.agency().map(|a| a.agency_code().to_owned()),
+            ca.permitted_domains(),
+            context.name,
+            context.agency_code,
+            context.domain
+        )));
+    }
+    Ok(Ok(ca))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::fixtures;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("2160h"), Some(Duration::days(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::minutes(90)));
+        assert_eq!(parse_duration("90s"), Some(Duration::seconds(90)));
+        for bad in ["", "h", "10", "1d", "1.5h", "-1h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_platform_sets_the_lifetimes() {
+        let mut platform = fixtures::platform();
+        let policy = issuance_policy(&platform.spec).unwrap();
+        assert_eq!(policy.lifetimes.server, Duration::days(90));
+        assert_eq!(policy.lifetimes.signing, Duration::days(365));
+        platform.spec.certificates.server = "30m".into();
+        let err = issuance_policy(&platform.spec).unwrap_err();
+        assert!(err.contains("server certificate lifetime"), "{err}");
+    }
+
+    #[test]
+    fn tenant_ca_secret_names() {
+        assert_eq!(tenant_ca_secret_name("so-noi-vu"), "govpaas-tenant-ca-so-noi-vu");
+    }
+}
