@@ -32,7 +32,8 @@ static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         // `up` holds a lock across processes: test binaries started at once share one cluster.
-        let state = xtask::cluster::up().unwrap_or_else(|err| panic!("the local control plane did not come up: {err:#}"));
+        let state =
+            xtask::cluster::up().unwrap_or_else(|err| panic!("the local control plane did not come up: {err:#}"));
         let tools = xtask::tools::ensure().expect("tools");
         Cluster {
             kubeconfig: state.kubeconfig,
@@ -70,12 +71,7 @@ impl Cluster {
     /// Runs kubectl; panics with its stderr when it fails; returns its stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl().args(args).output().expect("running kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -43,7 +43,8 @@ spec:
         let node = pod.spec.and_then(|s| s.node_name).expect("a running pod has a node");
         assert!(node.starts_with("kwok-node-"), "pod scheduled on {node}");
     }
-    let available = cluster.kubectl_ok(&["-n", &ns.name, "get", "deployment", "web", "-o", "jsonpath={.status.availableReplicas}"]);
+    let available =
+        cluster.kubectl_ok(&["-n", &ns.name, "get", "deployment", "web", "-o", "jsonpath={.status.availableReplicas}"]);
     assert_eq!(available, "3");
 }
 
@@ -118,7 +119,11 @@ async fn resource_quota_refuses_a_pod_over_it() {
     ));
     // The quota controller must have computed usage before the admission plugin enforces it.
     eventually(WAIT, "the quota's status", || async {
-        let used = cluster.kubectl().args(["-n", &ns.name, "get", "resourcequota", "fence", "-o", "jsonpath={.status.used.pods}"]).output().ok()?;
+        let used = cluster
+            .kubectl()
+            .args(["-n", &ns.name, "get", "resourcequota", "fence", "-o", "jsonpath={.status.used.pods}"])
+            .output()
+            .ok()?;
         (String::from_utf8_lossy(&used.stdout) == "0").then_some(())
     })
     .await;

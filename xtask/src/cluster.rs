@@ -413,12 +413,25 @@ fn stop(state: &State) {
     for p in state.processes.iter().rev() {
         signal(p.pid, "TERM");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while state.processes.iter().any(ProcessRecord::is_alive) && Instant::now() < deadline {
-        sleep(Duration::from_millis(100));
+    if !wait_until_stopped(state, Duration::from_secs(10)) {
+        for p in state.processes.iter().filter(|p| p.is_alive()) {
+            signal(p.pid, "KILL");
+        }
+        // SIGKILL is delivered asynchronously: give the kernel a moment to tear the processes down.
+        wait_until_stopped(state, Duration::from_secs(5));
     }
-    for p in state.processes.iter().filter(|p| p.is_alive()) {
-        signal(p.pid, "KILL");
+}
+
+fn wait_until_stopped(state: &State, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !state.processes.iter().any(ProcessRecord::is_alive) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(100));
     }
 }
 
