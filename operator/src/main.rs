@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use govpaas_operator::error::{Error, Result};
-use govpaas_operator::tenant;
+use govpaas_operator::{tenant, workload};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
@@ -99,6 +99,7 @@ async fn run(args: Args) -> Result<()> {
         concurrency: args.concurrency,
         instance,
     };
-    tenant::run(client, settings).await;
+    // Portals and DocumentServices run beside the tenant controller, with the same settings.
+    tokio::join!(tenant::run(client.clone(), settings.clone()), workload::runtime::run(client, settings));
     Ok(())
 }

@@ -3,7 +3,107 @@
 //! host, a TLS certificate and a document-signing certificate from the tenant CA.
 //!
 //! [`build`] validates and builds the desired objects with no client; [`retention`] decides what
-//! happens to the documents' volume.
+//! happens to the documents' volume; [`reconcile`] applies them and writes the status computed from
+//! what it applied. Alongside the controller, [`announce_retained`] watches the document volumes
+//! it marked and, when one is released and retained (its service or tenant deleted), publishes an
+//! Event on the volume saying whose documents it holds and how to restore them.
+//!
+//! Triggers: as for Portals (spec and annotations, owned objects including the claim, the
+//! wake-ups of [`crate::workload::runtime`]), and every 10 s while the volume binds.
 
 pub mod build;
+pub mod reconcile;
 pub mod retention;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::EventType;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use serde_json::json;
+
+use crate::reconcile::apply::FIELD_MANAGER;
+use crate::reconcile::{labels, runner, watch};
+use crate::workload::runtime::{DocumentObject, ServiceWatch, Shared};
+
+/// Runs the DocumentService controller, and the announcer of retained volumes, until shutdown.
+pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
+    let client = shared.client.clone();
+    let owned = labels::component_selector(build::COMPONENT);
+    let (deployments, deployment_stream) = watch::metadata_cache::<Deployment>(client.clone(), &owned);
+    let (services, service_stream) = watch::metadata_cache::<Service>(client.clone(), &owned);
+    let (ingresses, ingress_stream) = watch::metadata_cache::<Ingress>(client.clone(), &owned);
+    let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
+    let (claims, claim_stream) = watch::metadata_cache::<PersistentVolumeClaim>(client.clone(), &owned);
+
+    let controller = Controller::for_stream(documents.stream, documents.store)
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(ingress_stream)
+        .owns_stream(secret_stream)
+        .owns_stream(claim_stream)
+        .reconcile_on(documents.wake);
+    let concurrency = shared.settings.concurrency;
+    let context = Arc::new(reconcile::Context {
+        shared: shared.clone(),
+        caches: reconcile::Caches { deployments, services, ingresses, secrets, claims },
+    });
+    let controller = runner::run("document-service", controller, concurrency, reconcile::reconcile, context);
+    tokio::select! {
+        () = controller => {}
+        () = announce_retained(shared) => {}
+    }
+}
+
+/// Publishes, once per release, an Event on each document volume that its claim released and that
+/// is retained: where the documents are and how to restore them. Volumes of tenants another
+/// operator serves (`--tenant-selector`) are left to that operator.
+pub async fn announce_retained(shared: Arc<Shared>) {
+    let api: Api<PersistentVolume> = Api::all(shared.client.clone());
+    let selector = format!("{},{}", govpaas_crds::metadata::TENANT_LABEL, retention::CLAIM_LABEL_SELECTOR);
+    watcher(api.clone(), watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|volume| {
+            let shared = shared.clone();
+            let api = api.clone();
+            async move {
+                let volume = match volume {
+                    Ok(volume) => volume,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "watching document volumes failed; retrying");
+                        return;
+                    }
+                };
+                let Some((note, claim)) = retention::retained_announcement(&volume) else { return };
+                let in_scope = volume
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(govpaas_crds::metadata::TENANT_LABEL))
+                    .is_some_and(|tenant| {
+                        shared.settings.tenant_selector.is_none()
+                            || shared.tenants.state().iter().any(|t| kube::ResourceExt::name_any(t.as_ref()) == *tenant)
+                    });
+                if !in_scope {
+                    return;
+                }
+                let name = volume.metadata.name.clone().unwrap_or_default();
+                let reference = volume.object_ref(&());
+                shared.publisher.publish(&reference, EventType::Normal, "DocumentsRetained", "Retain", &note, None).await;
+                tracing::info!(volume = name, claim, "announced a retained document volume");
+                let mark = json!({"metadata": {"annotations": {retention::ANNOUNCED_ANNOTATION: claim}}});
+                let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                if let Err(err) = api.patch(&name, &params, &Patch::Merge(&mark)).await {
+                    tracing::warn!(volume = name, error = %err, "could not record the announcement; it may be repeated");
+                }
+            }
+        })
+        .await;
+}

@@ -35,12 +35,18 @@ pub const RESTORE_ANNOTATION: &str = "govpaas.io/restore-from-volume";
 pub const SERVICE_LABEL: &str = "govpaas.io/document-service";
 /// Label on a document volume: that DocumentService's namespace.
 pub const NAMESPACE_LABEL: &str = "govpaas.io/document-namespace";
+/// Selects the volumes the operator marked (with [`TENANT_LABEL`]): those that carry a service.
+pub const CLAIM_LABEL_SELECTOR: &str = SERVICE_LABEL;
 /// Annotation on a document volume: `<namespace>/<claim>`, the claim it last served.
 pub const CLAIM_ANNOTATION: &str = "govpaas.io/claim";
 /// Annotation on a document volume: the agency's name.
 pub const AGENCY_NAME_ANNOTATION: &str = "govpaas.io/agency-name";
 /// Annotation on a document volume: the DocumentService's `deletePolicy`.
 pub const DELETE_POLICY_ANNOTATION: &str = "govpaas.io/delete-policy";
+
+/// Annotation the operator puts on a released, retained volume once it has announced it (an Event
+/// naming the volume and how to restore it): `<namespace>/<claim>` of the claim it was released by.
+pub const ANNOUNCED_ANNOTATION: &str = "govpaas.io/retained-from";
 
 /// The reclaim policy that implements a delete policy.
 pub fn reclaim_policy(policy: DeletePolicy) -> &'static str {
@@ -197,6 +203,78 @@ pub fn promise_to_claim(volume_name: &str, namespace: &str, claim: &str) -> Pers
     }
 }
 
+/// Where a volume's data is: its name, size, and the storage behind it when the volume says
+/// (`hostPath /tmp/hostpath_pv/…`, a CSI driver's volume handle).
+pub fn where_stored(volume: &PersistentVolume) -> String {
+    let name = volume.metadata.name.as_deref().unwrap_or_default();
+    let spec = volume.spec.as_ref();
+    let mut details = Vec::new();
+    if let Some(size) = spec.and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")) {
+        details.push(size.0.clone());
+    }
+    if let Some(host_path) = spec.and_then(|s| s.host_path.as_ref()) {
+        details.push(format!("hostPath {}", host_path.path));
+    }
+    if let Some(csi) = spec.and_then(|s| s.csi.as_ref()) {
+        details.push(format!("CSI {} volume {}", csi.driver, csi.volume_handle));
+    }
+    if details.is_empty() {
+        format!("PersistentVolume {name}")
+    } else {
+        format!("PersistentVolume {name} ({})", details.join(", "))
+    }
+}
+
+/// The `StorageBound` condition's reason and message once the claim is bound to `volume` and the
+/// volume carries the service's reclaim policy.
+pub fn bound_message(claim: &str, volume: &PersistentVolume, policy: DeletePolicy) -> (&'static str, String) {
+    let name = volume.metadata.name.as_deref().unwrap_or_default();
+    match policy {
+        DeletePolicy::Retain => (
+            "VolumeRetained",
+            format!(
+                "claim {claim} is bound to {}; reclaimPolicy Retain keeps it, with the documents, when this DocumentService or its tenant is deleted; a new DocumentService takes it over with the annotation {RESTORE_ANNOTATION}: {name}",
+                where_stored(volume)
+            ),
+        ),
+        DeletePolicy::Delete => (
+            "VolumeBound",
+            format!(
+                "claim {claim} is bound to {}; deletePolicy Delete: the volume and the documents are deleted with this DocumentService",
+                where_stored(volume)
+            ),
+        ),
+    }
+}
+
+/// For a volume the operator marked, now released by its claim and retained, and not announced
+/// yet: the Event's note saying whose documents it holds and how to restore them, with the value
+/// of [`ANNOUNCED_ANNOTATION`] that records the announcement.
+pub fn retained_announcement(volume: &PersistentVolume) -> Option<(String, String)> {
+    let labels = volume.metadata.labels.as_ref()?;
+    let annotations = volume.metadata.annotations.clone().unwrap_or_default();
+    let tenant = labels.get(TENANT_LABEL)?;
+    let claim = annotations.get(CLAIM_ANNOTATION)?;
+    let released = volume.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+    let retained = volume.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) == Some("Retain");
+    if !released || !retained || annotations.get(ANNOUNCED_ANNOTATION) == Some(claim) {
+        return None;
+    }
+    let name = volume.metadata.name.as_deref().unwrap_or_default();
+    let service = match (labels.get(NAMESPACE_LABEL), labels.get(SERVICE_LABEL)) {
+        (Some(namespace), Some(service)) => format!("DocumentService {namespace}/{service}"),
+        _ => format!("claim {claim}"),
+    };
+    let agency = annotations.get(AGENCY_NAME_ANNOTATION).map(|a| format!(", {a}")).unwrap_or_default();
+    Some((
+        format!(
+            "the documents of {service} (tenant {tenant}{agency}) are retained in {} after its claim {claim} was deleted; restore them by creating a DocumentService in a namespace of tenant {tenant} with the annotation {RESTORE_ANNOTATION}: {name}",
+            where_stored(volume)
+        ),
+        claim.clone(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::PersistentVolumeStatus;
@@ -275,6 +353,41 @@ mod tests {
         let mut unmarked = released("pvc-2", &marking, "Released", "10Gi");
         unmarked.metadata.labels = None;
         assert!(check_restorable(&unmarked, &target).is_err());
+    }
+
+    #[test]
+    fn a_released_retained_volume_is_announced_once() {
+        let tenant = tenant();
+        let marking = volume_marking("pvc-1", &owner(&tenant, DeletePolicy::Retain));
+        let mut volume = released("pvc-1", &marking, "Released", "10Gi");
+        volume.spec.as_mut().unwrap().host_path =
+            Some(k8s_openapi::api::core::v1::HostPathVolumeSource { path: "/tmp/hostpath_pv/abc".into(), type_: None });
+        let (note, claim) = retained_announcement(&volume).unwrap();
+        assert!(note.starts_with("the documents of DocumentService so-noi-vu/van-ban (tenant so-noi-vu, Sở Nội vụ tỉnh Quảng Nam) are retained in PersistentVolume pvc-1 (10Gi, hostPath /tmp/hostpath_pv/abc)"), "{note}");
+        assert!(note.ends_with("govpaas.io/restore-from-volume: pvc-1"), "{note}");
+        assert_eq!(claim, "so-noi-vu/van-ban-docs-data");
+        volume.metadata.annotations.as_mut().unwrap().insert(ANNOUNCED_ANNOTATION.into(), claim);
+        assert!(retained_announcement(&volume).is_none(), "announced already");
+
+        let bound = released("pvc-1", &marking, "Bound", "10Gi");
+        assert!(retained_announcement(&bound).is_none());
+        let deleting =
+            released("pvc-2", &volume_marking("pvc-2", &owner(&tenant, DeletePolicy::Delete)), "Released", "1Gi");
+        assert!(retained_announcement(&deleting).is_none(), "a Delete volume is going away");
+    }
+
+    #[test]
+    fn bound_messages_say_where_and_what_happens_on_delete() {
+        let tenant = tenant();
+        let marking = volume_marking("pvc-1", &owner(&tenant, DeletePolicy::Retain));
+        let volume = released("pvc-1", &marking, "Bound", "10Gi");
+        let (reason, message) = bound_message("van-ban-docs-data", &volume, DeletePolicy::Retain);
+        assert_eq!(reason, "VolumeRetained");
+        assert!(message.contains("bound to PersistentVolume pvc-1 (10Gi)"), "{message}");
+        assert!(message.contains("restore-from-volume: pvc-1"), "{message}");
+        let (reason, message) = bound_message("van-ban-docs-data", &volume, DeletePolicy::Delete);
+        assert_eq!(reason, "VolumeBound");
+        assert!(message.contains("deleted with this DocumentService"), "{message}");
     }
 
     #[test]

@@ -2,6 +2,52 @@
 //! and an Ingress with a TLS certificate from the tenant CA, with a PodDisruptionBudget when it has
 //! replicas to spare.
 //!
-//! [`build`] validates and builds the desired objects with no client.
+//! [`build`] validates and builds the desired objects with no client; [`reconcile`] applies them
+//! by server-side apply, prunes what is no longer wanted and writes the status computed from what
+//! it applied.
+//!
+//! Triggers: a Portal's spec or annotations changing (a generation predicate: its own status
+//! writes do not retrigger it); any owned object changing or vanishing (metadata watchers, so a
+//! deleted Ingress or an edited Deployment is repaired at once, and a Deployment's progress
+//! reaches status); and the wake-ups of [`crate::workload::runtime`] (its tenant, namespace,
+//! quota, the Platform, a service that freed a host or quota). Everything is resynced hourly, and
+//! at each certificate's renewal time.
 
 pub mod build;
+pub mod reconcile;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::Controller;
+
+use crate::reconcile::{labels, runner, watch};
+use crate::workload::runtime::{PortalObject, ServiceWatch, Shared};
+
+/// Runs the Portal controller until shutdown.
+pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
+    let client = shared.client.clone();
+    let owned = labels::component_selector(build::COMPONENT);
+    let (deployments, deployment_stream) = watch::metadata_cache::<Deployment>(client.clone(), &owned);
+    let (services, service_stream) = watch::metadata_cache::<Service>(client.clone(), &owned);
+    let (ingresses, ingress_stream) = watch::metadata_cache::<Ingress>(client.clone(), &owned);
+    let (pod_disruption_budgets, budget_stream) = watch::metadata_cache::<PodDisruptionBudget>(client.clone(), &owned);
+    let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
+
+    let controller = Controller::for_stream(portals.stream, portals.store)
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(ingress_stream)
+        .owns_stream(budget_stream)
+        .owns_stream(secret_stream)
+        .reconcile_on(portals.wake);
+    let concurrency = shared.settings.concurrency;
+    let context = Arc::new(reconcile::Context {
+        shared,
+        caches: reconcile::Caches { deployments, services, ingresses, pod_disruption_budgets, secrets },
+    });
+    runner::run("portal", controller, concurrency, reconcile::reconcile, context).await;
+}

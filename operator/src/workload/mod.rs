@@ -14,7 +14,9 @@
 //! - [`hosts`]: which service owns a host, and how many public hosts a tenant has left;
 //! - [`quota_fit`]: whether a service fits its namespace's ResourceQuotas, naming what is short;
 //! - [`certificate`]: keep a stored leaf Secret or issue a new one from the tenant CA;
-//! - [`ca_secrets`]: load (or create, once) the platform and tenant CA Secrets.
+//! - [`ca_secrets`]: load (or create, once) the platform and tenant CA Secrets;
+//! - [`status`]: the conditions, from what was applied;
+//! - [`runtime`]: the caches both controllers read and the wake-ups between objects.
 
 pub mod ca_secrets;
 pub mod certificate;
@@ -23,6 +25,8 @@ pub mod names;
 pub mod objects;
 pub mod pod;
 pub mod quota_fit;
+pub mod runtime;
+pub mod status;
 pub mod tenant;
 
 #[cfg(test)]

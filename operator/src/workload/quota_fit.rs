@@ -11,12 +11,14 @@
 //! Only an increase can be short: a resource the change does not grow never blocks it, even when
 //! the quota was lowered below what is in use.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use govpaas_crds::platform::SizePreset;
 use govpaas_crds::quantity::{Amount, QuantityError, Style};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ResourceQuota;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// What a service consumes, in ResourceQuota terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,7 +71,7 @@ fn tracked(key: &str, storage_class: Option<&str>) -> Option<Tracked> {
 impl Usage {
     /// `replicas` Pods of the `preset` size.
     pub fn of_pods(replicas: i32, preset: &SizePreset) -> Result<Usage, QuantityError> {
-        let times = |quantity: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        let times = |quantity: &Quantity| {
             let one = Amount::of(quantity)?;
             let mut sum = Amount::ZERO;
             for _ in 0..replicas.max(0) {
@@ -85,6 +87,42 @@ impl Usage {
             limits_memory: times(&preset.limits.memory)?,
             ..Usage::default()
         })
+    }
+
+    /// What a Deployment's Pods hold now: each existing Pod (`status.replicas`) with its template's
+    /// requests and limits. Unparsable quantities count as zero: Kubernetes accepted them, so they
+    /// parse; and a lower count only makes the check stricter.
+    pub fn of_deployment(deployment: &Deployment) -> Usage {
+        let pods = deployment.status.as_ref().and_then(|s| s.replicas).unwrap_or(0).max(0);
+        let containers = deployment.spec.template.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+        let sum =
+            |pick: fn(&k8s_openapi::api::core::v1::ResourceRequirements) -> Option<&BTreeMap<String, Quantity>>,
+             key: &str| {
+                let mut one = Amount::ZERO;
+                for container in containers {
+                    let amount = container
+                        .resources
+                        .as_ref()
+                        .and_then(pick)
+                        .and_then(|m| m.get(key))
+                        .and_then(|q| Amount::of(q).ok())
+                        .unwrap_or(Amount::ZERO);
+                    one = one.checked_add(amount).unwrap_or(one);
+                }
+                let mut all = Amount::ZERO;
+                for _ in 0..pods {
+                    all = all.checked_add(one).unwrap_or(all);
+                }
+                all
+            };
+        Usage {
+            pods: Amount::from_units(pods.into()),
+            requests_cpu: sum(|r| r.requests.as_ref(), "cpu"),
+            requests_memory: sum(|r| r.requests.as_ref(), "memory"),
+            limits_cpu: sum(|r| r.limits.as_ref(), "cpu"),
+            limits_memory: sum(|r| r.limits.as_ref(), "memory"),
+            ..Usage::default()
+        }
     }
 
     /// One Service.
@@ -219,11 +257,9 @@ pub fn replica_failure(deployment: &Deployment) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use govpaas_crds::platform::ComputeResources;
-    use k8s_openapi::api::core::v1::ResourceQuotaStatus;
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceQuotaStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
@@ -313,6 +349,22 @@ mod tests {
     fn garbage_in_a_quota_status_is_skipped() {
         let q = quota(&[("pods", "lots")], &[("pods", "2")]);
         assert!(shortfalls(&[q], &Usage::of_pods(5, &small()).unwrap(), &Usage::default(), None).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_holds_what_its_existing_pods_request() {
+        let preset = small();
+        let mut deployment = Deployment::default();
+        deployment.spec.template.spec = Some(PodSpec {
+            containers: vec![Container {
+                resources: Some(crate::workload::pod::resources(&preset)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(Usage::of_deployment(&deployment), Usage::default(), "no Pod yet");
+        deployment.status = Some(DeploymentStatus { replicas: Some(2), ..Default::default() });
+        assert_eq!(Usage::of_deployment(&deployment), Usage::of_pods(2, &preset).unwrap());
     }
 
     #[test]

@@ -1,0 +1,512 @@
+//! What the Portal and DocumentService controllers share at run time: the caches of what their
+//! reconciles read (the Platform, Tenants, tenant namespaces, ResourceQuotas, and every Portal and
+//! DocumentService, whose hosts each must know), and the wake-ups that those objects' changes send.
+//!
+//! Each cache is filled by one watcher whose events are fanned out, as explicit wake-ups, to the
+//! services they concern: a Tenant (suspended, resumed, domain) or a namespace to the services in
+//! its namespaces; a ResourceQuota (usage freed) to the services in its namespace; the Platform to
+//! every service; a service deleted or changed to the services held back by a host conflict or by
+//! quota, which may now fit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::{Stream, StreamExt, TryStreamExt};
+use govpaas_crds::conditions::{READY, reasons};
+use govpaas_crds::metadata::{SUSPENDED_LABEL, TENANT_LABEL};
+use govpaas_crds::platform::PLATFORM_NAME;
+use govpaas_crds::{DocumentService, Platform, Portal, Tenant};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Predicate;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use time::OffsetDateTime;
+
+use super::ca_secrets;
+use super::certificate::Issuer;
+use super::hosts::{self, Dated, HostClaim};
+use super::tenant::{TenantContext, tenant_of_namespace};
+use crate::certificates::{CertificateAuthority, IssuancePolicy, TrustAnchors};
+use crate::error::{Error, Result};
+use crate::reconcile::events::Publisher;
+use crate::reconcile::{conditions, watch};
+use crate::tenant::{Settings, TenantObject};
+
+/// A Portal, or the error of one that cannot be read (one bad object never breaks the watch).
+pub type PortalObject = DeserializeGuard<Portal>;
+/// A DocumentService, or the error of one that cannot be read.
+pub type DocumentObject = DeserializeGuard<DocumentService>;
+
+/// What both controllers read.
+pub struct Shared {
+    pub client: Client,
+    pub settings: Settings,
+    pub publisher: Publisher,
+    pub platforms: Store<Platform>,
+    pub tenants: Store<TenantObject>,
+    /// Tenant namespaces (those labelled `govpaas.io/tenant`), metadata only.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub quotas: Store<ResourceQuota>,
+    pub portals: Store<PortalObject>,
+    pub documents: Store<DocumentObject>,
+}
+
+/// Where a service stands with its tenant.
+pub enum Scope {
+    /// Its namespace belongs to this Tenant, which this operator reconciles.
+    Tenant(Arc<TenantObject>),
+    /// Its namespace belongs to no Tenant this operator knows of; the message says so.
+    NoTenant(String),
+    /// Another operator's tenant (`--tenant-selector`): not this operator's business.
+    OutOfScope,
+}
+
+/// The CA side of a service's certificates, loaded for one reconcile.
+pub struct Authority {
+    pub tenant_ca: CertificateAuthority,
+    pub trust: TrustAnchors,
+    pub trust_pem: String,
+    pub policy: IssuancePolicy,
+}
+
+impl Authority {
+    pub fn issuer(&self) -> Issuer<'_> {
+        Issuer { ca: &self.tenant_ca, trust: &self.trust, trust_pem: &self.trust_pem, policy: &self.policy }
+    }
+}
+
+impl Shared {
+    /// Before the first reconcile, every cache has listed once: a decision on a half-filled cache
+    /// (a host conflict with a service not seen yet) would be wrong.
+    pub async fn wait_until_ready(&self) -> Result<()> {
+        let not_ready =
+            |what: &'static str| move |_| Error::Config(format!("the {what} cache stopped before it was ready"));
+        self.platforms.wait_until_ready().await.map_err(not_ready("Platform"))?;
+        self.tenants.wait_until_ready().await.map_err(not_ready("Tenant"))?;
+        self.namespaces.wait_until_ready().await.map_err(not_ready("Namespace"))?;
+        self.quotas.wait_until_ready().await.map_err(not_ready("ResourceQuota"))?;
+        self.portals.wait_until_ready().await.map_err(not_ready("Portal"))?;
+        self.documents.wait_until_ready().await.map_err(not_ready("DocumentService"))?;
+        Ok(())
+    }
+
+    /// The Platform, if it exists.
+    pub fn platform(&self) -> Option<Arc<Platform>> {
+        self.platforms.get(&ObjectRef::new(PLATFORM_NAME))
+    }
+
+    /// The tenant of a service in `namespace`.
+    pub fn scope(&self, namespace: &str) -> Scope {
+        let labels = self.namespaces.get(&ObjectRef::new(namespace)).and_then(|ns| ns.metadata.labels.clone());
+        let tenants = self.tenants.state();
+        let readable: Vec<&Tenant> = tenants.iter().filter_map(|t| t.0.as_ref().ok()).collect();
+        if let Some(tenant) = tenant_of_namespace(namespace, labels.as_ref(), readable.iter().copied()) {
+            let name = tenant.name_any();
+            if let Some(found) = tenants.iter().find(|t| t.name_any() == name) {
+                return Scope::Tenant(found.clone());
+            }
+        }
+        match (&self.settings.tenant_selector, labels.as_ref().and_then(|l| l.get(TENANT_LABEL))) {
+            // Labelled for a tenant this operator does not select: another operator's.
+            (Some(_), Some(_)) => Scope::OutOfScope,
+            (Some(_), None) => Scope::OutOfScope,
+            (None, Some(tenant)) => Scope::NoTenant(format!(
+                "namespace {namespace} is labelled for Tenant {tenant}, which does not exist or does not list the namespace"
+            )),
+            (None, None) => Scope::NoTenant(format!(
+                "namespace {namespace} belongs to no govpaas Tenant (its Tenant has not provisioned it yet)"
+            )),
+        }
+    }
+
+    /// The tenant context of `tenant`, with suspension read from both the Tenant and its
+    /// namespace's label (whichever says so first: the namespace's quota is already at zero Pods).
+    pub fn tenant_context(&self, tenant: &Tenant, platform: &Platform, namespace: &str) -> TenantContext {
+        let mut context = TenantContext::of(tenant, platform);
+        let labelled = self
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|ns| ns.metadata.labels.as_ref().and_then(|l| l.get(SUSPENDED_LABEL).cloned()))
+            .is_some_and(|v| v == "true");
+        context.suspended |= labelled;
+        context
+    }
+
+    /// Every Portal's and DocumentService's hosts, oldest first.
+    pub fn host_claims(&self) -> Vec<HostClaim> {
+        let mut dated: Vec<Dated> = Vec::new();
+        for portal in self.portals.state() {
+            if let Ok(portal) = &portal.0 {
+                dated.push(crate::portal::build::claim(portal));
+            }
+        }
+        for service in self.documents.state() {
+            if let Ok(service) = &service.0 {
+                dated.push(crate::document::build::claim(service));
+            }
+        }
+        hosts::oldest_first(dated)
+    }
+
+    /// The ResourceQuotas of `namespace`.
+    pub fn quotas_in(&self, namespace: &str) -> Vec<ResourceQuota> {
+        self.quotas
+            .state()
+            .iter()
+            .filter(|q| q.metadata.namespace.as_deref() == Some(namespace))
+            .map(|q| q.as_ref().clone())
+            .collect()
+    }
+
+    /// The platform CA and `tenant`'s CA (created on first use), or why they cannot be used.
+    pub async fn authority(
+        &self,
+        tenant: &Tenant,
+        context: &TenantContext,
+        platform: &Platform,
+        now: OffsetDateTime,
+    ) -> Result<std::result::Result<Authority, String>> {
+        let policy = match ca_secrets::issuance_policy(&platform.spec) {
+            Ok(policy) => policy,
+            Err(message) => return Ok(Err(message)),
+        };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.operator_namespace);
+        let platform_ca = match ca_secrets::platform_ca(&api, platform, &policy, now).await? {
+            Ok(ca) => ca,
+            Err(message) => return Ok(Err(message)),
+        };
+        let tenant_ca =
+            match ca_secrets::tenant_ca(&api, tenant, context, &platform.spec.base_domain, &platform_ca, &policy, now)
+                .await?
+            {
+                Ok(ca) => ca,
+                Err(message) => return Ok(Err(message)),
+            };
+        let trust_pem = platform_ca.certificate_pem().to_owned();
+        let trust = match TrustAnchors::from_pem(trust_pem.as_bytes()) {
+            Ok(trust) => trust,
+            Err(err) => return Ok(Err(format!("the platform CA cannot anchor trust: {err}"))),
+        };
+        Ok(Ok(Authority { tenant_ca, trust, trust_pem, policy }))
+    }
+}
+
+impl Shared {
+    /// Publishes the Events of the conditions that changed since `previous`.
+    pub async fn publish_changes(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        previous: &[Condition],
+        desired: &[conditions::Desired],
+    ) {
+        for changed in conditions::changed_with_events(previous, desired) {
+            let type_ = changed.event.unwrap_or(kube::runtime::events::EventType::Normal);
+            // A condition that came good is news of its own.
+            let reason = match (changed.type_.as_str(), changed.status) {
+                (READY, conditions::TRUE) => "Serving".to_owned(),
+                _ => changed.reason.clone(),
+            };
+            self.publisher.publish(regarding, type_, &reason, "Reconcile", &changed.message, None).await;
+        }
+    }
+
+    /// Publishes an Event for a certificate that was issued (`what`: "TLS certificate for …").
+    pub async fn publish_issued(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        what: &str,
+        leaf: &super::certificate::Leaf,
+    ) {
+        use super::certificate::Issued;
+        use kube::runtime::events::EventType;
+        let until = super::status::time_of(leaf.not_after).0;
+        let (type_, reason, note) = match &leaf.issued {
+            None => return,
+            Some(Issued::New) => {
+                (EventType::Normal, "CertificateIssued", format!("issued the {what}, valid until {until}"))
+            }
+            Some(Issued::Renewal) => {
+                (EventType::Normal, "CertificateRenewed", format!("renewed the {what}, now valid until {until}"))
+            }
+            Some(Issued::Replaced(why)) => {
+                (EventType::Normal, "CertificateReissued", format!("re-issued the {what} ({why}), valid until {until}"))
+            }
+            Some(Issued::Damaged(why)) => (
+                EventType::Warning,
+                "CertificateDamaged",
+                format!("the stored {what} was damaged ({why}); re-issued, valid until {until}"),
+            ),
+        };
+        self.publisher.publish(regarding, type_, reason, "IssueCertificate", &note, None).await;
+    }
+}
+
+/// Where wake-ups go.
+#[derive(Clone)]
+struct Wakers {
+    portals: UnboundedSender<ObjectRef<PortalObject>>,
+    documents: UnboundedSender<ObjectRef<DocumentObject>>,
+}
+
+/// Whether a service is held back by something another service may release.
+fn is_blocked(conditions: &[Condition]) -> bool {
+    conditions::find(conditions, READY).is_some_and(|c| {
+        c.status == conditions::FALSE && (c.reason == reasons::HOST_CONFLICT || c.reason == reasons::QUOTA_EXCEEDED)
+    })
+}
+
+/// Sends wake-ups for the services that an object's change concerns.
+struct Fanout {
+    portals: Store<PortalObject>,
+    documents: Store<DocumentObject>,
+    wakers: Wakers,
+    /// Each service's last seen generation, to tell a spec change from a status write.
+    generations: HashMap<String, Option<i64>>,
+}
+
+impl Fanout {
+    fn wake_where(&self, wanted: impl Fn(&str) -> bool) {
+        for portal in self.portals.state() {
+            if portal.namespace().is_some_and(|ns| wanted(&ns)) {
+                let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
+            }
+        }
+        for service in self.documents.state() {
+            if service.namespace().is_some_and(|ns| wanted(&ns)) {
+                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
+    fn wake_blocked(&self) {
+        for portal in self.portals.state() {
+            if portal.0.as_ref().ok().and_then(|p| p.status.as_ref()).is_some_and(|s| is_blocked(&s.conditions)) {
+                let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
+            }
+        }
+        for service in self.documents.state() {
+            if service.0.as_ref().ok().and_then(|d| d.status.as_ref()).is_some_and(|s| is_blocked(&s.conditions)) {
+                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
+    /// A service changed: when its spec changed or it went away, the blocked ones may now fit.
+    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>) {
+        let key = |object: &K| object.meta().uid.clone().unwrap_or_default();
+        match event {
+            watcher::Event::InitApply(object) => {
+                self.generations.insert(key(object), object.meta().generation);
+            }
+            watcher::Event::Apply(object) => {
+                let previous = self.generations.insert(key(object), object.meta().generation);
+                if previous != Some(object.meta().generation) {
+                    self.wake_blocked();
+                }
+            }
+            watcher::Event::Delete(object) => {
+                self.generations.remove(&key(object));
+                self.wake_blocked();
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+}
+
+/// Locks the fan-out (never held across an `.await`). A panic elsewhere cannot leave its map
+/// half-updated in a way that matters: at worst one wake-up too many.
+fn lock(fanout: &std::sync::Mutex<Fanout>) -> std::sync::MutexGuard<'_, Fanout> {
+    fanout.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A cache of `K` (optionally by label `selector`) and the stream that fills it, each touched object
+/// passed to `on_change`. Poll the stream or the cache stays empty.
+fn related<K>(
+    client: &Client,
+    config: watcher::Config,
+    mut on_change: impl FnMut(&K) + Send + 'static,
+) -> (Store<K>, impl futures::Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let task = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .modify(watch::strip)
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |touched| {
+            match touched {
+                Ok(object) => on_change(&object),
+                Err(err) => tracing::warn!(error = %err, kind = %K::kind(&()), "watch failed; retrying"),
+            }
+            futures::future::ready(())
+        });
+    (store, task)
+}
+
+/// A watched service kind: its cache and the stream that drives its controller.
+pub struct ServiceWatch<K: Resource + Clone + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    pub store: Store<K>,
+    pub stream: std::pin::Pin<Box<dyn Stream<Item = std::result::Result<K, watcher::Error>> + Send>>,
+    pub wake: UnboundedReceiver<ObjectRef<K>>,
+}
+
+/// Runs the Portal and DocumentService controllers until shutdown.
+pub async fn run(client: Client, settings: Settings) {
+    let (portal_wake, portal_woken) = unbounded();
+    let (document_wake, document_woken) = unbounded();
+    let wakers = Wakers { portals: portal_wake, documents: document_wake };
+
+    let (portals, portal_writer) = reflector::store::<PortalObject>();
+    let (documents, document_writer) = reflector::store::<DocumentObject>();
+    let fanout = Arc::new(std::sync::Mutex::new(Fanout {
+        portals: portals.clone(),
+        documents: documents.clone(),
+        wakers: wakers.clone(),
+        generations: HashMap::new(),
+    }));
+
+    let wake_all = {
+        let fanout = fanout.clone();
+        move |_: &Platform| lock(&fanout).wake_where(|_| true)
+    };
+    let platform_config = watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}"));
+    let (platforms, platform_task) = related::<Platform>(&client, platform_config, wake_all);
+
+    let wake_tenant = {
+        let fanout = fanout.clone();
+        move |tenant: &TenantObject| {
+            let namespaces = match &tenant.0 {
+                Ok(tenant) => tenant.namespace_names(),
+                Err(_) => vec![tenant.name_any()],
+            };
+            lock(&fanout).wake_where(|ns| namespaces.iter().any(|n| n == ns));
+        }
+    };
+    let mut tenant_config = watcher::Config::default();
+    if let Some(selector) = &settings.tenant_selector {
+        tenant_config = tenant_config.labels(selector);
+    }
+    let (tenants, tenant_task) = related::<TenantObject>(&client, tenant_config, wake_tenant);
+
+    let wake_namespace = {
+        let fanout = fanout.clone();
+        move |namespace: &PartialObjectMeta<Namespace>| {
+            let name = namespace.name_any();
+            lock(&fanout).wake_where(|ns| ns == name);
+        }
+    };
+    let (namespaces, namespace_task) = {
+        let (store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+        let on_change = wake_namespace;
+        let task = watcher(api, watcher::Config::default().labels(TENANT_LABEL))
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(writer)
+            .touched_objects()
+            .for_each(move |touched| {
+                if let Ok(namespace) = touched {
+                    on_change(&namespace);
+                }
+                futures::future::ready(())
+            });
+        (store, task)
+    };
+
+    let wake_quota = {
+        let fanout = fanout.clone();
+        move |quota: &ResourceQuota| {
+            let namespace = quota.namespace().unwrap_or_default();
+            lock(&fanout).wake_where(|ns| ns == namespace);
+        }
+    };
+    let (quotas, quota_task) = related::<ResourceQuota>(&client, watcher::Config::default(), wake_quota);
+
+    let portal_stream = {
+        let fanout = fanout.clone();
+        watcher(Api::<PortalObject>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(portal_writer)
+            .inspect_ok(move |event| lock(&fanout).service_event(event))
+            .touched_objects()
+            .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
+    };
+    let document_stream = {
+        let fanout = fanout.clone();
+        watcher(Api::<DocumentObject>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(document_writer)
+            .inspect_ok(move |event| lock(&fanout).service_event(event))
+            .touched_objects()
+            // The restore annotation is read too.
+            .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
+    };
+
+    let shared = Arc::new(Shared {
+        publisher: Publisher::new(client.clone(), settings.instance.clone()),
+        client: client.clone(),
+        settings,
+        platforms,
+        tenants,
+        namespaces,
+        quotas,
+        portals: portals.clone(),
+        documents: documents.clone(),
+    });
+    let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
+    let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
+
+    // The related watchers run until their streams end, which they do not; the controllers stop
+    // on SIGTERM, and then so does this.
+    let related = async {
+        tokio::join!(platform_task, tenant_task, namespace_task, quota_task);
+    };
+    let controllers = async {
+        tokio::join!(
+            crate::portal::run(shared.clone(), portal_watch),
+            crate::document::run(shared.clone(), document_watch)
+        );
+    };
+    tokio::select! {
+        () = controllers => {}
+        () = related => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(reason: &str, status: &str) -> Condition {
+        Condition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        }
+    }
+
+    #[test]
+    fn only_host_conflicts_and_quota_are_worth_a_wake_up() {
+        assert!(is_blocked(&[condition("HostConflict", "False")]));
+        assert!(is_blocked(&[condition("QuotaExceeded", "False")]));
+        assert!(!is_blocked(&[condition("Suspended", "False")]));
+        assert!(!is_blocked(&[condition("Reconciled", "True")]));
+        assert!(!is_blocked(&[]));
+    }
+}
