@@ -12,3 +12,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "govpaas.operatorServiceAccount" -}}
 {{ .Values.operator.serviceAccount.name }}
 {{- end }}
+
+{{/* Selects the operator's Pods. */}}
+{{- define "govpaas.operatorSelector" -}}
+app.kubernetes.io/name: govpaas
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
