@@ -6,7 +6,7 @@
 //! happens to the documents' volume; [`reconcile`] applies them and writes the status computed from
 //! what it applied. Alongside the controller, [`announce_retained`] watches the document volumes
 //! it marked and, when one is released and retained (its service or tenant deleted), publishes an
-//! Event on the volume saying whose documents it holds and how to restore them.
+//! Event on the volume (in the `default` namespace, where Events of cluster-scoped objects go) saying whose documents it holds and how to restore them.
 //!
 //! Triggers: as for Portals (spec and annotations, owned objects including the claim, the
 //! wake-ups of [`crate::workload::runtime`]), and every 10 s while the volume binds.
@@ -65,6 +65,10 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
 /// is retained: where the documents are and how to restore them. Volumes of tenants another
 /// operator serves (`--tenant-selector`) are left to that operator.
 pub async fn announce_retained(shared: Arc<Shared>) {
+    // The Tenants this operator serves are known once their cache has listed.
+    if shared.tenants.wait_until_ready().await.is_err() {
+        return;
+    }
     let api: Api<PersistentVolume> = Api::all(shared.client.clone());
     let selector = format!("{},{}", govpaas_crds::metadata::TENANT_LABEL, retention::CLAIM_LABEL_SELECTOR);
     watcher(api.clone(), watcher::Config::default().labels(&selector))
@@ -87,10 +91,7 @@ pub async fn announce_retained(shared: Arc<Shared>) {
                     .labels
                     .as_ref()
                     .and_then(|l| l.get(govpaas_crds::metadata::TENANT_LABEL))
-                    .is_some_and(|tenant| {
-                        shared.settings.tenant_selector.is_none()
-                            || shared.tenants.state().iter().any(|t| kube::ResourceExt::name_any(t.as_ref()) == *tenant)
-                    });
+                    .is_some_and(|tenant| shared.serves_tenant(tenant));
                 if !in_scope {
                     return;
                 }

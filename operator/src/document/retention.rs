@@ -174,13 +174,13 @@ pub fn storage_class_of(volume: &PersistentVolume) -> Option<String> {
     volume.spec.as_ref().and_then(|s| s.storage_class_name.clone())
 }
 
-/// Whether the volume's `claimRef` already names the claim (with or without its uid).
+/// Whether the volume's `claimRef` already promises it to a claim of this name that does not
+/// exist yet (no uid). A reference with a uid is the old claim's, even under the same name: a
+/// DocumentService re-created with its old name, or a tenant re-created with its old namespace.
 pub fn is_promised_to(volume: &PersistentVolume, namespace: &str, claim: &str) -> bool {
-    volume
-        .spec
-        .as_ref()
-        .and_then(|s| s.claim_ref.as_ref())
-        .is_some_and(|c| c.namespace.as_deref() == Some(namespace) && c.name.as_deref() == Some(claim))
+    volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some_and(|c| {
+        c.namespace.as_deref() == Some(namespace) && c.name.as_deref() == Some(claim) && c.uid.is_none()
+    })
 }
 
 /// A server-side apply body that promises the volume to the claim `namespace/claim`. `claimRef` is
@@ -398,6 +398,9 @@ mod tests {
         let promise = promise_to_claim("pvc-1", "so-noi-vu", "moi-docs-data");
         volume.spec.as_mut().unwrap().claim_ref = promise.spec.unwrap().claim_ref;
         assert!(is_promised_to(&volume, "so-noi-vu", "moi-docs-data"));
+        // The old claim's reference, under the very name the new claim will have, is no promise.
+        let old = released("pvc-1", &marking, "Released", "10Gi");
+        assert!(!is_promised_to(&old, "so-noi-vu", "van-ban-docs-data"));
         let target = RestoreTarget {
             tenant: &tenant,
             namespace: "so-noi-vu",

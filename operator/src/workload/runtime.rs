@@ -53,6 +53,9 @@ pub struct Shared {
     pub quotas: Store<ResourceQuota>,
     pub portals: Store<PortalObject>,
     pub documents: Store<DocumentObject>,
+    /// Every Tenant this operator has seen since it started, deleted ones included: whose
+    /// retained volumes are this operator's to announce.
+    pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Where a service stands with its tenant.
@@ -196,6 +199,12 @@ impl Shared {
 }
 
 impl Shared {
+    /// Whether this operator serves (or served, before it was deleted) the Tenant `name`.
+    pub fn serves_tenant(&self, name: &str) -> bool {
+        self.settings.tenant_selector.is_none()
+            || self.known_tenants.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(name)
+    }
+
     /// Publishes the Events of the conditions that changed since `previous`.
     pub async fn publish_changes(
         &self,
@@ -381,9 +390,12 @@ pub async fn run(client: Client, settings: Settings) {
     let platform_config = watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}"));
     let (platforms, platform_task) = related::<Platform>(&client, platform_config, wake_all);
 
+    let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let wake_tenant = {
         let fanout = fanout.clone();
+        let known = known_tenants.clone();
         move |tenant: &TenantObject| {
+            known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(tenant.name_any());
             let namespaces = match &tenant.0 {
                 Ok(tenant) => tenant.namespace_names(),
                 Err(_) => vec![tenant.name_any()],
@@ -463,6 +475,7 @@ pub async fn run(client: Client, settings: Settings) {
         quotas,
         portals: portals.clone(),
         documents: documents.clone(),
+        known_tenants,
     });
     let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
     let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
