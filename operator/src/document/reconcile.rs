@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::build::{self, COMPONENT, ClaimBinding, EXCHANGE_LABEL, IDENTITY_KIND, Inputs, Names};
 use super::retention::{self, RESTORE_ANNOTATION, RestoreTarget, VolumeOwner};
@@ -286,6 +286,7 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
         ..DocumentServiceStatus::default()
     };
     write_status(ctx, service, &outcome, vec![storage.condition, routes(service, &names)], base).await?;
+    debug!("applied DocumentService {namespace}/{name}");
     let renewals = std::iter::once(&tls).chain(signing.as_ref()).map(|leaf| leaf.renewal_time(&authority.policy)).min();
     let next = renewals.map_or(RESYNC, |at| requeue_after(now, at).min(RESYNC));
     Ok(Action::requeue(if storage.ready { next } else { next.min(BINDING) }))

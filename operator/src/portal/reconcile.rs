@@ -18,7 +18,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::build::{self, COMPONENT, Inputs, Names};
 use crate::certificates::renewal::requeue_after;
@@ -216,6 +216,7 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
         ..PortalStatus::default()
     };
     write_status(ctx, portal, &outcome, status).await?;
+    debug!("applied Portal {namespace}/{name}");
     let renewal = requeue_after(now, leaf.renewal_time(&authority.policy));
     Ok(Action::requeue(renewal.min(RESYNC)))
 }

@@ -394,8 +394,16 @@ pub async fn run(client: Client, settings: Settings) {
     let wake_tenant = {
         let fanout = fanout.clone();
         let known = known_tenants.clone();
+        // What of a Tenant its services read and its status may change: the domain. The rest they
+        // read is spec (a new generation). Its other status writes (usage) wake nobody.
+        let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
         move |tenant: &TenantObject| {
             known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(tenant.name_any());
+            let domain = tenant.0.as_ref().ok().and_then(|t| t.status.as_ref()).and_then(|s| s.domain.clone());
+            let now = (tenant.meta().generation, domain);
+            if seen.insert(tenant.meta().uid.clone().unwrap_or_default(), now.clone()).as_ref() == Some(&now) {
+                return;
+            }
             let namespaces = match &tenant.0 {
                 Ok(tenant) => tenant.namespace_names(),
                 Err(_) => vec![tenant.name_any()],
