@@ -68,6 +68,33 @@ pub enum Scope {
     OutOfScope,
 }
 
+/// The tenant of a service in `namespace` (with these `labels`), among the `tenants` this operator
+/// caches; `selective`: the operator serves only some Tenants (`--tenant-selector`).
+pub fn scope_of(
+    namespace: &str,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    tenants: &[Arc<TenantObject>],
+    selective: bool,
+) -> Scope {
+    let readable: Vec<&Tenant> = tenants.iter().filter_map(|t| t.0.as_ref().ok()).collect();
+    if let Some(tenant) = tenant_of_namespace(namespace, labels, readable.iter().copied()) {
+        let name = tenant.name_any();
+        if let Some(found) = tenants.iter().find(|t| t.name_any() == name) {
+            return Scope::Tenant(found.clone());
+        }
+    }
+    if selective {
+        // A tenant this operator does not select, or none: another operator's business.
+        return Scope::OutOfScope;
+    }
+    Scope::NoTenant(match labels.and_then(|l| l.get(TENANT_LABEL)) {
+        Some(tenant) => format!(
+            "namespace {namespace} is labelled for Tenant {tenant}, which does not exist or does not list the namespace"
+        ),
+        None => format!("namespace {namespace} belongs to no govpaas Tenant (its Tenant has not provisioned it yet)"),
+    })
+}
+
 /// The CA side of a service's certificates, loaded for one reconcile.
 pub struct Authority {
     pub tenant_ca: CertificateAuthority,
@@ -105,25 +132,7 @@ impl Shared {
     /// The tenant of a service in `namespace`.
     pub fn scope(&self, namespace: &str) -> Scope {
         let labels = self.namespaces.get(&ObjectRef::new(namespace)).and_then(|ns| ns.metadata.labels.clone());
-        let tenants = self.tenants.state();
-        let readable: Vec<&Tenant> = tenants.iter().filter_map(|t| t.0.as_ref().ok()).collect();
-        if let Some(tenant) = tenant_of_namespace(namespace, labels.as_ref(), readable.iter().copied()) {
-            let name = tenant.name_any();
-            if let Some(found) = tenants.iter().find(|t| t.name_any() == name) {
-                return Scope::Tenant(found.clone());
-            }
-        }
-        match (&self.settings.tenant_selector, labels.as_ref().and_then(|l| l.get(TENANT_LABEL))) {
-            // Labelled for a tenant this operator does not select: another operator's.
-            (Some(_), Some(_)) => Scope::OutOfScope,
-            (Some(_), None) => Scope::OutOfScope,
-            (None, Some(tenant)) => Scope::NoTenant(format!(
-                "namespace {namespace} is labelled for Tenant {tenant}, which does not exist or does not list the namespace"
-            )),
-            (None, None) => Scope::NoTenant(format!(
-                "namespace {namespace} belongs to no govpaas Tenant (its Tenant has not provisioned it yet)"
-            )),
-        }
+        scope_of(namespace, labels.as_ref(), &self.tenants.state(), self.settings.tenant_selector.is_some())
     }
 
     /// The tenant context of `tenant`, with suspension read from both the Tenant and its
@@ -520,6 +529,42 @@ mod tests {
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ),
         }
+    }
+
+    fn tenants() -> Vec<Arc<TenantObject>> {
+        vec![Arc::new(DeserializeGuard(Ok(crate::workload::fixtures::tenant())))]
+    }
+
+    fn labelled(tenant: &str) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([(TENANT_LABEL.to_owned(), tenant.to_owned())])
+    }
+
+    #[test]
+    fn a_service_belongs_to_the_tenant_that_labels_and_lists_its_namespace() {
+        let tenants = tenants();
+        let labels = labelled("so-noi-vu");
+        assert!(
+            matches!(scope_of("so-noi-vu", Some(&labels), &tenants, false), Scope::Tenant(t) if t.name_any() == "so-noi-vu")
+        );
+        assert!(matches!(scope_of("so-noi-vu", Some(&labels), &tenants, true), Scope::Tenant(_)));
+    }
+
+    #[test]
+    fn without_its_tenant_a_service_waits_or_is_another_operators() {
+        let tenants = tenants();
+        let other = labelled("so-tai-chinh");
+        match scope_of("so-tai-chinh", Some(&other), &tenants, false) {
+            Scope::NoTenant(message) => assert!(message.contains("labelled for Tenant so-tai-chinh"), "{message}"),
+            _ => panic!("expected NoTenant"),
+        }
+        match scope_of("default", None, &tenants, false) {
+            Scope::NoTenant(message) => assert!(message.contains("belongs to no govpaas Tenant"), "{message}"),
+            _ => panic!("expected NoTenant"),
+        }
+        assert!(matches!(scope_of("so-tai-chinh", Some(&other), &tenants, true), Scope::OutOfScope));
+        // The label alone, on a namespace the tenant does not list, is not enough.
+        let copied = labelled("so-noi-vu");
+        assert!(matches!(scope_of("elsewhere", Some(&copied), &tenants, true), Scope::OutOfScope));
     }
 
     #[test]
