@@ -34,6 +34,14 @@ pub enum Error {
     /// An Event could not be published (reported, never fatal to the reconcile).
     #[error("cannot publish an Event: {0}")]
     Event(#[source] kube::Error),
+
+    /// Leader election failed, or this instance lost the Lease while leading.
+    #[error("leader election: {0}")]
+    Leadership(String),
+
+    /// The metrics and health port could not be served.
+    #[error("cannot serve metrics and health on {address}: {source}")]
+    Serve { address: std::net::SocketAddr, source: std::io::Error },
 }
 
 impl Error {
@@ -46,6 +54,8 @@ impl Error {
             Error::Serialize { .. } => "Serialize",
             Error::MissingField { .. } => "MissingField",
             Error::Event(_) => "Event",
+            Error::Leadership(_) => "Leadership",
+            Error::Serve { .. } => "Serve",
         }
     }
 }

@@ -3,8 +3,10 @@
 pub mod certificates;
 pub mod document;
 pub mod error;
+pub mod leader;
 pub mod portal;
 pub mod quota;
 pub mod reconcile;
+pub mod telemetry;
 pub mod tenant;
 pub mod workload;

@@ -3,13 +3,19 @@
 //! Credentials come from `--kubeconfig`, else the usual inference (in-cluster service account,
 //! `$KUBECONFIG`, `~/.kube/config`). Logs go to stderr, their level from `RUST_LOG` (default
 //! `info`), as text or JSON (`--log-format json`). SIGTERM or Ctrl-C stops it gracefully:
-//! reconciles in flight finish, no new ones start.
+//! reconciles in flight finish, no new ones start, and the leader Lease is released.
+//!
+//! Replicas elect a leader on a Lease (see [`govpaas_operator::leader`]); only the leader reconciles.
+//! `/metrics`, `/healthz` and `/readyz` are served on `--metrics-address` by every replica.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use govpaas_operator::error::{Error, Result};
+use govpaas_operator::leader::{self, Leadership};
+use govpaas_operator::telemetry::{self, Telemetry};
 use govpaas_operator::{tenant, workload};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -41,6 +47,15 @@ struct Args {
     /// Most reconciles of one kind running at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+
+    /// Where to serve /metrics, /healthz and /readyz. Port 0: a free port (logged).
+    #[arg(long, env = "GOVPAAS_METRICS_ADDRESS", default_value = "127.0.0.1:0")]
+    metrics_address: SocketAddr,
+
+    /// Elect a leader among replicas on a Lease in `--namespace`; `false` for a single process
+    /// that may reconcile at once.
+    #[arg(long, env = "GOVPAAS_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
 
     /// Log format on stderr.
     #[arg(long, env = "GOVPAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -93,13 +108,85 @@ async fn run(args: Args) -> Result<()> {
         concurrency = args.concurrency,
         "govpaas-operator starting"
     );
+    let telemetry = Telemetry::new();
+    let listener = tokio::net::TcpListener::bind(args.metrics_address)
+        .await
+        .map_err(|source| Error::Serve { address: args.metrics_address, source })?;
+    let address = listener.local_addr().map_err(|source| Error::Serve { address: args.metrics_address, source })?;
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    let router = telemetry::router(telemetry.clone());
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "the metrics and health port stopped");
+        }
+    });
+
+    let identity = format!("{}-{}", instance.clone().unwrap_or_else(|| "govpaas-operator".into()), std::process::id());
+    let mut leadership = if args.leader_elect {
+        // Operators scoped to different tenants (a staged roll-out, or tests sharing a cluster) never
+        // write the same objects, so each scope elects its own leader.
+        let lease = leader::lease_name(args.tenant_selector.as_deref());
+        let mut leadership = Leadership::join(client.clone(), &args.namespace, &lease, identity).await?;
+        tracing::info!(lease = %lease, identity = leadership.identity(), "waiting to lead");
+        tokio::select! {
+            acquired = leadership.acquired() => acquired?,
+            () = shutdown_signal() => {
+                tracing::info!("stopping before leading");
+                return leadership.release().await;
+            }
+        }
+        tracing::info!(lease = %lease, identity = leadership.identity(), "leading: reconciling from now on");
+        Some(leadership)
+    } else {
+        None
+    };
+    telemetry.health.set_leading(true);
+    telemetry.metrics.set_leader(true);
+
     let settings = tenant::Settings {
         tenant_selector: args.tenant_selector,
         operator_namespace: args.namespace,
         concurrency: args.concurrency,
         instance,
     };
-    // Portals and DocumentServices run beside the tenant controller, with the same settings.
-    tokio::join!(tenant::run(client.clone(), settings.clone()), workload::runtime::run(client, settings));
+    // Portals and DocumentServices run beside the tenant controller, with the same settings. The
+    // controllers stop on SIGTERM themselves, finishing the reconciles in flight.
+    let controllers = async {
+        tokio::join!(tenant::run(client.clone(), settings.clone()), workload::runtime::run(client, settings));
+    };
+    match leadership.as_mut() {
+        Some(leading) => {
+            tokio::select! {
+                () = controllers => {}
+                () = leading.lost() => {
+                    // Never keep writing beside a new leader: stop, and let the Pod restart as a standby.
+                    telemetry.metrics.set_leader(false);
+                    return Err(Error::Leadership("lost the Lease while leading".into()));
+                }
+            }
+        }
+        None => controllers.await,
+    }
+    telemetry.metrics.set_leader(false);
+    if let Some(leadership) = leadership {
+        leadership.release().await?;
+        tracing::info!("released the leader Lease");
+    }
     Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the Pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
