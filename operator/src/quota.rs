@@ -97,7 +97,8 @@ pub struct Plan {
 pub struct Effects {
     /// The tenant's applied quota changed: its parent may resize its own share.
     pub parent_changed: bool,
-    /// Children whose reserved room changed: they may now apply what they were granted.
+    /// Children whose reserved room changed (they may now apply what they were granted), or all
+    /// of them when the tenant's own quota changed (they may have waited for it to exist).
     pub children_to_wake: Vec<String>,
 }
 
@@ -214,7 +215,7 @@ impl Ledger {
         }
         for (child, room) in &plan.reserved {
             if let Some(entry) = self.entries.get_mut(child)
-                && entry.reserved != Some(*room)
+                && (entry.reserved != Some(*room) || effects.parent_changed)
             {
                 entry.reserved = Some(*room);
                 effects.children_to_wake.push(child.clone());

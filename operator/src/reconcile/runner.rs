@@ -104,7 +104,10 @@ pub async fn run<K, Ctx, Fut>(
         )
         .for_each(|result| {
             match result {
-                Ok((object, _)) => backoff.succeeded(&object),
+                Ok((object, _)) => {
+                    tracing::debug!(controller = name, object = %object, "reconciled");
+                    backoff.succeeded(&object);
+                }
                 Err(controller::Error::ObjectNotFound(object)) => {
                     // A child or related object pointed at something outside this operator's scope
                     // or already deleted: nothing to do.

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::{StreamExt, TryStreamExt};
-use govpaas_crds::conditions::HIERARCHY_VALID;
+use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{Platform, Tenant};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
@@ -77,6 +77,24 @@ pub struct Caches {
     pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
 }
 
+impl Caches {
+    /// Waits until every cache has listed once. Call it from one task only: a store's readiness
+    /// wakes a single waiter (kube-runtime's `DelayedInit` keeps one waker), so concurrent
+    /// reconciles wait on [`Context::caches_ready`] instead. The Tenant store is not awaited here:
+    /// the controller itself waits for it before the first reconcile, and a second waiter on it
+    /// would leave one of the two asleep.
+    pub async fn wait_until_ready(&self, platforms: &Store<Platform>) -> bool {
+        platforms.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok()
+            && self.resource_quotas.wait_until_ready().await.is_ok()
+            && self.limit_ranges.wait_until_ready().await.is_ok()
+            && self.network_policies.wait_until_ready().await.is_ok()
+            && self.role_bindings.wait_until_ready().await.is_ok()
+            && self.cluster_roles.wait_until_ready().await.is_ok()
+            && self.cluster_role_bindings.wait_until_ready().await.is_ok()
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -86,6 +104,8 @@ pub struct Context {
     pub caches: Caches,
     pub ledger: Arc<Mutex<Ledger>>,
     pub publisher: Publisher,
+    /// Turns `true` once every cache has listed (see [`Caches::wait_until_ready`]).
+    pub caches_ready: tokio::sync::watch::Receiver<bool>,
     wake: UnboundedSender<ObjectRef<TenantObject>>,
 }
 
@@ -94,6 +114,13 @@ impl Context {
     pub fn wake(&self, tenant: &str) {
         // Fails only when the controller is shutting down: nothing left to wake then.
         let _ = self.wake.unbounded_send(ObjectRef::new(tenant));
+    }
+
+    /// Wakes the children of `parent` whose quota was refused: room may have been made.
+    pub fn wake_refused_children(&self, parent: &str) {
+        for name in refused_children(&self.tenants, parent) {
+            self.wake(&name);
+        }
     }
 
     /// The Platform, if it exists.
@@ -136,6 +163,14 @@ impl Relations {
                     ledger.forget(&object.name_any());
                 }
                 self.wake_family(object);
+                if let Ok(tenant) = &object.0
+                    && let Some(parent) = &tenant.spec.parent
+                {
+                    // Its quota is free again.
+                    for name in refused_children(&self.tenants, parent) {
+                        self.send(&name);
+                    }
+                }
                 for other in self.tenants.state() {
                     let invalid = other.0.as_ref().ok().and_then(|t| t.status.as_ref()).is_some_and(|s| {
                         conditions::find(&s.conditions, HIERARCHY_VALID).is_some_and(|c| c.status == conditions::FALSE)
@@ -168,23 +203,38 @@ impl Relations {
     }
 }
 
+/// The children of `parent` whose status says their quota did not fit.
+fn refused_children(tenants: &Store<TenantObject>, parent: &str) -> Vec<String> {
+    tenants
+        .state()
+        .iter()
+        .filter_map(|t| t.0.as_ref().ok())
+        .filter(|t| t.spec.parent.as_deref() == Some(parent))
+        .filter(|t| t.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, QUOTA_EXCEEDED)))
+        .map(|t| t.name_any())
+        .collect()
+}
+
 fn uid(object: &TenantObject) -> String {
     object.meta().uid.clone().unwrap_or_else(|| object.name_any())
 }
 
-/// The cluster-scoped Tenants that own `object` (kube's `owns` keeps a namespaced child's
-/// namespace in the owner's reference, which never matches a cluster-scoped Tenant).
-fn owning_tenants<K: Resource>(object: K) -> Vec<ObjectRef<TenantObject>> {
-    object
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|owner| {
-            owner.kind == "Tenant" && owner.api_version == format!("{}/{}", govpaas_crds::GROUP, govpaas_crds::VERSION)
-        })
-        .map(|owner| ObjectRef::new(&owner.name))
-        .collect()
+/// Maps an owned object to the cluster-scoped Tenants in `tenants` that own it (kube's `owns`
+/// keeps a namespaced child's namespace in the owner's reference, which never matches a
+/// cluster-scoped Tenant). Owners outside this operator's cache (another scope) are skipped.
+fn owning_tenants<K: Resource>(tenants: Store<TenantObject>) -> impl Fn(K) -> Vec<ObjectRef<TenantObject>> {
+    let api_version = format!("{}/{}", govpaas_crds::GROUP, govpaas_crds::VERSION);
+    move |object: K| {
+        object
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|owner| owner.kind == "Tenant" && owner.api_version == api_version)
+            .map(|owner| ObjectRef::new(&owner.name))
+            .filter(|owner| tenants.get(owner).is_some())
+            .collect()
+    }
 }
 
 /// Runs the tenant controller until shutdown.
@@ -230,30 +280,42 @@ pub async fn run(client: Client, settings: Settings) {
         watch::metadata_cache::<ClusterRoleBinding>(client.clone(), &owned);
 
     let controller = Controller::for_stream(tenant_stream, tenants.clone())
-        .watches_stream(namespace_stream, owning_tenants)
-        .watches_stream(quota_stream, owning_tenants)
-        .watches_stream(limit_range_stream, owning_tenants)
-        .watches_stream(policy_stream, owning_tenants)
-        .watches_stream(binding_stream, owning_tenants)
-        .watches_stream(cluster_role_stream, owning_tenants)
-        .watches_stream(cluster_binding_stream, owning_tenants)
+        .watches_stream(namespace_stream, owning_tenants(tenants.clone()))
+        .watches_stream(quota_stream, owning_tenants(tenants.clone()))
+        .watches_stream(limit_range_stream, owning_tenants(tenants.clone()))
+        .watches_stream(policy_stream, owning_tenants(tenants.clone()))
+        .watches_stream(binding_stream, owning_tenants(tenants.clone()))
+        .watches_stream(cluster_role_stream, owning_tenants(tenants.clone()))
+        .watches_stream(cluster_binding_stream, owning_tenants(tenants.clone()))
         .reconcile_all_on(platform_stream)
         .reconcile_on(woken);
 
+    let caches = Caches {
+        namespaces,
+        resource_quotas,
+        limit_ranges,
+        network_policies,
+        role_bindings,
+        cluster_roles,
+        cluster_role_bindings,
+    };
+    let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
+    {
+        let (caches, platforms) = (caches.clone(), platforms.clone());
+        tokio::spawn(async move {
+            if caches.wait_until_ready(&platforms).await {
+                tracing::info!(controller = COMPONENT, "caches ready");
+                let _ = ready_tx.send(true);
+            }
+        });
+    }
     let context = Arc::new(Context {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
         client,
         tenants,
         platforms,
-        caches: Caches {
-            namespaces,
-            resource_quotas,
-            limit_ranges,
-            network_policies,
-            role_bindings,
-            cluster_roles,
-            cluster_role_bindings,
-        },
+        caches,
+        caches_ready,
         ledger,
         wake,
         settings: settings.clone(),

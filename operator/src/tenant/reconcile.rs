@@ -34,6 +34,8 @@ use crate::reconcile::conditions;
 pub const RESYNC: Duration = Duration::from_secs(3600);
 /// How soon to look again while waiting for the parent to make room (a wake-up usually comes first).
 const WAITING: Duration = Duration::from_secs(10);
+/// How soon to look again at a namespace that belongs to someone else.
+const TAKEN: Duration = Duration::from_secs(60);
 
 /// Reconciles one Tenant.
 pub async fn reconcile(object: Arc<TenantObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -51,7 +53,9 @@ pub async fn reconcile(object: Arc<TenantObject>, ctx: Arc<Context>) -> Result<A
                 return Ok(Action::await_change());
             }
         };
+        tracing::debug!("waiting for caches");
         wait_for_caches(&ctx).await?;
+        tracing::debug!("caches ready");
         reconcile_tenant(tenant, &ctx).await
     }
     .instrument(span)
@@ -61,19 +65,12 @@ pub async fn reconcile(object: Arc<TenantObject>, ctx: Arc<Context>) -> Result<A
 /// Before the first reconcile, every cache has listed once: deciding on a half-filled cache
 /// would write a wrong status (or prune what is merely not yet seen).
 async fn wait_for_caches(ctx: &Context) -> Result<()> {
-    let not_ready =
-        |what: &'static str| move |_| Error::Config(format!("the {what} cache stopped before it was ready"));
-    ctx.tenants.wait_until_ready().await.map_err(not_ready("Tenant"))?;
-    ctx.platforms.wait_until_ready().await.map_err(not_ready("Platform"))?;
-    let caches = &ctx.caches;
-    caches.namespaces.wait_until_ready().await.map_err(not_ready("Namespace"))?;
-    caches.resource_quotas.wait_until_ready().await.map_err(not_ready("ResourceQuota"))?;
-    caches.limit_ranges.wait_until_ready().await.map_err(not_ready("LimitRange"))?;
-    caches.network_policies.wait_until_ready().await.map_err(not_ready("NetworkPolicy"))?;
-    caches.role_bindings.wait_until_ready().await.map_err(not_ready("RoleBinding"))?;
-    caches.cluster_roles.wait_until_ready().await.map_err(not_ready("ClusterRole"))?;
-    caches.cluster_role_bindings.wait_until_ready().await.map_err(not_ready("ClusterRoleBinding"))?;
-    Ok(())
+    let mut ready = ctx.caches_ready.clone();
+    ready
+        .wait_for(|ready| *ready)
+        .await
+        .map(|_| ())
+        .map_err(|_| Error::Config("the caches stopped before they were ready".into()))
 }
 
 async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
@@ -117,12 +114,17 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             return Ok(Action::requeue(RESYNC));
         }
     };
-    if let Request::WaitingForParent { parent } = &plan.request {
+    tracing::debug!(request = ?plan.request, applying = plan.hard.is_some(), "quota decided");
+    let waiting = matches!(plan.request, Request::WaitingForParent { .. } | Request::ParentNotProvisioned { .. });
+    if waiting && let Some(parent) = &tenant.spec.parent {
         ctx.wake(parent);
     }
     let Some(own) = plan.own else {
         write_status(ctx, tenant, &Outcome::NotApplied { domain, plan: &plan }).await?;
-        return Ok(Action::requeue(if plan.request.is_granted() { RESYNC } else { WAITING }));
+        // Waiting for the parent is a moment (its reconcile wakes this one; the requeue is a
+        // safety net); a refusal lasts until someone changes a quota, which wakes this Tenant
+        // (see `Context::wake_refused_children`).
+        return Ok(Action::requeue(if waiting { WAITING } else { RESYNC }));
     };
     let namespaces = match split_namespaces(tenant, &own) {
         Ok(namespaces) => namespaces,
@@ -134,7 +136,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let namespace_names: Vec<String> = namespaces.iter().map(|(n, _)| n.clone()).collect();
     if let Some(message) = taken_namespace(ctx, &namespace_names, &uid).await? {
         write_status(ctx, tenant, &Outcome::NamespaceTaken { domain, message }).await?;
-        return Ok(Action::requeue(RESYNC));
+        // A namespace made by hand is not watched: look again in a minute.
+        return Ok(Action::requeue(TAKEN));
     }
 
     // Build.
@@ -169,10 +172,14 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 
     // The quota is in place: tell the ledger, and whoever may now move.
     let effects = ctx.ledger().applied(member, &plan);
-    if effects.parent_changed
-        && let Some(parent) = &tenant.spec.parent
-    {
-        ctx.wake(parent);
+    if effects.parent_changed {
+        // What this tenant holds changed: its parent resizes its own share, and a refused sibling
+        // or child may fit now.
+        if let Some(parent) = &tenant.spec.parent {
+            ctx.wake(parent);
+            ctx.wake_refused_children(parent);
+        }
+        ctx.wake_refused_children(&name);
     }
     for child in &effects.children_to_wake {
         ctx.wake(child);
@@ -187,7 +194,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let used = used(ctx, &namespace_names);
     let outcome = Outcome::Applied { domain, plan: &plan, namespaces: &namespace_names, suspension };
     write_status_with_usage(ctx, tenant, &outcome, used).await?;
-    Ok(Action::requeue(if suspension.held > 0 && !suspension.suspended { WAITING } else { RESYNC }))
+    let resuming = suspension.held > 0 && !suspension.suspended;
+    Ok(Action::requeue(if waiting || resuming { WAITING } else { RESYNC }))
 }
 
 /// The parent, siblings and children of `tenant` as quota decisions see them.
@@ -247,6 +255,12 @@ async fn taken_namespace(ctx: &Context, namespaces: &[String], uid: &str) -> Res
         if let Some(existing) = api.get_metadata_opt(namespace).await?
             && !ours(&existing.metadata)
         {
+            if existing.metadata.deletion_timestamp.is_some() {
+                // Its deletion ends with a watch event that reconciles this Tenant again.
+                return Ok(Some(format!(
+                    "namespace {namespace:?} is still being deleted (it belonged to an earlier owner); it is provisioned as soon as it is gone"
+                )));
+            }
             let owner = existing
                 .metadata
                 .owner_references
@@ -342,7 +356,11 @@ async fn write_status_with_usage(
     let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, used, &now);
     if previous != Some(&new_status) {
         let api: Api<Tenant> = Api::all(ctx.client.clone());
-        apply::apply_status(&api, &tenant.name_any(), &new_status).await?;
+        match apply::apply_status(&api, &tenant.name_any(), &new_status).await {
+            // Deleted meanwhile: nothing left to report on.
+            Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
+            other => other?,
+        }
     }
 
     let reference = tenant.object_ref(&());

@@ -1,0 +1,261 @@
+//! Running the operator on the shared cluster the way production runs it: the Helm chart installed
+//! (CRDs, admission policies, the operator's ServiceAccount and ClusterRole), and the
+//! `govpaas-operator` binary started as a local process with a token of that ServiceAccount, so a
+//! verb missing from the chart's RBAC fails the tests.
+//!
+//! Tests share one cluster, and an operator reconciles every Tenant it can see. So each test runs
+//! its own operator with `--tenant-selector govpaas.io/scope=<scope>` and labels its Tenants with
+//! its scope ([`OperatorProcess::scope_label`]): tests never reconcile, prune or quota-carve each
+//! other's tenants, and a test may restart its operator without disturbing anyone. Agency codes
+//! are unique per scope (the operator only sees its scope), so tests may reuse them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kube::config::Kubeconfig;
+
+use crate::Cluster;
+
+/// The Helm release the tests install, and its namespace (the operator's).
+pub const RELEASE: &str = "govpaas";
+pub const NAMESPACE: &str = "govpaas-system";
+/// The operator's ServiceAccount, as the chart's values name it.
+pub const SERVICE_ACCOUNT: &str = "govpaas-operator";
+/// The label each test puts on its Tenants, and its operator selects.
+pub const SCOPE_LABEL: &str = "govpaas.io/scope";
+/// The base domain of the Platform the tests create when none exists.
+pub const TEST_BASE_DOMAIN: &str = "danang.gov.vn";
+/// The field manager the tests write the Platform with.
+const MANAGER: &str = "govpaas-tests-operator";
+
+/// Where the tests' own files go (kubeconfigs, operator logs): `target/govpaas-tests`.
+pub fn work_dir(cluster: &Cluster) -> PathBuf {
+    let dir = target_dir(&cluster.root).join("govpaas-tests");
+    fs::create_dir_all(&dir).expect("creating target/govpaas-tests");
+    dir
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// Installs the chart (`helm upgrade --install`), CRDs included, once per test process; processes
+/// racing for it take turns on a file lock.
+pub fn install_chart(cluster: &Cluster) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // CRDs Established and the admission policies compiled: `helm` applies CRDs only on a
+        // first install, never on upgrades, so the API module applies the current ones first.
+        crate::api::install_api(cluster);
+        let lock = File::create(xtask::paths::cluster_dir().join("helm-install.lock")).expect("the helm lock file");
+        lock.lock().expect("locking the helm lock file");
+        // Objects another test applied from the chart's files (the admission policies) are adopted
+        // by the release instead of refused as "owned by no release".
+        let policies = cluster.root.join("charts/govpaas/templates/admission-policies.yaml");
+        let policies = policies.to_str().expect("a UTF-8 path");
+        cluster.kubectl_ok(&["label", "--overwrite", "-f", policies, "app.kubernetes.io/managed-by=Helm"]);
+        cluster.kubectl_ok(&[
+            "annotate",
+            "--overwrite",
+            "-f",
+            policies,
+            &format!("meta.helm.sh/release-name={RELEASE}"),
+            &format!("meta.helm.sh/release-namespace={NAMESPACE}"),
+        ]);
+        let chart = cluster.root.join("charts/govpaas");
+        let out = cluster
+            .helm()
+            .args(["upgrade", "--install", RELEASE])
+            .arg(&chart)
+            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "3", "--wait", "--timeout", "2m"])
+            .output()
+            .expect("running helm");
+        assert!(
+            out.status.success(),
+            "helm upgrade --install failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Makes sure the Platform `default` exists and returns its base domain. It is written (with the
+/// value it has, or [`TEST_BASE_DOMAIN`]) under this module's field manager, so that other tests
+/// that created it see a co-owner and do not delete it while tenants depend on it.
+pub fn ensure_platform(cluster: &Cluster) -> String {
+    let current = cluster
+        .kubectl()
+        .args(["get", "platform", "default", "-o", "jsonpath={.spec.baseDomain}"])
+        .output()
+        .expect("running kubectl");
+    let existing = String::from_utf8_lossy(&current.stdout).trim().to_owned();
+    let base_domain = if current.status.success() && !existing.is_empty() { existing } else { TEST_BASE_DOMAIN.into() };
+    let manifest = format!(
+        "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\nspec:\n  baseDomain: {base_domain}\n"
+    );
+    let (ok, _, err) =
+        cluster.kubectl_stdin(&["apply", "--server-side", "--field-manager", MANAGER, "-f", "-"], &manifest);
+    assert!(ok, "applying the Platform: {err}");
+    base_domain
+}
+
+/// The operator binary, built once per test process (`cargo build` is a no-op when it is fresh).
+pub fn operator_binary(cluster: &Cluster) -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let out = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "govpaas-operator", "--bin", "govpaas-operator"])
+                .current_dir(&cluster.root)
+                .output()
+                .expect("running cargo build");
+            assert!(out.status.success(), "building govpaas-operator failed: {}", String::from_utf8_lossy(&out.stderr));
+            let binary = target_dir(&cluster.root).join("debug").join("govpaas-operator");
+            assert!(binary.exists(), "{} is missing after cargo build", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// A kubeconfig holding a 2-hour token of the operator's ServiceAccount (server and CA from the
+/// admin kubeconfig), made once per test process.
+pub fn operator_kubeconfig(cluster: &Cluster) -> PathBuf {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| {
+            install_chart(cluster);
+            let token = cluster.kubectl_ok(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=2h"]);
+            let admin = Kubeconfig::read_from(&cluster.kubeconfig).expect("reading the admin kubeconfig");
+            let named = admin.clusters.first().expect("a cluster in the admin kubeconfig");
+            let server_config = named.cluster.as_ref().expect("cluster details");
+            let server = server_config.server.clone().expect("a server in the admin kubeconfig");
+            let ca = match (&server_config.certificate_authority_data, &server_config.certificate_authority) {
+                (Some(data), _) => format!("certificate-authority-data: {data}"),
+                (None, Some(path)) => format!("certificate-authority: {path}"),
+                (None, None) => panic!("the admin kubeconfig names no certificate authority"),
+            };
+            let kubeconfig = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: govpaas-local\n  cluster:\n    server: {server}\n    {ca}\nusers:\n- name: {SERVICE_ACCOUNT}\n  user:\n    token: {}\ncontexts:\n- name: operator\n  context:\n    cluster: govpaas-local\n    user: {SERVICE_ACCOUNT}\ncurrent-context: operator\n",
+                token.trim()
+            );
+            let path = work_dir(cluster).join(format!("operator-{}.kubeconfig", std::process::id()));
+            fs::write(&path, kubeconfig).expect("writing the operator kubeconfig");
+            path
+        })
+        .clone()
+}
+
+/// A `govpaas-operator` process reconciling one test's scope with the chart's credentials;
+/// stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct OperatorProcess {
+    child: Option<Child>,
+    scope: String,
+    log: PathBuf,
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Installs the chart if needed and starts an operator for Tenants labelled
+    /// `govpaas.io/scope=<scope>`.
+    pub fn start(cluster: &Cluster, scope: &str) -> Self {
+        let kubeconfig = operator_kubeconfig(cluster);
+        let binary = operator_binary(cluster);
+        let log = work_dir(cluster).join(format!("operator-{scope}.log"));
+        let _ = fs::remove_file(&log);
+        let mut process = OperatorProcess { child: None, scope: scope.to_owned(), log, binary, kubeconfig };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the operator log");
+        writeln!(log, "===== govpaas-operator starting (scope {}) =====", self.scope)
+            .expect("writing the operator log");
+        let stderr = log.try_clone().expect("cloning the log handle");
+        let child = Command::new(&self.binary)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--tenant-selector", &format!("{SCOPE_LABEL}={}", self.scope)])
+            .args(["--namespace", NAMESPACE])
+            // GOVPAAS_TEST_OPERATOR_LOG overrides the level, e.g. to add kube_runtime=debug.
+            .env(
+                "RUST_LOG",
+                std::env::var("GOVPAAS_TEST_OPERATOR_LOG").unwrap_or_else(|_| "info,govpaas_operator=debug".into()),
+            )
+            .env("POD_NAME", format!("govpaas-operator-{}", self.scope))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .expect("starting govpaas-operator");
+        self.child = Some(child);
+    }
+
+    /// The scope label as `key: value` YAML, for a Tenant's `metadata.labels`.
+    pub fn scope_label(&self) -> String {
+        format!("{SCOPE_LABEL}: {}", self.scope)
+    }
+
+    /// The scope's label selector (`govpaas.io/scope=<scope>`).
+    pub fn selector(&self) -> String {
+        format!("{SCOPE_LABEL}={}", self.scope)
+    }
+
+    /// Stops the operator gracefully (SIGTERM: reconciles in flight finish), or kills it after 15 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops the operator and starts a new one over the same scope.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Whether the process is still running (it must never exit on its own).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The log's path.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- govpaas-operator log ({}) ---\n{}", self.log.display(), self.log_tail(60));
+        }
+    }
+}
