@@ -40,7 +40,7 @@ use crate::{
         json_path = ".status.storage.phase",
         description = "The volume claim's phase"
     ),
-    printcolumn(name = "Cert Expires", type_ = "date", json_path = ".status.certificate.notAfter"),
+    printcolumn(name = "Cert Expires", type_ = "string", json_path = ".status.certificate.notAfter"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

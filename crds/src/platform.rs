@@ -31,7 +31,7 @@ pub const PLATFORM_NAME: &str = "default";
     validation = Rule::new("self.metadata.name == 'default'").message("metadata.name must be 'default': a cluster has exactly one Platform, named default"),
     printcolumn(name = "Base Domain", type_ = "string", json_path = ".spec.baseDomain", description = "Domain under which every tenant gets its own"),
     printcolumn(name = "CA", type_ = "string", json_path = ".spec.ca.mode", description = "Generated root or imported intermediate"),
-    printcolumn(name = "CA Expires", type_ = "date", json_path = ".status.ca.notAfter", description = "When the platform CA certificate expires"),
+    printcolumn(name = "CA Expires", type_ = "string", json_path = ".status.ca.notAfter", description = "When the platform CA certificate expires"),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants", description = "Tenants on the platform"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

@@ -39,7 +39,7 @@ use crate::{
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Cert Expires", type_ = "date", json_path = ".status.certificate.notAfter"),
+    printcolumn(name = "Cert Expires", type_ = "string", json_path = ".status.certificate.notAfter"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -445,6 +445,7 @@ pub fn down() -> Result<()> {
         eprintln!("xtask: no control plane is recorded in {}", paths::cluster_dir().display());
         return Ok(());
     };
+    crate::demo::stop_operator();
     let volume_dirs = tools::cached().and_then(|t| {
         kubectl_output(
             &t,

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod cluster;
 pub mod codegen;
+pub mod demo;
+pub mod install;
 pub mod paths;
 pub mod pki;
 pub mod testrun;

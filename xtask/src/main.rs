@@ -1,10 +1,10 @@
 //! `cargo xtask …`: see `cargo xtask --help`.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{cluster, testrun, tools};
+use xtask::{cluster, testrun};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "govpaas developer tasks")]
@@ -74,26 +74,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ClusterAction::Status => cluster::status()?,
             ClusterAction::Env => print!("{}", cluster::env()?),
         },
-        Task::Demo => demo()?,
+        Task::Demo => xtask::demo::run()?,
         Task::Bench { what } => xtask::bench::run(&what)?,
         Task::Crds { check } => xtask::codegen::crds(check)?,
         Task::Test { cargo_test_args } => return test(&cargo_test_args),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn demo() -> Result<()> {
-    let state = cluster::up()?;
-    let tools = tools::ensure()?;
-    Command::new(&tools.kubectl)
-        .arg("--kubeconfig")
-        .arg(&state.kubeconfig)
-        .args(["get", "nodes", "-o", "wide"])
-        .status()?;
-    println!(
-        "\nThe control plane runs in the background. To look around:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get nodes\nTo stop it:  cargo xtask cluster down"
-    );
-    Ok(())
 }
 
 fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
@@ -108,6 +94,8 @@ fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
         eprintln!("xtask: error: generated files are stale (run `cargo xtask crds`): {err:#}");
         failures.push("generated files drift");
     }
+    // A demo's operator reconciles every tenant: it would fight the tests' own operators.
+    xtask::demo::stop_operator();
     // The integration tests share one control plane; bring it up once, before they start.
     if let Err(err) = cluster::up() {
         eprintln!("xtask: error: the control plane did not come up: {err:#}");

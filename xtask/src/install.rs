@@ -1,0 +1,128 @@
+//! Installing govpaas on the local control plane as a platform engineer would — the Helm chart — and
+//! running the operator as a local process with the credentials the chart grants it (kwok runs no
+//! containers). Shared by `cargo xtask demo` and the end-to-end tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::paths;
+use crate::tools::Tools;
+
+/// The Helm release, its namespace (the operator's) and the operator's ServiceAccount.
+pub const RELEASE: &str = "govpaas";
+pub const NAMESPACE: &str = "govpaas-system";
+pub const SERVICE_ACCOUNT: &str = "govpaas-operator";
+
+/// Runs a tool, failing with its output when it fails; returns stdout.
+pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{what}: could not start"))?;
+    if !out.status.success() {
+        bail!("{what} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn kubectl(tools: &Tools, kubeconfig: &Path) -> Command {
+    let mut cmd = Command::new(&tools.kubectl);
+    cmd.arg("--kubeconfig").arg(kubeconfig);
+    cmd
+}
+
+/// `helm upgrade --install` of `charts/govpaas` with `values` (`--set`/`-f` arguments). The CRDs are
+/// applied first, server-side: Helm installs a chart's `crds/` on the first install only.
+pub fn install_chart(tools: &Tools, kubeconfig: &Path, values: &[&str]) -> Result<()> {
+    let chart = paths::workspace_root().join("charts").join("govpaas");
+    run(
+        kubectl(tools, kubeconfig)
+            .args(["apply", "--server-side", "--force-conflicts", "--field-manager=govpaas-install", "-f"])
+            .arg(chart.join("crds")),
+        "applying the CRDs",
+    )?;
+    let crds: Vec<String> = fs::read_dir(chart.join("crds"))?
+        .filter_map(|entry| entry.ok()?.path().file_stem()?.to_str().map(|name| format!("crd/{name}")))
+        .collect();
+    run(
+        kubectl(tools, kubeconfig).args(["wait", "--for=condition=Established", "--timeout=60s"]).args(&crds),
+        "waiting for the CRDs to be established",
+    )?;
+    run(
+        Command::new(&tools.helm)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["upgrade", "--install", RELEASE])
+            .arg(&chart)
+            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "5", "--wait", "--timeout", "3m"])
+            .args(values),
+        "helm upgrade --install",
+    )?;
+    Ok(())
+}
+
+/// A kubeconfig at `dest` holding a token of the operator's ServiceAccount (server and CA from the
+/// admin kubeconfig), so the operator runs with exactly the chart's RBAC.
+pub fn operator_kubeconfig(tools: &Tools, admin: &Path, dest: &Path, duration: &str) -> Result<()> {
+    let token = run(
+        kubectl(tools, admin).args([
+            "create",
+            "token",
+            SERVICE_ACCOUNT,
+            "-n",
+            NAMESPACE,
+            &format!("--duration={duration}"),
+        ]),
+        "minting the operator's token",
+    )?;
+    let server = run(
+        kubectl(tools, admin).args(["config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"]),
+        "reading the server",
+    )?;
+    let ca = run(
+        kubectl(tools, admin).args([
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority}",
+        ]),
+        "reading the CA",
+    )?;
+    fs::write(
+        dest,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: govpaas-local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {SERVICE_ACCOUNT}\n  user:\n    token: {token}\ncontexts:\n- name: operator\n  context:\n    cluster: govpaas-local\n    user: {SERVICE_ACCOUNT}\ncurrent-context: operator\n",
+            token = token.trim()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Builds `govpaas-operator` (a no-op when fresh) and returns the binary.
+pub fn build_operator() -> Result<PathBuf> {
+    let root = paths::workspace_root();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "govpaas-operator", "--bin", "govpaas-operator"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building govpaas-operator failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug").join("govpaas-operator"))
+}
+
+/// Polls `check` every 500 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > deadline {
+            bail!("timed out after {}s waiting for {what}", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
