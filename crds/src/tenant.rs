@@ -216,6 +216,9 @@ pub struct TenantStatus {
     /// The namespaces the operator provisioned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// The Tenants whose parent this is, by name; their quotas are carved out of this one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
     /// Quota: the tenant's, what its children took, its own share and what is in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaStatus>,

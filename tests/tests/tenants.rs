@@ -273,6 +273,10 @@ async fn a_province_with_departments_communes_and_a_unit() {
     let province_status = s.get(&province).await.status.unwrap();
     assert_eq!(amount(&province_status.quota.as_ref().unwrap().children["cpu"]), cpu("18"));
     assert_eq!(province_status.domain, Some(format!("{province}.{}", s.base_domain)));
+    let mut children = vec![noi_vu.clone(), y_te.clone(), xa_a.clone(), xa_b.clone()];
+    children.sort();
+    assert_eq!(province_status.children, children);
+    assert_eq!(s.get(&y_te).await.status.unwrap().children, vec![unit.clone()]);
 
     // LimitRange defaults, so Pods without requests are admitted under the quota.
     let lr = Api::<LimitRange>::namespaced(client.clone(), &noi_vu).get("govpaas-defaults").await.unwrap();

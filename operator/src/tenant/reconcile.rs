@@ -353,7 +353,16 @@ async fn write_status_with_usage(
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let desired = status::conditions(outcome, previous_conditions);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, used, &now);
+    let mut children: Vec<String> = ctx
+        .tenants
+        .state()
+        .iter()
+        .filter_map(|t| t.0.as_ref().ok())
+        .filter(|t| t.spec.parent.as_deref() == Some(tenant.name_any().as_str()))
+        .map(|t| t.name_any())
+        .collect();
+    children.sort();
+    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, used, children, &now);
     if previous != Some(&new_status) {
         let api: Api<Tenant> = Api::all(ctx.client.clone());
         match apply::apply_status(&api, &tenant.name_any(), &new_status).await {

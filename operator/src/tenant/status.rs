@@ -160,12 +160,14 @@ pub fn status(
     previous: Option<&TenantStatus>,
     generation: Option<i64>,
     used: BTreeMap<String, Quantity>,
+    children: Vec<String>,
     now: &Time,
 ) -> TenantStatus {
     let previous = previous.cloned().unwrap_or_default();
     let mut status = TenantStatus {
         observed_generation: generation,
         conditions: conditions::merge(&previous.conditions, desired, generation, now),
+        children,
         ..previous
     };
     match outcome {
@@ -317,7 +319,9 @@ mod tests {
             suspension: Suspension::default(),
         };
         let desired = conditions(&outcome, &[]);
-        let first = status(&outcome, &desired, None, Some(1), BTreeMap::new(), &at(100));
+        let children = vec!["so-noi-vu".to_owned(), "xa-dai-loc".to_owned()];
+        let first = status(&outcome, &desired, None, Some(1), BTreeMap::new(), children.clone(), &at(100));
+        assert_eq!(first.children, children);
         assert!(conditions::is_true(&first.conditions, READY));
         assert!(!conditions::is_true(&first.conditions, QUOTA_EXCEEDED));
         assert_eq!(first.quota.as_ref().unwrap().hard["cpu"], Quantity("64".into()));
@@ -326,7 +330,7 @@ mod tests {
 
         // A resync of the same world: identical status, and no Event.
         let desired = conditions(&outcome, &first.conditions);
-        let again = status(&outcome, &desired, Some(&first), Some(1), BTreeMap::new(), &at(500));
+        let again = status(&outcome, &desired, Some(&first), Some(1), BTreeMap::new(), children, &at(500));
         assert_eq!(again, first);
         assert!(conditions::changed_with_events(&first.conditions, &desired).is_empty());
     }
@@ -350,7 +354,7 @@ mod tests {
             .unwrap();
         let outcome = Outcome::NotApplied { domain: "so-noi-vu.quangnam.gov.vn", plan: &plan };
         let desired = conditions(&outcome, &[]);
-        let written = status(&outcome, &desired, None, Some(3), BTreeMap::new(), &at(1));
+        let written = status(&outcome, &desired, None, Some(3), BTreeMap::new(), vec![], &at(1));
         let exceeded = conditions::find(&written.conditions, QUOTA_EXCEEDED).unwrap();
         assert_eq!(exceeded.status, "True");
         assert_eq!(exceeded.reason, "QuotaExceeded");
@@ -368,7 +372,7 @@ mod tests {
         let validation = validate::validate(orphans[0], &orphans, "quangnam.gov.vn");
         let outcome = Outcome::Invalid(&validation);
         let desired = conditions(&outcome, &[]);
-        let written = status(&outcome, &desired, None, Some(1), BTreeMap::new(), &at(1));
+        let written = status(&outcome, &desired, None, Some(1), BTreeMap::new(), vec![], &at(1));
         let invalid = conditions::find(&written.conditions, INVALID_PARENT).unwrap();
         assert_eq!((invalid.status.as_str(), invalid.reason.as_str()), ("True", "ParentNotFound"));
         let ready = conditions::find(&written.conditions, READY).unwrap();
@@ -388,7 +392,7 @@ mod tests {
             suspension: Suspension { suspended: true, held: 2 },
         };
         let desired = conditions(&suspended, &[]);
-        let written = status(&suspended, &desired, None, Some(2), BTreeMap::new(), &at(1));
+        let written = status(&suspended, &desired, None, Some(2), BTreeMap::new(), vec![], &at(1));
         assert!(conditions::is_true(&written.conditions, SUSPENDED));
         assert_eq!(conditions::find(&written.conditions, READY).unwrap().reason, "Suspended");
 
