@@ -540,6 +540,14 @@ async fn a_pod_over_the_carved_quota_is_refused_by_the_api_server() {
         "jsonpath={.spec.containers[0].resources.requests.cpu}",
     ]);
     assert_eq!(requested, "100m");
+
+    // The Tenant's status follows what its namespaces use.
+    let used = eventually(WAIT, "the commune's status to count the Pod", || async {
+        let quota = s.get(&commune).await.status?.quota?;
+        (quota.used.get("pods").map(amount) == Some(Amount::from_units(1))).then_some(quota.used)
+    })
+    .await;
+    assert_eq!(amount(&used["cpu"]), Amount::parse("100m").unwrap());
 }
 
 #[tokio::test]
