@@ -101,17 +101,23 @@ pub fn operator_kubeconfig(tools: &Tools, admin: &Path, dest: &Path, duration: &
 }
 
 /// Builds `govpaas-operator` (a no-op when fresh) and returns the binary.
+///
+/// It gets a target directory of its own (`target/operator`): `cargo build -p govpaas-operator`
+/// resolves features for that package alone, and sharing `target/` with the workspace's test build
+/// would recompile kube and its dependencies back and forth between the two.
 pub fn build_operator() -> Result<PathBuf> {
     let root = paths::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = target.join("operator");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "govpaas-operator", "--bin", "govpaas-operator"])
+        .args(["build", "--quiet", "-p", "govpaas-operator", "--bin", "govpaas-operator", "--target-dir"])
+        .arg(&target)
         .current_dir(&root)
         .status()
         .context("running cargo build")?;
     if !status.success() {
         bail!("building govpaas-operator failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     Ok(target.join("debug").join("govpaas-operator"))
 }
 
