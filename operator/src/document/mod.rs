@@ -65,8 +65,8 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
 /// is retained: where the documents are and how to restore them. Volumes of tenants another
 /// operator serves (`--tenant-selector`) are left to that operator.
 pub async fn announce_retained(shared: Arc<Shared>) {
-    // The Tenants this operator serves are known once their cache has listed.
-    if shared.tenants.wait_until_ready().await.is_err() {
+    // The Tenants this operator serves are known once the caches have listed.
+    if shared.wait_until_ready().await.is_err() {
         return;
     }
     let api: Api<PersistentVolume> = Api::all(shared.client.clone());

@@ -41,6 +41,24 @@ pub type PortalObject = DeserializeGuard<Portal>;
 /// A DocumentService, or the error of one that cannot be read.
 pub type DocumentObject = DeserializeGuard<DocumentService>;
 
+/// The caches every reconcile reads, by the name each reports when it has listed once.
+const CACHES: [&str; 6] = ["Platform", "Tenant", "Namespace", "ResourceQuota", "Portal", "DocumentService"];
+
+/// Which caches have listed once. Readiness is tracked from the watch streams' `InitDone`, not by
+/// awaiting `Store::wait_until_ready`: a store wakes only one waiter (kube-runtime's `DelayedInit`
+/// keeps a single waker), and each controller already waits on its own store.
+#[derive(Clone)]
+struct Listed(tokio::sync::watch::Sender<std::collections::BTreeSet<&'static str>>);
+
+impl Listed {
+    /// Records that `cache` has listed, when `event` says so.
+    fn observe<K>(&self, cache: &'static str, event: &watcher::Event<K>) {
+        if matches!(event, watcher::Event::InitDone) {
+            self.0.send_if_modified(|listed| listed.insert(cache));
+        }
+    }
+}
+
 /// What both controllers read.
 pub struct Shared {
     pub client: Client,
@@ -56,6 +74,8 @@ pub struct Shared {
     /// Every Tenant this operator has seen since it started, deleted ones included: whose
     /// retained volumes are this operator's to announce.
     pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The caches that have listed once.
+    listed: tokio::sync::watch::Receiver<std::collections::BTreeSet<&'static str>>,
 }
 
 /// Where a service stands with its tenant.
@@ -113,14 +133,11 @@ impl Shared {
     /// Before the first reconcile, every cache has listed once: a decision on a half-filled cache
     /// (a host conflict with a service not seen yet) would be wrong.
     pub async fn wait_until_ready(&self) -> Result<()> {
-        let not_ready =
-            |what: &'static str| move |_| Error::Config(format!("the {what} cache stopped before it was ready"));
-        self.platforms.wait_until_ready().await.map_err(not_ready("Platform"))?;
-        self.tenants.wait_until_ready().await.map_err(not_ready("Tenant"))?;
-        self.namespaces.wait_until_ready().await.map_err(not_ready("Namespace"))?;
-        self.quotas.wait_until_ready().await.map_err(not_ready("ResourceQuota"))?;
-        self.portals.wait_until_ready().await.map_err(not_ready("Portal"))?;
-        self.documents.wait_until_ready().await.map_err(not_ready("DocumentService"))?;
+        let mut listed = self.listed.clone();
+        listed
+            .wait_for(|listed| listed.len() == CACHES.len())
+            .await
+            .map_err(|_| Error::Config("the service controllers' caches stopped before they were ready".into()))?;
         Ok(())
     }
 
@@ -346,16 +363,23 @@ fn lock(fanout: &std::sync::Mutex<Fanout>) -> std::sync::MutexGuard<'_, Fanout> 
 fn related<K>(
     client: &Client,
     config: watcher::Config,
+    listed: &Listed,
     mut on_change: impl FnMut(&K) + Send + 'static,
 ) -> (Store<K>, impl futures::Future<Output = ()> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
+    let listed = listed.clone();
+    let cache = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    };
     let task = watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
         .modify(watch::strip)
         .reflect(writer)
+        .inspect_ok(move |event| listed.observe(cache, event))
         .touched_objects()
         .for_each(move |touched| {
             match touched {
@@ -383,6 +407,8 @@ pub async fn run(client: Client, settings: Settings) {
     let (document_wake, document_woken) = unbounded();
     let wakers = Wakers { portals: portal_wake, documents: document_wake };
 
+    let (listed_tx, listed_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    let listed = Listed(listed_tx);
     let (portals, portal_writer) = reflector::store::<PortalObject>();
     let (documents, document_writer) = reflector::store::<DocumentObject>();
     let fanout = Arc::new(std::sync::Mutex::new(Fanout {
@@ -397,7 +423,7 @@ pub async fn run(client: Client, settings: Settings) {
         move |_: &Platform| lock(&fanout).wake_where(|_| true)
     };
     let platform_config = watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}"));
-    let (platforms, platform_task) = related::<Platform>(&client, platform_config, wake_all);
+    let (platforms, platform_task) = related::<Platform>(&client, platform_config, &listed, wake_all);
 
     let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let wake_tenant = {
@@ -424,7 +450,7 @@ pub async fn run(client: Client, settings: Settings) {
     if let Some(selector) = &settings.tenant_selector {
         tenant_config = tenant_config.labels(selector);
     }
-    let (tenants, tenant_task) = related::<TenantObject>(&client, tenant_config, wake_tenant);
+    let (tenants, tenant_task) = related::<TenantObject>(&client, tenant_config, &listed, wake_tenant);
 
     let wake_namespace = {
         let fanout = fanout.clone();
@@ -437,10 +463,12 @@ pub async fn run(client: Client, settings: Settings) {
         let (store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         let on_change = wake_namespace;
+        let listed = listed.clone();
         let task = watcher(api, watcher::Config::default().labels(TENANT_LABEL))
             .default_backoff()
             .modify(watch::strip)
             .reflect(writer)
+            .inspect_ok(move |event| listed.observe("Namespace", event))
             .touched_objects()
             .for_each(move |touched| {
                 if let Ok(namespace) = touched {
@@ -458,25 +486,33 @@ pub async fn run(client: Client, settings: Settings) {
             lock(&fanout).wake_where(|ns| ns == namespace);
         }
     };
-    let (quotas, quota_task) = related::<ResourceQuota>(&client, watcher::Config::default(), wake_quota);
+    let (quotas, quota_task) = related::<ResourceQuota>(&client, watcher::Config::default(), &listed, wake_quota);
 
     let portal_stream = {
         let fanout = fanout.clone();
+        let listed = listed.clone();
         watcher(Api::<PortalObject>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .modify(watch::strip)
             .reflect(portal_writer)
-            .inspect_ok(move |event| lock(&fanout).service_event(event))
+            .inspect_ok(move |event| {
+                listed.observe("Portal", event);
+                lock(&fanout).service_event(event);
+            })
             .touched_objects()
             .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
     };
     let document_stream = {
         let fanout = fanout.clone();
+        let listed = listed.clone();
         watcher(Api::<DocumentObject>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .modify(watch::strip)
             .reflect(document_writer)
-            .inspect_ok(move |event| lock(&fanout).service_event(event))
+            .inspect_ok(move |event| {
+                listed.observe("DocumentService", event);
+                lock(&fanout).service_event(event);
+            })
             .touched_objects()
             // The restore annotation is read too.
             .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
@@ -493,6 +529,7 @@ pub async fn run(client: Client, settings: Settings) {
         portals: portals.clone(),
         documents: documents.clone(),
         known_tenants,
+        listed: listed_rx,
     });
     let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
     let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
@@ -565,6 +602,36 @@ mod tests {
         // The label alone, on a namespace the tenant does not list, is not enough.
         let copied = labelled("so-noi-vu");
         assert!(matches!(scope_of("elsewhere", Some(&copied), &tenants, true), Scope::OutOfScope));
+    }
+
+    #[test]
+    fn every_cache_reports_its_listing_under_a_name_readiness_waits_for() {
+        fn name<K: Resource<DynamicType = ()>>() -> &'static str {
+            match K::kind(&()) {
+                std::borrow::Cow::Borrowed(kind) => kind,
+                std::borrow::Cow::Owned(_) => "object",
+            }
+        }
+        let reported = [
+            name::<Platform>(),
+            name::<TenantObject>(),
+            "Namespace",
+            name::<ResourceQuota>(),
+            "Portal",
+            "DocumentService",
+        ];
+        assert_eq!(reported, CACHES);
+
+        let (tx, rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+        let listed = Listed(tx);
+        for cache in CACHES {
+            listed.observe::<Platform>(cache, &watcher::Event::Init);
+        }
+        assert!(rx.borrow().is_empty(), "only InitDone counts");
+        for cache in CACHES.iter().chain(CACHES.iter()) {
+            listed.observe::<Platform>(cache, &watcher::Event::InitDone);
+        }
+        assert_eq!(rx.borrow().len(), CACHES.len(), "a re-list counts once");
     }
 
     #[test]
