@@ -44,10 +44,13 @@ impl CertificateGauges {
     }
 }
 
+/// A gauge's name, help text and how to read it from a certificate's times.
+type GaugeSeries = (&'static str, &'static str, fn(&Times) -> i64);
+
 impl Collector for CertificateGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let map = self.certificates.read().unwrap_or_else(|p| p.into_inner());
-        let series: [(&str, &str, fn(&Times) -> i64); 2] = [
+        let series: [GaugeSeries; 2] = [
             ("certificate_expiration_timestamp_seconds", "The certificate's notAfter, in unix seconds", |t| {
                 t.not_after
             }),
