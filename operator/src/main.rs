@@ -148,6 +148,7 @@ async fn run(args: Args) -> Result<()> {
         operator_namespace: args.namespace,
         concurrency: args.concurrency,
         instance,
+        telemetry: telemetry.clone(),
     };
     // Portals and DocumentServices run beside the tenant controller, with the same settings. The
     // controllers stop on SIGTERM themselves, finishing the reconciles in flight.

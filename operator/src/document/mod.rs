@@ -54,7 +54,9 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
         shared: shared.clone(),
         caches: reconcile::Caches { deployments, services, ingresses, secrets, claims },
     });
-    let controller = runner::run("document-service", controller, concurrency, reconcile::reconcile, context);
+    let telemetry = shared.settings.telemetry.clone();
+    let controller =
+        runner::run("document-service", controller, concurrency, &telemetry, reconcile::reconcile, context);
     tokio::select! {
         () = controller => {}
         () = announce_retained(shared) => {}

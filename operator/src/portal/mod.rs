@@ -45,9 +45,10 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
         .owns_stream(secret_stream)
         .reconcile_on(portals.wake);
     let concurrency = shared.settings.concurrency;
+    let telemetry = shared.settings.telemetry.clone();
     let context = Arc::new(reconcile::Context {
         shared,
         caches: reconcile::Caches { deployments, services, ingresses, pod_disruption_budgets, secrets },
     });
-    runner::run("portal", controller, concurrency, reconcile::reconcile, context).await;
+    runner::run("portal", controller, concurrency, &telemetry, reconcile::reconcile, context).await;
 }

@@ -19,6 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::telemetry::Telemetry;
 
 /// The first retry after an error.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
@@ -68,12 +69,15 @@ pub fn delay_after(failures: u32) -> Duration {
 }
 
 /// Runs `controller` until shutdown (SIGTERM or Ctrl-C: reconciles in flight finish, no new ones
-/// start), at most `concurrency` reconciles at once (never two of one object).
+/// start), at most `concurrency` reconciles at once (never two of one object). Each reconcile is
+/// measured in `telemetry` (outcome, error variant, duration), the cache's size is reported as
+/// managed objects, and readiness waits for the cache to sync.
 pub async fn run<K, Ctx, Fut>(
     name: &'static str,
     controller: Controller<K>,
     concurrency: u16,
-    reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    telemetry: &Telemetry,
+    mut reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> Fut,
     context: Arc<Ctx>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -83,11 +87,34 @@ pub async fn run<K, Ctx, Fut>(
 {
     let backoff = Arc::new(Backoff::<K>::default());
     let on_error = backoff.clone();
+    let store = controller.store();
+    telemetry.health.expect(name);
+    let health = telemetry.health.clone();
+    let synced = store.clone();
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            health.synced(name);
+        }
+    });
+    let metrics = telemetry.metrics.clone();
+    let managed = telemetry.metrics.clone();
+    // The timer records when the reconcile's future ends, however it ends.
+    let measured = move |object: Arc<K>, ctx: Arc<Ctx>| {
+        let mut timer = metrics.reconcile(name);
+        let reconciled = reconcile(object, ctx);
+        async move {
+            let result = reconciled.await;
+            if let Err(error) = &result {
+                timer.failed(error.metric_label());
+            }
+            result
+        }
+    };
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(
-            reconcile,
+            measured,
             move |object: Arc<K>, error: &Error, _ctx| {
                 let object_ref = object_ref_of(object.as_ref());
                 let delay = on_error.failed(object_ref);
@@ -103,6 +130,7 @@ pub async fn run<K, Ctx, Fut>(
             context,
         )
         .for_each(|result| {
+            managed.set_managed(name, store.state().len());
             match result {
                 Ok((object, _)) => {
                     tracing::debug!(controller = name, object = %object, "reconciled");

@@ -62,6 +62,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// This process's name in Events (its Pod name in a cluster).
     pub instance: Option<String>,
+    /// Metrics, certificate gauges and readiness, shared with the HTTP port.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Caches of what the tenant controller owns: metadata only, except ResourceQuotas, whose usage
@@ -320,5 +322,6 @@ pub async fn run(client: Client, settings: Settings) {
         wake,
         settings: settings.clone(),
     });
-    runner::run("tenant", controller, settings.concurrency, reconcile::reconcile, context).await;
+    let telemetry = settings.telemetry.clone();
+    runner::run("tenant", controller, settings.concurrency, &telemetry, reconcile::reconcile, context).await;
 }
