@@ -74,7 +74,7 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub ca: CaSettings,
 
-    /// How long each kind of certificate is valid; each is renewed at two thirds of its lifetime.
+    /// How long each kind of certificate is valid, and when in its lifetime it is renewed.
     #[serde(default)]
     pub certificates: CertificateLifetimes,
 
@@ -221,6 +221,24 @@ pub struct CaSettings {
     #[serde(default = "default_ca_organization")]
     #[schemars(length(min = 1, max = 64))]
     pub organization: String,
+    /// Key type of the CAs the operator generates: the root (in `Generate` mode) and every tenant
+    /// CA. Leaves keep ECDSA P-256, which every browser accepts. Changing it affects CAs generated
+    /// from then on (a new tenant, a renewal, a rotation), never an existing one.
+    #[serde(default)]
+    pub key_algorithm: CaKeyAlgorithm,
+}
+
+/// The key type of generated CAs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CaKeyAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256.
+    #[default]
+    EcdsaP256,
+    /// ECDSA on NIST P-384 with SHA-384.
+    EcdsaP384,
+    /// Ed25519 (verifiers of a portal's chain must accept Ed25519 signatures: rustls and current
+    /// OpenSSL do; some browsers do not).
+    Ed25519,
 }
 
 fn default_ca_secret() -> String {
@@ -232,7 +250,12 @@ fn default_ca_organization() -> String {
 
 impl Default for CaSettings {
     fn default() -> Self {
-        Self { mode: CaMode::default(), secret_name: default_ca_secret(), organization: default_ca_organization() }
+        Self {
+            mode: CaMode::default(),
+            secret_name: default_ca_secret(),
+            organization: default_ca_organization(),
+            key_algorithm: CaKeyAlgorithm::default(),
+        }
     }
 }
 
@@ -267,6 +290,15 @@ pub struct CertificateLifetimes {
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("1h"))]
     pub signing: String,
+    /// The percentage of its lifetime (notBefore to notAfter) after which every certificate is
+    /// renewed: 67 renews a 90-day certificate after about 60 days.
+    #[serde(default = "default_renewal_percent")]
+    #[schemars(range(min = 50, max = 90))]
+    pub renewal_percent: i32,
+}
+
+fn default_renewal_percent() -> i32 {
+    67
 }
 
 fn default_root_ca() -> String {
@@ -290,6 +322,7 @@ impl Default for CertificateLifetimes {
             server: default_leaf(),
             client: default_leaf(),
             signing: default_signing(),
+            renewal_percent: default_renewal_percent(),
         }
     }
 }

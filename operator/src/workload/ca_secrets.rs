@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use govpaas_crds::platform::{CaMode, PlatformSpec};
+use govpaas_crds::platform::{CaKeyAlgorithm, CaMode, PlatformSpec};
 use govpaas_crds::{Platform, Tenant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -24,7 +24,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::tenant::TenantContext;
 use crate::certificates::{
-    CertificateAuthority, IssuancePolicy, Lifetimes, PlatformCaRequest, TenantCaRequest, generate_platform_ca,
+    CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction, TenantCaRequest,
+    generate_platform_ca,
 };
 use crate::error::Result;
 use crate::reconcile::labels;
@@ -64,8 +65,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     digits.is_empty().then_some(total)
 }
 
-/// The issuance policy the Platform sets: its certificate lifetimes, the library's defaults for
-/// the rest.
+/// The issuance policy the Platform sets: its CA key type, certificate lifetimes and renewal
+/// point; the library's defaults for the rest (leaves keep ECDSA P-256, which browsers accept).
 pub fn issuance_policy(platform: &PlatformSpec) -> std::result::Result<IssuancePolicy, String> {
     let lifetimes = &platform.certificates;
     let parse = |field: &str, value: &str| {
@@ -79,6 +80,15 @@ pub fn issuance_policy(platform: &PlatformSpec) -> std::result::Result<IssuanceP
             client: parse("client", &lifetimes.client)?,
             signing: parse("signing", &lifetimes.signing)?,
         },
+        ca_key_algorithm: match platform.ca.key_algorithm {
+            CaKeyAlgorithm::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+            CaKeyAlgorithm::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+            CaKeyAlgorithm::Ed25519 => KeyAlgorithm::Ed25519,
+        },
+        renewal: u32::try_from(lifetimes.renewal_percent)
+            .map_err(|_| lifetimes.renewal_percent.to_string())
+            .and_then(|percent| RenewalFraction::from_percent(percent).map_err(|err| err.to_string()))
+            .map_err(|err| format!("Platform spec.certificates.renewalPercent: {err}"))?,
         ..IssuancePolicy::default()
     };
     policy.validate().map_err(|err| format!("the Platform's certificate settings: {err}"))?;
@@ -231,6 +241,31 @@ mod tests {
         platform.spec.certificates.server = "30m".into();
         let err = issuance_policy(&platform.spec).unwrap_err();
         assert!(err.contains("server certificate lifetime"), "{err}");
+    }
+
+    #[test]
+    fn the_platform_sets_the_ca_key_type_and_the_renewal_point() {
+        let mut platform = fixtures::platform();
+        let policy = issuance_policy(&platform.spec).unwrap();
+        assert_eq!(policy.ca_key_algorithm, KeyAlgorithm::EcdsaP256);
+        assert_eq!(policy.leaf_key_algorithm, KeyAlgorithm::EcdsaP256);
+        assert_eq!(policy.renewal, RenewalFraction::from_percent(67).unwrap());
+
+        platform.spec.ca.key_algorithm = CaKeyAlgorithm::Ed25519;
+        platform.spec.certificates.renewal_percent = 80;
+        let policy = issuance_policy(&platform.spec).unwrap();
+        assert_eq!(policy.ca_key_algorithm, KeyAlgorithm::Ed25519);
+        assert_eq!(policy.leaf_key_algorithm, KeyAlgorithm::EcdsaP256, "leaves stay browser-friendly");
+        assert_eq!(policy.renewal, RenewalFraction::from_percent(80).unwrap());
+        platform.spec.ca.key_algorithm = CaKeyAlgorithm::EcdsaP384;
+        assert_eq!(issuance_policy(&platform.spec).unwrap().ca_key_algorithm, KeyAlgorithm::EcdsaP384);
+
+        // The schema admits 50–90; a value past it (an old API server) is a message, not a panic.
+        for bad in [0, 100, -5] {
+            platform.spec.certificates.renewal_percent = bad;
+            let err = issuance_policy(&platform.spec).unwrap_err();
+            assert!(err.contains("renewalPercent"), "{err}");
+        }
     }
 
     #[test]
