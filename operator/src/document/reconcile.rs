@@ -30,6 +30,7 @@ use crate::certificates::renewal::requeue_after;
 use crate::error::{Error, Result};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
 use crate::reconcile::conditions::{self, Desired};
+use crate::telemetry::CertificateKey;
 use crate::workload::certificate::{Leaf, LeafSpec, Stored, keep_or_issue};
 use crate::workload::objects::Owner;
 use crate::workload::quota_fit::Usage;
@@ -261,6 +262,15 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
     if let Some(leaf) = &signing {
         shared.publish_issued(&reference, &signing_what, leaf).await;
     }
+    for key in certificate_keys_of(&namespace, &names) {
+        match key.kind {
+            "server" => shared.observe_certificate(key, &tls, &authority.policy),
+            _ => match &signing {
+                Some(leaf) => shared.observe_certificate(key, leaf, &authority.policy),
+                None => shared.settings.telemetry.certificates.forget(&key),
+            },
+        }
+    }
 
     let url = inputs.url();
     let mut certificates = vec![(tls_what.as_str(), &tls)];
@@ -290,6 +300,24 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
     let renewals = std::iter::once(&tls).chain(signing.as_ref()).map(|leaf| leaf.renewal_time(&authority.policy)).min();
     let next = renewals.map_or(RESYNC, |at| requeue_after(now, at).min(RESYNC));
     Ok(Action::requeue(if storage.ready { next } else { next.min(BINDING) }))
+}
+
+/// The gauge keys of a DocumentService's certificates (TLS and signing).
+pub fn certificate_keys(service: &DocumentObject) -> Vec<CertificateKey> {
+    let name = service.name_any();
+    let workload = format!("{name}{}", build::SUFFIX);
+    let names = Names {
+        claim: format!("{workload}-data"),
+        tls_secret: format!("{workload}-tls"),
+        signing_secret: format!("{workload}-signing"),
+        workload,
+    };
+    certificate_keys_of(&service.namespace().unwrap_or_default(), &names)
+}
+
+fn certificate_keys_of(namespace: &str, names: &Names) -> Vec<CertificateKey> {
+    let key = |secret: &str, kind| CertificateKey { namespace: namespace.to_owned(), secret: secret.to_owned(), kind };
+    vec![key(&names.tls_secret, "server"), key(&names.signing_secret, "signing")]
 }
 
 /// The stored leaf in `secret` if it is still right, else a new one.
@@ -534,4 +562,30 @@ async fn write_status(
     }
     ctx.shared.publish_changes(&service.object_ref(&()), previous_conditions, &desired).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::fixtures;
+
+    #[test]
+    fn certificate_gauges_name_the_secrets_the_service_writes() {
+        let service: DocumentService = fixtures::case("document/retained.yaml").one("DocumentService");
+        let names = Names::of(&service);
+        let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(service)));
+        let secrets: Vec<(&str, &str)> = keys.iter().map(|k| (k.secret.as_str(), k.kind)).collect();
+        assert_eq!(secrets, [(names.tls_secret.as_str(), "server"), (names.signing_secret.as_str(), "signing")]);
+    }
+
+    #[test]
+    fn exchange_is_recorded_but_no_route_is_claimed() {
+        let mut service: DocumentService = fixtures::case("document/retained.yaml").one("DocumentService");
+        let names = Names::of(&service);
+        let enabled = routes(&service, &names);
+        assert_eq!((enabled.status, enabled.reason.as_str()), (conditions::FALSE, reasons::PENDING));
+        assert!(enabled.message.contains("govpaas.io/document-exchange=enabled"), "{}", enabled.message);
+        service.spec.exchange.enabled = false;
+        assert_eq!(routes(&service, &names).reason, "ExchangeDisabled");
+    }
 }

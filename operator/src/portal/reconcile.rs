@@ -25,6 +25,7 @@ use crate::certificates::renewal::requeue_after;
 use crate::error::{Error, Result};
 use crate::reconcile::apply::{self, Applier};
 use crate::reconcile::conditions;
+use crate::telemetry::CertificateKey;
 use crate::workload::certificate::{LeafSpec, Stored, keep_or_issue};
 use crate::workload::quota_fit::Usage;
 use crate::workload::runtime::{PortalObject, Scope, Shared};
@@ -198,6 +199,9 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
     let reference = portal.object_ref(&());
     let what = format!("TLS certificate for {}", hosts.join(", "));
     shared.publish_issued(&reference, &what, &leaf).await;
+    for key in certificate_keys_of(&namespace, &name) {
+        shared.observe_certificate(key, &leaf, &authority.policy);
+    }
 
     let url = inputs.url();
     let outcome = Outcome::Applied(Applied {
@@ -219,6 +223,19 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
     debug!("applied Portal {namespace}/{name}");
     let renewal = requeue_after(now, leaf.renewal_time(&authority.policy));
     Ok(Action::requeue(renewal.min(RESYNC)))
+}
+
+/// The gauge keys of a Portal's certificates.
+pub fn certificate_keys(portal: &PortalObject) -> Vec<CertificateKey> {
+    certificate_keys_of(&portal.namespace().unwrap_or_default(), &portal.name_any())
+}
+
+fn certificate_keys_of(namespace: &str, name: &str) -> Vec<CertificateKey> {
+    vec![CertificateKey {
+        namespace: namespace.to_owned(),
+        secret: format!("{name}{}-tls", build::SUFFIX),
+        kind: "server",
+    }]
 }
 
 /// Applies the objects in dependency order (the Secret before the Ingress that names it) and
@@ -270,4 +287,19 @@ async fn write_status(ctx: &Context, portal: &Portal, outcome: &Outcome<'_>, bas
     }
     ctx.shared.publish_changes(&portal.object_ref(&()), previous_conditions, &desired).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::fixtures;
+
+    #[test]
+    fn certificate_gauges_name_the_secret_the_portal_writes() {
+        let portal = fixtures::portal();
+        let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(portal.clone())));
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].secret, Names::of(&portal).tls_secret);
+        assert_eq!(keys[0].namespace, "so-noi-vu");
+    }
 }

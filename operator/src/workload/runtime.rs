@@ -34,6 +34,7 @@ use crate::certificates::{CertificateAuthority, IssuancePolicy, TrustAnchors};
 use crate::error::{Error, Result};
 use crate::reconcile::events::Publisher;
 use crate::reconcile::{conditions, watch};
+use crate::telemetry::{CertificateGauges, CertificateKey};
 use crate::tenant::{Settings, TenantObject};
 
 /// A Portal, or the error of one that cannot be read (one bad object never breaks the watch).
@@ -225,6 +226,12 @@ impl Shared {
 }
 
 impl Shared {
+    /// Records a certificate's expiry and renewal time in the gauges.
+    pub fn observe_certificate(&self, key: CertificateKey, leaf: &super::certificate::Leaf, policy: &IssuancePolicy) {
+        let renewal = leaf.renewal_time(policy).unix_timestamp();
+        self.settings.telemetry.certificates.observe(key, leaf.not_after.unix_timestamp(), renewal);
+    }
+
     /// Whether this operator serves (or served, before it was deleted) the Tenant `name`.
     pub fn serves_tenant(&self, name: &str) -> bool {
         self.settings.tenant_selector.is_none()
@@ -301,6 +308,7 @@ struct Fanout {
     wakers: Wakers,
     /// Each service's last seen generation, to tell a spec change from a status write.
     generations: HashMap<String, Option<i64>>,
+    certificates: Arc<CertificateGauges>,
 }
 
 impl Fanout {
@@ -330,8 +338,14 @@ impl Fanout {
         }
     }
 
-    /// A service changed: when its spec changed or it went away, the blocked ones may now fit.
-    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>) {
+    /// A service changed: when its spec changed or it went away, the blocked ones may now fit; a
+    /// service gone takes its certificates out of the gauges.
+    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>, certificates: fn(&K) -> Vec<CertificateKey>) {
+        if let watcher::Event::Delete(object) = event {
+            for key in certificates(object) {
+                self.certificates.forget(&key);
+            }
+        }
         let key = |object: &K| object.meta().uid.clone().unwrap_or_default();
         match event {
             watcher::Event::InitApply(object) => {
@@ -416,6 +430,7 @@ pub async fn run(client: Client, settings: Settings) {
         documents: documents.clone(),
         wakers: wakers.clone(),
         generations: HashMap::new(),
+        certificates: settings.telemetry.certificates.clone(),
     }));
 
     let wake_all = {
@@ -497,7 +512,7 @@ pub async fn run(client: Client, settings: Settings) {
             .reflect(portal_writer)
             .inspect_ok(move |event| {
                 listed.observe("Portal", event);
-                lock(&fanout).service_event(event);
+                lock(&fanout).service_event(event, crate::portal::reconcile::certificate_keys);
             })
             .touched_objects()
             .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
@@ -511,7 +526,7 @@ pub async fn run(client: Client, settings: Settings) {
             .reflect(document_writer)
             .inspect_ok(move |event| {
                 listed.observe("DocumentService", event);
-                lock(&fanout).service_event(event);
+                lock(&fanout).service_event(event, crate::document::reconcile::certificate_keys);
             })
             .touched_objects()
             // The restore annotation is read too.
