@@ -5,8 +5,9 @@
 //! annotation the ValidatingAdmissionPolicies read), a ResourceQuota with the namespace's share, a
 //! LimitRange whose defaults let Pods without requests in under the quota, NetworkPolicies (default
 //! deny; allow DNS, the tenant's own namespaces, the ingress controller and the LGSP gateway) and a
-//! RoleBinding of the admins to `govpaas-agency-admin`. Cluster-wide: a ClusterRole and binding
-//! that let the admins get and watch their own Tenant and no other.
+//! RoleBinding of the admins to `govpaas-agency-admin`, and the trust bundle ConfigMap (the
+//! platform CA, or the old and new ones during a rotation). Cluster-wide: a ClusterRole and
+//! binding that let the admins get and watch their own Tenant and no other.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use govpaas_crds::metadata::{AGENCY_CODE_LABEL, AGENCY_LEVEL_LABEL, DOMAIN_ANNOT
 use govpaas_crds::platform::ComputeResources;
 use govpaas_crds::quota::QuotaVector;
 use k8s_openapi::api::core::v1::{
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+    ConfigMap, LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -37,6 +38,9 @@ pub const AGENCY_ADMIN_CLUSTER_ROLE: &str = "govpaas-agency-admin";
 pub const RESOURCE_QUOTA: &str = "govpaas-quota";
 /// The LimitRange in each tenant namespace.
 pub const LIMIT_RANGE: &str = "govpaas-defaults";
+/// The trust bundle ConfigMap in each tenant namespace, and its key (PEM, oldest CA first).
+pub const TRUST_BUNDLE: &str = "govpaas-trust-bundle";
+pub const TRUST_BUNDLE_KEY: &str = "ca.crt";
 /// The RoleBinding of the admins in each tenant namespace.
 pub const ADMINS_ROLE_BINDING: &str = "govpaas-agency-admins";
 /// Annotation on a tenant namespace: the agency's name, for `kubectl describe namespace`.
@@ -65,6 +69,9 @@ pub struct Inputs {
     /// Defaults for containers that state no requests or limits (the Platform's `small` size).
     pub default_requests: ComputeResources,
     pub default_limits: ComputeResources,
+    /// The trust bundle's PEM (`TrustRotation::bundle_pem`). `None` while the platform CA cannot
+    /// be read: no bundle is written then, and one written before is left as it is.
+    pub trust_bundle: Option<String>,
 }
 
 /// The desired objects of one Tenant, by kind.
@@ -78,6 +85,7 @@ pub struct TenantObjects {
     pub role_bindings: Vec<RoleBinding>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub config_maps: Vec<ConfigMap>,
 }
 
 /// The name of the ClusterRole (and its binding) that lets a tenant's admins read their Tenant.
@@ -101,6 +109,9 @@ pub fn build(tenant: &Tenant, owner: &OwnerReference, inputs: &Inputs) -> Tenant
         objects.resource_quotas.push(resource_quota(tenant, owner, namespace, share));
         objects.limit_ranges.push(limit_range(tenant, owner, namespace, inputs));
         objects.network_policies.extend(network_policies(tenant, owner, namespace, inputs));
+        if let Some(bundle) = &inputs.trust_bundle {
+            objects.config_maps.push(trust_bundle(tenant, owner, namespace, bundle));
+        }
         if !subjects.is_empty() {
             objects.role_bindings.push(RoleBinding {
                 metadata: meta(tenant, owner, ADMINS_ROLE_BINDING, Some(namespace)),
@@ -137,6 +148,17 @@ pub fn build(tenant: &Tenant, owner: &OwnerReference, inputs: &Inputs) -> Tenant
         });
     }
     objects
+}
+
+/// The trust bundle of one namespace: what its workloads mount to verify every govpaas
+/// certificate (portals, services, LGSP peers). It holds the platform CA(s) only, not tenant CAs:
+/// a leaf's `tls.crt` carries its tenant CA (see docs/certificates.md).
+pub fn trust_bundle(tenant: &Tenant, owner: &OwnerReference, namespace: &str, bundle_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(tenant, owner, TRUST_BUNDLE, Some(namespace)),
+        data: Some(BTreeMap::from([(TRUST_BUNDLE_KEY.to_owned(), bundle_pem.to_owned())])),
+        ..Default::default()
+    }
 }
 
 /// Labels, owner and name of an object of `tenant`.
@@ -308,6 +330,7 @@ mod tests {
             gateway_namespace: "govpaas-system".into(),
             default_requests: platform.spec.sizes.small.requests.clone(),
             default_limits: platform.spec.sizes.small.limits.clone(),
+            trust_bundle: None,
         }
     }
 
@@ -367,6 +390,25 @@ mod tests {
         assert_eq!(hard["pods"], Quantity("0".into()));
         assert_eq!(hard["requests.cpu"], Quantity("4".into()));
         assert_eq!(objects.namespaces[0].labels()[SUSPENDED_LABEL], "true");
+    }
+
+    #[test]
+    fn every_namespace_gets_the_trust_bundle() {
+        let so_y_te = tenant("so-y-te");
+        let own = QuotaVector::of_tenant(&so_y_te.spec.quota).unwrap();
+        let owner = owner_reference(&so_y_te).unwrap();
+        let expected: Vec<ConfigMap> = fixtures::documents("trust-bundle.yaml", "ConfigMap");
+        let bundle = expected[0].data.as_ref().unwrap()[TRUST_BUNDLE_KEY].clone();
+        let inputs = Inputs { trust_bundle: Some(bundle.clone()), ..inputs_for(&so_y_te, &own) };
+        let objects = build(&so_y_te, &owner, &inputs);
+        assert_eq!(objects.config_maps, expected, "\n{}", serde_yaml::to_string(&objects.config_maps).unwrap());
+        // The fixture's bundle is a rotation's: two CAs, both usable as trust anchors, oldest first.
+        let anchors = crate::certificates::TrustAnchors::from_pem(bundle.as_bytes()).unwrap();
+        assert_eq!(anchors.certificates().len(), 2);
+
+        // Without a readable platform CA no bundle is written (and none is pruned: see reconcile).
+        let objects = build(&so_y_te, &owner, &inputs_for(&so_y_te, &own));
+        assert!(objects.config_maps.is_empty());
     }
 
     #[test]

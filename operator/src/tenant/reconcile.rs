@@ -11,7 +11,7 @@ use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -25,10 +25,13 @@ use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
 use super::status::{self, Outcome, Suspension};
 use super::validate;
 use super::{COMPONENT, Context, TenantObject, suspend};
+use crate::certificates::{BundleCa, TrustRotation};
 use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
 use crate::reconcile::conditions;
+use crate::workload::ca_secrets;
+use crate::workload::tenant::TenantContext;
 
 /// The safety-net resync of an unchanged Tenant.
 pub const RESYNC: Duration = Duration::from_secs(3600);
@@ -142,7 +145,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 
     // Build.
     let owner = build::owner_reference(tenant).ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
-    let inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
+    let mut inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
+    inputs.trust_bundle = trust_bundle(ctx, tenant, &platform, domain).await?;
     let objects = build::build(tenant, &owner, &inputs);
 
     // Apply, then prune what this Tenant had and no longer wants.
@@ -154,6 +158,9 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     applier.apply_all(&objects.cluster_roles).await?;
     applier.apply_all(&objects.role_bindings).await?;
     applier.apply_all(&objects.cluster_role_bindings).await?;
+    // Trust bundles are not pruned: one goes with its namespace or its Tenant (owner reference),
+    // and one left in place while the platform CA cannot be read keeps workloads verifying.
+    applier.apply_all(&objects.config_maps).await?;
     let caches = &ctx.caches;
     let mut pruned = Vec::new();
     pruned.extend(applier.prune(&caches.cluster_role_bindings.state(), COMPONENT, &name, &uid).await?);
@@ -198,6 +205,36 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(if waiting || resuming { WAITING } else { RESYNC }))
 }
 
+/// The trust bundle of the tenant's namespaces, after making sure the platform CA and the tenant's
+/// own CA exist (so a tenant has its intermediate before its first service). `None`, with a
+/// warning, when the platform CA cannot be used: the services' conditions say why, and an
+/// existing bundle stays as it is.
+async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domain: &str) -> Result<Option<String>> {
+    let now = time::OffsetDateTime::now_utc();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
+    let unusable = |message: String| {
+        warn!(%message, "no trust bundle: the certificate authority cannot be used");
+        Ok(None)
+    };
+    let policy = match ca_secrets::issuance_policy(&platform.spec) {
+        Ok(policy) => policy,
+        Err(message) => return unusable(message),
+    };
+    let platform_ca = match ca_secrets::platform_ca(&api, platform, &policy, now).await? {
+        Ok(ca) => ca,
+        Err(message) => return unusable(message),
+    };
+    let mut context = TenantContext::of(tenant, platform);
+    context.domain = domain.to_owned();
+    let base_domain = &platform.spec.base_domain;
+    if let Err(message) = ca_secrets::tenant_ca(&api, tenant, &context, base_domain, &platform_ca, &policy, now).await?
+    {
+        // The bundle holds the platform CA only: it is still right.
+        warn!(%message, "the tenant's CA cannot be used");
+    }
+    Ok(Some(TrustRotation::new(BundleCa::of(&platform_ca)).bundle_pem()))
+}
+
 /// The parent, siblings and children of `tenant` as quota decisions see them.
 struct Members {
     parent: Option<Member>,
@@ -237,6 +274,7 @@ fn inputs(
         gateway_namespace: operator_namespace.to_owned(),
         default_requests: small.requests.clone(),
         default_limits: small.limits.clone(),
+        trust_bundle: None,
     }
 }
 
