@@ -1,0 +1,228 @@
+//! The certificate authority on the real control plane: a tenant gets its intermediate CA and its
+//! trust bundle before it has any service; a Portal's TLS Secret, taken as a server, completes a
+//! real rustls handshake with a client that trusts only the tenant's trust bundle ConfigMap; and a
+//! hand-damaged certificate Secret is reported with a Warning Event and re-issued.
+//!
+//! The chart is installed and the operator runs as a local process with its ServiceAccount's
+//! token, scoped to this test's Tenant (see `govpaas_tests::operator`).
+
+use std::time::Duration;
+
+use govpaas_crds::Portal;
+use govpaas_operator::certificates::tls::handshake_ok;
+use govpaas_operator::certificates::{
+    CertificateAuthority, IssuancePolicy, PlatformCaRequest, TrustAnchors, generate_platform_ca,
+};
+use govpaas_tests::operator::{self, OperatorProcess};
+use govpaas_tests::{Cluster, cluster, eventually, unique_name};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use time::OffsetDateTime;
+
+const WAIT: Duration = Duration::from_secs(120);
+const TRUST_BUNDLE: &str = "govpaas-trust-bundle";
+
+/// One test's world: its operator and its Tenant (deleted at the end).
+struct World {
+    cluster: &'static Cluster,
+    operator: OperatorProcess,
+    client: Client,
+    base_domain: String,
+    /// The Tenant's name, which is also its namespace's.
+    tenant: String,
+}
+
+impl World {
+    async fn new(prefix: &str) -> Self {
+        let cluster = cluster();
+        operator::install_chart(cluster);
+        let base_domain = operator::ensure_platform(cluster);
+        let tenant = unique_name(prefix);
+        let operator = OperatorProcess::start(cluster, &tenant);
+        let world = World { cluster, operator, client: cluster.client().await, base_domain, tenant };
+        world.cluster.apply(&format!(
+            "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {scope}\nspec:\n  agency:\n    code: \"H49\"\n    displayName: \"Ủy ban nhân dân tỉnh Quảng Nam\"\n    level: Province\n  quota: {{cpu: \"8\", memory: 16Gi, storage: 10Gi, pods: 20, services: 10, publicHosts: 4, lgspApis: 5}}\n",
+            name = world.tenant,
+            scope = world.operator.scope_label(),
+        ));
+        world
+    }
+
+    fn domain(&self) -> String {
+        format!("{}.{}", self.tenant, self.base_domain)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.tenant)
+    }
+
+    /// The platform CA, as the operator stored it.
+    async fn platform_ca(&self) -> CertificateAuthority {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
+        let secret =
+            eventually(WAIT, "the platform CA Secret", || async { secrets.get_opt("govpaas-ca").await.ok()? }).await;
+        CertificateAuthority::import_platform_ca(&data(&secret, "tls.crt"), &data(&secret, "tls.key"), now())
+            .expect("a usable platform CA")
+    }
+
+    /// The tenant's trust bundle, once the tenant controller has written it.
+    async fn trust_bundle(&self) -> String {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.tenant);
+        eventually(WAIT, "the tenant's trust bundle ConfigMap", || async {
+            api.get_opt(TRUST_BUNDLE).await.ok()??.data?.get("ca.crt").cloned()
+        })
+        .await
+    }
+
+    /// The Secret `name` once `check` accepts it.
+    async fn secret_where(&self, name: &str, what: &str, check: impl Fn(&Secret) -> bool) -> Secret {
+        let api = self.secrets();
+        eventually(WAIT, what, || async { api.get_opt(name).await.ok()?.filter(|s| check(s)) }).await
+    }
+
+    /// The notes of the Warning Events with `reason` about the Portal `name`.
+    async fn warnings(&self, reason: &str, name: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.tenant);
+        let list = events.list(&ListParams::default()).await.expect("listing Events");
+        list.items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.note)
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl()
+            .args(["delete", "tenant", &self.tenant, "--ignore-not-found", "--wait=false"])
+            .output();
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn data(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
+}
+
+/// A real rustls handshake: the server presents the Secret's `tls.crt` with its `tls.key`, the
+/// client trusts only `bundle` and connects to `host`.
+fn assert_handshake(secret: &Secret, bundle: &str, host: &str) {
+    let outcome = handshake_ok(&data(secret, "tls.crt"), &data(secret, "tls.key"), bundle.as_bytes(), host)
+        .unwrap_or_else(|err| panic!("a TLS handshake to {host} with the tenant's trust bundle: {err}"));
+    assert_eq!(outcome.server_chain_len, 2, "the leaf and its tenant CA");
+}
+
+#[tokio::test]
+async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes_with_them() {
+    let world = World::new("cert-bundle").await;
+    let platform_ca = world.platform_ca().await;
+
+    // The trust bundle: the platform CA alone, nothing else (no tenant CA, no key).
+    let bundle = world.trust_bundle().await;
+    assert_eq!(bundle, platform_ca.certificate_pem(), "the bundle is the platform CA");
+    assert_eq!(TrustAnchors::from_pem(bundle.as_bytes()).expect("a usable bundle").certificates().len(), 1);
+
+    // The intermediate, before any service: in the operator's namespace, issued by the platform
+    // CA and constrained to the tenant's domain.
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), operator::NAMESPACE);
+    let name = format!("govpaas-tenant-ca-{}", world.tenant);
+    let stored = eventually(WAIT, "the tenant CA Secret", || async { secrets.get_opt(&name).await.ok()? }).await;
+    let tenant_ca =
+        CertificateAuthority::load_tenant_ca(&data(&stored, "tls.crt"), &data(&stored, "tls.key"), &platform_ca, now())
+            .expect("a tenant CA issued by the platform CA");
+    assert_eq!(tenant_ca.permitted_domains(), [world.domain()]);
+    assert_eq!(tenant_ca.agency().map(|a| a.agency_code().to_owned()).as_deref(), Some("H49"));
+    // Nothing of it in the tenant's own namespace.
+    let own = world.secrets().list(&ListParams::default()).await.expect("listing the tenant's Secrets");
+    assert!(own.items.iter().all(|s| s.metadata.name.as_deref() != Some(name.as_str())));
+
+    // A Portal: its TLS Secret, as a server, handshakes with a client trusting the bundle.
+    let host = format!("dichvucong.{}", world.domain());
+    world.cluster.apply(&format!(
+        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {ns}\nspec:\n  hosts: [{host}]\n  replicas: 1\n",
+        ns = world.tenant
+    ));
+    let portals: Api<Portal> = Api::namespaced(world.client.clone(), &world.tenant);
+    eventually(WAIT, "the Portal's CertificateReady", || async {
+        let portal = portals.get("dichvucong").await.ok()?;
+        portal.status?.conditions.iter().any(|c| c.type_ == "CertificateReady" && c.status == "True").then_some(())
+    })
+    .await;
+    let secret_name = "dichvucong-portal-tls";
+    let secret = world.secret_where(secret_name, "the Portal's TLS Secret", |_| true).await;
+    assert_handshake(&secret, &bundle, &host);
+    // The same Secret presented for a host outside its names fails: the handshake is real.
+    let stranger = format!("other.{}", world.domain());
+    assert!(handshake_ok(&data(&secret, "tls.crt"), &data(&secret, "tls.key"), bundle.as_bytes(), &stranger).is_err());
+}
+
+#[tokio::test]
+async fn a_damaged_certificate_secret_is_reported_and_reissued() {
+    let world = World::new("cert-damage").await;
+    let bundle = world.trust_bundle().await;
+    let host = format!("dichvucong.{}", world.domain());
+    world.cluster.apply(&format!(
+        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {ns}\nspec:\n  hosts: [{host}]\n  replicas: 1\n",
+        ns = world.tenant
+    ));
+    let secret_name = "dichvucong-portal-tls";
+    let original = world
+        .secret_where(secret_name, "the Portal's TLS Secret", |s| {
+            s.data.as_ref().is_some_and(|d| d.contains_key("tls.crt") && d.contains_key("tls.key"))
+        })
+        .await;
+    assert_handshake(&original, &bundle, &host);
+
+    // 1. A key that belongs to another certificate (a hand edit gone wrong).
+    let request = PlatformCaRequest::new("example.org", "someone else");
+    let foreign = generate_platform_ca(&request, &IssuancePolicy::default(), now()).expect("a throw-away CA");
+    let foreign_key = foreign.private_key_pem().expose().as_bytes().to_vec();
+    patch_secret(&world, secret_name, "tls.key", foreign_key.clone()).await;
+    let repaired = world
+        .secret_where(secret_name, "the TLS Secret re-issued after a foreign key", |s| {
+            data(s, "tls.key") != foreign_key && data(s, "tls.crt") != data(&original, "tls.crt")
+        })
+        .await;
+    assert_handshake(&repaired, &bundle, &host);
+    let notes = eventually(WAIT, "a CertificateDamaged Warning", || async {
+        let notes = world.warnings("CertificateDamaged", "dichvucong").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert!(notes.iter().any(|n| n.contains("damaged") && n.contains("re-issued")), "{notes:?}");
+
+    // 2. Garbage in place of the certificate.
+    let garbage = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n".to_vec();
+    patch_secret(&world, secret_name, "tls.crt", garbage.clone()).await;
+    let repaired_again = world
+        .secret_where(secret_name, "the TLS Secret re-issued after garbage", |s| {
+            let crt = data(s, "tls.crt");
+            crt != garbage && crt != data(&repaired, "tls.crt")
+        })
+        .await;
+    assert_handshake(&repaired_again, &bundle, &host);
+
+    // The operator is still there: damage is never a crash.
+    let mut world = world;
+    assert!(world.operator.is_running(), "the operator exited:\n{}", world.operator.log_tail(40));
+}
+
+/// Overwrites one key of a Secret in the tenant's namespace, as someone editing it by hand would.
+async fn patch_secret(world: &World, name: &str, key: &str, value: Vec<u8>) {
+    let patch = serde_json::json!({ "data": { key: ByteString(value) } });
+    world
+        .secrets()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|err| panic!("editing {key} of Secret {name}: {err}"));
+}
