@@ -208,6 +208,24 @@ impl World {
         ]
     }
 
+    /// The operator's `/metrics`, from the address it logged at start-up.
+    async fn metrics(&self) -> String {
+        let log = self.operator.log();
+        let line = log.lines().find(|l| l.contains("serving /metrics")).expect("the operator logs its metrics address");
+        let start = line.find("127.0.0.1:").expect("a loopback address");
+        let address: String =
+            line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to /metrics");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .expect("asking for /metrics");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("reading /metrics");
+        response
+    }
+
     /// How many times the operator logged applying the `kind` `name` (a debug line of each
     /// reconcile that applied).
     fn reconciles(&self, kind: &str, name: &str) -> usize {
@@ -368,6 +386,20 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
     // `kubectl get portal` answers the first question.
     let line = world.cluster.kubectl_ok(&["get", "portal", "dichvucong", "-n", &ns, "--no-headers"]);
     assert!(line.contains(&format!("https://{}/", hosts[0])) && line.contains("True"), "{line}");
+
+    // The certificate's expiry is in the operator's metrics too, and the reconciles are counted.
+    let not_after = certificate.not_after.expect("notAfter").0.as_second();
+    let metrics = world.metrics().await;
+    let series = metrics
+        .lines()
+        .find(|l| {
+            l.contains("certificate_expiration_timestamp_seconds{")
+                && l.contains("secret=\"dichvucong-portal-tls\"")
+                && l.contains(&format!("namespace=\"{ns}\""))
+        })
+        .unwrap_or_else(|| panic!("no expiry gauge for the portal's certificate in:\n{metrics}"));
+    assert!(series.ends_with(&format!(" {not_after}")), "{series} (notAfter {not_after})");
+    assert!(metrics.lines().any(|l| l.contains("reconciles") && l.contains("controller=\"portal\"")), "{metrics}");
 
     // A steady world is quiet: a reconcile of an unchanged Portal writes nothing.
     world.cluster.kubectl_ok(&["label", "ingress", "dichvucong-portal", "-n", &ns, "touched-by-hand=yes"]);
