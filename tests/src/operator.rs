@@ -103,19 +103,13 @@ pub fn ensure_platform(cluster: &Cluster) -> String {
     base_domain
 }
 
-/// The operator binary, built once per test process (`cargo build` is a no-op when it is fresh).
-pub fn operator_binary(cluster: &Cluster) -> PathBuf {
+/// The operator binary, built once per test process (a no-op when fresh), in a target directory of
+/// its own (see [`xtask::install::build_operator`]).
+pub fn operator_binary(_cluster: &Cluster) -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let out = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "govpaas-operator", "--bin", "govpaas-operator"])
-                .current_dir(&cluster.root)
-                .output()
-                .expect("running cargo build");
-            assert!(out.status.success(), "building govpaas-operator failed: {}", String::from_utf8_lossy(&out.stderr));
-            let binary = target_dir(&cluster.root).join("debug").join("govpaas-operator");
+            let binary = xtask::install::build_operator().unwrap_or_else(|err| panic!("{err:#}"));
             assert!(binary.exists(), "{} is missing after cargo build", binary.display());
             binary
         })
@@ -164,9 +158,16 @@ impl OperatorProcess {
     /// Installs the chart if needed and starts an operator for Tenants labelled
     /// `govpaas.io/scope=<scope>`.
     pub fn start(cluster: &Cluster, scope: &str) -> Self {
+        Self::start_replica(cluster, scope, "")
+    }
+
+    /// Like [`OperatorProcess::start`], for a further replica of the same scope: the replicas
+    /// elect one leader on their scope's Lease. `replica` names its log.
+    pub fn start_replica(cluster: &Cluster, scope: &str, replica: &str) -> Self {
         let kubeconfig = operator_kubeconfig(cluster);
         let binary = operator_binary(cluster);
-        let log = work_dir(cluster).join(format!("operator-{scope}.log"));
+        let suffix = if replica.is_empty() { String::new() } else { format!("-{replica}") };
+        let log = work_dir(cluster).join(format!("operator-{scope}{suffix}.log"));
         let _ = fs::remove_file(&log);
         let mut process = OperatorProcess { child: None, scope: scope.to_owned(), log, binary, kubeconfig };
         process.spawn();
@@ -220,6 +221,14 @@ impl OperatorProcess {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Kills the operator with SIGKILL: no graceful shutdown, the Lease is not released.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Stops the operator and starts a new one over the same scope.
