@@ -521,6 +521,34 @@ async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores
     assert_eq!(world.running_pods("document-service", "van-ban").await.len(), 1);
     let document = write_document(&volume);
 
+    // Quiet once settled: a reconcile rewrites neither the service, its claim, its volume nor its
+    // workload.
+    let versions = || async {
+        let volume = Api::<PersistentVolume>::all(world.client.clone()).get(&volume_name).await.expect("volume");
+        vec![
+            world.api::<DocumentService>().get("van-ban").await.expect("service").metadata.resource_version,
+            world
+                .api::<PersistentVolumeClaim>()
+                .get("van-ban-docs-data")
+                .await
+                .expect("claim")
+                .metadata
+                .resource_version,
+            world.api::<Deployment>().get("van-ban-docs").await.expect("deployment").metadata.resource_version,
+            world.api::<Secret>().get("van-ban-docs-signing").await.expect("signing").metadata.resource_version,
+            volume.metadata.resource_version,
+        ]
+    };
+    world.cluster.kubectl_ok(&["label", "service", "van-ban-docs", "-n", &ns, "touched-by-hand=yes"]);
+    let before = versions().await;
+    let applied = world.reconciles("DocumentService", "van-ban");
+    eventually(WAIT, "a reconcile after the hand-made label", || async {
+        (world.reconciles("DocumentService", "van-ban") > applied).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(versions().await, before, "a no-op reconcile changed something");
+
     // Deleted: the claim goes with the service, the volume and its data stay, and an Event says where.
     world.cluster.kubectl_ok(&["delete", "documentservice", "van-ban", "-n", &ns, "--wait=true"]);
     let claims = world.api::<PersistentVolumeClaim>();
