@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use govpaas_crds::Portal;
+use govpaas_crds::{Platform, Portal};
 use govpaas_operator::certificates::tls::handshake_ok;
 use govpaas_operator::certificates::{
     CertificateAuthority, IssuancePolicy, PlatformCaRequest, TrustAnchors, generate_platform_ca,
@@ -131,6 +131,15 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
     let bundle = world.trust_bundle().await;
     assert_eq!(bundle, platform_ca.certificate_pem(), "the bundle is the platform CA");
     assert_eq!(TrustAnchors::from_pem(bundle.as_bytes()).expect("a usable bundle").certificates().len(), 1);
+
+    // The Platform's status shows the CA's expiry (the `CA Expires` column).
+    let platforms: Api<Platform> = Api::all(world.client.clone());
+    let expected = platform_ca.not_after().unix_timestamp();
+    eventually(WAIT, "the Platform's status.ca.notAfter", || async {
+        let ca = platforms.get("default").await.ok()?.status?.ca?;
+        (ca.not_after?.0.as_second() == expected && ca.secret_name.as_deref() == Some("govpaas-ca")).then_some(())
+    })
+    .await;
 
     // The intermediate, before any service: in the operator's namespace, issued by the platform
     // CA and constrained to the tenant's domain.

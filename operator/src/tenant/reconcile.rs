@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use govpaas_crds::platform::Platform;
+use govpaas_crds::platform::{Platform, PlatformStatus};
 use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
@@ -224,6 +224,7 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
         Ok(ca) => ca,
         Err(message) => return unusable(message),
     };
+    publish_platform_ca(ctx, platform, &platform_ca).await;
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
@@ -233,6 +234,21 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
         warn!(%message, "the tenant's CA cannot be used");
     }
     Ok(Some(TrustRotation::new(BundleCa::of(&platform_ca)).bundle_pem()))
+}
+
+/// Writes the platform CA into the Platform's `status.ca` (the `CA Expires` column) when the cached
+/// Platform says otherwise. Every operator writes the same value under the same field manager, so
+/// operators of different tenant scopes agree. A failed write is logged, never a failed tenant.
+async fn publish_platform_ca(ctx: &Context, platform: &Platform, ca: &crate::certificates::CertificateAuthority) {
+    let desired = ca_secrets::platform_ca_status(&platform.spec.ca.secret_name, ca);
+    if platform.status.as_ref().and_then(|s| s.ca.as_ref()) == Some(&desired) {
+        return;
+    }
+    let status = PlatformStatus { ca: Some(desired), ..PlatformStatus::default() };
+    let api: Api<Platform> = Api::all(ctx.client.clone());
+    if let Err(err) = apply::apply_status(&api, &platform.name_any(), &status).await {
+        warn!(error = %err, "cannot write the platform CA into the Platform's status");
+    }
 }
 
 /// The parent, siblings and children of `tenant` as quota decisions see them.

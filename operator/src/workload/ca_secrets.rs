@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use govpaas_crds::platform::{CaKeyAlgorithm, CaMode, PlatformSpec};
+use govpaas_crds::status::CertificateStatus;
 use govpaas_crds::{Platform, Tenant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -93,6 +94,18 @@ pub fn issuance_policy(platform: &PlatformSpec) -> std::result::Result<IssuanceP
     };
     policy.validate().map_err(|err| format!("the Platform's certificate settings: {err}"))?;
     Ok(policy)
+}
+
+/// What the Platform's `status.ca` says of the platform CA held in `secret_name`.
+pub fn platform_ca_status(secret_name: &str, ca: &CertificateAuthority) -> CertificateStatus {
+    let serial = x509_parser::parse_x509_certificate(ca.certificate_der())
+        .ok()
+        .map(|(_, certificate)| certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect());
+    CertificateStatus {
+        secret_name: Some(secret_name.to_owned()),
+        not_after: Some(super::status::time_of(ca.not_after())),
+        serial,
+    }
 }
 
 fn secret_data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
@@ -266,6 +279,22 @@ mod tests {
             let err = issuance_policy(&platform.spec).unwrap_err();
             assert!(err.contains("renewalPercent"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_platform_status_names_the_ca_its_expiry_and_serial() {
+        let policy = IssuancePolicy::default();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let request = PlatformCaRequest::new("quangnam.gov.vn", "govpaas");
+        let ca = generate_platform_ca(&request, &policy, now).unwrap();
+        let status = platform_ca_status("govpaas-ca", &ca);
+        assert_eq!(status.secret_name.as_deref(), Some("govpaas-ca"));
+        let not_after = status.not_after.unwrap().0.as_second();
+        assert_eq!(not_after, (now + policy.lifetimes.platform_ca).unix_timestamp());
+        let serial = status.serial.unwrap();
+        // 16 random bytes, as every govpaas serial, in the subject's generation suffix too.
+        assert_eq!(serial.len(), 32, "{serial}");
+        assert!(ca.subject().contains(&serial[..8]), "{} / {serial}", ca.subject());
     }
 
     #[test]
