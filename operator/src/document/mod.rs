@@ -55,8 +55,12 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
         caches: reconcile::Caches { deployments, services, ingresses, secrets, claims },
     });
     let telemetry = shared.settings.telemetry.clone();
+    let synced = {
+        let shared = shared.clone();
+        async move { shared.wait_until_ready().await.is_ok() }
+    };
     let controller =
-        runner::run("document-service", controller, concurrency, &telemetry, reconcile::reconcile, context);
+        runner::run("document-service", controller, concurrency, &telemetry, synced, reconcile::reconcile, context);
     tokio::select! {
         () = controller => {}
         () = announce_retained(shared) => {}

@@ -50,5 +50,9 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
         shared,
         caches: reconcile::Caches { deployments, services, ingresses, pod_disruption_budgets, secrets },
     });
-    runner::run("portal", controller, concurrency, &telemetry, reconcile::reconcile, context).await;
+    let synced = {
+        let shared = context.shared.clone();
+        async move { shared.wait_until_ready().await.is_ok() }
+    };
+    runner::run("portal", controller, concurrency, &telemetry, synced, reconcile::reconcile, context).await;
 }

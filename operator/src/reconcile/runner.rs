@@ -77,6 +77,7 @@ pub async fn run<K, Ctx, Fut>(
     controller: Controller<K>,
     concurrency: u16,
     telemetry: &Telemetry,
+    synced: impl Future<Output = bool> + Send + 'static,
     mut reconcile: impl FnMut(Arc<K>, Arc<Ctx>) -> Fut,
     context: Arc<Ctx>,
 ) where
@@ -88,11 +89,13 @@ pub async fn run<K, Ctx, Fut>(
     let backoff = Arc::new(Backoff::<K>::default());
     let on_error = backoff.clone();
     let store = controller.store();
+    // Ready once `synced` says the controller's caches have listed. Not by awaiting the main
+    // store's `wait_until_ready`: the controller itself waits on it, and a store wakes only one
+    // waiter (kube-runtime's `DelayedInit` keeps a single waker), so one of the two would sleep on.
     telemetry.health.expect(name);
     let health = telemetry.health.clone();
-    let synced = store.clone();
     tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
+        if synced.await {
             health.synced(name);
         }
     });

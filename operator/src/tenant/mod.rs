@@ -144,6 +144,8 @@ struct Relations {
     ledger: Arc<Mutex<Ledger>>,
     wake: UnboundedSender<ObjectRef<TenantObject>>,
     generations: HashMap<String, Option<i64>>,
+    /// Turns `true` when the Tenant watch has listed (its `InitDone`).
+    listed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Relations {
@@ -182,7 +184,10 @@ impl Relations {
                     }
                 }
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            watcher::Event::InitDone => {
+                self.listed.send_replace(true);
+            }
+            watcher::Event::Init => {}
         }
     }
 
@@ -249,8 +254,14 @@ pub async fn run(client: Client, settings: Settings) {
         tenant_watch = tenant_watch.labels(selector);
     }
     let (tenants, tenant_writer) = reflector::store::<TenantObject>();
-    let mut relations =
-        Relations { tenants: tenants.clone(), ledger: ledger.clone(), wake: wake.clone(), generations: HashMap::new() };
+    let (listed, mut tenants_listed) = tokio::sync::watch::channel(false);
+    let mut relations = Relations {
+        tenants: tenants.clone(),
+        ledger: ledger.clone(),
+        wake: wake.clone(),
+        generations: HashMap::new(),
+        listed,
+    };
     let tenant_stream = watcher(Api::<TenantObject>::all(client.clone()), tenant_watch)
         .default_backoff()
         .modify(watch::strip)
@@ -305,7 +316,7 @@ pub async fn run(client: Client, settings: Settings) {
     {
         let (caches, platforms) = (caches.clone(), platforms.clone());
         tokio::spawn(async move {
-            if caches.wait_until_ready(&platforms).await {
+            if caches.wait_until_ready(&platforms).await && tenants_listed.wait_for(|listed| *listed).await.is_ok() {
                 tracing::info!(controller = COMPONENT, "caches ready");
                 let _ = ready_tx.send(true);
             }
@@ -323,5 +334,9 @@ pub async fn run(client: Client, settings: Settings) {
         settings: settings.clone(),
     });
     let telemetry = settings.telemetry.clone();
-    runner::run("tenant", controller, settings.concurrency, &telemetry, reconcile::reconcile, context).await;
+    let synced = {
+        let mut ready = context.caches_ready.clone();
+        async move { ready.wait_for(|ready| *ready).await.is_ok() }
+    };
+    runner::run("tenant", controller, settings.concurrency, &telemetry, synced, reconcile::reconcile, context).await;
 }
