@@ -690,3 +690,38 @@ async fn deleting_a_tenant_loses_no_retained_document_volume() {
     assert_eq!(world.bound_volume("luu-tru-docs-data").await.name_any(), volume_name);
     assert!(document.exists());
 }
+
+#[tokio::test]
+async fn pods_the_quota_refuses_later_are_reported() {
+    let world = World::new("svc-failed-create", &quota(3, "5Gi", 2)).await;
+    let ns = world.namespace();
+    world.apply(&portal_manifest("cong", &ns, &[format!("cong.{}", world.domain())], 2, ""));
+    world.portal_condition("cong", "Ready", "True", None).await;
+
+    // Another workload takes the last Pod, then the admin lowers the quota under what runs.
+    world.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: cong-cu, namespace: {ns}}}
+spec:
+  securityContext: {{runAsNonRoot: true, runAsUser: 1000, seccompProfile: {{type: RuntimeDefault}}}}
+  containers:
+    - name: cong-cu
+      image: registry.example.vn/cong-cu:1
+      securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+"#
+    ));
+    world.apply_tenant(&quota(2, "5Gi", 2), false);
+    world
+        .wait::<k8s_openapi::api::core::v1::ResourceQuota, _>("govpaas-quota", "pods quota lowered to 2", |q| {
+            (q.spec.as_ref()?.hard.as_ref()?.get("pods")?.0 == "2").then_some(())
+        })
+        .await;
+
+    // A Portal Pod goes (a node drained, say): its ReplicaSet may not replace it, and status says so.
+    let pod = world.running_pods("portal", "cong").await.pop().expect("a portal Pod").name_any();
+    world.cluster.kubectl_ok(&["delete", "pod", &pod, "-n", &ns, "--wait=false"]);
+    let portal = world.portal_condition("cong", "Ready", "False", Some("QuotaExceeded")).await;
+    let message = condition(&portal.status.unwrap().conditions, "Ready").message.clone();
+    assert!(message.starts_with("Pods cannot be created:") && message.contains("exceeded quota"), "{message}");
+}

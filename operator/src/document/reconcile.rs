@@ -146,15 +146,20 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
     let stored_claim = claims.get_opt(&names.claim).await?;
-    let mut current = deployments.get_opt(&names.workload).await?.map(|d| Usage::of_deployment(&d)).unwrap_or_default();
+    let deployment = deployments.get_opt(&names.workload).await?;
+    let mut admitted = deployment.as_ref().map(Usage::admitted_by).unwrap_or_default();
+    let mut held = deployment.as_ref().map(Usage::held_by).unwrap_or_default();
     if ctx.caches.services.get(&ObjectRef::new(&names.workload).within(&namespace)).is_some() {
-        current = current.plus(Usage::one_service());
+        admitted = admitted.plus(Usage::one_service());
+        held = held.plus(Usage::one_service());
     }
     if let Some(size) = stored_claim
         .as_ref()
         .and_then(|c| c.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").cloned())
     {
-        current = current.plus(Usage::one_claim(govpaas_crds::quantity::Amount::of(&size).unwrap_or_default()));
+        let claim = Usage::one_claim(govpaas_crds::quantity::Amount::of(&size).unwrap_or_default());
+        admitted = admitted.plus(claim);
+        held = held.plus(claim);
     }
     let current_public_hosts =
         ingresses.get_opt(&names.workload).await?.and_then(|i| i.spec.and_then(|s| s.rules)).map_or(0, |r| r.len());
@@ -167,7 +172,8 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
         namespace: &namespace,
         quotas: &quotas,
         wanted,
-        current,
+        admitted,
+        held,
         storage_class: storage_class.as_deref(),
         public_hosts_quota: tenant_context.public_hosts,
         public_hosts_used_before: hosts::used_before(&claim, &ordered, &tenant_context.namespaces),

@@ -126,9 +126,12 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
     };
     let client = shared.client.clone();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let mut current = deployments.get_opt(&names.workload).await?.map(|d| Usage::of_deployment(&d)).unwrap_or_default();
+    let deployment = deployments.get_opt(&names.workload).await?;
+    let mut admitted = deployment.as_ref().map(Usage::admitted_by).unwrap_or_default();
+    let mut held = deployment.as_ref().map(Usage::held_by).unwrap_or_default();
     if ctx.caches.services.get(&ObjectRef::new(&names.workload).within(&namespace)).is_some() {
-        current = current.plus(Usage::one_service());
+        admitted = admitted.plus(Usage::one_service());
+        held = held.plus(Usage::one_service());
     }
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
     let current_public_hosts = ingresses
@@ -141,7 +144,8 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
         namespace: &namespace,
         quotas: &quotas,
         wanted,
-        current,
+        admitted,
+        held,
         storage_class: None,
         public_hosts_quota: tenant_context.public_hosts,
         public_hosts_used_before: hosts::used_before(&claim, &ordered, &tenant_context.namespaces),

@@ -99,8 +99,10 @@ pub struct QuotaCheck<'a> {
     pub quotas: &'a [k8s_openapi::api::core::v1::ResourceQuota],
     /// What the service will hold.
     pub wanted: quota_fit::Usage,
-    /// What it holds now.
-    pub current: quota_fit::Usage,
+    /// What it was admitted with (its Deployment's `spec.replicas`, its claim, its Service).
+    pub admitted: quota_fit::Usage,
+    /// What of that it holds now (Pods that exist), counted in the quota's `used`.
+    pub held: quota_fit::Usage,
     /// The StorageClass of its volume, for per-class quotas.
     pub storage_class: Option<&'a str>,
     /// The tenant's `quota.publicHosts`.
@@ -115,7 +117,8 @@ pub struct QuotaCheck<'a> {
 
 /// Checks that a service fits its quota, naming every short resource.
 pub fn check_quota(check: &QuotaCheck<'_>) -> Option<Problem> {
-    let mut short = quota_fit::shortfalls(check.quotas, &check.wanted, &check.current, check.storage_class);
+    let mut short =
+        quota_fit::shortfalls(check.quotas, &check.wanted, &check.admitted, &check.held, check.storage_class);
     // As for every resource, only more hosts than it serves now can be short.
     if check.public_hosts > check.current_public_hosts {
         short.extend(quota_fit::public_hosts_shortfall(

@@ -8,8 +8,11 @@
 //! every resource that is short. Public hosts are not a Kubernetes resource: the tenant's
 //! `quota.publicHosts` is checked against the hosts of the tenant's older services.
 //!
-//! Only an increase can be short: a resource the change does not grow never blocks it, even when
-//! the quota was lowered below what is in use.
+//! Only an increase can be short: a resource the change does not grow beyond what the service was
+//! admitted with (its Deployment's `spec.replicas`, not the Pods that happen to exist) never blocks
+//! it, even when the quota was lowered below what is in use. What the quota refuses later anyway (a
+//! Pod that dies and may not be replaced) is the ReplicaSet's `FailedCreate`, read by
+//! [`replica_failure`] into the same condition.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,8 +95,20 @@ impl Usage {
     /// What a Deployment's Pods hold now: each existing Pod (`status.replicas`) with its template's
     /// requests and limits. Unparsable quantities count as zero: Kubernetes accepted them, so they
     /// parse; and a lower count only makes the check stricter.
-    pub fn of_deployment(deployment: &Deployment) -> Usage {
-        let pods = deployment.status.as_ref().and_then(|s| s.replicas).unwrap_or(0).max(0);
+    pub fn held_by(deployment: &Deployment) -> Usage {
+        let pods = deployment.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        Self::of_template(deployment, pods)
+    }
+
+    /// What a Deployment was admitted with: `spec.replicas` Pods of its template. A Pod that died
+    /// and cannot be replaced (the quota shrank meanwhile) is still the service's: declaring the
+    /// same again is no growth.
+    pub fn admitted_by(deployment: &Deployment) -> Usage {
+        Self::of_template(deployment, deployment.spec.replicas.unwrap_or(1))
+    }
+
+    fn of_template(deployment: &Deployment, pods: i32) -> Usage {
+        let pods = pods.max(0);
         let containers = deployment.spec.template.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
         let sum =
             |pick: fn(&k8s_openapi::api::core::v1::ResourceRequirements) -> Option<&BTreeMap<String, Quantity>>,
@@ -171,11 +186,13 @@ impl fmt::Display for Shortfall {
 }
 
 /// The resources that `wanted` needs beyond what each of `quotas` (the namespace's
-/// ResourceQuotas, with their status) leaves, given that the service holds `current` already.
+/// ResourceQuotas, with their status) leaves. Only growth beyond what the service was `admitted`
+/// with is checked, against `hard − used` plus what the service `held` (counted in `used`).
 pub fn shortfalls(
     quotas: &[ResourceQuota],
     wanted: &Usage,
-    current: &Usage,
+    admitted: &Usage,
+    held: &Usage,
     storage_class: Option<&str>,
 ) -> Vec<Shortfall> {
     let mut short = Vec::new();
@@ -186,9 +203,9 @@ pub fn shortfalls(
         for (key, hard) in status.hard.iter().flatten() {
             let Some(t) = tracked(key, storage_class) else { continue };
             let need = (t.of)(wanted);
-            let have = (t.of)(current);
+            let have = (t.of)(held);
             // A resource the change does not grow never blocks it.
-            if need <= have {
+            if need <= (t.of)(admitted) {
                 continue;
             }
             let Ok(hard_amount) = Amount::of(hard) else { continue };
@@ -292,7 +309,7 @@ mod tests {
     fn a_new_service_that_fits_is_not_short() {
         let q = quota(&[("pods", "10"), ("requests.cpu", "2"), ("requests.memory", "4Gi")], &[("pods", "2")]);
         let wanted = Usage::of_pods(2, &small()).unwrap().plus(Usage::one_service());
-        assert!(shortfalls(&[q], &wanted, &Usage::default(), None).is_empty());
+        assert!(shortfalls(&[q], &wanted, &Usage::default(), &Usage::default(), None).is_empty());
     }
 
     #[test]
@@ -305,7 +322,7 @@ mod tests {
             .unwrap()
             .plus(Usage::one_claim(Amount::parse("10Gi").unwrap()))
             .plus(Usage::one_service());
-        let short = shortfalls(&[q.clone(), q], &wanted, &Usage::default(), None);
+        let short = shortfalls(&[q.clone(), q], &wanted, &Usage::default(), &Usage::default(), None);
         let names: Vec<&str> = short.iter().map(|s| s.resource.as_str()).collect();
         assert_eq!(names, ["cpu", "pods", "storage"]);
         assert_eq!(
@@ -323,9 +340,9 @@ mod tests {
         let q = quota(&[("pods", "3")], &[("pods", "2")]);
         let current = Usage::of_pods(2, &small()).unwrap();
         let three = Usage::of_pods(3, &small()).unwrap();
-        assert!(shortfalls(std::slice::from_ref(&q), &three, &current, None).is_empty());
+        assert!(shortfalls(std::slice::from_ref(&q), &three, &current, &current, None).is_empty());
         let four = Usage::of_pods(4, &small()).unwrap();
-        let short = shortfalls(&[q], &four, &current, None);
+        let short = shortfalls(&[q], &four, &current, &current, None);
         assert_eq!(short[0].available, "3");
     }
 
@@ -334,21 +351,36 @@ mod tests {
         // The admin lowered the quota below what runs: an image change must still go through.
         let q = quota(&[("pods", "1")], &[("pods", "2")]);
         let current = Usage::of_pods(2, &small()).unwrap();
-        assert!(shortfalls(&[q], &current, &current, None).is_empty());
+        assert!(shortfalls(&[q], &current, &current, &current, None).is_empty());
+    }
+
+    #[test]
+    fn a_pod_the_quota_no_longer_lets_be_replaced_is_no_growth() {
+        // Admitted with 2, one Pod died and the quota shrank to what is used: declaring 2 again is
+        // not refused (the ReplicaSet's FailedCreate reports it); declaring 3 is.
+        let q = quota(&[("pods", "2")], &[("pods", "2")]);
+        let admitted = Usage::of_pods(2, &small()).unwrap();
+        let held = Usage::of_pods(1, &small()).unwrap();
+        assert!(shortfalls(std::slice::from_ref(&q), &admitted, &admitted, &held, None).is_empty());
+        let three = Usage::of_pods(3, &small()).unwrap();
+        let short = shortfalls(&[q], &three, &admitted, &held, None);
+        assert_eq!((short[0].needed.as_str(), short[0].available.as_str()), ("3", "1"));
     }
 
     #[test]
     fn storage_class_quotas_count_as_storage() {
         let q = quota(&[("standard.storageclass.storage.k8s.io/requests.storage", "1Gi")], &[]);
         let wanted = Usage::one_claim(Amount::parse("2Gi").unwrap());
-        assert_eq!(shortfalls(std::slice::from_ref(&q), &wanted, &Usage::default(), Some("standard")).len(), 1);
-        assert!(shortfalls(&[q], &wanted, &Usage::default(), Some("fast")).is_empty());
+        let none = Usage::default();
+        assert_eq!(shortfalls(std::slice::from_ref(&q), &wanted, &none, &none, Some("standard")).len(), 1);
+        assert!(shortfalls(&[q], &wanted, &none, &none, Some("fast")).is_empty());
     }
 
     #[test]
     fn garbage_in_a_quota_status_is_skipped() {
         let q = quota(&[("pods", "lots")], &[("pods", "2")]);
-        assert!(shortfalls(&[q], &Usage::of_pods(5, &small()).unwrap(), &Usage::default(), None).is_empty());
+        let none = Usage::default();
+        assert!(shortfalls(&[q], &Usage::of_pods(5, &small()).unwrap(), &none, &none, None).is_empty());
     }
 
     #[test]
@@ -362,9 +394,11 @@ mod tests {
             }],
             ..Default::default()
         });
-        assert_eq!(Usage::of_deployment(&deployment), Usage::default(), "no Pod yet");
+        deployment.spec.replicas = Some(3);
+        assert_eq!(Usage::held_by(&deployment), Usage::default(), "no Pod yet");
+        assert_eq!(Usage::admitted_by(&deployment), Usage::of_pods(3, &preset).unwrap());
         deployment.status = Some(DeploymentStatus { replicas: Some(2), ..Default::default() });
-        assert_eq!(Usage::of_deployment(&deployment), Usage::of_pods(2, &preset).unwrap());
+        assert_eq!(Usage::held_by(&deployment), Usage::of_pods(2, &preset).unwrap());
     }
 
     #[test]
