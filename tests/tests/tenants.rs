@@ -435,6 +435,12 @@ async fn agency_admins_are_fenced_into_their_namespaces() {
     );
     let (ok, _, err) = as_alice_stdin(&["create", "-f", "-"], &portal);
     assert!(ok, "alice cannot create a Portal in her namespace: {err}");
+    // Her Tenant counts it.
+    eventually(WAIT, "the Tenant to count the Portal", || async {
+        let services = s.get(&mine).await.status?.services?;
+        (services.portals == 1 && services.document_services == 0).then_some(())
+    })
+    .await;
     let (ok, out) = as_alice(&["get", "tenant", &mine, "-o", "name"]);
     assert!(ok, "alice cannot read her own Tenant: {out}");
     let (ok, out) = as_alice(&["get", "secrets", "-n", &mine]);

@@ -8,7 +8,9 @@
 
 use std::fmt::Debug;
 
-use futures::Stream;
+use std::collections::HashSet;
+
+use futures::{Stream, TryStreamExt};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -62,6 +64,39 @@ where
         .modify(strip)
         .reflect(writer)
         .touched_objects();
+    (reader, stream)
+}
+
+/// A cache of the metadata of every `K` in the cluster, for counting, and a stream of the objects
+/// created or deleted since it listed — not of their updates, which do not change a count.
+pub fn census<K>(
+    client: Client,
+) -> (Store<PartialObjectMeta<K>>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = Api::all(client);
+    let (reader, writer) = reflector::store();
+    let mut known: HashSet<String> = HashSet::new();
+    let stream =
+        watcher(api, watcher::Config::default()).default_backoff().modify(strip).reflect(writer).try_filter_map(
+            move |event| {
+                let uid = |object: &PartialObjectMeta<K>| object.metadata.uid.clone().unwrap_or_default();
+                let counted = match event {
+                    watcher::Event::InitApply(object) => {
+                        known.insert(uid(&object));
+                        None
+                    }
+                    watcher::Event::Apply(object) => known.insert(uid(&object)).then_some(object),
+                    watcher::Event::Delete(object) => {
+                        known.remove(&uid(&object));
+                        Some(object)
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => None,
+                };
+                futures::future::ready(Ok(counted))
+            },
+        );
     (reader, stream)
 }
 

@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex};
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use futures::{StreamExt, TryStreamExt};
 use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
+use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PLATFORM_NAME;
-use govpaas_crds::{Platform, Tenant};
+use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal, Tenant};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -77,6 +78,10 @@ pub struct Caches {
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
     pub cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
     pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
+    /// Every Portal, DocumentService and DataSharingService (metadata): the tenant's service counts.
+    pub portals: Store<PartialObjectMeta<Portal>>,
+    pub document_services: Store<PartialObjectMeta<DocumentService>>,
+    pub data_sharing_services: Store<PartialObjectMeta<DataSharingService>>,
 }
 
 impl Caches {
@@ -94,6 +99,9 @@ impl Caches {
             && self.role_bindings.wait_until_ready().await.is_ok()
             && self.cluster_roles.wait_until_ready().await.is_ok()
             && self.cluster_role_bindings.wait_until_ready().await.is_ok()
+            && self.portals.wait_until_ready().await.is_ok()
+            && self.document_services.wait_until_ready().await.is_ok()
+            && self.data_sharing_services.wait_until_ready().await.is_ok()
     }
 }
 
@@ -244,6 +252,19 @@ fn owning_tenants<K: Resource>(tenants: Store<TenantObject>) -> impl Fn(K) -> Ve
     }
 }
 
+/// Maps a service (a Portal, DocumentService or DataSharingService) to the Tenant whose namespace
+/// it is in, by the namespace's `govpaas.io/tenant` label.
+fn tenant_of_namespace<K: Resource>(
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    tenants: Store<TenantObject>,
+) -> impl Fn(K) -> Option<ObjectRef<TenantObject>> {
+    move |object: K| {
+        let namespace = namespaces.get(&ObjectRef::new(object.meta().namespace.as_deref()?))?;
+        let tenant = ObjectRef::new(namespace.metadata.labels.as_ref()?.get(TENANT_LABEL)?);
+        tenants.get(&tenant).map(|_| tenant)
+    }
+}
+
 /// Runs the tenant controller until shutdown.
 pub async fn run(client: Client, settings: Settings) {
     let (wake, woken) = unbounded();
@@ -292,6 +313,10 @@ pub async fn run(client: Client, settings: Settings) {
     let (cluster_role_bindings, cluster_binding_stream) =
         watch::metadata_cache::<ClusterRoleBinding>(client.clone(), &owned);
 
+    let (portals, portal_stream) = watch::census::<Portal>(client.clone());
+    let (document_services, document_stream) = watch::census::<DocumentService>(client.clone());
+    let (data_sharing_services, data_sharing_stream) = watch::census::<DataSharingService>(client.clone());
+
     let controller = Controller::for_stream(tenant_stream, tenants.clone())
         .watches_stream(namespace_stream, owning_tenants(tenants.clone()))
         .watches_stream(quota_stream, owning_tenants(tenants.clone()))
@@ -300,6 +325,9 @@ pub async fn run(client: Client, settings: Settings) {
         .watches_stream(binding_stream, owning_tenants(tenants.clone()))
         .watches_stream(cluster_role_stream, owning_tenants(tenants.clone()))
         .watches_stream(cluster_binding_stream, owning_tenants(tenants.clone()))
+        .watches_stream(portal_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
+        .watches_stream(document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
+        .watches_stream(data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
         .reconcile_all_on(platform_stream)
         .reconcile_on(woken);
 
@@ -311,6 +339,9 @@ pub async fn run(client: Client, settings: Settings) {
         role_bindings,
         cluster_roles,
         cluster_role_bindings,
+        portals,
+        document_services,
+        data_sharing_services,
     };
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use govpaas_crds::platform::{Platform, PlatformStatus};
 use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
+use govpaas_crds::tenant::ServiceCounts;
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -25,6 +26,7 @@ use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
 use super::status::{self, Outcome, Suspension};
 use super::validate;
 use super::{COMPONENT, Context, TenantObject, suspend};
+use crate::certificates::renewal::requeue_after;
 use crate::certificates::{BundleCa, TrustRotation};
 use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
@@ -146,7 +148,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     // Build.
     let owner = build::owner_reference(tenant).ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
     let mut inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
-    inputs.trust_bundle = trust_bundle(ctx, tenant, &platform, domain).await?;
+    let (bundle, tenant_ca_renewal) = trust_bundle(ctx, tenant, &platform, domain).await?;
+    inputs.trust_bundle = bundle;
     let objects = build::build(tenant, &owner, &inputs);
 
     // Apply, then prune what this Tenant had and no longer wants.
@@ -202,19 +205,28 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let outcome = Outcome::Applied { domain, plan: &plan, namespaces: &namespace_names, suspension };
     write_status_with_usage(ctx, tenant, &outcome, used).await?;
     let resuming = suspension.held > 0 && !suspension.suspended;
-    Ok(Action::requeue(if waiting || resuming { WAITING } else { RESYNC }))
+    // Back at the tenant CA's renewal instant, if that comes before the resync.
+    let resync = tenant_ca_renewal
+        .map_or(RESYNC, |at| requeue_after(time::OffsetDateTime::now_utc(), at).min(RESYNC).max(WAITING));
+    Ok(Action::requeue(if waiting || resuming { WAITING } else { resync }))
 }
 
 /// The trust bundle of the tenant's namespaces, after making sure the platform CA and the tenant's
-/// own CA exist (so a tenant has its intermediate before its first service). `None`, with a
-/// warning, when the platform CA cannot be used: the services' conditions say why, and an
+/// own CA exist and are current (so a tenant has its intermediate before its first service, and
+/// it is renewed on time even without services); and when the tenant CA is next due. No bundle,
+/// with a warning, when the platform CA cannot be used: the services' conditions say why, and an
 /// existing bundle stays as it is.
-async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domain: &str) -> Result<Option<String>> {
+async fn trust_bundle(
+    ctx: &Context,
+    tenant: &Tenant,
+    platform: &Platform,
+    domain: &str,
+) -> Result<(Option<String>, Option<time::OffsetDateTime>)> {
     let now = time::OffsetDateTime::now_utc();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
     let unusable = |message: String| {
         warn!(%message, "no trust bundle: the certificate authority cannot be used");
-        Ok(None)
+        Ok((None, None))
     };
     let policy = match ca_secrets::issuance_policy(&platform.spec) {
         Ok(policy) => policy,
@@ -228,12 +240,15 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
-    if let Err(message) = ca_secrets::tenant_ca(&api, tenant, &context, base_domain, &platform_ca, &policy, now).await?
-    {
-        // The bundle holds the platform CA only: it is still right.
-        warn!(%message, "the tenant's CA cannot be used");
-    }
-    Ok(Some(TrustRotation::new(BundleCa::of(&platform_ca)).bundle_pem()))
+    let renewal = match ca_secrets::tenant_ca(&api, tenant, &context, base_domain, &platform_ca, &policy, now).await? {
+        Ok(tenant_ca) => Some(ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy)),
+        Err(message) => {
+            // The bundle holds the platform CA only: it is still right.
+            warn!(%message, "the tenant's CA cannot be used");
+            None
+        }
+    };
+    Ok((Some(TrustRotation::new(BundleCa::of(&platform_ca)).bundle_pem()), renewal))
 }
 
 /// Writes the platform CA into the Platform's `status.ca` (the `CA Expires` column) when the cached
@@ -389,6 +404,24 @@ fn used(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, Quantity> {
         .collect()
 }
 
+/// The tenant's services, counted in its namespaces (objects being deleted are no longer counted).
+fn service_counts(ctx: &Context, namespaces: &[String]) -> ServiceCounts {
+    fn count<K>(cached: &[Arc<kube::core::PartialObjectMeta<K>>], namespaces: &[String]) -> i32 {
+        let n = cached
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| o.metadata.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns)))
+            .count();
+        i32::try_from(n).unwrap_or(i32::MAX)
+    }
+    let caches = &ctx.caches;
+    ServiceCounts {
+        portals: count(&caches.portals.state(), namespaces),
+        document_services: count(&caches.document_services.state(), namespaces),
+        data_sharing_services: count(&caches.data_sharing_services.state(), namespaces),
+    }
+}
+
 /// Writes a status for an outcome that applied nothing: usage stays as last seen.
 async fn write_status(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_>) -> Result<()> {
     let used = tenant.status.as_ref().and_then(|s| s.quota.as_ref()).map(|q| q.used.clone()).unwrap_or_default();
@@ -416,7 +449,8 @@ async fn write_status_with_usage(
         .map(|t| t.name_any())
         .collect();
     children.sort();
-    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, used, children, &now);
+    let observed = status::Observed { used, children, services: service_counts(ctx, &tenant.namespace_names()) };
+    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, observed, &now);
     if previous != Some(&new_status) {
         let api: Api<Tenant> = Api::all(ctx.client.clone());
         match apply::apply_status(&api, &tenant.name_any(), &new_status).await {

@@ -12,7 +12,7 @@ use govpaas_crds::conditions::{
     HIERARCHY_VALID, INVALID_PARENT, NAMESPACES_READY, QUOTA_EXCEEDED, READY, SUSPENDED, reasons,
 };
 use govpaas_crds::quota::{Excess, QuotaError};
-use govpaas_crds::tenant::{QuotaStatus, TenantStatus};
+use govpaas_crds::tenant::{QuotaStatus, ServiceCounts, TenantStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::EventType;
@@ -153,21 +153,33 @@ pub fn conditions(outcome: &Outcome<'_>, previous: &[Condition]) -> Vec<Desired>
     }
 }
 
+/// What the caches show of a tenant besides what a reconcile applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// What its namespaces use, by quota field name.
+    pub used: BTreeMap<String, Quantity>,
+    /// The Tenants whose parent it is, sorted.
+    pub children: Vec<String>,
+    /// Its services, counted in its namespaces.
+    pub services: ServiceCounts,
+}
+
 /// The whole status to write.
 pub fn status(
     outcome: &Outcome<'_>,
     desired: &[Desired],
     previous: Option<&TenantStatus>,
     generation: Option<i64>,
-    used: BTreeMap<String, Quantity>,
-    children: Vec<String>,
+    observed: Observed,
     now: &Time,
 ) -> TenantStatus {
     let previous = previous.cloned().unwrap_or_default();
+    let Observed { used, children, services } = observed;
     let mut status = TenantStatus {
         observed_generation: generation,
         conditions: conditions::merge(&previous.conditions, desired, generation, now),
         children,
+        services: Some(services),
         ..previous
     };
     match outcome {
@@ -320,8 +332,11 @@ mod tests {
         };
         let desired = conditions(&outcome, &[]);
         let children = vec!["so-noi-vu".to_owned(), "xa-dai-loc".to_owned()];
-        let first = status(&outcome, &desired, None, Some(1), BTreeMap::new(), children.clone(), &at(100));
+        let services = ServiceCounts { portals: 2, document_services: 1, data_sharing_services: 0 };
+        let observed = Observed { used: BTreeMap::new(), children: children.clone(), services: services.clone() };
+        let first = status(&outcome, &desired, None, Some(1), observed.clone(), &at(100));
         assert_eq!(first.children, children);
+        assert_eq!(first.services, Some(services));
         assert!(conditions::is_true(&first.conditions, READY));
         assert!(!conditions::is_true(&first.conditions, QUOTA_EXCEEDED));
         assert_eq!(first.quota.as_ref().unwrap().hard["cpu"], Quantity("64".into()));
@@ -330,7 +345,7 @@ mod tests {
 
         // A resync of the same world: identical status, and no Event.
         let desired = conditions(&outcome, &first.conditions);
-        let again = status(&outcome, &desired, Some(&first), Some(1), BTreeMap::new(), children, &at(500));
+        let again = status(&outcome, &desired, Some(&first), Some(1), observed, &at(500));
         assert_eq!(again, first);
         assert!(conditions::changed_with_events(&first.conditions, &desired).is_empty());
     }
@@ -354,7 +369,7 @@ mod tests {
             .unwrap();
         let outcome = Outcome::NotApplied { domain: "so-noi-vu.quangnam.gov.vn", plan: &plan };
         let desired = conditions(&outcome, &[]);
-        let written = status(&outcome, &desired, None, Some(3), BTreeMap::new(), vec![], &at(1));
+        let written = status(&outcome, &desired, None, Some(3), Observed::default(), &at(1));
         let exceeded = conditions::find(&written.conditions, QUOTA_EXCEEDED).unwrap();
         assert_eq!(exceeded.status, "True");
         assert_eq!(exceeded.reason, "QuotaExceeded");
@@ -372,7 +387,7 @@ mod tests {
         let validation = validate::validate(orphans[0], &orphans, "quangnam.gov.vn");
         let outcome = Outcome::Invalid(&validation);
         let desired = conditions(&outcome, &[]);
-        let written = status(&outcome, &desired, None, Some(1), BTreeMap::new(), vec![], &at(1));
+        let written = status(&outcome, &desired, None, Some(1), Observed::default(), &at(1));
         let invalid = conditions::find(&written.conditions, INVALID_PARENT).unwrap();
         assert_eq!((invalid.status.as_str(), invalid.reason.as_str()), ("True", "ParentNotFound"));
         let ready = conditions::find(&written.conditions, READY).unwrap();
@@ -392,7 +407,7 @@ mod tests {
             suspension: Suspension { suspended: true, held: 2 },
         };
         let desired = conditions(&suspended, &[]);
-        let written = status(&suspended, &desired, None, Some(2), BTreeMap::new(), vec![], &at(1));
+        let written = status(&suspended, &desired, None, Some(2), Observed::default(), &at(1));
         assert!(conditions::is_true(&written.conditions, SUSPENDED));
         assert_eq!(conditions::find(&written.conditions, READY).unwrap().reason, "Suspended");
 
