@@ -11,7 +11,7 @@ use std::time::Duration;
 use govpaas_crds::{Platform, Portal};
 use govpaas_operator::certificates::tls::handshake_ok;
 use govpaas_operator::certificates::{
-    CertificateAuthority, IssuancePolicy, PlatformCaRequest, TrustAnchors, generate_platform_ca,
+    CertificateAuthority, IssuancePolicy, PlatformCaRequest, TenantCaRequest, TrustAnchors, generate_platform_ca,
 };
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, cluster, eventually, unique_name};
@@ -157,10 +157,7 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
 
     // A Portal: its TLS Secret, as a server, handshakes with a client trusting the bundle.
     let host = format!("dichvucong.{}", world.domain());
-    world.cluster.apply(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {ns}\nspec:\n  hosts: [{host}]\n  replicas: 1\n",
-        ns = world.tenant
-    ));
+    world.cluster.apply(&portal(&world.tenant, &host));
     let portals: Api<Portal> = Api::namespaced(world.client.clone(), &world.tenant);
     eventually(WAIT, "the Portal's CertificateReady", || async {
         let portal = portals.get("dichvucong").await.ok()?;
@@ -180,10 +177,7 @@ async fn a_damaged_certificate_secret_is_reported_and_reissued() {
     let world = World::new("cert-damage").await;
     let bundle = world.trust_bundle().await;
     let host = format!("dichvucong.{}", world.domain());
-    world.cluster.apply(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {ns}\nspec:\n  hosts: [{host}]\n  replicas: 1\n",
-        ns = world.tenant
-    ));
+    world.cluster.apply(&portal(&world.tenant, &host));
     let secret_name = "dichvucong-portal-tls";
     let original = world
         .secret_where(secret_name, "the Portal's TLS Secret", |s| {
@@ -224,6 +218,73 @@ async fn a_damaged_certificate_secret_is_reported_and_reissued() {
     // The operator is still there: damage is never a crash.
     let mut world = world;
     assert!(world.operator.is_running(), "the operator exited:\n{}", world.operator.log_tail(40));
+}
+
+#[tokio::test]
+async fn a_tenant_ca_due_for_renewal_is_renewed_and_its_leaves_move_with_every_handshake_working() {
+    let world = World::new("cert-renew").await;
+    let bundle = world.trust_bundle().await;
+    let platform_ca = world.platform_ca().await;
+    let host = format!("dichvucong.{}", world.domain());
+    world.cluster.apply(&portal(&world.tenant, &host));
+    let secret_name = "dichvucong-portal-tls";
+    let first = world.secret_where(secret_name, "the Portal's TLS Secret", |s| s.data.is_some()).await;
+    assert_handshake(&first, &bundle, &host);
+
+    // Put in place a tenant CA for this tenant, issued by the platform CA, that is past its
+    // renewal point: one hour of life, issued 45 minutes ago (as if time had passed).
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), operator::NAMESPACE);
+    let ca_secret = format!("govpaas-tenant-ca-{}", world.tenant);
+    let mut short = IssuancePolicy::default();
+    short.lifetimes.tenant_ca = time::Duration::HOUR;
+    let request = TenantCaRequest {
+        base_domain: world.base_domain.clone(),
+        agency_code: "H49".into(),
+        display_name: "Ủy ban nhân dân tỉnh Quảng Nam".into(),
+        domain: world.domain(),
+    };
+    let due = platform_ca.issue_tenant_ca(&request, &short, now() - time::Duration::minutes(45)).expect("a due CA");
+    let patch = serde_json::json!({ "data": {
+        "tls.crt": ByteString(due.certificate_pem().as_bytes().to_vec()),
+        "tls.key": ByteString(due.private_key_pem().expose().as_bytes().to_vec()),
+    }});
+    secrets.patch(&ca_secret, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("replacing the tenant CA");
+
+    // A reconcile of the Portal (an annotation wakes it) finds the tenant CA due, renews it, and
+    // re-issues the leaf from the renewed CA.
+    let portals: Api<Portal> = Api::namespaced(world.client.clone(), &world.tenant);
+    let touch = serde_json::json!({ "metadata": { "annotations": { "test.govpaas.io/touch": "1" } } });
+    portals.patch("dichvucong", &PatchParams::default(), &Patch::Merge(&touch)).await.expect("annotating the Portal");
+    let renewed = eventually(WAIT, "a renewed tenant CA", || async {
+        let stored = secrets.get(&ca_secret).await.ok()?;
+        let ca = CertificateAuthority::load_tenant_ca(
+            &data(&stored, "tls.crt"),
+            &data(&stored, "tls.key"),
+            &platform_ca,
+            now(),
+        )
+        .ok()?;
+        (ca.fingerprint() != due.fingerprint() && ca.not_after() > now() + time::Duration::days(30)).then_some(ca)
+    })
+    .await;
+    assert_eq!(renewed.permitted_domains(), [world.domain()], "the renewed CA keeps the name constraint");
+
+    // The leaf moves to the renewed CA; its chain carries it, and the handshake works.
+    let moved = world
+        .secret_where(secret_name, "the leaf re-issued from the renewed tenant CA", |s| {
+            String::from_utf8_lossy(&data(s, "tls.crt")).contains(renewed.certificate_pem().trim())
+        })
+        .await;
+    assert_handshake(&moved, &bundle, &host);
+    // A leaf of the old tenant CA, wherever a copy of it still serves, stays trusted until it
+    // expires: its chain carries its own intermediate.
+    assert_handshake(&first, &bundle, &host);
+}
+
+fn portal(namespace: &str, host: &str) -> String {
+    format!(
+        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {namespace}\nspec:\n  hosts: [{host}]\n  replicas: 1\n"
+    )
 }
 
 /// Overwrites one key of a Secret in the tenant's namespace, as someone editing it by hand would.

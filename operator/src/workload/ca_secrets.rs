@@ -19,11 +19,12 @@ use govpaas_crds::{Platform, Tenant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use time::{Duration, OffsetDateTime};
 
 use super::tenant::TenantContext;
+use crate::certificates::renewal::{is_due, renewal_time};
 use crate::certificates::{
     CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction, TenantCaRequest,
     generate_platform_ca,
@@ -172,7 +173,8 @@ pub async fn platform_ca(
         .map_err(|err| format!("the platform CA Secret {name} does not hold a usable CA: {err}")))
 }
 
-/// `tenant`'s CA, issued by `platform_ca` if it does not exist yet, or why it cannot be used.
+/// `tenant`'s CA, issued by `platform_ca` if it does not exist yet, renewed once it is due (or has
+/// expired), or why it cannot be used.
 pub async fn tenant_ca(
     api: &Api<Secret>,
     tenant: &Tenant,
@@ -183,18 +185,23 @@ pub async fn tenant_ca(
     now: OffsetDateTime,
 ) -> Result<std::result::Result<CertificateAuthority, String>> {
     let name = tenant_ca_secret_name(&context.name);
+    let request = TenantCaRequest {
+        base_domain: base_domain.to_owned(),
+        agency_code: context.agency_code.clone(),
+        display_name: context.display_name.clone(),
+        domain: context.domain.clone(),
+    };
+    let issue = || {
+        platform_ca
+            .issue_tenant_ca(&request, policy, now)
+            .map_err(|err| format!("cannot issue the CA of tenant {}: {err}", context.name))
+    };
     let stored = match api.get_opt(&name).await? {
         Some(secret) => secret,
         None => {
-            let request = TenantCaRequest {
-                base_domain: base_domain.to_owned(),
-                agency_code: context.agency_code.clone(),
-                display_name: context.display_name.clone(),
-                domain: context.domain.clone(),
-            };
-            let ca = match platform_ca.issue_tenant_ca(&request, policy, now) {
+            let ca = match issue() {
                 Ok(ca) => ca,
-                Err(err) => return Ok(Err(format!("cannot issue the CA of tenant {}: {err}", context.name))),
+                Err(message) => return Ok(Err(message)),
             };
             let mut secret_labels = labels::owned_labels(COMPONENT, &context.name);
             secret_labels.insert(TENANT_LABEL.to_owned(), context.name.clone());
@@ -212,6 +219,8 @@ pub async fn tenant_ca(
     };
     let ca = match CertificateAuthority::load_tenant_ca(&crt, &key, platform_ca, now) {
         Ok(ca) => ca,
+        // An expired tenant CA certifies nothing any more: replacing it loses nothing.
+        Err(err) if err.label() == "Expired" => return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await,
         Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
     };
     // A CA issued for another domain or agency (the Tenant's domain changed) cannot certify this
@@ -227,7 +236,55 @@ pub async fn tenant_ca(
             context.domain
         )));
     }
+    if is_due(now, ca.not_before(), ca.not_after(), policy.renewal) {
+        return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
+    }
     Ok(Ok(ca))
+}
+
+/// When `ca` (a tenant CA) is due for renewal.
+pub fn tenant_ca_renewal_time(ca: &CertificateAuthority, policy: &IssuancePolicy) -> OffsetDateTime {
+    renewal_time(ca.not_before(), ca.not_after(), policy.renewal)
+}
+
+/// Puts the newly `issued` CA into the tenant CA Secret `stored`, unless another reconcile renewed
+/// it first: the patch carries the resourceVersion that was read, so of two racing reconciles one
+/// writes and the other loads the winner's CA. Leaves of the old CA stay valid (their `tls.crt`
+/// carries it) until their controllers see another issuer and re-issue them.
+async fn renew_tenant_ca(
+    api: &Api<Secret>,
+    stored: &Secret,
+    issued: std::result::Result<CertificateAuthority, String>,
+    platform_ca: &CertificateAuthority,
+    now: OffsetDateTime,
+) -> Result<std::result::Result<CertificateAuthority, String>> {
+    let ca = match issued {
+        Ok(ca) => ca,
+        Err(message) => return Ok(Err(message)),
+    };
+    let name = stored.metadata.name.clone().unwrap_or_default();
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": stored.metadata.resource_version },
+        "data": {
+            "tls.crt": ByteString(ca.certificate_pem().as_bytes().to_vec()),
+            "tls.key": ByteString(ca.private_key_pem().expose().as_bytes().to_vec()),
+        },
+    });
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, subject = ca.subject(), "renewed a tenant CA");
+            Ok(Ok(ca))
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let winner = api.get(&name).await?;
+            let (Some(crt), Some(key)) = (secret_data(&winner, "tls.crt"), secret_data(&winner, "tls.key")) else {
+                return Ok(Err(format!("the tenant CA Secret {name} lacks tls.crt or tls.key")));
+            };
+            Ok(CertificateAuthority::load_tenant_ca(&crt, &key, platform_ca, now)
+                .map_err(|err| format!("the tenant CA Secret {name} does not hold a usable CA: {err}")))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 #[cfg(test)]
