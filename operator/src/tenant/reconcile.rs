@@ -9,6 +9,7 @@ use std::time::Duration;
 use govpaas_crds::platform::{Platform, PlatformStatus};
 use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
+use govpaas_crds::tenant::ServiceCounts;
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -403,6 +404,24 @@ fn used(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, Quantity> {
         .collect()
 }
 
+/// The tenant's services, counted in its namespaces (objects being deleted are no longer counted).
+fn service_counts(ctx: &Context, namespaces: &[String]) -> ServiceCounts {
+    fn count<K>(cached: &[Arc<kube::core::PartialObjectMeta<K>>], namespaces: &[String]) -> i32 {
+        let n = cached
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| o.metadata.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns)))
+            .count();
+        i32::try_from(n).unwrap_or(i32::MAX)
+    }
+    let caches = &ctx.caches;
+    ServiceCounts {
+        portals: count(&caches.portals.state(), namespaces),
+        document_services: count(&caches.document_services.state(), namespaces),
+        data_sharing_services: count(&caches.data_sharing_services.state(), namespaces),
+    }
+}
+
 /// Writes a status for an outcome that applied nothing: usage stays as last seen.
 async fn write_status(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_>) -> Result<()> {
     let used = tenant.status.as_ref().and_then(|s| s.quota.as_ref()).map(|q| q.used.clone()).unwrap_or_default();
@@ -430,7 +449,8 @@ async fn write_status_with_usage(
         .map(|t| t.name_any())
         .collect();
     children.sort();
-    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, used, children, &now);
+    let observed = status::Observed { used, children, services: service_counts(ctx, &tenant.namespace_names()) };
+    let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, observed, &now);
     if previous != Some(&new_status) {
         let api: Api<Tenant> = Api::all(ctx.client.clone());
         match apply::apply_status(&api, &tenant.name_any(), &new_status).await {
