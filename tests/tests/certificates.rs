@@ -132,6 +132,17 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
     assert_eq!(bundle, platform_ca.certificate_pem(), "the bundle is the platform CA");
     assert_eq!(TrustAnchors::from_pem(bundle.as_bytes()).expect("a usable bundle").certificates().len(), 1);
 
+    // Agency admins may edit ConfigMaps: a bundle edited by hand (a CA of their own slipped in) is
+    // put back at once, not at the next hourly resync.
+    let bundles: Api<ConfigMap> = Api::namespaced(world.client.clone(), &world.tenant);
+    let edit = serde_json::json!({ "data": { "ca.crt": format!("{bundle}{}", foreign_ca().certificate_pem()) } });
+    bundles.patch(TRUST_BUNDLE, &PatchParams::default(), &Patch::Merge(&edit)).await.expect("editing the bundle");
+    eventually(Duration::from_secs(30), "the hand-edited trust bundle put back", || async {
+        let data = bundles.get(TRUST_BUNDLE).await.ok()?.data?;
+        (data.get("ca.crt") == Some(&bundle)).then_some(())
+    })
+    .await;
+
     // The Platform's status shows the CA's expiry (the `CA Expires` column).
     let platforms: Api<Platform> = Api::all(world.client.clone());
     let expected = platform_ca.not_after().unix_timestamp();
@@ -187,9 +198,7 @@ async fn a_damaged_certificate_secret_is_reported_and_reissued() {
     assert_handshake(&original, &bundle, &host);
 
     // 1. A key that belongs to another certificate (a hand edit gone wrong).
-    let request = PlatformCaRequest::new("example.org", "someone else");
-    let foreign = generate_platform_ca(&request, &IssuancePolicy::default(), now()).expect("a throw-away CA");
-    let foreign_key = foreign.private_key_pem().expose().as_bytes().to_vec();
+    let foreign_key = foreign_ca().private_key_pem().expose().as_bytes().to_vec();
     patch_secret(&world, secret_name, "tls.key", foreign_key.clone()).await;
     let repaired = world
         .secret_where(secret_name, "the TLS Secret re-issued after a foreign key", |s| {
@@ -279,6 +288,12 @@ async fn a_tenant_ca_due_for_renewal_is_renewed_and_its_leaves_move_with_every_h
     // A leaf of the old tenant CA, wherever a copy of it still serves, stays trusted until it
     // expires: its chain carries its own intermediate.
     assert_handshake(&first, &bundle, &host);
+}
+
+/// A CA that has nothing to do with the platform.
+fn foreign_ca() -> CertificateAuthority {
+    let request = PlatformCaRequest::new("example.org", "someone else");
+    generate_platform_ca(&request, &IssuancePolicy::default(), now()).expect("a throw-away CA")
 }
 
 fn portal(namespace: &str, host: &str) -> String {

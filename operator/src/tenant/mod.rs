@@ -31,7 +31,7 @@ use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
 use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal, Tenant};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
@@ -312,6 +312,9 @@ pub async fn run(client: Client, settings: Settings) {
     let (cluster_roles, cluster_role_stream) = watch::metadata_cache::<ClusterRole>(client.clone(), &owned);
     let (cluster_role_bindings, cluster_binding_stream) =
         watch::metadata_cache::<ClusterRoleBinding>(client.clone(), &owned);
+    // Trust bundles are never pruned, so nothing reads their cache: the watch only brings a
+    // hand-edited or deleted bundle back at once (agency admins may edit ConfigMaps).
+    let (_, trust_bundle_stream) = watch::metadata_cache::<ConfigMap>(client.clone(), &owned);
 
     let (portals, portal_stream) = watch::census::<Portal>(client.clone());
     let (document_services, document_stream) = watch::census::<DocumentService>(client.clone());
@@ -325,6 +328,7 @@ pub async fn run(client: Client, settings: Settings) {
         .watches_stream(binding_stream, owning_tenants(tenants.clone()))
         .watches_stream(cluster_role_stream, owning_tenants(tenants.clone()))
         .watches_stream(cluster_binding_stream, owning_tenants(tenants.clone()))
+        .watches_stream(trust_bundle_stream, owning_tenants(tenants.clone()))
         .watches_stream(portal_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
         .watches_stream(document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
         .watches_stream(data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
