@@ -83,6 +83,24 @@ impl World {
         eventually(WAIT, what, || async { api.get_opt(name).await.ok()?.filter(|s| check(s)) }).await
     }
 
+    /// The operator's `/metrics`, from the address it logged at start-up.
+    async fn metrics(&self) -> String {
+        let log = self.operator.log();
+        let line = log.lines().find(|l| l.contains("serving /metrics")).expect("the operator logs its metrics address");
+        let start = line.find("127.0.0.1:").expect("a loopback address");
+        let address: String =
+            line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to /metrics");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .expect("asking for /metrics");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("reading /metrics");
+        response
+    }
+
     /// The notes of the Warning Events with `reason` about the Portal `name`.
     async fn warnings(&self, reason: &str, name: &str) -> Vec<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.tenant);
@@ -162,6 +180,21 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
             .expect("a tenant CA issued by the platform CA");
     assert_eq!(tenant_ca.permitted_domains(), [world.domain()]);
     assert_eq!(tenant_ca.agency().map(|a| a.agency_code().to_owned()).as_deref(), Some("H49"));
+    // Both CAs' expiry is a gauge (the tenant controller records them as it loads them).
+    for (kind, secret, ca) in [("platform-ca", "govpaas-ca", &platform_ca), ("tenant-ca", name.as_str(), &tenant_ca)] {
+        let labels = [format!("kind=\"{kind}\""), format!("secret=\"{secret}\"")];
+        let expected = format!(" {}", ca.not_after().unix_timestamp());
+        eventually(WAIT, &format!("the {kind}'s expiry gauge"), || async {
+            let metrics = world.metrics().await;
+            metrics
+                .lines()
+                .filter(|l| l.contains("certificate_expiration_timestamp_seconds{"))
+                .any(|l| labels.iter().all(|label| l.contains(label)) && l.ends_with(&expected))
+                .then_some(())
+        })
+        .await;
+    }
+
     // Nothing of it in the tenant's own namespace.
     let own = world.secrets().list(&ListParams::default()).await.expect("listing the tenant's Secrets");
     assert!(own.items.iter().all(|s| s.metadata.name.as_deref() != Some(name.as_str())));

@@ -154,6 +154,8 @@ struct Relations {
     generations: HashMap<String, Option<i64>>,
     /// Turns `true` when the Tenant watch has listed (its `InitDone`).
     listed: tokio::sync::watch::Sender<bool>,
+    /// A deleted Tenant's CA leaves the certificate gauges (its Secret goes with it).
+    settings: Settings,
 }
 
 impl Relations {
@@ -174,6 +176,10 @@ impl Relations {
                     let mut ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     ledger.forget(&object.name_any());
                 }
+                let secret = crate::workload::ca_secrets::tenant_ca_secret_name(&object.name_any());
+                let namespace = &self.settings.operator_namespace;
+                let key = crate::workload::ca_secrets::ca_gauge_key(namespace, &secret, "tenant-ca");
+                self.settings.telemetry.certificates.forget(&key);
                 self.wake_family(object);
                 if let Ok(tenant) = &object.0
                     && let Some(parent) = &tenant.spec.parent
@@ -282,6 +288,7 @@ pub async fn run(client: Client, settings: Settings) {
         wake: wake.clone(),
         generations: HashMap::new(),
         listed,
+        settings: settings.clone(),
     };
     let tenant_stream = watcher(Api::<TenantObject>::all(client.clone()), tenant_watch)
         .default_backoff()

@@ -26,7 +26,7 @@ use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
 use super::status::{self, Outcome, Suspension};
 use super::validate;
 use super::{COMPONENT, Context, TenantObject, suspend};
-use crate::certificates::renewal::requeue_after;
+use crate::certificates::renewal::{renewal_time, requeue_after};
 use crate::certificates::{BundleCa, TrustRotation};
 use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
@@ -237,11 +237,26 @@ async fn trust_bundle(
         Err(message) => return unusable(message),
     };
     publish_platform_ca(ctx, platform, &platform_ca).await;
+    // Gauges: the platform CA's renewal point is when the admin should rotate it (a generated root
+    // is never replaced silently); a tenant CA's is when the operator renews it.
+    let gauges = &ctx.settings.telemetry.certificates;
+    let operator_namespace = &ctx.settings.operator_namespace;
+    gauges.observe(
+        ca_secrets::ca_gauge_key(operator_namespace, &platform.spec.ca.secret_name, "platform-ca"),
+        platform_ca.not_after().unix_timestamp(),
+        renewal_time(platform_ca.not_before(), platform_ca.not_after(), policy.renewal).unix_timestamp(),
+    );
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
     let renewal = match ca_secrets::tenant_ca(&api, tenant, &context, base_domain, &platform_ca, &policy, now).await? {
-        Ok(tenant_ca) => Some(ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy)),
+        Ok(tenant_ca) => {
+            let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
+            let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());
+            let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
+            gauges.observe(key, tenant_ca.not_after().unix_timestamp(), renewal.unix_timestamp());
+            Some(renewal)
+        }
         Err(message) => {
             // The bundle holds the platform CA only: it is still right.
             warn!(%message, "the tenant's CA cannot be used");

@@ -31,11 +31,18 @@ use crate::certificates::{
 };
 use crate::error::Result;
 use crate::reconcile::labels;
+use crate::telemetry::CertificateKey;
 
 /// The component label of CA Secrets this module creates.
 pub const COMPONENT: &str = "certificate-authority";
 /// The label naming the tenant of a tenant CA Secret.
 pub const TENANT_LABEL: &str = govpaas_crds::metadata::TENANT_LABEL;
+
+/// The gauge series of a CA held in the Secret `secret` of the operator's namespace; `kind` is
+/// `platform-ca` or `tenant-ca`.
+pub fn ca_gauge_key(operator_namespace: &str, secret: &str, kind: &'static str) -> CertificateKey {
+    CertificateKey { namespace: operator_namespace.to_owned(), secret: secret.to_owned(), kind }
+}
 
 /// The Secret of `tenant`'s CA in the operator's namespace.
 pub fn tenant_ca_secret_name(tenant: &str) -> String {
