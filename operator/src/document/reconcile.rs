@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use super::build::{self, COMPONENT, ClaimBinding, EXCHANGE_LABEL, IDENTITY_KIND, Inputs, Names};
 use super::retention::{self, RESTORE_ANNOTATION, RestoreTarget, VolumeOwner};
@@ -72,18 +72,8 @@ pub async fn reconcile(object: Arc<DocumentObject>, ctx: Arc<Context>) -> Result
         document_service = %object.name_any()
     );
     async move {
-        let service = match &object.0 {
-            Ok(service) => service,
-            Err(invalid) => {
-                let note = format!("the DocumentService cannot be read: {invalid}; fix or re-apply it");
-                let reference = object.object_ref(&());
-                ctx.shared
-                    .publisher
-                    .publish(&reference, EventType::Warning, "InvalidSpec", "Reconcile", &note, None)
-                    .await;
-                warn!(error = %invalid, "unreadable DocumentService");
-                return Ok(Action::await_change());
-            }
+        let Some(service) = ctx.shared.readable(&object, "DocumentService").await else {
+            return Ok(Action::await_change());
         };
         ctx.shared.wait_until_ready().await?;
         reconcile_service(service, &ctx).await

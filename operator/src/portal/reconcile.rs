@@ -14,11 +14,10 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use super::build::{self, COMPONENT, Inputs, Names};
 use crate::certificates::renewal::requeue_after;
@@ -60,18 +59,8 @@ pub async fn reconcile(object: Arc<PortalObject>, ctx: Arc<Context>) -> Result<A
         portal = %object.name_any()
     );
     async move {
-        let portal = match &object.0 {
-            Ok(portal) => portal,
-            Err(invalid) => {
-                let note = format!("the Portal cannot be read: {invalid}; fix or re-apply it");
-                let reference = object.object_ref(&());
-                ctx.shared
-                    .publisher
-                    .publish(&reference, EventType::Warning, "InvalidSpec", "Reconcile", &note, None)
-                    .await;
-                warn!(error = %invalid, "unreadable Portal");
-                return Ok(Action::await_change());
-            }
+        let Some(portal) = ctx.shared.readable(&object, "Portal").await else {
+            return Ok(Action::await_change());
         };
         ctx.shared.wait_until_ready().await?;
         reconcile_portal(portal, &ctx).await

@@ -20,6 +20,7 @@ use govpaas_crds::{DocumentService, Platform, Portal, Tenant};
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
@@ -77,6 +78,27 @@ pub struct Shared {
     pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The caches that have listed once.
     listed: tokio::sync::watch::Receiver<std::collections::BTreeSet<&'static str>>,
+}
+
+impl Shared {
+    /// The service inside `object`, or `None` after reporting that it cannot be read (a Warning
+    /// Event on it and a log line): an object that does not deserialize waits for its owner to fix
+    /// it, and never breaks the watch.
+    pub async fn readable<'a, K>(&self, object: &'a DeserializeGuard<K>, kind: &str) -> Option<&'a K>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        match &object.0 {
+            Ok(service) => Some(service),
+            Err(invalid) => {
+                let note = format!("the {kind} cannot be read: {invalid}; fix or re-apply it");
+                let reference = object.object_ref(&());
+                self.publisher.publish(&reference, EventType::Warning, "InvalidSpec", "Reconcile", &note, None).await;
+                tracing::warn!(error = %invalid, kind, "unreadable object");
+                None
+            }
+        }
+    }
 }
 
 /// Where a service stands with its tenant.
