@@ -35,6 +35,12 @@ pub enum Error {
     #[error("cannot publish an Event: {0}")]
     Event(#[source] kube::Error),
 
+    /// A reconcile did not finish in time and was cancelled (it is retried with backoff; every step
+    /// is an idempotent apply, so a cancelled reconcile leaves nothing half-done that the retry
+    /// does not finish).
+    #[error("the reconcile did not finish within {} s", .0.as_secs())]
+    Timeout(std::time::Duration),
+
     /// Leader election failed, or this instance lost the Lease while leading.
     #[error("leader election: {0}")]
     Leadership(String),
@@ -54,6 +60,7 @@ impl Error {
             Error::Serialize { .. } => "Serialize",
             Error::MissingField { .. } => "MissingField",
             Error::Event(_) => "Event",
+            Error::Timeout(_) => "Timeout",
             Error::Leadership(_) => "Leadership",
             Error::Serve { .. } => "Serve",
         }

@@ -23,6 +23,10 @@ use crate::telemetry::Telemetry;
 
 /// The first retry after an error.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// How long one reconcile may take before it is cancelled and retried: a reconcile is a handful of
+/// API round trips, so one that hangs (a request the API server never answers, a stuck await) must
+/// not silently stop its object from ever being reconciled again.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest wait between retries of a failing object.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -70,7 +74,8 @@ pub fn delay_after(failures: u32) -> Duration {
 
 /// Runs `controller` until shutdown (SIGTERM or Ctrl-C: reconciles in flight finish, no new ones
 /// start), at most `concurrency` reconciles at once (never two of one object). Each reconcile is
-/// measured in `telemetry` (outcome, error variant, duration), the cache's size is reported as
+/// cancelled after [`RECONCILE_TIMEOUT`] and retried with backoff, and measured in `telemetry`
+/// (outcome, error variant, duration); the cache's size is reported as
 /// managed objects, and readiness waits for the cache to sync.
 pub async fn run<K, Ctx, Fut>(
     name: &'static str,
@@ -106,7 +111,9 @@ pub async fn run<K, Ctx, Fut>(
         let mut timer = metrics.reconcile(name);
         let reconciled = reconcile(object, ctx);
         async move {
-            let result = reconciled.await;
+            let result = tokio::time::timeout(RECONCILE_TIMEOUT, reconciled)
+                .await
+                .unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)));
             if let Err(error) = &result {
                 timer.failed(error.metric_label());
             }
