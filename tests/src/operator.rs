@@ -242,6 +242,24 @@ impl OperatorProcess {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// The operator's `/metrics` (the whole HTTP response), from the address it logged at start-up.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("serving /metrics")).expect("the operator logs its metrics address");
+        let start = line.find("127.0.0.1:").expect("a loopback address");
+        let address: String =
+            line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to /metrics");
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await
+            .expect("asking for /metrics");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("reading /metrics");
+        response
+    }
+
     /// The operator's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

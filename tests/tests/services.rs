@@ -208,22 +208,9 @@ impl World {
         ]
     }
 
-    /// The operator's `/metrics`, from the address it logged at start-up.
+    /// The operator's `/metrics`.
     async fn metrics(&self) -> String {
-        let log = self.operator.log();
-        let line = log.lines().find(|l| l.contains("serving /metrics")).expect("the operator logs its metrics address");
-        let start = line.find("127.0.0.1:").expect("a loopback address");
-        let address: String =
-            line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to /metrics");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-            .await
-            .expect("asking for /metrics");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("reading /metrics");
-        response
+        self.operator.metrics().await
     }
 
     /// How many times the operator logged applying the `kind` `name` (a debug line of each
