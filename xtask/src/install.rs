@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -119,16 +118,4 @@ pub fn build_operator() -> Result<PathBuf> {
         bail!("building govpaas-operator failed");
     }
     Ok(target.join("debug").join("govpaas-operator"))
-}
-
-/// Polls `check` every 500 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        if Instant::now() > deadline {
-            bail!("timed out after {}s waiting for {what}", timeout.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Ok(())
 }
