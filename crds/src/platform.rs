@@ -32,6 +32,7 @@ pub const PLATFORM_NAME: &str = "default";
     printcolumn(name = "Base Domain", type_ = "string", json_path = ".spec.baseDomain", description = "Domain under which every tenant gets its own"),
     printcolumn(name = "CA", type_ = "string", json_path = ".spec.ca.mode", description = "Generated root or imported intermediate"),
     printcolumn(name = "CA Expires", type_ = "string", json_path = ".status.ca.notAfter", description = "When the platform CA certificate expires"),
+    printcolumn(name = "Trust", type_ = "string", json_path = ".status.trust.phase", description = "Stable, or the phase of a CA rotation under way"),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants", description = "Tenants on the platform"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -226,6 +227,13 @@ pub struct CaSettings {
     /// from then on (a new tenant, a renewal, a rotation), never an existing one.
     #[serde(default)]
     pub key_algorithm: CaKeyAlgorithm,
+    /// During a CA rotation, how long the two-CA trust bundle must have been everywhere before
+    /// certificates are re-issued from the new CA: time for kubelets to refresh mounted
+    /// ConfigMaps and Secrets (about a minute by default) and for every client to reload its
+    /// trust. A rotation starts when `secretName` is changed to a Secret holding another CA.
+    #[serde(default = "default_propagation_delay")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    pub propagation_delay: String,
 }
 
 /// The key type of generated CAs.
@@ -247,6 +255,9 @@ fn default_ca_secret() -> String {
 fn default_ca_organization() -> String {
     "govpaas".into()
 }
+fn default_propagation_delay() -> String {
+    "10m".into()
+}
 
 impl Default for CaSettings {
     fn default() -> Self {
@@ -255,6 +266,7 @@ impl Default for CaSettings {
             secret_name: default_ca_secret(),
             organization: default_ca_organization(),
             key_algorithm: CaKeyAlgorithm::default(),
+            propagation_delay: default_propagation_delay(),
         }
     }
 }
@@ -401,13 +413,58 @@ pub struct PlatformStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
-    /// The platform CA certificate.
+    /// The platform CA certificate named by `spec.ca.secretName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<CertificateStatus>,
+    /// The trust bundle every tenant receives, and the progress of a CA rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustStatus>,
     /// The LGSP gateway's public URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
     /// Tenants on the platform.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<i32>,
+}
+
+/// The platform trust bundle and its rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustStatus {
+    /// `Stable` (one CA), `Distributing` (the new CA is joining every bundle; certificates still
+    /// come from the old one) or `Reissuing` (certificates are re-issued from the new CA; the old
+    /// one leaves the bundles when none chains to it any more).
+    pub phase: String,
+    /// The CAs in every trust bundle, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cas: Vec<TrustedCa>,
+    /// Distributing: when certificates start to be re-issued from the new CA, at the earliest
+    /// (the new CA joined the bundles plus `spec.ca.propagationDelay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Distributing: trust bundles and certificate Secrets that do not carry the two-CA bundle yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundles_pending: Option<i32>,
+    /// During a rotation: tenant CAs and certificates that still chain to the old CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_old_ca: Option<i32>,
+    /// During a rotation: tenant CAs and certificates already chaining to the new CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_new_ca: Option<i32>,
+    /// Some of what the rotation waits for (`namespace/secret` or `namespace/configmap`), at most ten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+}
+
+/// A CA of the trust bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedCa {
+    /// The Secret in the operator's namespace that holds it.
+    pub secret_name: String,
+    /// SHA-256 fingerprint of its certificate, hex.
+    pub fingerprint: String,
+    /// `issuing`, `retiring` (leaving the bundle once nothing chains to it) or `joining` (in the
+    /// bundle, issuing once the propagation delay has passed).
+    pub role: String,
 }

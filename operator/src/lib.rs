@@ -9,4 +9,5 @@ pub mod quota;
 pub mod reconcile;
 pub mod telemetry;
 pub mod tenant;
+pub mod trust;
 pub mod workload;

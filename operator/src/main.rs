@@ -16,7 +16,7 @@ use clap::{Parser, ValueEnum};
 use govpaas_operator::error::{Error, Result};
 use govpaas_operator::leader::{self, Leadership};
 use govpaas_operator::telemetry::{self, Telemetry};
-use govpaas_operator::{tenant, workload};
+use govpaas_operator::{tenant, trust, workload};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
@@ -153,7 +153,11 @@ async fn run(args: Args) -> Result<()> {
     // Portals and DocumentServices run beside the tenant controller, with the same settings. The
     // controllers stop on SIGTERM themselves, finishing the reconciles in flight.
     let controllers = async {
-        tokio::join!(tenant::run(client.clone(), settings.clone()), workload::runtime::run(client, settings));
+        tokio::join!(
+            trust::run(client.clone(), settings.clone()),
+            tenant::run(client.clone(), settings.clone()),
+            workload::runtime::run(client, settings)
+        );
     };
     match leadership.as_mut() {
         Some(leading) => {

@@ -47,7 +47,7 @@ impl BundleCa {
     }
 
     /// True when `cert` is this CA, or was signed by it.
-    fn anchors(&self, cert: &CertificateDer<'_>) -> bool {
+    pub fn anchors(&self, cert: &CertificateDer<'_>) -> bool {
         if pem::fingerprint(cert) == self.fingerprint {
             return true;
         }

@@ -37,6 +37,12 @@ impl CertificateGauges {
         map.insert(key, Times { not_after, renewal });
     }
 
+    /// Forgets every certificate `unwanted` picks.
+    pub fn forget_where(&self, unwanted: impl Fn(&CertificateKey) -> bool) {
+        let mut map = self.certificates.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|key, _| !unwanted(key));
+    }
+
     /// Forgets a certificate whose Secret is gone.
     pub fn forget(&self, key: &CertificateKey) {
         let mut map = self.certificates.write().unwrap_or_else(|p| p.into_inner());

@@ -310,6 +310,14 @@ pub async fn run(client: Client, settings: Settings) {
     .predicate_filter(predicates::generation, Default::default())
     .filter_map(|platform| futures::future::ready(platform.ok().map(|_| ())));
 
+    // Every step of a CA rotation changes the bundle each tenant's namespaces must carry.
+    let trust_stream =
+        watcher(Api::<ConfigMap>::all(client.clone()), crate::trust::watch_config(&settings.operator_namespace))
+            .default_backoff()
+            .modify(watch::strip)
+            .touched_objects()
+            .filter_map(|config_map| futures::future::ready(config_map.ok().map(|_| ())));
+
     let owned = labels::component_selector(COMPONENT);
     let (namespaces, namespace_stream) = watch::metadata_cache::<Namespace>(client.clone(), &owned);
     let (resource_quotas, quota_stream) = watch::object_cache::<ResourceQuota>(client.clone(), &owned);
@@ -340,6 +348,7 @@ pub async fn run(client: Client, settings: Settings) {
         .watches_stream(document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
         .watches_stream(data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
         .reconcile_all_on(platform_stream)
+        .reconcile_all_on(trust_stream)
         .reconcile_on(woken);
 
     let caches = Caches {

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use govpaas_crds::platform::{Platform, PlatformStatus};
+use govpaas_crds::platform::Platform;
 use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
 use govpaas_crds::tenant::ServiceCounts;
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -26,8 +26,7 @@ use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
 use super::status::{self, Outcome, Suspension};
 use super::validate;
 use super::{COMPONENT, Context, TenantObject, suspend};
-use crate::certificates::renewal::{renewal_time, requeue_after};
-use crate::certificates::{BundleCa, TrustRotation};
+use crate::certificates::renewal::requeue_after;
 use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
@@ -211,11 +210,12 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(if waiting || resuming { WAITING } else { resync }))
 }
 
-/// The trust bundle of the tenant's namespaces, after making sure the platform CA and the tenant's
-/// own CA exist and are current (so a tenant has its intermediate before its first service, and
-/// it is renewed on time even without services); and when the tenant CA is next due. No bundle,
-/// with a warning, when the platform CA cannot be used: the services' conditions say why, and an
-/// existing bundle stays as it is.
+/// The trust bundle of the tenant's namespaces, after making sure the platform trust and the
+/// tenant's own CA exist and are current (so a tenant has its intermediate before its first
+/// service, it is renewed on time even without services, and it moves to the new platform CA as
+/// soon as a rotation re-issues); and when the tenant CA is next due. No bundle, with a warning,
+/// when the platform trust cannot be used: the Platform's and the services' conditions say why,
+/// and an existing bundle stays as it is.
 async fn trust_bundle(
     ctx: &Context,
     tenant: &Tenant,
@@ -223,7 +223,9 @@ async fn trust_bundle(
     domain: &str,
 ) -> Result<(Option<String>, Option<time::OffsetDateTime>)> {
     let now = time::OffsetDateTime::now_utc();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.operator_namespace);
+    let operator_namespace = &ctx.settings.operator_namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), operator_namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), operator_namespace);
     let unusable = |message: String| {
         warn!(%message, "no trust bundle: the certificate authority cannot be used");
         Ok((None, None))
@@ -232,53 +234,34 @@ async fn trust_bundle(
         Ok(policy) => policy,
         Err(message) => return unusable(message),
     };
-    let platform_ca = match ca_secrets::platform_ca(&api, platform, &policy, now).await? {
-        Ok(ca) => ca,
-        Err(message) => return unusable(message),
-    };
-    publish_platform_ca(ctx, platform, &platform_ca).await;
-    // Gauges: the platform CA's renewal point is when the admin should rotate it (a generated root
-    // is never replaced silently); a tenant CA's is when the operator renews it.
-    let gauges = &ctx.settings.telemetry.certificates;
-    let operator_namespace = &ctx.settings.operator_namespace;
-    gauges.observe(
-        ca_secrets::ca_gauge_key(operator_namespace, &platform.spec.ca.secret_name, "platform-ca"),
-        platform_ca.not_after().unix_timestamp(),
-        renewal_time(platform_ca.not_before(), platform_ca.not_after(), policy.renewal).unix_timestamp(),
-    );
+    let trust =
+        match crate::trust::platform_trust(&secrets, &config_maps, operator_namespace, platform, &policy, now).await? {
+            Ok(trust) => trust,
+            Err(message) => return unusable(message),
+        };
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
-    let renewal = match ca_secrets::tenant_ca(&api, tenant, &context, base_domain, &platform_ca, &policy, now).await? {
+    let renewal = match ca_secrets::tenant_ca(&secrets, tenant, &context, base_domain, &trust, &policy, now).await? {
         Ok(tenant_ca) => {
+            // A tenant CA's renewal point is when the operator renews it.
             let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
             let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());
             let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
-            gauges.observe(key, tenant_ca.not_after().unix_timestamp(), renewal.unix_timestamp());
+            ctx.settings.telemetry.certificates.observe(
+                key,
+                tenant_ca.not_after().unix_timestamp(),
+                renewal.unix_timestamp(),
+            );
             Some(renewal)
         }
         Err(message) => {
-            // The bundle holds the platform CA only: it is still right.
+            // The bundle holds the platform CAs only: it is still right.
             warn!(%message, "the tenant's CA cannot be used");
             None
         }
     };
-    Ok((Some(TrustRotation::new(BundleCa::of(&platform_ca)).bundle_pem()), renewal))
-}
-
-/// Writes the platform CA into the Platform's `status.ca` (the `CA Expires` column) when the cached
-/// Platform says otherwise. Every operator writes the same value under the same field manager, so
-/// operators of different tenant scopes agree. A failed write is logged, never a failed tenant.
-async fn publish_platform_ca(ctx: &Context, platform: &Platform, ca: &crate::certificates::CertificateAuthority) {
-    let desired = ca_secrets::platform_ca_status(&platform.spec.ca.secret_name, ca);
-    if platform.status.as_ref().and_then(|s| s.ca.as_ref()) == Some(&desired) {
-        return;
-    }
-    let status = PlatformStatus { ca: Some(desired), ..PlatformStatus::default() };
-    let api: Api<Platform> = Api::all(ctx.client.clone());
-    if let Err(err) = apply::apply_status(&api, &platform.name_any(), &status).await {
-        warn!(error = %err, "cannot write the platform CA into the Platform's status");
-    }
+    Ok((Some(trust.bundle_pem), renewal))
 }
 
 /// The parent, siblings and children of `tenant` as quota decisions see them.

@@ -26,12 +26,13 @@ use time::{Duration, OffsetDateTime};
 use super::tenant::TenantContext;
 use crate::certificates::renewal::{is_due, renewal_time};
 use crate::certificates::{
-    CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction, TenantCaRequest,
-    generate_platform_ca,
+    BundleCa, CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction,
+    TenantCaRequest, generate_platform_ca,
 };
 use crate::error::Result;
 use crate::reconcile::labels;
 use crate::telemetry::CertificateKey;
+use crate::trust::PlatformTrust;
 
 /// The component label of CA Secrets this module creates.
 pub const COMPONENT: &str = "certificate-authority";
@@ -180,17 +181,19 @@ pub async fn platform_ca(
         .map_err(|err| format!("the platform CA Secret {name} does not hold a usable CA: {err}")))
 }
 
-/// `tenant`'s CA, issued by `platform_ca` if it does not exist yet, renewed once it is due (or has
-/// expired), or why it cannot be used.
+/// `tenant`'s CA, issued by the issuing platform CA of `trust` if it does not exist yet, renewed
+/// once it is due (or has expired) or once a platform CA rotation retires the CA that issued it,
+/// or why it cannot be used.
 pub async fn tenant_ca(
     api: &Api<Secret>,
     tenant: &Tenant,
     context: &TenantContext,
     base_domain: &str,
-    platform_ca: &CertificateAuthority,
+    trust: &PlatformTrust,
     policy: &IssuancePolicy,
     now: OffsetDateTime,
 ) -> Result<std::result::Result<CertificateAuthority, String>> {
+    let platform_ca = &trust.issuing;
     let name = tenant_ca_secret_name(&context.name);
     let request = TenantCaRequest {
         base_domain: base_domain.to_owned(),
@@ -228,6 +231,10 @@ pub async fn tenant_ca(
         Ok(ca) => ca,
         // An expired tenant CA certifies nothing any more: replacing it loses nothing.
         Err(err) if err.label() == "Expired" => return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await,
+        // A platform CA rotation is re-issuing: a tenant CA of the retiring CA moves to the new one.
+        Err(err) if err.label() == "IssuerMismatch" && issued_by(trust.retiring.as_ref(), &crt) => {
+            return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
+        }
         Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
     };
     // A CA issued for another domain or agency (the Tenant's domain changed) cannot certify this
@@ -247,6 +254,15 @@ pub async fn tenant_ca(
         return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
     }
     Ok(Ok(ca))
+}
+
+/// Whether the CA certificate in `certificate_pem` was issued by `ca`.
+fn issued_by(ca: Option<&BundleCa>, certificate_pem: &[u8]) -> bool {
+    let Some(ca) = ca else { return false };
+    crate::certificates::verify::chain_from_pem("tls.crt", certificate_pem)
+        .ok()
+        .and_then(|chain| chain.into_iter().next())
+        .is_some_and(|certificate| ca.anchors(&certificate))
 }
 
 /// When `ca` (a tenant CA) is due for renewal.

@@ -17,7 +17,7 @@ use govpaas_crds::conditions::{READY, reasons};
 use govpaas_crds::metadata::{SUSPENDED_LABEL, TENANT_LABEL};
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DocumentService, Platform, Portal, Tenant};
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::EventType;
@@ -44,7 +44,8 @@ pub type PortalObject = DeserializeGuard<Portal>;
 pub type DocumentObject = DeserializeGuard<DocumentService>;
 
 /// The caches every reconcile reads, by the name each reports when it has listed once.
-const CACHES: [&str; 6] = ["Platform", "Tenant", "Namespace", "ResourceQuota", "Portal", "DocumentService"];
+const CACHES: [&str; 7] =
+    ["Platform", "ConfigMap", "Tenant", "Namespace", "ResourceQuota", "Portal", "DocumentService"];
 
 /// Which caches have listed once. Readiness is tracked from the watch streams' `InitDone`, not by
 /// awaiting `Store::wait_until_ready`: a store wakes only one waiter (kube-runtime's `DelayedInit`
@@ -226,23 +227,21 @@ impl Shared {
             Ok(policy) => policy,
             Err(message) => return Ok(Err(message)),
         };
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.settings.operator_namespace);
-        let platform_ca = match ca_secrets::platform_ca(&api, platform, &policy, now).await? {
-            Ok(ca) => ca,
-            Err(message) => return Ok(Err(message)),
-        };
+        let namespace = &self.settings.operator_namespace;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let platform_trust =
+            match crate::trust::platform_trust(&secrets, &config_maps, namespace, platform, &policy, now).await? {
+                Ok(trust) => trust,
+                Err(message) => return Ok(Err(message)),
+            };
+        let base_domain = &platform.spec.base_domain;
         let tenant_ca =
-            match ca_secrets::tenant_ca(&api, tenant, context, &platform.spec.base_domain, &platform_ca, &policy, now)
-                .await?
-            {
+            match ca_secrets::tenant_ca(&secrets, tenant, context, base_domain, &platform_trust, &policy, now).await? {
                 Ok(ca) => ca,
                 Err(message) => return Ok(Err(message)),
             };
-        let trust_pem = platform_ca.certificate_pem().to_owned();
-        let trust = match TrustAnchors::from_pem(trust_pem.as_bytes()) {
-            Ok(trust) => trust,
-            Err(err) => return Ok(Err(format!("the platform CA cannot anchor trust: {err}"))),
-        };
+        let crate::trust::PlatformTrust { bundle_pem: trust_pem, anchors: trust, .. } = platform_trust;
         Ok(Ok(Authority { tenant_ca, trust, trust_pem, policy }))
     }
 }
@@ -455,12 +454,27 @@ pub async fn run(client: Client, settings: Settings) {
         certificates: settings.telemetry.certificates.clone(),
     }));
 
+    // Services read the Platform's spec only: its status (written on every step of a CA rotation)
+    // wakes nobody.
     let wake_all = {
         let fanout = fanout.clone();
-        move |_: &Platform| lock(&fanout).wake_where(|_| true)
+        let mut seen = None;
+        move |platform: &Platform| {
+            if seen.replace(platform.meta().generation) != Some(platform.meta().generation) {
+                lock(&fanout).wake_where(|_| true);
+            }
+        }
     };
     let platform_config = watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}"));
     let (platforms, platform_task) = related::<Platform>(&client, platform_config, &listed, wake_all);
+    // Every step of a CA rotation changes the trust state: which CA issues, which bundle is handed
+    // out. Every service looks again.
+    let wake_on_trust = {
+        let fanout = fanout.clone();
+        move |_: &ConfigMap| lock(&fanout).wake_where(|_| true)
+    };
+    let (_, trust_task) =
+        related::<ConfigMap>(&client, crate::trust::watch_config(&settings.operator_namespace), &listed, wake_on_trust);
 
     let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let wake_tenant = {
@@ -574,7 +588,7 @@ pub async fn run(client: Client, settings: Settings) {
     // The related watchers run until their streams end, which they do not; the controllers stop
     // on SIGTERM, and then so does this.
     let related = async {
-        tokio::join!(platform_task, tenant_task, namespace_task, quota_task);
+        tokio::join!(platform_task, trust_task, tenant_task, namespace_task, quota_task);
     };
     let controllers = async {
         tokio::join!(
@@ -651,6 +665,7 @@ mod tests {
         }
         let reported = [
             name::<Platform>(),
+            name::<ConfigMap>(),
             name::<TenantObject>(),
             "Namespace",
             name::<ResourceQuota>(),

@@ -1,0 +1,171 @@
+//! Counting, during a rotation, where the cluster's trust bundles and certificates stand. Pure:
+//! the controller lists the objects and hands them over.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
+
+use super::state::Census;
+use crate::certificates::verify::chain_from_pem;
+use crate::certificates::{ChainAnchor, TrustRotation};
+
+/// How many waited-for objects status names.
+pub const WAITING_FOR_SHOWN: usize = 10;
+
+/// The bundle key of trust bundle ConfigMaps and certificate Secrets.
+const BUNDLE_KEY: &str = "ca.crt";
+
+/// Where the cluster stands in `rotation`: `bundles` are the tenants' trust bundle ConfigMaps,
+/// `tenant_cas` the tenant CA Secrets and `leaves` the certificate Secrets of services. A leaf or
+/// tenant CA that cannot be parsed counts as chaining to neither CA: its controller re-issues it
+/// anyway, and it must not hold the rotation up.
+pub fn census(rotation: &TrustRotation, bundles: &[ConfigMap], tenant_cas: &[Secret], leaves: &[Secret]) -> Census {
+    let bundle = rotation.bundle_pem();
+    let mut census = Census::default();
+    let mut waiting = Vec::new();
+    let distributing = matches!(rotation, TrustRotation::Distributing { .. });
+
+    for config_map in bundles {
+        let current = config_map.data.as_ref().and_then(|d| d.get(BUNDLE_KEY)).is_some_and(|pem| *pem == bundle);
+        if !current {
+            census.bundles_pending += 1;
+            if distributing {
+                waiting.push(format!("{} (trust bundle)", path(config_map)));
+            }
+        }
+    }
+    for secret in leaves {
+        let current = data(secret, BUNDLE_KEY).is_some_and(|pem| pem == bundle.as_bytes());
+        if !current {
+            census.bundles_pending += 1;
+            if distributing {
+                waiting.push(format!("{} (ca.crt)", path(secret)));
+            }
+        }
+    }
+    for secret in tenant_cas.iter().chain(leaves) {
+        let anchor = data(secret, "tls.crt")
+            .and_then(|pem| chain_from_pem("tls.crt", pem).ok())
+            .map_or(ChainAnchor::Unknown, |chain| rotation.anchor_of(&chain));
+        match anchor {
+            ChainAnchor::Old => {
+                census.progress.on_old += 1;
+                if !distributing {
+                    waiting.push(path(secret));
+                }
+            }
+            ChainAnchor::New => census.progress.on_new += 1,
+            ChainAnchor::Unknown => census.progress.unknown += 1,
+        }
+    }
+    waiting.sort();
+    waiting.truncate(WAITING_FOR_SHOWN);
+    census.waiting_for = waiting;
+    census
+}
+
+fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret.data.as_ref()?.get(key).map(|value| value.0.as_slice())
+}
+
+fn path<K: kube::Resource>(object: &K) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use kube::api::ObjectMeta;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::certificates::{
+        BundleCa, CertificateAuthority, IssuancePolicy, PlatformCaRequest, ServerCertificateRequest, TenantCaRequest,
+        generate_platform_ca,
+    };
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn root() -> CertificateAuthority {
+        generate_platform_ca(&PlatformCaRequest::new("danang.gov.vn", "govpaas"), &IssuancePolicy::default(), now())
+            .unwrap()
+    }
+
+    fn tenant_ca(root: &CertificateAuthority) -> CertificateAuthority {
+        let request = TenantCaRequest {
+            base_domain: "danang.gov.vn".into(),
+            agency_code: "H17.12".into(),
+            display_name: "Sở Nội vụ".into(),
+            domain: "sonoivu.danang.gov.vn".into(),
+        };
+        root.issue_tenant_ca(&request, &IssuancePolicy::default(), now()).unwrap()
+    }
+
+    fn secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+        Secret {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some(namespace.into()), ..Default::default() },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn leaf(namespace: &str, ca: &CertificateAuthority, bundle: &str) -> Secret {
+        let issued = ca
+            .issue_server_certificate(
+                &ServerCertificateRequest::new(["portal.sonoivu.danang.gov.vn".to_owned()]),
+                &IssuancePolicy::default(),
+                now(),
+            )
+            .unwrap();
+        let data = issued.into_tls_secret(bundle);
+        secret(namespace, "portal-tls", &[("tls.crt", &data.tls_crt), ("ca.crt", &data.ca_crt)])
+    }
+
+    fn bundle_map(namespace: &str, pem: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("govpaas-trust-bundle".into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(BUNDLE_KEY.to_owned(), pem.to_owned())])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counts_bundles_behind_and_leaves_by_the_ca_they_chain_to() {
+        let (old, new) = (root(), root());
+        let rotation = TrustRotation::new(BundleCa::of(&old)).begin(BundleCa::of(&new), now()).unwrap();
+        let both = rotation.bundle_pem();
+        let (old_tenant, new_tenant) = (tenant_ca(&old), tenant_ca(&new));
+        let ca_secret = |name: &str, ca: &CertificateAuthority| {
+            secret("govpaas-system", name, &[("tls.crt", ca.certificate_pem())])
+        };
+
+        let bundles = [bundle_map("a", &both), bundle_map("b", old.certificate_pem())];
+        let tenant_cas = [ca_secret("govpaas-tenant-ca-a", &old_tenant), ca_secret("govpaas-tenant-ca-b", &new_tenant)];
+        let leaves = [
+            leaf("a", &old_tenant, &both),
+            leaf("b", &new_tenant, old.certificate_pem()),
+            secret("c", "garbage-tls", &[("tls.crt", "not a certificate"), ("ca.crt", &both)]),
+        ];
+        let distributing = census(&rotation, &bundles, &tenant_cas, &leaves);
+        assert_eq!(distributing.bundles_pending, 2, "{distributing:?}");
+        assert_eq!(distributing.waiting_for, vec!["b/govpaas-trust-bundle (trust bundle)", "b/portal-tls (ca.crt)"]);
+        assert_eq!(distributing.progress.on_old, 2);
+        assert_eq!(distributing.progress.on_new, 2);
+        assert_eq!(distributing.progress.unknown, 1, "garbage chains to neither CA");
+
+        let reissuing = rotation.bundle_distributed(now() + time::Duration::hours(1), time::Duration::ZERO).unwrap();
+        let counted = census(&reissuing, &bundles, &tenant_cas, &leaves);
+        assert_eq!(counted.waiting_for, vec!["a/portal-tls", "govpaas-system/govpaas-tenant-ca-a"]);
+    }
+}

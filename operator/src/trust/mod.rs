@@ -1,0 +1,30 @@
+//! The platform's trust: which platform CA issues, which CAs every trust bundle carries, and the
+//! CA rotation that replaces one platform CA with another without an outage.
+//!
+//! - [`state`]: the persisted state and the pure decision of a rotation's next step;
+//! - [`census`]: where the cluster's bundles and certificates stand, counted from listed objects;
+//! - [`store`]: the ConfigMap the state lives in, and [`PlatformTrust`], what the tenant and
+//!   service controllers issue with;
+//! - [`reconcile`]: the controller of the Platform's CA: starts, advances, completes or aborts a
+//!   rotation, and reports it in the Platform's status, conditions and Events.
+//!
+//! Triggers: the Platform's spec changing (a generation predicate: its own status writes do not
+//! retrigger it); the trust ConfigMap changing (another operator moved the rotation, or someone
+//! edited it); during a rotation, a poll whose period grows with the number of certificates;
+//! hourly otherwise.
+
+pub mod census;
+pub mod reconcile;
+pub mod state;
+pub mod store;
+
+pub use store::{PlatformTrust, TRUST_CONFIG_MAP, platform_trust};
+
+use kube::runtime::watcher;
+
+/// The watch of the trust ConfigMap in the operator's `namespace`.
+pub fn watch_config(namespace: &str) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={TRUST_CONFIG_MAP},metadata.namespace={namespace}"))
+}
+
+pub use reconcile::run;

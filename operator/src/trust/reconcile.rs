@@ -1,0 +1,387 @@
+//! The controller of the platform CA and its rotation: read the CA `spec.ca.secretName` asks for
+//! and the persisted trust state → count the cluster during a rotation → decide the next step
+//! ([`decide`], pure) → persist it → status, conditions and Events computed from what was decided.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use futures::StreamExt;
+use govpaas_crds::platform::{PLATFORM_NAME, Platform, PlatformStatus, TrustStatus, TrustedCa};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{ListParams, ObjectList};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use time::{Duration, OffsetDateTime};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::census::census;
+use super::state::{Census, Decision, DesiredCa, Refusal, TrustState, decide, format_duration};
+use super::store::{self, Stored};
+use crate::certificates::renewal::{renewal_time, requeue_after};
+use crate::certificates::{BundleCa, TrustRotation};
+use crate::error::Result;
+use crate::reconcile::conditions::{self, Desired};
+use crate::reconcile::events::Publisher;
+use crate::reconcile::{apply, labels, runner, watch};
+use crate::tenant::Settings;
+use crate::tenant::build::TRUST_BUNDLE;
+use crate::workload::ca_secrets;
+
+/// The controller's name in logs and metrics.
+pub const CONTROLLER: &str = "platform-trust";
+/// The condition that the platform CA can issue.
+pub const CA_READY: &str = "CertificateAuthorityReady";
+/// The condition that a CA rotation is under way (or why a requested one is refused).
+pub const ROTATING: &str = "CaRotation";
+/// The gauge kind of platform CAs.
+const PLATFORM_CA: &str = "platform-ca";
+/// The Platform's readiness (today: its CA).
+pub const READY: &str = "Ready";
+/// The resync of a stable platform.
+const RESYNC: StdDuration = StdDuration::from_secs(3600);
+/// How soon to look again at a CA that cannot be used (a Secret the engineer is about to create).
+const NOT_READY: StdDuration = StdDuration::from_secs(30);
+/// The fastest poll of a rotation's progress; it slows down as the cluster grows.
+const POLL: StdDuration = StdDuration::from_secs(5);
+/// The slowest.
+const POLL_MAX: StdDuration = StdDuration::from_secs(60);
+/// Objects listed per page while counting.
+const PAGE: u32 = 500;
+
+/// What the reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub publisher: Publisher,
+}
+
+/// Runs the platform trust controller until shutdown.
+pub async fn run(client: Client, settings: Settings) {
+    let (platforms, writer) = reflector::store::<Platform>();
+    let platform_stream = watcher(
+        Api::<Platform>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}")),
+    )
+    .default_backoff()
+    .modify(watch::strip)
+    .reflect(writer)
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let trust_stream =
+        watcher(Api::<ConfigMap>::all(client.clone()), super::watch_config(&settings.operator_namespace))
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|config_map| futures::future::ready(config_map.ok().map(|_| ())));
+    let controller = Controller::for_stream(platform_stream, platforms.clone()).reconcile_all_on(trust_stream);
+    let telemetry = settings.telemetry.clone();
+    let context =
+        Arc::new(Context { publisher: Publisher::new(client.clone(), settings.instance.clone()), client, settings });
+    let synced = async move { platforms.wait_until_ready().await.is_ok() };
+    runner::run(CONTROLLER, controller, 1, &telemetry, synced, reconcile, context).await;
+}
+
+/// Reconciles the Platform's CA.
+pub async fn reconcile(platform: Arc<Platform>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!("reconcile", controller = CONTROLLER, platform = %platform.name_any());
+    reconcile_platform(&platform, &ctx).instrument(span).await
+}
+
+/// What one pass found, for status.
+struct Found {
+    desired: Option<(DesiredCa, crate::certificates::CertificateAuthority)>,
+    state: Option<TrustState>,
+    census: Census,
+    refusal: Option<Refusal>,
+    /// Why the issuing CA cannot be used, if it cannot.
+    unusable: Option<String>,
+}
+
+async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action> {
+    let now = OffsetDateTime::now_utc();
+    let namespace = &ctx.settings.operator_namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut found = Found { desired: None, state: None, census: Census::default(), refusal: None, unusable: None };
+
+    let policy = match ca_secrets::issuance_policy(&platform.spec) {
+        Ok(policy) => policy,
+        Err(message) => {
+            found.unusable = Some(message);
+            write_status(ctx, platform, &found, now).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+    let delay = ca_secrets::parse_duration(&platform.spec.ca.propagation_delay).unwrap_or(Duration::minutes(10));
+
+    match store::desired_ca(&secrets, platform, &policy, now).await? {
+        Ok(desired) => found.desired = Some(desired),
+        Err(message) => found.unusable = Some(message),
+    }
+    let stored = match store::read(&config_maps).await? {
+        Some(Ok(stored)) => Some(stored),
+        Some(Err(message)) => {
+            found.unusable = Some(message);
+            None
+        }
+        None => match store::current(&secrets, &config_maps, namespace, platform, &policy, now).await? {
+            Ok(stored) => Some(stored),
+            Err(message) => {
+                found.unusable.get_or_insert(message);
+                None
+            }
+        },
+    };
+
+    let mut requeue = if found.unusable.is_some() { NOT_READY } else { RESYNC };
+    if let (Some(Stored { state, config_map }), Some((desired, _))) = (&stored, &found.desired) {
+        let rotating = !matches!(state.rotation, TrustRotation::Stable { .. });
+        // Counting lists every certificate in the cluster: only while a rotation needs it.
+        let counted = if rotating || desired.ca.fingerprint != state.rotation.issuing().fingerprint {
+            count(ctx, &state.rotation).await?
+        } else {
+            Census::default()
+        };
+        let mut current = state.clone();
+        match decide(state, desired, &counted, now, delay) {
+            Decision::Wait => {}
+            Decision::Refuse(refusal) => found.refusal = Some(refusal),
+            Decision::Move { next, reason, message } => {
+                if store::replace(&config_maps, &next, config_map).await? {
+                    info!(reason, %message, phase = next.rotation.phase(), "platform trust moved");
+                    let reference = platform.object_ref(&());
+                    ctx.publisher.publish(&reference, EventType::Normal, reason, "RotateCa", &message, None).await;
+                    current = next;
+                }
+                // Look again at once: the new phase is counted afresh, and a lost race is re-read.
+                requeue = StdDuration::from_secs(1);
+            }
+        }
+        found.census = if matches!(current.rotation, TrustRotation::Stable { .. }) {
+            Census::default()
+        } else if current == *state {
+            counted
+        } else {
+            count(ctx, &current.rotation).await?
+        };
+        if found.unusable.is_none() && !matches!(current.rotation, TrustRotation::Stable { .. }) {
+            let leaves = found.census.progress.on_old + found.census.progress.on_new + found.census.bundles_pending;
+            requeue = requeue.min(poll_interval(leaves));
+            if let Some(at) = current.rotation.reissue_not_before(delay)
+                && found.census.bundles_pending == 0
+            {
+                requeue = requeue.min(requeue_after(now, at).max(StdDuration::from_secs(1)));
+            }
+        }
+        observe_gauges(ctx, &current, &policy);
+        found.state = Some(current);
+    }
+    // The issuing CA must load from its Secret (a hand edit there breaks every issuance).
+    if found.unusable.is_none()
+        && let Err(message) =
+            store::platform_trust(&secrets, &config_maps, namespace, platform, &policy, now).await?.map(|_| ())
+    {
+        found.unusable = Some(message);
+        requeue = requeue.min(NOT_READY);
+    }
+    write_status(ctx, platform, &found, now).await?;
+    Ok(Action::requeue(requeue))
+}
+
+/// Lists the trust bundles, tenant CAs and certificate Secrets and counts where they stand.
+async fn count(ctx: &Context, rotation: &TrustRotation) -> Result<Census> {
+    let namespace = &ctx.settings.operator_namespace;
+    let bundles: Vec<ConfigMap> = list_all(
+        &Api::all(ctx.client.clone()),
+        ListParams::default().labels(&labels::managed_selector()).fields(&format!("metadata.name={TRUST_BUNDLE}")),
+    )
+    .await?;
+    let tenant_cas: Vec<Secret> = list_all(
+        &Api::namespaced(ctx.client.clone(), namespace),
+        ListParams::default().labels(&format!(
+            "{},{}",
+            labels::component_selector(ca_secrets::COMPONENT),
+            govpaas_crds::metadata::TENANT_LABEL
+        )),
+    )
+    .await?;
+    let leaves: Vec<Secret> =
+        list_all(&Api::all(ctx.client.clone()), ListParams::default().labels(&labels::managed_selector()))
+            .await?
+            .into_iter()
+            .filter(|secret: &Secret| {
+                secret.namespace().as_deref() != Some(namespace.as_str())
+                    && secret.type_.as_deref() == Some("kubernetes.io/tls")
+            })
+            .collect();
+    Ok(census(rotation, &bundles, &tenant_cas, &leaves))
+}
+
+/// Every object `params` selects, page by page.
+async fn list_all<K>(api: &Api<K>, params: ListParams) -> Result<Vec<K>>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.limit(PAGE);
+    let mut all = Vec::new();
+    loop {
+        let page: ObjectList<K> = api.list(&params).await?;
+        all.extend(page.items);
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// The poll period of a rotation: 5 s, plus a second per 200 certificates (listing them all is the
+/// cost), at most a minute.
+fn poll_interval(certificates: usize) -> StdDuration {
+    POLL.saturating_add(StdDuration::from_secs((certificates / 200) as u64)).min(POLL_MAX)
+}
+
+/// The platform CAs' gauges: the CA of `spec.ca.secretName`, and during a rotation the other one.
+/// A platform CA's renewal point is when the admin should rotate it: the operator never replaces
+/// it on its own.
+fn observe_gauges(ctx: &Context, state: &TrustState, policy: &crate::certificates::IssuancePolicy) {
+    let gauges = &ctx.settings.telemetry.certificates;
+    let namespace = &ctx.settings.operator_namespace;
+    let mut kept = Vec::new();
+    for ca in state.rotation.trusted() {
+        let (Some(secret), Some((not_before, not_after))) = (state.secret_of(ca), validity(ca)) else {
+            continue;
+        };
+        let key = ca_secrets::ca_gauge_key(namespace, secret, PLATFORM_CA);
+        let renewal = renewal_time(not_before, not_after, policy.renewal);
+        gauges.observe(key.clone(), not_after.unix_timestamp(), renewal.unix_timestamp());
+        kept.push(key);
+    }
+    // A CA that left the bundle has no gauge any more.
+    gauges.forget_where(|key| key.kind == PLATFORM_CA && !kept.contains(key));
+}
+
+fn validity(ca: &BundleCa) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    let chain = crate::certificates::verify::chain_from_pem("ca.crt", ca.certificate_pem.as_bytes()).ok()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    Some((certificate.validity().not_before.to_datetime(), certificate.validity().not_after.to_datetime()))
+}
+
+/// The Platform's status for what this pass found.
+fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformStatus, Vec<Desired>) {
+    let mut desired_conditions = Vec::new();
+    let ca_condition = match &found.unusable {
+        Some(message) => Desired::fails(CA_READY, "CaUnusable", message.clone()).with_event(EventType::Warning),
+        None => {
+            let issuing = found.state.as_ref().map(|s| s.rotation.issuing());
+            let secret = issuing.and_then(|ca| found.state.as_ref().and_then(|s| s.secret_of(ca))).unwrap_or_default();
+            Desired::holds(CA_READY, "Issuing", format!("the platform CA in Secret {secret} issues tenant CAs"))
+        }
+    };
+    let rotation_condition = match (&found.refusal, found.state.as_ref().map(|s| &s.rotation)) {
+        (Some(refusal), _) => {
+            Desired::fails(ROTATING, refusal.reason, refusal.message.clone()).with_event(EventType::Warning)
+        }
+        (None, Some(TrustRotation::Distributing { .. })) => Desired::holds(
+            ROTATING,
+            "Distributing",
+            format!(
+                "the new CA is joining every trust bundle ({} bundles or certificate Secrets still to update); certificates are re-issued from it after {}",
+                found.census.bundles_pending,
+                format_duration(
+                    ca_secrets::parse_duration(&platform.spec.ca.propagation_delay).unwrap_or(Duration::ZERO)
+                )
+            ),
+        ),
+        (None, Some(TrustRotation::Reissuing { .. })) => Desired::holds(
+            ROTATING,
+            "Reissuing",
+            format!(
+                "re-issuing from the new CA: {} tenant CAs and certificates still chain to the old one, {} to the new one",
+                found.census.progress.on_old, found.census.progress.on_new
+            ),
+        ),
+        (None, _) => Desired::fails(ROTATING, "Stable", "no CA rotation is under way"),
+    };
+    let ready = match (&found.unusable, &found.refusal) {
+        (Some(message), _) => Desired::fails(READY, "CaUnusable", message.clone()),
+        (None, Some(refusal)) => Desired::fails(READY, refusal.reason, refusal.message.clone()),
+        (None, None) => Desired::holds(READY, "Ready", "the platform CA issues"),
+    };
+    desired_conditions.extend([ready, ca_condition, rotation_condition]);
+
+    let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = platform.meta().generation;
+    let conditions =
+        conditions::merge(previous, &desired_conditions, generation, &crate::workload::status::time_of(now));
+    let status = PlatformStatus {
+        observed_generation: generation,
+        conditions,
+        ca: found.desired.as_ref().map(|(desired, ca)| ca_secrets::platform_ca_status(&desired.secret_name, ca)),
+        trust: found.state.as_ref().map(|state| trust_status(state, &found.census, platform)),
+        ..PlatformStatus::default()
+    };
+    (status, desired_conditions)
+}
+
+fn trust_status(state: &TrustState, census: &Census, platform: &Platform) -> TrustStatus {
+    let role = |ca: &BundleCa| match &state.rotation {
+        TrustRotation::Stable { .. } => "issuing",
+        TrustRotation::Distributing { old, .. } if old == ca => "issuing",
+        TrustRotation::Distributing { .. } => "joining",
+        TrustRotation::Reissuing { old, .. } if old == ca => "retiring",
+        TrustRotation::Reissuing { .. } => "issuing",
+    };
+    let cas = state
+        .rotation
+        .trusted()
+        .into_iter()
+        .map(|ca| TrustedCa {
+            secret_name: state.secret_of(ca).unwrap_or_default().to_owned(),
+            fingerprint: ca.fingerprint.clone(),
+            role: role(ca).to_owned(),
+        })
+        .collect();
+    let rotating = !matches!(state.rotation, TrustRotation::Stable { .. });
+    let count = |n: usize| rotating.then(|| i32::try_from(n).unwrap_or(i32::MAX));
+    let delay = ca_secrets::parse_duration(&platform.spec.ca.propagation_delay).unwrap_or(Duration::ZERO);
+    TrustStatus {
+        phase: state.rotation.phase().to_owned(),
+        cas,
+        reissue_after: state.rotation.reissue_not_before(delay).map(crate::workload::status::time_of),
+        bundles_pending: count(census.bundles_pending),
+        on_old_ca: count(census.progress.on_old),
+        on_new_ca: count(census.progress.on_new),
+        waiting_for: census.waiting_for.clone(),
+    }
+}
+
+async fn write_status(ctx: &Context, platform: &Platform, found: &Found, now: OffsetDateTime) -> Result<()> {
+    let (status, desired) = status(platform, found, now);
+    let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let reference = platform.object_ref(&());
+    for changed in conditions::changed_with_events(previous, &desired) {
+        let type_ = changed.event.unwrap_or(EventType::Normal);
+        ctx.publisher.publish(&reference, type_, &changed.reason, "Reconcile", &changed.message, None).await;
+    }
+    if platform.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Platform> = Api::all(ctx.client.clone());
+    apply::apply_status(&api, &platform.name_any(), &status).await.map_err(|err| {
+        warn!(error = %err, "cannot write the Platform's status");
+        err
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_slows_down_with_the_number_of_certificates() {
+        assert_eq!(poll_interval(0), StdDuration::from_secs(5));
+        assert_eq!(poll_interval(2_000), StdDuration::from_secs(15));
+        assert_eq!(poll_interval(16_000), POLL_MAX);
+    }
+}
