@@ -45,6 +45,32 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+/// A control plane of this test process's own, for a test that changes what every other test
+/// depends on (the platform CA): [`cluster`] returns it from then on, and it is stopped and its
+/// data removed when the guard is dropped. Call before anything else touches [`cluster`], in a
+/// test binary that holds only tests meant for it.
+pub fn private_cluster(name: &str) -> PrivateCluster {
+    let dir = xtask::paths::workspace_root().join("target").join(format!("{name}-{}", std::process::id()));
+    // SAFETY: set before the cluster or any thread of this process reads the environment; the
+    // binary's tests all run on this one cluster.
+    unsafe { std::env::set_var("GOVPAAS_CLUSTER_DIR", &dir) };
+    PrivateCluster { cluster: cluster(), dir }
+}
+
+/// A private control plane, stopped when dropped.
+pub struct PrivateCluster {
+    pub cluster: &'static Cluster,
+    pub dir: PathBuf,
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        if let Err(err) = xtask::cluster::down() {
+            eprintln!("stopping the private control plane in {}: {err:#}", self.dir.display());
+        }
+    }
+}
+
 impl Cluster {
     /// A client with the admin's credentials.
     pub async fn client(&self) -> kube::Client {
