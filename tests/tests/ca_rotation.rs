@@ -13,8 +13,8 @@
 //!   with the current bundle.
 //!
 //! Then the old CA is gone from every bundle (the old certificate no longer verifies); a second
-//! rotation is refused while one runs and is aborted by pointing back; and a CA replaced inside
-//! its Secret is refused, not rotated to.
+//! rotation is refused while one runs and is aborted by pointing back; a CA replaced inside its
+//! Secret is refused, not rotated to; and importing something that is not a CA is refused.
 
 use std::time::{Duration, Instant};
 
@@ -339,6 +339,35 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
     secrets.patch(NEW_SECRET, &PatchParams::default(), &Patch::Merge(&replace(&new_ca))).await.expect("restoring");
     set_ca(&client, NEW_SECRET, "3h").await;
     platform_condition(&client, "Ready", "the Platform ready again", |s, _| s == "True").await;
+
+    // An import of something that is not a CA (here a Portal's server certificate) is refused with
+    // a clear condition, and nothing changes.
+    let server = agencies[0].leaf(&client).await;
+    let bogus = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("govpaas-ca-bogus".into()), ..Default::default() },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [("tls.crt", data(&server, "tls.crt")), ("tls.key", data(&server, "tls.key"))]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v)))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    secrets.create(&Default::default(), &bogus).await.expect("creating the bogus CA Secret");
+    let platforms: Api<Platform> = Api::all(client.clone());
+    let import = serde_json::json!({ "spec": { "ca": { "mode": "Import", "secretName": "govpaas-ca-bogus" } } });
+    platforms.patch("default", &PatchParams::default(), &Patch::Merge(&import)).await.expect("importing");
+    let (_, _, message) =
+        platform_condition(&client, "CertificateAuthorityReady", "the bogus import refused", |s, r| {
+            s == "False" && r == "CaUnusable"
+        })
+        .await;
+    assert!(message.contains("govpaas-ca-bogus") && message.contains("not a certificate authority"), "{message}");
+    assert_eq!(trust_state(&client).await.rotation.trusted().len(), 1, "no rotation started");
+    let back = serde_json::json!({ "spec": { "ca": { "mode": "Generate", "secretName": NEW_SECRET } } });
+    platforms.patch("default", &PatchParams::default(), &Patch::Merge(&back)).await.expect("reverting");
+    platform_condition(&client, "Ready", "the Platform ready after the refused import", |s, _| s == "True").await;
     drop(operator);
     drop(late);
 }
