@@ -12,7 +12,7 @@ use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
 use govpaas_crds::tenant::ServiceCounts;
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -224,8 +224,7 @@ async fn trust_bundle(
 ) -> Result<(Option<String>, Option<time::OffsetDateTime>)> {
     let now = time::OffsetDateTime::now_utc();
     let operator_namespace = &ctx.settings.operator_namespace;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), operator_namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), operator_namespace);
+    let store = crate::trust::TrustStore::new(ctx.client.clone(), operator_namespace);
     let unusable = |message: String| {
         warn!(%message, "no trust bundle: the certificate authority cannot be used");
         Ok((None, None))
@@ -234,33 +233,33 @@ async fn trust_bundle(
         Ok(policy) => policy,
         Err(message) => return unusable(message),
     };
-    let trust =
-        match crate::trust::platform_trust(&secrets, &config_maps, operator_namespace, platform, &policy, now).await? {
-            Ok(trust) => trust,
-            Err(message) => return unusable(message),
-        };
+    let trust = match crate::trust::platform_trust(&store, platform, &policy, now).await? {
+        Ok(trust) => trust,
+        Err(message) => return unusable(message),
+    };
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
-    let renewal = match ca_secrets::tenant_ca(&secrets, tenant, &context, base_domain, &trust, &policy, now).await? {
-        Ok(tenant_ca) => {
-            // A tenant CA's renewal point is when the operator renews it.
-            let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
-            let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());
-            let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
-            ctx.settings.telemetry.certificates.observe(
-                key,
-                tenant_ca.not_after().unix_timestamp(),
-                renewal.unix_timestamp(),
-            );
-            Some(renewal)
-        }
-        Err(message) => {
-            // The bundle holds the platform CAs only: it is still right.
-            warn!(%message, "the tenant's CA cannot be used");
-            None
-        }
-    };
+    let renewal =
+        match ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await? {
+            Ok(tenant_ca) => {
+                // A tenant CA's renewal point is when the operator renews it.
+                let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
+                let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());
+                let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
+                ctx.settings.telemetry.certificates.observe(
+                    key,
+                    tenant_ca.not_after().unix_timestamp(),
+                    renewal.unix_timestamp(),
+                );
+                Some(renewal)
+            }
+            Err(message) => {
+                // The bundle holds the platform CAs only: it is still right.
+                warn!(%message, "the tenant's CA cannot be used");
+                None
+            }
+        };
     Ok((Some(trust.bundle_pem), renewal))
 }
 

@@ -18,7 +18,7 @@ pub mod reconcile;
 pub mod state;
 pub mod store;
 
-pub use store::{PlatformTrust, TRUST_CONFIG_MAP, platform_trust};
+pub use store::{PlatformTrust, TRUST_CONFIG_MAP, TrustStore, platform_trust};
 
 use kube::runtime::watcher;
 

@@ -100,9 +100,8 @@ struct Found {
 
 async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action> {
     let now = OffsetDateTime::now_utc();
-    let namespace = &ctx.settings.operator_namespace;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let store = store::TrustStore::new(ctx.client.clone(), &ctx.settings.operator_namespace);
+    let (secrets, config_maps) = (&store.secrets, &store.config_maps);
     let mut found = Found { desired: None, state: None, census: Census::default(), refusal: None, unusable: None };
 
     let policy = match ca_secrets::issuance_policy(&platform.spec) {
@@ -115,17 +114,17 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     };
     let delay = ca_secrets::parse_duration(&platform.spec.ca.propagation_delay).unwrap_or(Duration::minutes(10));
 
-    match store::desired_ca(&secrets, platform, &policy, now).await? {
+    match store::desired_ca(secrets, platform, &policy, now).await? {
         Ok(desired) => found.desired = Some(desired),
         Err(message) => found.unusable = Some(message),
     }
-    let stored = match store::read(&config_maps).await? {
+    let stored = match store::read(config_maps).await? {
         Some(Ok(stored)) => Some(stored),
         Some(Err(message)) => {
             found.unusable = Some(message);
             None
         }
-        None => match store::current(&secrets, &config_maps, namespace, platform, &policy, now).await? {
+        None => match store::current(&store, platform, &policy, now).await? {
             Ok(stored) => Some(stored),
             Err(message) => {
                 found.unusable.get_or_insert(message);
@@ -148,7 +147,7 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
             Decision::Wait => {}
             Decision::Refuse(refusal) => found.refusal = Some(refusal),
             Decision::Move { next, reason, message } => {
-                if store::replace(&config_maps, &next, config_map).await? {
+                if store::replace(config_maps, &next, config_map).await? {
                     info!(reason, %message, phase = next.rotation.phase(), "platform trust moved");
                     let reference = platform.object_ref(&());
                     ctx.publisher.publish(&reference, EventType::Normal, reason, "RotateCa", &message, None).await;
@@ -179,8 +178,7 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     }
     // The issuing CA must load from its Secret (a hand edit there breaks every issuance).
     if found.unusable.is_none()
-        && let Err(message) =
-            store::platform_trust(&secrets, &config_maps, namespace, platform, &policy, now).await?.map(|_| ())
+        && let Err(message) = store::platform_trust(&store, platform, &policy, now).await?.map(|_| ())
     {
         found.unusable = Some(message);
         requeue = requeue.min(NOT_READY);

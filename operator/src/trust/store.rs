@@ -46,6 +46,24 @@ pub struct PlatformTrust {
     pub anchors: TrustAnchors,
 }
 
+/// Where the trust state and the CA Secrets live: the operator's namespace.
+pub struct TrustStore {
+    pub secrets: Api<Secret>,
+    pub config_maps: Api<ConfigMap>,
+    pub namespace: String,
+}
+
+impl TrustStore {
+    /// The store in the operator's `namespace`.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        TrustStore {
+            secrets: Api::namespaced(client.clone(), namespace),
+            config_maps: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
 /// The CA that `Platform spec.ca.secretName` holds (generated there in `Generate` mode if the
 /// Secret does not exist), or why it cannot be used.
 pub async fn desired_ca(
@@ -124,13 +142,12 @@ pub async fn replace(config_maps: &Api<ConfigMap>, state: &TrustState, previous:
 
 /// The stored state, created from the CA of `spec.ca.secretName` if there is none yet.
 pub async fn current(
-    secrets: &Api<Secret>,
-    config_maps: &Api<ConfigMap>,
-    namespace: &str,
+    store: &TrustStore,
     platform: &Platform,
     policy: &IssuancePolicy,
     now: OffsetDateTime,
 ) -> Result<std::result::Result<Stored, String>> {
+    let TrustStore { secrets, config_maps, namespace } = store;
     if let Some(stored) = read(config_maps).await? {
         return Ok(stored);
     }
@@ -155,14 +172,13 @@ pub async fn current(
 /// The platform trust to issue with: the stored state's issuing CA, loaded from its Secret and
 /// checked to be the very CA the state names.
 pub async fn platform_trust(
-    secrets: &Api<Secret>,
-    config_maps: &Api<ConfigMap>,
-    namespace: &str,
+    store: &TrustStore,
     platform: &Platform,
     policy: &IssuancePolicy,
     now: OffsetDateTime,
 ) -> Result<std::result::Result<PlatformTrust, String>> {
-    let stored = match current(secrets, config_maps, namespace, platform, policy, now).await? {
+    let secrets = &store.secrets;
+    let stored = match current(store, platform, policy, now).await? {
         Ok(stored) => stored,
         Err(message) => return Ok(Err(message)),
     };

@@ -17,7 +17,9 @@ use govpaas_crds::conditions::{READY, reasons};
 use govpaas_crds::metadata::{SUSPENDED_LABEL, TENANT_LABEL};
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DocumentService, Platform, Portal, Tenant};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
+
+use crate::trust::TrustStore;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::EventType;
@@ -227,17 +229,16 @@ impl Shared {
             Ok(policy) => policy,
             Err(message) => return Ok(Err(message)),
         };
-        let namespace = &self.settings.operator_namespace;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let platform_trust =
-            match crate::trust::platform_trust(&secrets, &config_maps, namespace, platform, &policy, now).await? {
-                Ok(trust) => trust,
-                Err(message) => return Ok(Err(message)),
-            };
+        let store = TrustStore::new(self.client.clone(), &self.settings.operator_namespace);
+        let platform_trust = match crate::trust::platform_trust(&store, platform, &policy, now).await? {
+            Ok(trust) => trust,
+            Err(message) => return Ok(Err(message)),
+        };
         let base_domain = &platform.spec.base_domain;
         let tenant_ca =
-            match ca_secrets::tenant_ca(&secrets, tenant, context, base_domain, &platform_trust, &policy, now).await? {
+            match ca_secrets::tenant_ca(&store.secrets, tenant, context, base_domain, &platform_trust, &policy, now)
+                .await?
+            {
                 Ok(ca) => ca,
                 Err(message) => return Ok(Err(message)),
             };
