@@ -244,19 +244,25 @@ impl OperatorProcess {
 
     /// The operator's `/metrics` (the whole HTTP response), from the address it logged at start-up.
     pub async fn metrics(&self) -> String {
+        self.http_get("/metrics").await
+    }
+
+    /// The whole HTTP response (status line, headers, body) of `path` on the operator's metrics
+    /// and health port: `/metrics`, `/healthz`, `/readyz`.
+    pub async fn http_get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let log = self.log();
         let line = log.lines().find(|l| l.contains("serving /metrics")).expect("the operator logs its metrics address");
         let start = line.find("127.0.0.1:").expect("a loopback address");
         let address: String =
             line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to /metrics");
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to the metrics port");
         stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
             .await
-            .expect("asking for /metrics");
+            .unwrap_or_else(|err| panic!("asking for {path}: {err}"));
         let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("reading /metrics");
+        stream.read_to_string(&mut response).await.unwrap_or_else(|err| panic!("reading {path}: {err}"));
         response
     }
 

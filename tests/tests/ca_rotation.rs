@@ -162,6 +162,13 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
     }
     let old = trust_state(&client).await;
     assert_eq!(old.rotation.phase(), "Stable");
+    // Every controller, the platform trust one included, has synced.
+    let ready = eventually(WAIT, "the operator ready", || async {
+        let response = operator.http_get("/readyz").await;
+        (response.split_whitespace().nth(1) == Some("200")).then_some(response)
+    })
+    .await;
+    assert!(ready.ends_with("ok"), "{ready}");
     let old_ca = old.rotation.issuing().clone();
 
     // The platform engineer starts the rotation: a new Secret name (Generate mode: the operator

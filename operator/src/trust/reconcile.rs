@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use govpaas_crds::platform::{PLATFORM_NAME, Platform, PlatformStatus, TrustStatus, TrustedCa};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, ObjectList};
@@ -60,6 +60,9 @@ pub struct Context {
 /// Runs the platform trust controller until shutdown.
 pub async fn run(client: Client, settings: Settings) {
     let (platforms, writer) = reflector::store::<Platform>();
+    // Ready once the Platform watch has listed (its InitDone), not by awaiting the store, whose
+    // readiness wakes a single waiter: the controller's (see `runner::run`).
+    let (listed, mut platform_listed) = tokio::sync::watch::channel(false);
     let platform_stream = watcher(
         Api::<Platform>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}")),
@@ -67,6 +70,11 @@ pub async fn run(client: Client, settings: Settings) {
     .default_backoff()
     .modify(watch::strip)
     .reflect(writer)
+    .inspect_ok(move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            listed.send_replace(true);
+        }
+    })
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default());
     let trust_stream =
@@ -74,11 +82,11 @@ pub async fn run(client: Client, settings: Settings) {
             .default_backoff()
             .touched_objects()
             .filter_map(|config_map| futures::future::ready(config_map.ok().map(|_| ())));
-    let controller = Controller::for_stream(platform_stream, platforms.clone()).reconcile_all_on(trust_stream);
+    let controller = Controller::for_stream(platform_stream, platforms).reconcile_all_on(trust_stream);
     let telemetry = settings.telemetry.clone();
     let context =
         Arc::new(Context { publisher: Publisher::new(client.clone(), settings.instance.clone()), client, settings });
-    let synced = async move { platforms.wait_until_ready().await.is_ok() };
+    let synced = async move { platform_listed.wait_for(|listed| *listed).await.is_ok() };
     runner::run(CONTROLLER, controller, 1, &telemetry, synced, reconcile, context).await;
 }
 
@@ -135,12 +143,11 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
 
     let mut requeue = if found.unusable.is_some() { NOT_READY } else { RESYNC };
     if let (Some(Stored { state, config_map }), Some((desired, _))) = (&stored, &found.desired) {
-        let rotating = !matches!(state.rotation, TrustRotation::Stable { .. });
         // Counting lists every certificate in the cluster: only while a rotation needs it.
-        let counted = if rotating || desired.ca.fingerprint != state.rotation.issuing().fingerprint {
-            count(ctx, &state.rotation).await?
-        } else {
+        let counted = if matches!(state.rotation, TrustRotation::Stable { .. }) {
             Census::default()
+        } else {
+            count(ctx, &state.rotation).await?
         };
         let mut current = state.clone();
         match decide(state, desired, &counted, now, delay) {
@@ -173,8 +180,14 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
                 requeue = requeue.min(requeue_after(now, at).max(StdDuration::from_secs(1)));
             }
         }
-        observe_gauges(ctx, &current, &policy);
         found.state = Some(current);
+    }
+    // What stands, even when the requested CA cannot be used.
+    if found.state.is_none() {
+        found.state = stored.map(|stored| stored.state);
+    }
+    if let Some(state) = &found.state {
+        observe_gauges(ctx, state, &policy);
     }
     // The issuing CA must load from its Secret (a hand edit there breaks every issuance).
     if found.unusable.is_none()
