@@ -48,16 +48,54 @@ impl BundleCa {
 
     /// True when `cert` is this CA, or was signed by it.
     pub fn anchors(&self, cert: &CertificateDer<'_>) -> bool {
+        ParsedCa::of(self).is_some_and(|ca| ca.anchors(cert))
+    }
+}
+
+/// A [`BundleCa`] decoded once, to check many certificates against it.
+struct ParsedCa {
+    fingerprint: String,
+    der: CertificateDer<'static>,
+}
+
+impl ParsedCa {
+    fn of(ca: &BundleCa) -> Option<Self> {
+        let der = certificates_from_pem("ca.crt", ca.certificate_pem.as_bytes()).ok()?.into_iter().next()?;
+        Some(ParsedCa { fingerprint: ca.fingerprint.clone(), der })
+    }
+
+    fn anchors(&self, cert: &CertificateDer<'_>) -> bool {
         if pem::fingerprint(cert) == self.fingerprint {
             return true;
         }
-        let Ok(ours) = certificates_from_pem("ca.crt", self.certificate_pem.as_bytes()) else {
-            return false;
-        };
-        let (Ok(ca), Ok(cert)) = (parse_certificate("ca.crt", &ours[0]), parse_certificate("tls.crt", cert)) else {
+        let (Ok(ca), Ok(cert)) = (parse_certificate("ca.crt", &self.der), parse_certificate("tls.crt", cert)) else {
             return false;
         };
         cert.issuer().as_raw() == ca.subject().as_raw() && cert.verify_signature(Some(ca.public_key())).is_ok()
+    }
+}
+
+/// Tells which CA of a rotation chains lead to, decoding the rotation's CAs once: what counting a
+/// whole cluster's certificates needs.
+pub struct AnchorClassifier {
+    /// The current CA when stable; else old and new.
+    old: Option<ParsedCa>,
+    new: Option<ParsedCa>,
+}
+
+impl AnchorClassifier {
+    /// Which CA `chain` (a leaf's `tls.crt`, leaf first) leads to.
+    pub fn anchor_of(&self, chain: &[CertificateDer<'_>]) -> ChainAnchor {
+        let Some(top) = chain.last() else {
+            return ChainAnchor::Unknown;
+        };
+        if self.new.as_ref().is_some_and(|ca| ca.anchors(top)) {
+            ChainAnchor::New
+        } else if self.old.as_ref().is_some_and(|ca| ca.anchors(top)) {
+            ChainAnchor::Old
+        } else {
+            ChainAnchor::Unknown
+        }
     }
 }
 
@@ -201,25 +239,15 @@ impl TrustRotation {
 
     /// Which CA of this rotation `chain` (a leaf's `tls.crt`, leaf first) leads to.
     pub fn anchor_of(&self, chain: &[CertificateDer<'_>]) -> ChainAnchor {
-        let Some(top) = chain.last() else {
-            return ChainAnchor::Unknown;
-        };
+        self.classifier().anchor_of(chain)
+    }
+
+    /// [`TrustRotation::anchor_of`] for many chains.
+    pub fn classifier(&self) -> AnchorClassifier {
         match self {
-            TrustRotation::Stable { current } => {
-                if current.anchors(top) {
-                    ChainAnchor::Old
-                } else {
-                    ChainAnchor::Unknown
-                }
-            }
+            TrustRotation::Stable { current } => AnchorClassifier { old: ParsedCa::of(current), new: None },
             TrustRotation::Distributing { old, new, .. } | TrustRotation::Reissuing { old, new } => {
-                if new.anchors(top) {
-                    ChainAnchor::New
-                } else if old.anchors(top) {
-                    ChainAnchor::Old
-                } else {
-                    ChainAnchor::Unknown
-                }
+                AnchorClassifier { old: ParsedCa::of(old), new: ParsedCa::of(new) }
             }
         }
     }

@@ -23,6 +23,7 @@ pub fn census(rotation: &TrustRotation, bundles: &[ConfigMap], tenant_cas: &[Sec
     let mut census = Census::default();
     let mut waiting = Vec::new();
     let distributing = matches!(rotation, TrustRotation::Distributing { .. });
+    let classifier = rotation.classifier();
 
     for config_map in bundles {
         let current = config_map.data.as_ref().and_then(|d| d.get(BUNDLE_KEY)).is_some_and(|pem| *pem == bundle);
@@ -45,7 +46,7 @@ pub fn census(rotation: &TrustRotation, bundles: &[ConfigMap], tenant_cas: &[Sec
     for secret in tenant_cas.iter().chain(leaves) {
         let anchor = data(secret, "tls.crt")
             .and_then(|pem| chain_from_pem("tls.crt", pem).ok())
-            .map_or(ChainAnchor::Unknown, |chain| rotation.anchor_of(&chain));
+            .map_or(ChainAnchor::Unknown, |chain| classifier.anchor_of(&chain));
         match anchor {
             ChainAnchor::Old => {
                 census.progress.on_old += 1;
