@@ -25,7 +25,7 @@ use govpaas_operator::trust::state::TrustState;
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, eventually, private_cluster, unique_name};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -125,13 +125,16 @@ fn install(cluster: &Cluster) {
     ));
 }
 
-fn agency(cluster: &Cluster, operator: &OperatorProcess, code: &str) -> Agency {
+async fn agency(cluster: &Cluster, client: &Client, operator: &OperatorProcess, code: &str) -> Agency {
     let namespace = unique_name("rot");
     let host = format!("dichvucong.{namespace}.{BASE_DOMAIN}");
     cluster.apply(&format!(
         "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {namespace}\n  labels:\n    {scope}\nspec:\n  agency:\n    code: \"{code}\"\n    displayName: \"Ủy ban nhân dân {code}\"\n    level: Province\n  quota: {{cpu: \"4\", memory: 8Gi, storage: 10Gi, pods: 10, services: 5, publicHosts: 2, lgspApis: 2}}\n",
         scope = operator.scope_label(),
     ));
+    // The Portal goes into the namespace the operator makes for the Tenant.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    eventually(WAIT, "the tenant's namespace", || async { namespaces.get_opt(&namespace).await.ok()? }).await;
     cluster.apply(&format!(
         "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {namespace}\nspec:\n  hosts: [{host}]\n  replicas: 1\n"
     ));
@@ -147,8 +150,11 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
     let operator = OperatorProcess::start(cluster, &unique_name("rotation"));
     let mut late = OperatorProcess::start(cluster, &unique_name("rotation-late"));
     let client = cluster.client().await;
-    let agencies =
-        [agency(cluster, &operator, "H17"), agency(cluster, &operator, "H49"), agency(cluster, &late, "H48")];
+    let agencies = [
+        agency(cluster, &client, &operator, "H17").await,
+        agency(cluster, &client, &operator, "H49").await,
+        agency(cluster, &client, &late, "H48").await,
+    ];
     let held_back = &agencies[2];
 
     // Before: one CA, every leaf verifies with the tenant's bundle.
