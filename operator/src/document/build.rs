@@ -312,6 +312,7 @@ mod tests {
             tls_crt: format!("-----BEGIN CERTIFICATE-----\n{what} leaf and tenant CA\n-----END CERTIFICATE-----\n"),
             tls_key: "-----BEGIN PRIVATE KEY-----\nfixture\n-----END PRIVATE KEY-----\n".into(),
             ca_crt: "-----BEGIN CERTIFICATE-----\nplatform CA\n-----END CERTIFICATE-----\n".into(),
+            decided_from: None,
         }
     }
 

@@ -234,6 +234,7 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
     let desired = build::build(&inputs, &binding, storage.ready, &tls.material, signing.as_ref().map(|l| &l.material))?;
     let applied = match apply_desired(&mut applier, &desired).await {
         Ok(deployment) => deployment,
+        Err(err) if apply::is_conflict(&err) => return Ok(status::changed_meanwhile(&err)),
         Err(Error::Kube(err)) => match status::refusal(&err, "applying the DocumentService's objects") {
             Some(problem) => return refused(ctx, service, &problem).await,
             None => return Err(Error::Kube(err)),
@@ -325,12 +326,7 @@ async fn leaf_in(
     now: OffsetDateTime,
 ) -> Result<std::result::Result<Leaf, crate::certificates::Error>> {
     let stored_secret = secrets.get_opt(secret).await?;
-    let data = stored_secret.as_ref().and_then(|s| s.data.as_ref());
-    let stored = Stored {
-        tls_crt: data.and_then(|d| d.get("tls.crt")).map(|v| v.0.as_slice()),
-        tls_key: data.and_then(|d| d.get("tls.key")).map(|v| v.0.as_slice()),
-    };
-    Ok(keep_or_issue(stored, spec, &authority.issuer(), now))
+    Ok(keep_or_issue(Stored::of(stored_secret.as_ref()), spec, &authority.issuer(), now))
 }
 
 /// What the claim binds to: the volume it is bound to already, or, for a new claim of a service

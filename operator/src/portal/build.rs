@@ -190,6 +190,7 @@ mod tests {
             tls_crt: "-----BEGIN CERTIFICATE-----\nleaf and tenant CA\n-----END CERTIFICATE-----\n".into(),
             tls_key: "-----BEGIN PRIVATE KEY-----\nfixture\n-----END PRIVATE KEY-----\n".into(),
             ca_crt: "-----BEGIN CERTIFICATE-----\nplatform CA\n-----END CERTIFICATE-----\n".into(),
+            decided_from: None,
         }
     }
 

@@ -153,11 +153,7 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let stored_secret = secrets.get_opt(&names.tls_secret).await?;
-    let stored_data = stored_secret.as_ref().and_then(|s| s.data.as_ref());
-    let stored = Stored {
-        tls_crt: stored_data.and_then(|d| d.get("tls.crt")).map(|v| v.0.as_slice()),
-        tls_key: stored_data.and_then(|d| d.get("tls.key")).map(|v| v.0.as_slice()),
-    };
+    let stored = Stored::of(stored_secret.as_ref());
     let hosts = inputs.hosts();
     let leaf = match keep_or_issue(stored, &LeafSpec::Server { dns_names: hosts.clone() }, &authority.issuer(), now) {
         Ok(leaf) => leaf,
@@ -172,6 +168,7 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
     let mut applier = Applier::new(client.clone());
     let applied = match apply_desired(&mut applier, &desired).await {
         Ok(deployment) => deployment,
+        Err(err) if apply::is_conflict(&err) => return Ok(status::changed_meanwhile(&err)),
         Err(Error::Kube(err)) => match status::refusal(&err, "applying the Portal's objects") {
             Some(problem) => return refused(ctx, portal, &problem).await,
             None => return Err(Error::Kube(err)),

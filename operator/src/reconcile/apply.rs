@@ -193,6 +193,13 @@ pub fn orphans<K>(
     found
 }
 
+/// Whether `error` is the API server's 409 Conflict. A forced apply gets one when its object carries
+/// a resourceVersion (a precondition: see `TlsMaterial::decided_from`) and the stored object has
+/// changed since that version was read, or, rarely, when another writer created it at the same time.
+pub fn is_conflict(error: &Error) -> bool {
+    matches!(error, Error::Kube(kube::Error::Api(status)) if status.code == 409)
+}
+
 /// Server-side applies `status` as the status subresource of `name`.
 ///
 /// Only the fields in `status` are owned afterwards; an unchanged status is a no-op on the server.
@@ -271,6 +278,20 @@ mod tests {
                 uid: "uid-govpaas-allow-old".into()
             }]
         );
+    }
+
+    #[test]
+    fn only_a_409_is_a_conflict() {
+        let api = |code: u16| {
+            Error::Kube(kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "the object has been modified".into(),
+                ..Default::default()
+            })))
+        };
+        assert!(is_conflict(&api(409)));
+        assert!(!is_conflict(&api(422)));
+        assert!(!is_conflict(&Error::Config("409".into())));
     }
 
     #[test]

@@ -65,11 +65,24 @@ impl Leaf {
     }
 }
 
-/// The Secret data the controller found (`tls.crt`, `tls.key`), if any.
+/// The Secret the controller found: its data (`tls.crt`, `tls.key`) and its resourceVersion, if any.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stored<'a> {
     pub tls_crt: Option<&'a [u8]>,
     pub tls_key: Option<&'a [u8]>,
+    pub resource_version: Option<&'a str>,
+}
+
+impl<'a> Stored<'a> {
+    /// What `secret` (as just read, if it exists) holds.
+    pub fn of(secret: Option<&'a k8s_openapi::api::core::v1::Secret>) -> Self {
+        let data = secret.and_then(|s| s.data.as_ref());
+        Stored {
+            tls_crt: data.and_then(|d| d.get("tls.crt")).map(|v| v.0.as_slice()),
+            tls_key: data.and_then(|d| d.get("tls.key")).map(|v| v.0.as_slice()),
+            resource_version: secret.and_then(|s| s.metadata.resource_version.as_deref()),
+        }
+    }
 }
 
 /// The CA side of issuance: the tenant CA and the trust bundle (the platform CA).
@@ -103,6 +116,7 @@ pub fn keep_or_issue(
                             tls_key: String::from_utf8_lossy(key).into_owned(),
                             // The bundle follows the platform CA even when the leaf stays.
                             ca_crt: issuer.trust_pem.to_owned(),
+                            decided_from: stored.resource_version.map(str::to_owned),
                         },
                         not_before: found.times.not_before,
                         not_after: found.times.not_after,
@@ -133,7 +147,12 @@ pub fn keep_or_issue(
         (certificate.not_before(), certificate.not_after(), certificate.serial().to_owned());
     let data = certificate.into_tls_secret(issuer.trust_pem);
     Ok(Leaf {
-        material: TlsMaterial { tls_crt: data.tls_crt, tls_key: data.tls_key.expose().to_owned(), ca_crt: data.ca_crt },
+        material: TlsMaterial {
+            tls_crt: data.tls_crt,
+            tls_key: data.tls_key.expose().to_owned(),
+            ca_crt: data.ca_crt,
+            decided_from: stored.resource_version.map(str::to_owned),
+        },
         not_before,
         not_after,
         serial,
@@ -184,7 +203,11 @@ mod tests {
     }
 
     fn stored(leaf: &Leaf) -> Stored<'_> {
-        Stored { tls_crt: Some(leaf.material.tls_crt.as_bytes()), tls_key: Some(leaf.material.tls_key.as_bytes()) }
+        Stored {
+            tls_crt: Some(leaf.material.tls_crt.as_bytes()),
+            tls_key: Some(leaf.material.tls_key.as_bytes()),
+            resource_version: None,
+        }
     }
 
     #[test]
@@ -211,9 +234,50 @@ mod tests {
             keep_or_issue(Stored::default(), &server(&["a.so-noi-vu.quangnam.gov.vn"]), &issuer(&w), now).unwrap();
         let moved = keep_or_issue(stored(&first), &server(&["b.so-noi-vu.quangnam.gov.vn"]), &issuer(&w), now).unwrap();
         assert!(matches!(&moved.issued, Some(Issued::Replaced(why)) if why.contains("b.so-noi-vu")), "{moved:?}");
-        let garbage = Stored { tls_crt: Some(b"not a certificate"), tls_key: Some(first.material.tls_key.as_bytes()) };
+        let garbage = Stored {
+            tls_crt: Some(b"not a certificate"),
+            tls_key: Some(first.material.tls_key.as_bytes()),
+            resource_version: None,
+        };
         let repaired = keep_or_issue(garbage, &server(&["a.so-noi-vu.quangnam.gov.vn"]), &issuer(&w), now).unwrap();
         assert!(matches!(repaired.issued, Some(Issued::Damaged(_))), "{repaired:?}");
+    }
+
+    #[test]
+    fn the_material_names_the_secret_version_it_was_decided_from() {
+        // The apply is conditional on that version: a Secret damaged by hand between this read and
+        // the apply must not be overwritten with the healthy leaf read before (found flaky in the
+        // damaged-Secret integration test), but refused, so the next reconcile sees the damage.
+        let now = OffsetDateTime::now_utc();
+        let w = world(now);
+        let spec = server(&["a.so-noi-vu.quangnam.gov.vn"]);
+        let first = keep_or_issue(Stored::default(), &spec, &issuer(&w), now).unwrap();
+        assert_eq!(first.material.decided_from, None, "no Secret was read: nothing to be conditional on");
+        let read = Stored { resource_version: Some("41"), ..stored(&first) };
+        let kept = keep_or_issue(read, &spec, &issuer(&w), now).unwrap();
+        assert_eq!(kept.issued, None);
+        assert_eq!(kept.material.decided_from.as_deref(), Some("41"));
+        let damaged = Stored { tls_crt: Some(b"not a certificate"), ..read };
+        let repaired = keep_or_issue(damaged, &spec, &issuer(&w), now).unwrap();
+        assert!(matches!(repaired.issued, Some(Issued::Damaged(_))), "{repaired:?}");
+        assert_eq!(repaired.material.decided_from.as_deref(), Some("41"));
+    }
+
+    #[test]
+    fn a_stored_secret_is_read_with_its_version() {
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta { resource_version: Some("7".into()), ..Default::default() },
+            data: Some(std::collections::BTreeMap::from([(
+                "tls.crt".to_owned(),
+                k8s_openapi::ByteString(b"crt".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let stored = Stored::of(Some(&secret));
+        assert_eq!(stored.tls_crt, Some(&b"crt"[..]));
+        assert_eq!(stored.tls_key, None);
+        assert_eq!(stored.resource_version, Some("7"));
+        assert!(Stored::of(None).resource_version.is_none());
     }
 
     #[test]

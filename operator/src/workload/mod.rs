@@ -44,6 +44,11 @@ pub struct TlsMaterial {
     pub tls_key: String,
     /// The trust bundle: the platform CA.
     pub ca_crt: String,
+    /// The resourceVersion of the stored Secret this material was decided from (kept, or issued
+    /// to replace it); `None` when there was no Secret. The Secret is applied on that condition:
+    /// one edited after it was read (by hand, mid-reconcile) is never overwritten with a decision
+    /// about its old content — the apply fails with a conflict and the next reconcile checks it.
+    pub decided_from: Option<String>,
 }
 
 impl fmt::Debug for TlsMaterial {
@@ -53,6 +58,7 @@ impl fmt::Debug for TlsMaterial {
             .field("tls_crt", &self.tls_crt)
             .field("tls_key", &"<redacted>")
             .field("ca_crt", &self.ca_crt)
+            .field("decided_from", &self.decided_from)
             .finish()
     }
 }

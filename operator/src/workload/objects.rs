@@ -256,11 +256,12 @@ pub fn pod_disruption_budget(owner: &Owner, name: &str) -> PodDisruptionBudget {
     }
 }
 
-/// A `kubernetes.io/tls` Secret holding `material`.
+/// A `kubernetes.io/tls` Secret holding `material`, to be applied only over the version of the
+/// Secret the material was decided from (see [`TlsMaterial::decided_from`]).
 pub fn tls_secret(owner: &Owner, name: &str, material: &TlsMaterial) -> Secret {
     let entry = |value: &str| ByteString(value.as_bytes().to_vec());
     Secret {
-        metadata: owner.child_meta(name),
+        metadata: ObjectMeta { resource_version: material.decided_from.clone(), ..owner.child_meta(name) },
         type_: Some("kubernetes.io/tls".into()),
         data: Some(BTreeMap::from([
             ("tls.crt".to_owned(), entry(&material.tls_crt)),
@@ -284,6 +285,24 @@ mod tests {
         assert_eq!(owner.reference.controller, Some(true));
         portal.metadata.uid = None;
         assert_eq!(Owner::of(&portal, "portal").unwrap_err().metric_label(), "MissingField");
+    }
+
+    #[test]
+    fn a_tls_secret_is_applied_over_the_version_it_was_decided_from() {
+        let owner = Owner::of(&fixtures::portal(), "portal").unwrap();
+        let mut material = TlsMaterial {
+            tls_crt: "crt".into(),
+            tls_key: "key".into(),
+            ca_crt: "ca".into(),
+            decided_from: Some("41".into()),
+        };
+        let secret = tls_secret(&owner, "x-portal-tls", &material);
+        assert_eq!(secret.metadata.resource_version.as_deref(), Some("41"));
+        assert_eq!(secret.metadata.name.as_deref(), Some("x-portal-tls"));
+        assert!(secret.metadata.owner_references.is_some());
+        material.decided_from = None;
+        let first = serde_json::to_value(tls_secret(&owner, "x-portal-tls", &material)).unwrap();
+        assert!(first["metadata"].get("resourceVersion").is_none(), "a first Secret is created unconditionally");
     }
 
     #[test]

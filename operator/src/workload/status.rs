@@ -204,6 +204,15 @@ pub fn refusal(error: &kube::Error, what: &str) -> Option<Problem> {
     None
 }
 
+/// What a reconcile does when an apply met a conflict ([`crate::reconcile::apply::is_conflict`]):
+/// a certificate Secret changed after it was read (edited by hand mid-reconcile), so the decision
+/// taken on its old content was not written over it. Nothing is wrong: the next reconcile, at
+/// once, checks what the Secret holds now (and reports and repairs it if it is damaged).
+pub fn changed_meanwhile(error: &crate::error::Error) -> kube::runtime::controller::Action {
+    tracing::info!(%error, "an object changed after this reconcile read it; reconciling again");
+    kube::runtime::controller::Action::requeue(std::time::Duration::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
