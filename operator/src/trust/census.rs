@@ -1,6 +1,8 @@
 //! Counting, during a rotation, where the cluster's trust bundles and certificates stand. Pure:
 //! the controller lists the objects and hands them over.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 
@@ -43,10 +45,16 @@ pub fn census(rotation: &TrustRotation, bundles: &[ConfigMap], tenant_cas: &[Sec
             }
         }
     }
+    // Leaves of one tenant share its CA at the top of their chain: check each CA once.
+    let mut known: HashMap<Vec<u8>, ChainAnchor> = HashMap::new();
     for secret in tenant_cas.iter().chain(leaves) {
-        let anchor = data(secret, "tls.crt")
-            .and_then(|pem| chain_from_pem("tls.crt", pem).ok())
-            .map_or(ChainAnchor::Unknown, |chain| classifier.anchor_of(&chain));
+        let chain = data(secret, "tls.crt").and_then(|pem| chain_from_pem("tls.crt", pem).ok()).unwrap_or_default();
+        let anchor = match chain.last() {
+            None => ChainAnchor::Unknown,
+            Some(top) => {
+                *known.entry(top.as_ref().to_vec()).or_insert_with(|| classifier.anchor_of(std::slice::from_ref(top)))
+            }
+        };
         match anchor {
             ChainAnchor::Old => {
                 census.progress.on_old += 1;
