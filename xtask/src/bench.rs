@@ -143,8 +143,8 @@ fn certificates_section(r: &Value, m: &Machine) -> Result<String> {
          \n\
          **A platform CA rotation's count** (`govpaas_operator::trust::census`, what the trust controller \
          computes on every poll while re-issuing, after listing the Secrets): {census_certs} tenant CA and \
-         leaf Secrets parsed and checked against the retiring and the new CA, and {census_bundles} trust \
-         bundles compared, in {census_s} ({census_rate} certificates), so the poll's cost is the API \
+         leaf Secrets parsed and sorted by the CA they chain to (each tenant CA's signature checked once), and \
+         {census_bundles} trust bundles compared, in {census_s} ({census_rate}): the poll's cost is the API \
          server's listing, not the count.\n",
         model = m.cpu_model,
         cpus = m.cpus,
@@ -282,7 +282,7 @@ mod tests {
             "**20,000 /s**",
             "**0.31**",
             "64,000 /s",
-            "in 0.500 s (32,000 /s certificates)",
+            "in 0.500 s (32,000 /s)",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
