@@ -1,6 +1,7 @@
 //! govpaas operator library: controllers, certificates, LGSP wiring.
 
-pub mod certificates;
+/// The certificate authority: the `govpaas-pki` library, under the name the controllers use.
+pub use govpaas_pki as certificates;
 pub mod document;
 pub mod error;
 pub mod leader;

@@ -4,10 +4,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use time::{Duration, OffsetDateTime};
 use x509_parser::extensions::GeneralName;
 
-use crate::certificates::pem::{certificates_from_pem, parse_certificate};
-use crate::certificates::testing::*;
-use crate::certificates::verify::verify_server_chain;
-use crate::certificates::{
+use crate::pem::{certificates_from_pem, parse_certificate};
+use crate::testing::*;
+use crate::verify::verify_server_chain;
+use crate::{
     CertificateAuthority, IssuancePolicy, KeyAlgorithm, PlatformCaRequest, ServerCertificateRequest, TenantCaRequest,
     TrustAnchors, generate_platform_ca,
 };

@@ -5,13 +5,13 @@ use rcgen::{BasicConstraints, CertificateParams, CustomExtension, ExtendedKeyUsa
 use time::Duration;
 use webpki::KeyUsage;
 
-use crate::certificates::authority::distinguished_name;
-use crate::certificates::leaf::DOCUMENT_SIGNING_EKU;
-use crate::certificates::pem::{certificates_from_pem, parse_certificate};
-use crate::certificates::policy::random_serial;
-use crate::certificates::testing::*;
-use crate::certificates::verify::{verify_client_chain, verify_server_chain, verify_signing_chain};
-use crate::certificates::{
+use crate::authority::distinguished_name;
+use crate::leaf::DOCUMENT_SIGNING_EKU;
+use crate::pem::{certificates_from_pem, parse_certificate};
+use crate::policy::random_serial;
+use crate::testing::*;
+use crate::verify::{verify_client_chain, verify_server_chain, verify_signing_chain};
+use crate::{
     AgencyIdentity, CertificateAuthority, ClientCertificateRequest, Error, IssuancePolicy, KeyAlgorithm,
     ServerCertificateRequest, SigningCertificateRequest,
 };
@@ -136,7 +136,7 @@ fn the_platform_root_constrains_tenant_cas_too() {
     params.serial_number = Some(random_serial().unwrap());
     params.not_before = now() - Duration::HOUR;
     params.not_after = now() + Duration::DAY;
-    params.name_constraints = crate::certificates::authority::name_constraints(&["example.org".to_owned()]);
+    params.name_constraints = crate::authority::name_constraints(&["example.org".to_owned()]);
     let rogue_cert = params.signed_by(&key, &platform.issuer).unwrap();
     let rogue =
         CertificateAuthority::from_pem(rogue_cert.pem().as_bytes(), key.serialize_pem().as_bytes(), now()).unwrap();

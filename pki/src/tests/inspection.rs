@@ -2,8 +2,8 @@
 
 use time::Duration;
 
-use crate::certificates::testing::*;
-use crate::certificates::{
+use crate::testing::*;
+use crate::{
     CertificateAuthority, ClientCertificateRequest, Error, ExpectedLeaf, IssuancePolicy, IssuedCertificate, LeafKind,
     ServerCertificateRequest, SigningCertificateRequest, TrustAnchors, WorkloadIdentity, inspect_leaf,
 };
@@ -254,9 +254,9 @@ fn mutated_secrets_never_panic_and_are_never_accepted_when_changed() {
         match inspect_leaf(&c, &k, &f.expected(), now()) {
             Err(_) => refused += 1,
             Ok(_) => {
-                let decoded = crate::certificates::pem::certificates_from_pem("tls.crt", &c).unwrap();
+                let decoded = crate::pem::certificates_from_pem("tls.crt", &c).unwrap();
                 assert_eq!(decoded, original_chain, "round {round}: a changed certificate was accepted");
-                let key_pair = crate::certificates::pem::key_from_pem("tls.key", &k).unwrap();
+                let key_pair = crate::pem::key_from_pem("tls.key", &k).unwrap();
                 assert_eq!(key_pair.serialize_pem().as_bytes(), key.as_slice(), "round {round}: a changed key");
             }
         }
@@ -276,8 +276,7 @@ fn mutated_ca_secrets_never_panic_and_are_never_taken_for_the_original() {
         b
     };
     let decoded_same = |a: &[u8], b: &[u8]| {
-        crate::certificates::pem::certificates_from_pem("tls.crt", a).ok()
-            == crate::certificates::pem::certificates_from_pem("tls.crt", b).ok()
+        crate::pem::certificates_from_pem("tls.crt", a).ok() == crate::pem::certificates_from_pem("tls.crt", b).ok()
     };
 
     let crt = tenant.certificate_pem().as_bytes();
@@ -315,7 +314,7 @@ fn a_tenant_ca_is_loaded_only_from_its_own_platform_ca() {
     let key = tenant.private_key_pem().expose().as_bytes();
     let loaded = CertificateAuthority::load_tenant_ca(crt, key, &platform, now()).unwrap();
     assert_eq!(loaded.fingerprint(), tenant.fingerprint());
-    let other_platform = crate::certificates::testing::platform();
+    let other_platform = crate::testing::platform();
     assert_eq!(label(CertificateAuthority::load_tenant_ca(crt, key, &other_platform, now())), "IssuerMismatch");
     let p_crt = platform.certificate_pem().as_bytes();
     let p_key = platform.private_key_pem().expose().as_bytes();

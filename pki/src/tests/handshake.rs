@@ -1,8 +1,8 @@
 //! In-memory rustls handshakes built from the Secrets govpaas writes.
 
-use crate::certificates::testing::*;
-use crate::certificates::tls::{handshake_ok, mutual_handshake_ok};
-use crate::certificates::{
+use crate::testing::*;
+use crate::tls::{handshake_ok, mutual_handshake_ok};
+use crate::{
     CertificateAuthority, ClientCertificateRequest, IssuancePolicy, IssuedCertificate, KeyAlgorithm,
     ServerCertificateRequest, TlsSecretData,
 };
@@ -114,10 +114,10 @@ fn mutual_tls_refuses_missing_foreign_and_wrong_kind_client_certificates() {
     assert_eq!(err.label(), "Tls", "{err}");
 
     // No client certificate at all.
-    let trust = crate::certificates::TrustAnchors::from_pem(server.ca_crt.as_bytes()).unwrap();
-    let err = crate::certificates::tls::handshake(
-        crate::certificates::tls::client_config(&trust, None).unwrap(),
-        crate::certificates::tls::server_config(server_pair.0, server_pair.1, Some(&trust)).unwrap(),
+    let trust = crate::TrustAnchors::from_pem(server.ca_crt.as_bytes()).unwrap();
+    let err = crate::tls::handshake(
+        crate::tls::client_config(&trust, None).unwrap(),
+        crate::tls::server_config(server_pair.0, server_pair.1, Some(&trust)).unwrap(),
         DOMAIN,
     )
     .unwrap_err();

@@ -176,8 +176,8 @@ pub fn renewal_timestamp_seconds(tls_crt: &[u8], fraction: RenewalFraction) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certificates::testing::{now, platform_and_tenant};
-    use crate::certificates::{IssuancePolicy, ServerCertificateRequest};
+    use crate::testing::{now, platform_and_tenant};
+    use crate::{IssuancePolicy, ServerCertificateRequest};
 
     fn t(secs: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(secs).unwrap()

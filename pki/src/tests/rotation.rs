@@ -3,9 +3,9 @@
 
 use time::Duration;
 
-use crate::certificates::testing::*;
-use crate::certificates::tls::handshake_ok;
-use crate::certificates::{
+use crate::testing::*;
+use crate::tls::handshake_ok;
+use crate::{
     BundleCa, CertificateAuthority, ChainAnchor, IssuancePolicy, IssuedCertificate, ServerCertificateRequest,
     TrustRotation,
 };
