@@ -1,6 +1,7 @@
 //! govpaas operator library: controllers, certificates, LGSP wiring.
 
 pub mod certificates;
+pub mod data_sharing;
 pub mod document;
 pub mod error;
 pub mod leader;
