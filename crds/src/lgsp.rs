@@ -228,7 +228,12 @@ mod tests {
     fn table() -> RouteTable {
         RouteTable {
             schema: SCHEMA_V1.into(),
-            source: Source { namespace: "so-noivu".into(), name: "ho-tich".into(), uid: "u1".into(), generation: Some(3) },
+            source: Source {
+                namespace: "so-noivu".into(),
+                name: "ho-tich".into(),
+                uid: "u1".into(),
+                generation: Some(3),
+            },
             agency_code: "H48.12".into(),
             routes: vec![Route {
                 api: "tra-cuu-ho-tich".into(),

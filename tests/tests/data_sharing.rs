@@ -138,8 +138,11 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         for tenant in [&self.provider, &self.consumer] {
-            let _ =
-                self.cluster.kubectl().args(["delete", "tenant", tenant, "--ignore-not-found", "--wait=false"]).output();
+            let _ = self
+                .cluster
+                .kubectl()
+                .args(["delete", "tenant", tenant, "--ignore-not-found", "--wait=false"])
+                .output();
         }
     }
 }
@@ -172,7 +175,10 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     let route = &table.routes[0];
     assert!(route.consumers.is_empty(), "{route:?}");
     assert_eq!(route.path_prefix, format!("/{PROVIDER_CODE}/tra-cuu-ho-tich/"));
-    assert_eq!((route.upstream.service.as_str(), route.upstream.port, route.upstream.path.as_str()), ("ho-tich", 8080, "/api/v1"));
+    assert_eq!(
+        (route.upstream.service.as_str(), route.upstream.port, route.upstream.path.as_str()),
+        ("ho-tich", 8080, "/api/v1")
+    );
     assert_eq!(route.rate_limit.requests_per_minute, 600, "the Platform's default");
 
     // Only the gateway reaches the API's Pods, on the Service's target port.
@@ -186,11 +192,16 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     let rule = &spec.ingress.unwrap()[0];
     assert_eq!(rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(9000)));
     let peer = &rule.from.as_ref().unwrap()[0];
-    assert_eq!(peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/component"], "lgsp-gateway");
+    assert_eq!(
+        peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/component"],
+        "lgsp-gateway"
+    );
 
     // The consumer's client certificate: a client chain to the platform trust, with its identity.
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &consumer);
-    let secret = eventually(WAIT, "the client certificate Secret", || async { secrets.get("mot-cua-lgsp-client").await.ok() }).await;
+    let secret =
+        eventually(WAIT, "the client certificate Secret", || async { secrets.get("mot-cua-lgsp-client").await.ok() })
+            .await;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let chain = chain_from_pem("tls.crt", &data(&secret, "tls.crt")).expect("a chain");
     assert_eq!(chain.len(), 2, "the leaf and the tenant CA");
@@ -200,7 +211,9 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     assert!(!data(&secret, "tls.key").is_empty());
     let ready = world.condition(&consumer, "mot-cua", "CertificateReady", "True", "Issued").await;
     assert!(ready.contains(&world.consumer_identity()), "{ready}");
-    let status = world.wait_service(&consumer, "mot-cua", "status.clientCertificate", |s| s.status.clone()?.client_certificate).await;
+    let status = world
+        .wait_service(&consumer, "mot-cua", "status.clientCertificate", |s| s.status.clone()?.client_certificate)
+        .await;
     assert_eq!(status.secret_name.as_deref(), Some("mot-cua-lgsp-client"));
 
     // The provider approves the consumer's agency: granted, with its URL; the table lists it.
@@ -209,7 +222,9 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     let url = format!("https://lgsp.{}/{PROVIDER_CODE}/tra-cuu-ho-tich/", world.base_domain);
     assert_eq!(granted.url.as_deref(), Some(url.as_str()));
     let identity = world.consumer_identity();
-    let table = world.route_table("the consumer granted", |t| t.routes[0].consumers.iter().any(|c| c.identity == identity)).await;
+    let table = world
+        .route_table("the consumer granted", |t| t.routes[0].consumers.iter().any(|c| c.identity == identity))
+        .await;
     assert_eq!(table.routes[0].consumers.len(), 1);
     let gateway = world.wait_service(&consumer, "mot-cua", "granted count", |s| {
         let status = s.status.clone()?;
@@ -228,7 +243,10 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     api.delete("ho-tich", &Default::default()).await.expect("deleting the provider's DataSharingService");
     let config_maps: Api<ConfigMap> = Api::namespaced(world.client.clone(), operator::NAMESPACE);
     let name = lgsp::route_table_name(&provider, "ho-tich");
-    eventually(WAIT, "the route table deleted", || async { config_maps.get_opt(&name).await.ok()?.is_none().then_some(()) }).await;
+    eventually(WAIT, "the route table deleted", || async {
+        config_maps.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
     world.consumption(GrantState::Denied, "ApiNotFound").await;
     assert!(world.operator.log().contains("deleted the route table"), "the sweep logged it");
 }
@@ -255,5 +273,8 @@ async fn a_missing_service_is_a_condition_until_it_appears() {
     assert!(table.routes[0].open_data);
     assert!(table.routes[0].consumers.is_empty());
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &provider);
-    assert!(secrets.get_opt("du-lieu-mo-lgsp-client").await.unwrap().is_none(), "a provider only has no client certificate");
+    assert!(
+        secrets.get_opt("du-lieu-mo-lgsp-client").await.unwrap().is_none(),
+        "a provider only has no client certificate"
+    );
 }

@@ -99,7 +99,8 @@ fn identity_of(
     base_domain: &str,
     member: &Member<'_>,
 ) -> std::result::Result<crate::certificates::WorkloadIdentity, crate::certificates::Error> {
-    AgencyIdentity::new(base_domain, &member.agency_code).and_then(|agency| agency.workload(IDENTITY_KIND, &member.name))
+    AgencyIdentity::new(base_domain, &member.agency_code)
+        .and_then(|agency| agency.workload(IDENTITY_KIND, &member.name))
 }
 
 /// The Pods behind a provided API's Service and the port they serve it on.
@@ -322,7 +323,8 @@ pub fn route_table_config_map(inputs: &Inputs<'_>, table: &RouteTable) -> Config
 /// The NetworkPolicy letting the LGSP gateway's Pods reach `backend`'s Pods on its target port.
 pub fn network_policy(owner: &Owner, operator_namespace: &str, api: &ProvidedApi, backend: &Backend) -> NetworkPolicy {
     let (gateway_key, gateway_value) = lgsp::GATEWAY_POD_LABEL;
-    let selector = |labels: BTreeMap<String, String>| LabelSelector { match_labels: Some(labels), ..Default::default() };
+    let selector =
+        |labels: BTreeMap<String, String>| LabelSelector { match_labels: Some(labels), ..Default::default() };
     NetworkPolicy {
         metadata: owner.child_meta(&network_policy_name(&owner.name, &api.name)),
         spec: Some(NetworkPolicySpec {
@@ -334,10 +336,7 @@ pub fn network_policy(owner: &Owner, operator_namespace: &str, api: &ProvidedApi
                         NAMESPACE_NAME_LABEL.to_owned(),
                         operator_namespace.to_owned(),
                     )]))),
-                    pod_selector: Some(selector(BTreeMap::from([(
-                        gateway_key.to_owned(),
-                        gateway_value.to_owned(),
-                    )]))),
+                    pod_selector: Some(selector(BTreeMap::from([(gateway_key.to_owned(), gateway_value.to_owned())]))),
                     ..Default::default()
                 }]),
                 ports: Some(vec![NetworkPolicyPort {
@@ -455,7 +454,11 @@ mod tests {
                 .find(|t| t.namespace_names().iter().any(|n| n == namespace))
                 .map(|t| (t.name_any(), t.spec.agency.code.clone()))
         };
-        Directory::new(members(&world.services, tenant_of), world.tenants.iter().map(|t| t.spec.agency.code.clone()), false)
+        Directory::new(
+            members(&world.services, tenant_of),
+            world.tenants.iter().map(|t| t.spec.agency.code.clone()),
+            false,
+        )
     }
 
     fn service_named<'a>(world: &'a World, namespace: &str) -> impl Fn(&str) -> Option<&'a Service> {
@@ -621,7 +624,14 @@ mod tests {
         let provided = provided(&inputs, service_named(&world, "so-tu-phap"));
         let reasons: Vec<&str> = provided.iter().map(|p| p.backend.as_ref().err().map_or("ok", |e| e.reason)).collect();
         assert_eq!(reasons, ["ApiNameConflict", "ServiceNotFound"]);
-        assert!(provided[1].backend.as_ref().unwrap_err().message.contains("ho-tich-2 of API ho-tich-moi-api does not exist"));
+        assert!(
+            provided[1]
+                .backend
+                .as_ref()
+                .unwrap_err()
+                .message
+                .contains("ho-tich-2 of API ho-tich-moi-api does not exist")
+        );
 
         let api = &member.service.spec.provides[1];
         let wrong_port = Service {
@@ -636,7 +646,10 @@ mod tests {
         assert_eq!(problem.reason, "ServiceNotFound");
         assert!(problem.message.contains("has no port 8080 (it has: 9090)"), "{}", problem.message);
         let selectorless = Service {
-            spec: Some(ServiceSpec { ports: Some(vec![ServicePort { port: 8080, ..Default::default() }]), ..Default::default() }),
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort { port: 8080, ..Default::default() }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(backend("so-tu-phap", api, Some(&selectorless)).unwrap_err().reason, "ServiceWithoutSelector");

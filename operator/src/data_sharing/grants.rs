@@ -155,7 +155,9 @@ impl<'a> Directory<'a> {
 
     /// The older member of the same agency that holds `api`'s name, when it is not `member`.
     pub fn conflict(&self, member: &Member<'_>, api: &str) -> Option<&Member<'a>> {
-        self.provider_of(&member.agency, api).map(|(owner, _)| owner).filter(|owner| !owner.is(&member.namespace, &member.name))
+        self.provider_of(&member.agency, api)
+            .map(|(owner, _)| owner)
+            .filter(|owner| !owner.is(&member.namespace, &member.name))
     }
 
     /// How many APIs the tenant's members older than `member` provide (all of them but `member`
@@ -197,17 +199,10 @@ impl<'a> Directory<'a> {
         let agency = normalise(&written);
         let Some((provider, provided)) = self.provider_of(&agency, api) else {
             let message = if self.agencies.contains(&agency) {
-                let offered: Vec<&str> = self
-                    .providers
-                    .keys()
-                    .filter(|(code, _)| code == &agency)
-                    .map(|(_, name)| name.as_str())
-                    .collect();
-                let offered =
-                    if offered.is_empty() { "none".to_owned() } else { offered.join(", ") };
-                format!(
-                    "agency {written} provides no API named {api} (its APIs: {offered}): check spec.consumes api"
-                )
+                let offered: Vec<&str> =
+                    self.providers.keys().filter(|(code, _)| code == &agency).map(|(_, name)| name.as_str()).collect();
+                let offered = if offered.is_empty() { "none".to_owned() } else { offered.join(", ") };
+                format!("agency {written} provides no API named {api} (its APIs: {offered}): check spec.consumes api")
             } else {
                 format!(
                     "no agency with code {written} is on this platform: check spec.consumes agencyCode, or ask the provincial admin whether that agency is hosted here"
@@ -216,7 +211,8 @@ impl<'a> Directory<'a> {
             return Decision { state: GrantState::Denied, reason: reasons::API_NOT_FOUND, message, path: None };
         };
         let path = Some(govpaas_crds::lgsp::api_path(&provider.agency, api));
-        let by = format!("agency {} (DataSharingService {}/{})", provider.agency_code, provider.namespace, provider.name);
+        let by =
+            format!("agency {} (DataSharingService {}/{})", provider.agency_code, provider.namespace, provider.name);
         if provided.open_data {
             return Decision {
                 state: GrantState::Granted,
@@ -228,7 +224,8 @@ impl<'a> Directory<'a> {
         let entries: Vec<_> =
             provided.consumers.iter().filter(|entry| normalise(&entry.agency_code) == consumer.agency).collect();
         let named: Vec<_> = entries.iter().filter(|entry| entry.service == consumer.name).collect();
-        let chosen = if named.is_empty() { entries.iter().filter(|entry| entry.service == "*").collect() } else { named };
+        let chosen =
+            if named.is_empty() { entries.iter().filter(|entry| entry.service == "*").collect() } else { named };
         let me = &consumer.agency_code;
         if chosen.iter().any(|entry| entry.decision == AccessDecision::Deny) {
             Decision {
@@ -320,13 +317,16 @@ mod tests {
         let world = world();
         let directory = directory(&world, false);
         let names: Vec<_> = directory.members.iter().map(|m| format!("{}/{}", m.namespace, m.name)).collect();
-        assert_eq!(names, [
+        assert_eq!(
+            names,
+            [
                 "so-tu-phap/ho-tich",
                 "xa-hoa-vang/mot-cua",
                 "so-tu-phap/ho-tich-moi",
                 "so-xay-dung/cap-phep",
                 "so-tai-nguyen/dat-dai"
-            ]);
+            ]
+        );
         let legacy = directory.member("xa-hoa-vang", "mot-cua").unwrap();
         assert_eq!((legacy.agency_code.as_str(), legacy.agency.as_str()), ("000.00.40.H48", "H48.40"));
         assert!(directory.member("khong-co-tenant", "lac").is_none(), "a namespace without a tenant has no member");
@@ -370,7 +370,11 @@ mod tests {
         assert_eq!((pending.state, pending.reason), (GrantState::Pending, "WaitingForProvider"));
         let missing_api = decide(&d, "xa-hoa-vang", "mot-cua", "khong-co-api");
         assert_eq!((missing_api.state, missing_api.reason), (GrantState::Denied, "ApiNotFound"));
-        assert!(missing_api.message.contains("its APIs: du-lieu-mo, giay-phep, ho-tich-moi-api, tra-cuu-ho-tich"), "{}", missing_api.message);
+        assert!(
+            missing_api.message.contains("its APIs: du-lieu-mo, giay-phep, ho-tich-moi-api, tra-cuu-ho-tich"),
+            "{}",
+            missing_api.message
+        );
         let missing_agency = decide(&d, "xa-hoa-vang", "mot-cua", "khong-co-co-quan");
         assert_eq!(missing_agency.reason, "ApiNotFound");
         assert!(missing_agency.message.contains("no agency with code H48.99"), "{}", missing_agency.message);

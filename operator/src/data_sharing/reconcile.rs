@@ -219,7 +219,8 @@ async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Resul
 
     // Build and apply; prune what it made before and no longer wants.
     let table = build::route_table(&inputs, &registered, &consumptions, &uid);
-    let desired = build::build(&inputs, &provided, client_leaf.as_ref().map(|(_, leaf, _)| &leaf.material), table.as_ref())?;
+    let desired =
+        build::build(&inputs, &provided, client_leaf.as_ref().map(|(_, leaf, _)| &leaf.material), table.as_ref())?;
     let mut applier = Applier::new(client.clone());
     let applied = async {
         if let Some(secret) = &desired.client_secret {
@@ -452,10 +453,20 @@ mod tests {
     use super::*;
 
     fn consumption(name: &str, state: GrantState, reason: &str) -> ConsumptionStatus {
-        ConsumptionStatus { name: name.into(), state, reason: reason.into(), message: format!("{name} {reason}"), url: None }
+        ConsumptionStatus {
+            name: name.into(),
+            state,
+            reason: reason.into(),
+            message: format!("{name} {reason}"),
+            url: None,
+        }
     }
 
-    fn applied<'a>(unregistered: Vec<Problem>, table: Option<&str>, consumptions: &'a [ConsumptionStatus]) -> Applied<'a> {
+    fn applied<'a>(
+        unregistered: Vec<Problem>,
+        table: Option<&str>,
+        consumptions: &'a [ConsumptionStatus],
+    ) -> Applied<'a> {
         Applied {
             registered: 2,
             unregistered,
@@ -472,8 +483,14 @@ mod tests {
 
     #[test]
     fn routes_are_registered_with_an_honest_message() {
-        let consumptions = [consumption("a", GrantState::Granted, "Approved"), consumption("b", GrantState::Pending, "WaitingForProvider")];
-        let all = conditions_of(&Outcome::Applied(applied(vec![], Some("govpaas-system/lgsp-routes.x.y"), &consumptions)), &[]);
+        let consumptions = [
+            consumption("a", GrantState::Granted, "Approved"),
+            consumption("b", GrantState::Pending, "WaitingForProvider"),
+        ];
+        let all = conditions_of(
+            &Outcome::Applied(applied(vec![], Some("govpaas-system/lgsp-routes.x.y"), &consumptions)),
+            &[],
+        );
         let routes = find(&all, ROUTES_REGISTERED);
         assert_eq!((routes.status, routes.reason.as_str()), (conditions::TRUE, "Registered"));
         assert!(routes.message.contains("lgsp-routes.x.y"), "{}", routes.message);
@@ -486,7 +503,10 @@ mod tests {
 
     #[test]
     fn a_missing_service_is_a_condition_and_the_rest_is_carried_or_registered() {
-        let problem = Problem { reason: build::SERVICE_NOT_FOUND, message: "Service so-tu-phap/ho-tich of API x does not exist".into() };
+        let problem = Problem {
+            reason: build::SERVICE_NOT_FOUND,
+            message: "Service so-tu-phap/ho-tich of API x does not exist".into(),
+        };
         let all = conditions_of(&Outcome::Applied(applied(vec![problem.clone()], None, &[])), &[]);
         assert_eq!(find(&all, READY).reason, "ServiceNotFound");
         assert_eq!(find(&all, READY).event, Some(EventType::Warning));
@@ -508,17 +528,29 @@ mod tests {
 
     #[test]
     fn only_changed_consumptions_are_worth_an_event() {
-        let before = [consumption("a", GrantState::Pending, "WaitingForProvider"), consumption("b", GrantState::Granted, "Approved")];
-        let now = [consumption("a", GrantState::Granted, "Approved"), consumption("b", GrantState::Granted, "Approved"), consumption("c", GrantState::Denied, "ApiNotFound")];
-        let events: Vec<(&str, &str)> = consumption_events(&before, &now).iter().map(|(_, r, c)| (*r, c.name.as_str())).collect();
+        let before = [
+            consumption("a", GrantState::Pending, "WaitingForProvider"),
+            consumption("b", GrantState::Granted, "Approved"),
+        ];
+        let now = [
+            consumption("a", GrantState::Granted, "Approved"),
+            consumption("b", GrantState::Granted, "Approved"),
+            consumption("c", GrantState::Denied, "ApiNotFound"),
+        ];
+        let events: Vec<(&str, &str)> =
+            consumption_events(&before, &now).iter().map(|(_, r, c)| (*r, c.name.as_str())).collect();
         assert_eq!(events, [("ConsumptionGranted", "a"), ("ConsumptionDenied", "c")]);
     }
 
     #[test]
     fn the_gauge_names_the_client_secret() {
-        let service: DataSharingService =
-            crate::workload::fixtures::case("data-sharing/grants.yaml").all::<DataSharingService>("DataSharingService")[1].clone();
+        let service: DataSharingService = crate::workload::fixtures::case("data-sharing/grants.yaml")
+            .all::<DataSharingService>("DataSharingService")[1]
+            .clone();
         let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(service)));
-        assert_eq!((keys[0].secret.as_str(), keys[0].kind, keys[0].namespace.as_str()), ("mot-cua-lgsp-client", "client", "xa-hoa-vang"));
+        assert_eq!(
+            (keys[0].secret.as_str(), keys[0].kind, keys[0].namespace.as_str()),
+            ("mot-cua-lgsp-client", "client", "xa-hoa-vang")
+        );
     }
 }

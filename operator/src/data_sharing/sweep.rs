@@ -92,9 +92,13 @@ pub async fn run(shared: Arc<Shared>, tables: Store<PartialObjectMeta<ConfigMap>
             shared.data_sharing.state().iter().filter_map(|service| service.meta().uid.clone()).collect();
         for table in stale_tables(&tables.state(), &live, |tenant| shared.serves_tenant(tenant)) {
             match delete(&api, &table).await {
-                Ok(true) => tracing::info!(table = table.name, "deleted the route table of a deleted DataSharingService"),
+                Ok(true) => {
+                    tracing::info!(table = table.name, "deleted the route table of a deleted DataSharingService")
+                }
                 Ok(false) => {}
-                Err(err) => tracing::warn!(table = table.name, error = %err, "could not delete a stale route table; retrying later"),
+                Err(err) => {
+                    tracing::warn!(table = table.name, error = %err, "could not delete a stale route table; retrying later")
+                }
             }
         }
         tokio::select! {

@@ -313,7 +313,8 @@ mod tests {
         let other = LeafSpec::Client { identity: w.tenant.agency().unwrap().workload("dss", "khac").unwrap() };
         let moved = keep_or_issue(stored(&first), &other, &issuer(&w), now).unwrap();
         assert!(matches!(moved.issued, Some(Issued::Replaced(_))), "{moved:?}");
-        let server = keep_or_issue(Stored::default(), &server(&["a.so-noi-vu.quangnam.gov.vn"]), &issuer(&w), now).unwrap();
+        let server =
+            keep_or_issue(Stored::default(), &server(&["a.so-noi-vu.quangnam.gov.vn"]), &issuer(&w), now).unwrap();
         let wrong = keep_or_issue(stored(&server), &spec, &issuer(&w), now).unwrap();
         assert!(wrong.issued.is_some(), "a server certificate in the client Secret is replaced");
         let renewed = keep_or_issue(stored(&first), &spec, &issuer(&w), now + Duration::days(61)).unwrap();

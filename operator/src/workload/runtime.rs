@@ -651,14 +651,13 @@ pub async fn run(client: Client, settings: Settings) {
         }
     };
     let namespace_task = {
-        let writer = namespace_writer;
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         let on_change = wake_namespace;
         let listed = listed.clone();
-        let task = watcher(api, watcher::Config::default().labels(TENANT_LABEL))
+        watcher(api, watcher::Config::default().labels(TENANT_LABEL))
             .default_backoff()
             .modify(watch::strip)
-            .reflect(writer)
+            .reflect(namespace_writer)
             .inspect_ok(move |event| listed.observe("Namespace", event))
             .touched_objects()
             .for_each(move |touched| {
@@ -666,8 +665,7 @@ pub async fn run(client: Client, settings: Settings) {
                     on_change(&namespace);
                 }
                 futures::future::ready(())
-            });
-        task
+            })
     };
 
     let wake_quota = {
