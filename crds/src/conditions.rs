@@ -19,7 +19,8 @@ pub const SUSPENDED: &str = "Suspended";
 pub const NAMESPACES_READY: &str = "NamespacesReady";
 /// Tenant, Platform: its certificate authority is issued and current.
 pub const CA_READY: &str = "CertificateAuthorityReady";
-/// Portal, DocumentService: the TLS (and signing) certificates are issued and current.
+/// Portal, DocumentService: the TLS (and signing) certificates are issued and current;
+/// DataSharingService: its LGSP client certificate is.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
 /// DocumentService: its PersistentVolumeClaim is bound.
 pub const STORAGE_BOUND: &str = "StorageBound";

@@ -15,6 +15,7 @@ pub mod document_service;
 pub mod generate;
 pub mod hierarchy;
 pub mod hosts;
+pub mod lgsp;
 pub mod metadata;
 pub mod platform;
 pub mod portal;

@@ -2,6 +2,7 @@
 
 /// The certificate authority: the `govpaas-pki` library, under the name the controllers use.
 pub use govpaas_pki as certificates;
+pub mod data_sharing;
 pub mod document;
 pub mod error;
 pub mod leader;

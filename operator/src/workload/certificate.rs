@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use super::TlsMaterial;
 use crate::certificates::renewal::is_due;
 use crate::certificates::{
-    CertificateAuthority, ExpectedLeaf, IssuancePolicy, LeafKind, ServerCertificateRequest, SigningCertificateRequest,
-    TrustAnchors, WorkloadIdentity, inspect_leaf,
+    CertificateAuthority, ClientCertificateRequest, ExpectedLeaf, IssuancePolicy, LeafKind, ServerCertificateRequest,
+    SigningCertificateRequest, TrustAnchors, WorkloadIdentity, inspect_leaf,
 };
 
 /// What the certificate is for.
@@ -21,6 +21,8 @@ use crate::certificates::{
 pub enum LeafSpec {
     /// A TLS server certificate for these hosts.
     Server { dns_names: Vec<String> },
+    /// An LGSP client certificate whose one URI SAN is this identity.
+    Client { identity: WorkloadIdentity },
     /// A document-signing certificate for this identity, shown as `signer_name`.
     Signing { identity: WorkloadIdentity, signer_name: String },
 }
@@ -29,6 +31,7 @@ impl LeafSpec {
     fn kind(&self) -> LeafKind {
         match self {
             LeafSpec::Server { .. } => LeafKind::Server,
+            LeafSpec::Client { .. } => LeafKind::Client,
             LeafSpec::Signing { .. } => LeafKind::DocumentSigning,
         }
     }
@@ -104,7 +107,7 @@ pub fn keep_or_issue(
         (Some(crt), Some(key)) => {
             let (dns_names, identity) = match spec {
                 LeafSpec::Server { dns_names } => (dns_names.as_slice(), None),
-                LeafSpec::Signing { identity, .. } => (&[][..], Some(identity)),
+                LeafSpec::Client { identity } | LeafSpec::Signing { identity, .. } => (&[][..], Some(identity)),
             };
             let expected =
                 ExpectedLeaf { kind: spec.kind(), issuer: issuer.ca, trust: issuer.trust, dns_names, identity };
@@ -134,6 +137,11 @@ pub fn keep_or_issue(
     let certificate = match spec {
         LeafSpec::Server { dns_names } => issuer.ca.issue_server_certificate(
             &ServerCertificateRequest::new(dns_names.iter().cloned()),
+            issuer.policy,
+            now,
+        )?,
+        LeafSpec::Client { identity } => issuer.ca.issue_client_certificate(
+            &ClientCertificateRequest { identity: identity.clone() },
             issuer.policy,
             now,
         )?,
@@ -286,6 +294,31 @@ mod tests {
         let w = world(now);
         let err = keep_or_issue(Stored::default(), &server(&["portal.other.gov.vn"]), &issuer(&w), now).unwrap_err();
         assert_eq!(err.label(), "NameOutsideDomain");
+    }
+
+    #[test]
+    fn client_certificates_carry_the_identity_and_verify_as_clients() {
+        let now = OffsetDateTime::now_utc();
+        let w = world(now);
+        let identity = w.tenant.agency().unwrap().workload("dss", "mot-cua").unwrap();
+        let spec = LeafSpec::Client { identity: identity.clone() };
+        let first = keep_or_issue(Stored::default(), &spec, &issuer(&w), now).unwrap();
+        assert_eq!(first.issued, Some(Issued::New));
+        let chain = crate::certificates::verify::chain_from_pem("tls.crt", first.material.tls_crt.as_bytes()).unwrap();
+        let verified = crate::certificates::verify::verify_client_chain(&chain, &w.trust, now).unwrap();
+        assert_eq!(verified, identity);
+        let kept = keep_or_issue(stored(&first), &spec, &issuer(&w), now + Duration::days(10)).unwrap();
+        assert_eq!((kept.issued, kept.serial), (None, first.serial.clone()));
+        // Another identity (the service renamed) is re-issued; a server certificate is not a client one.
+        let other = LeafSpec::Client { identity: w.tenant.agency().unwrap().workload("dss", "khac").unwrap() };
+        let moved = keep_or_issue(stored(&first), &other, &issuer(&w), now).unwrap();
+        assert!(matches!(moved.issued, Some(Issued::Replaced(_))), "{moved:?}");
+        let server =
+            keep_or_issue(Stored::default(), &server(&["a.so-noi-vu.quangnam.gov.vn"]), &issuer(&w), now).unwrap();
+        let wrong = keep_or_issue(stored(&server), &spec, &issuer(&w), now).unwrap();
+        assert!(wrong.issued.is_some(), "a server certificate in the client Secret is replaced");
+        let renewed = keep_or_issue(stored(&first), &spec, &issuer(&w), now + Duration::days(61)).unwrap();
+        assert_eq!(renewed.issued, Some(Issued::Renewal));
     }
 
     #[test]

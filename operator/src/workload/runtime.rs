@@ -1,12 +1,14 @@
-//! What the Portal and DocumentService controllers share at run time: the caches of what their
-//! reconciles read (the Platform, Tenants, tenant namespaces, ResourceQuotas, and every Portal and
-//! DocumentService, whose hosts each must know), and the wake-ups that those objects' changes send.
+//! What the Portal, DocumentService and DataSharingService controllers share at run time: the
+//! caches of what their reconciles read (the Platform, Tenants, tenant namespaces, ResourceQuotas,
+//! every Portal and DocumentService, whose hosts each must know, and every DataSharingService,
+//! whose grants depend on the others), and the wake-ups that those objects' changes send.
 //!
 //! Each cache is filled by one watcher whose events are fanned out, as explicit wake-ups, to the
 //! services they concern: a Tenant (suspended, resumed, domain) or a namespace to the services in
 //! its namespaces; a ResourceQuota (usage freed) to the services in its namespace; the Platform to
 //! every service; a service deleted or changed to the services held back by a host conflict or by
-//! quota, which may now fit.
+//! quota, which may now fit; a DataSharingService changed or deleted to the DataSharingServices on
+//! the other side of its grants (see [`Fanout::data_sharing_event`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use govpaas_crds::conditions::{READY, reasons};
 use govpaas_crds::metadata::{SUSPENDED_LABEL, TENANT_LABEL};
 use govpaas_crds::platform::PLATFORM_NAME;
-use govpaas_crds::{DocumentService, Platform, Portal, Tenant};
+use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal, Tenant};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
 
 use crate::trust::TrustStore;
@@ -44,10 +46,20 @@ use crate::tenant::{Settings, TenantObject};
 pub type PortalObject = DeserializeGuard<Portal>;
 /// A DocumentService, or the error of one that cannot be read.
 pub type DocumentObject = DeserializeGuard<DocumentService>;
+/// A DataSharingService, or the error of one that cannot be read.
+pub type DataSharingObject = DeserializeGuard<DataSharingService>;
 
 /// The caches every reconcile reads, by the name each reports when it has listed once.
-const CACHES: [&str; 7] =
-    ["Platform", "ConfigMap", "Tenant", "Namespace", "ResourceQuota", "Portal", "DocumentService"];
+const CACHES: [&str; 8] = [
+    "Platform",
+    "ConfigMap",
+    "Tenant",
+    "Namespace",
+    "ResourceQuota",
+    "Portal",
+    "DocumentService",
+    "DataSharingService",
+];
 
 /// Which caches have listed once. Readiness is tracked from the watch streams' `InitDone`, not by
 /// awaiting `Store::wait_until_ready`: a store wakes only one waiter (kube-runtime's `DelayedInit`
@@ -76,6 +88,10 @@ pub struct Shared {
     pub quotas: Store<ResourceQuota>,
     pub portals: Store<PortalObject>,
     pub documents: Store<DocumentObject>,
+    pub data_sharing: Store<DataSharingObject>,
+    /// Woken when a DataSharingService is deleted: its route table, in the operator's namespace,
+    /// has no owner reference to go with it (see `crate::data_sharing::sweep`).
+    pub route_tables_orphaned: Arc<tokio::sync::Notify>,
     /// Every Tenant this operator has seen since it started, deleted ones included: whose
     /// retained volumes are this operator's to announce.
     pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -207,6 +223,27 @@ impl Shared {
         hosts::oldest_first(dated)
     }
 
+    /// The tenant and agency code of every tenant namespace this operator serves: the Tenants that
+    /// list the namespace and whose label it carries (as [`Shared::scope`] decides, for all at once).
+    pub fn tenant_agencies(&self) -> HashMap<String, (String, String)> {
+        let mut agencies = HashMap::new();
+        for tenant in self.tenants.state() {
+            let Ok(tenant) = &tenant.0 else { continue };
+            let name = tenant.name_any();
+            for namespace in tenant.namespace_names() {
+                let labelled = self
+                    .namespaces
+                    .get(&ObjectRef::new(&namespace))
+                    .and_then(|ns| ns.metadata.labels.as_ref().and_then(|l| l.get(TENANT_LABEL).cloned()))
+                    .is_some_and(|owner| owner == name);
+                if labelled {
+                    agencies.insert(namespace, (name.clone(), tenant.spec.agency.code.clone()));
+                }
+            }
+        }
+        agencies
+    }
+
     /// The ResourceQuotas of `namespace`.
     pub fn quotas_in(&self, namespace: &str) -> Vec<ResourceQuota> {
         self.quotas
@@ -314,6 +351,7 @@ impl Shared {
 struct Wakers {
     portals: UnboundedSender<ObjectRef<PortalObject>>,
     documents: UnboundedSender<ObjectRef<DocumentObject>>,
+    data_sharing: UnboundedSender<ObjectRef<DataSharingObject>>,
 }
 
 /// Whether a service is held back by something another service may release.
@@ -327,14 +365,32 @@ fn is_blocked(conditions: &[Condition]) -> bool {
 struct Fanout {
     portals: Store<PortalObject>,
     documents: Store<DocumentObject>,
+    data_sharing: Store<DataSharingObject>,
+    /// Tenant namespaces: a DataSharingService's agency is its namespace's agency-code label.
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     wakers: Wakers,
     /// Each service's last seen generation, to tell a spec change from a status write.
     generations: HashMap<String, Option<i64>>,
+    /// Each DataSharingService's last seen generation and the agencies its grants involve.
+    sharing: HashMap<String, (Option<i64>, std::collections::BTreeSet<String>)>,
+    route_tables_orphaned: Arc<tokio::sync::Notify>,
     certificates: Arc<CertificateGauges>,
 }
 
 impl Fanout {
+    /// Wakes every service in the namespaces `wanted` accepts.
     fn wake_where(&self, wanted: impl Fn(&str) -> bool) {
+        self.wake_workloads_where(&wanted);
+        for service in self.data_sharing.state() {
+            if service.namespace().is_some_and(|ns| wanted(&ns)) {
+                let _ = self.wakers.data_sharing.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
+    /// Wakes the Portals and DocumentServices (what runs Pods, and so depends on ResourceQuotas) in
+    /// the namespaces `wanted` accepts.
+    fn wake_workloads_where(&self, wanted: impl Fn(&str) -> bool) {
         for portal in self.portals.state() {
             if portal.namespace().is_some_and(|ns| wanted(&ns)) {
                 let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
@@ -384,6 +440,81 @@ impl Fanout {
                 self.wake_blocked();
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    /// The agency (normalised) of the DataSharingServices in `namespace`, from its label.
+    fn agency_of(&self, namespace: &str) -> Option<String> {
+        let labels = self.namespaces.get(&ObjectRef::new(namespace))?.metadata.labels.clone()?;
+        labels.get(govpaas_crds::metadata::AGENCY_CODE_LABEL).map(|code| crate::data_sharing::grants::normalise(code))
+    }
+
+    /// A DataSharingService changed its spec or went away: its own agency's services (the API
+    /// names and the `lgspApis` quota they share), the providers it consumes from (whose route
+    /// tables list it), before and after the change, and the services that consume from its agency
+    /// (whose grants it decides) look again. A deleted one's route table is swept, and its client
+    /// certificate leaves the gauges.
+    fn data_sharing_event(&mut self, event: &watcher::Event<DataSharingObject>) {
+        let involved = |object: &DataSharingObject, own: Option<String>| {
+            let mut agencies: std::collections::BTreeSet<String> = own.into_iter().collect();
+            if let Ok(service) = &object.0 {
+                agencies.extend(
+                    service
+                        .spec
+                        .consumes
+                        .iter()
+                        .filter_map(|c| c.agency_code.as_deref())
+                        .map(crate::data_sharing::grants::normalise),
+                );
+            }
+            agencies
+        };
+        let key = |object: &DataSharingObject| object.meta().uid.clone().unwrap_or_default();
+        let (object, deleted) = match event {
+            watcher::Event::InitApply(object) => {
+                let own = object.namespace().and_then(|ns| self.agency_of(&ns));
+                self.sharing.insert(key(object), (object.meta().generation, involved(object, own)));
+                return;
+            }
+            watcher::Event::Apply(object) => (object, false),
+            watcher::Event::Delete(object) => (object, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let own = object.namespace().and_then(|ns| self.agency_of(&ns));
+        let now = involved(object, own.clone());
+        let previous = if deleted {
+            self.sharing.remove(&key(object))
+        } else {
+            self.sharing.insert(key(object), (object.meta().generation, now.clone()))
+        };
+        if !deleted && previous.as_ref().map(|(generation, _)| *generation) == Some(object.meta().generation) {
+            return;
+        }
+        if deleted {
+            self.route_tables_orphaned.notify_one();
+            for key in crate::data_sharing::reconcile::certificate_keys(object) {
+                self.certificates.forget(&key);
+            }
+        }
+        let mut agencies = now;
+        agencies.extend(previous.map(|(_, before)| before).unwrap_or_default());
+        for service in self.data_sharing.state() {
+            if service.meta().uid == object.meta().uid {
+                continue;
+            }
+            let Some(namespace) = service.namespace() else { continue };
+            let theirs = self.agency_of(&namespace);
+            let provider_or_sibling = theirs.as_ref().is_some_and(|code| agencies.contains(code));
+            let consumer = own.as_ref().is_some_and(|own| {
+                service.0.as_ref().is_ok_and(|s| {
+                    s.spec.consumes.iter().any(|c| {
+                        c.agency_code.as_deref().map(crate::data_sharing::grants::normalise).as_ref() == Some(own)
+                    })
+                })
+            });
+            if provider_or_sibling || consumer {
+                let _ = self.wakers.data_sharing.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
         }
     }
 }
@@ -437,21 +568,29 @@ where
     pub wake: UnboundedReceiver<ObjectRef<K>>,
 }
 
-/// Runs the Portal and DocumentService controllers until shutdown.
+/// Runs the Portal, DocumentService and DataSharingService controllers until shutdown.
 pub async fn run(client: Client, settings: Settings) {
     let (portal_wake, portal_woken) = unbounded();
     let (document_wake, document_woken) = unbounded();
-    let wakers = Wakers { portals: portal_wake, documents: document_wake };
+    let (data_sharing_wake, data_sharing_woken) = unbounded();
+    let wakers = Wakers { portals: portal_wake, documents: document_wake, data_sharing: data_sharing_wake };
 
     let (listed_tx, listed_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
     let listed = Listed(listed_tx);
     let (portals, portal_writer) = reflector::store::<PortalObject>();
     let (documents, document_writer) = reflector::store::<DocumentObject>();
+    let (data_sharing, data_sharing_writer) = reflector::store::<DataSharingObject>();
+    let (namespaces, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let route_tables_orphaned = Arc::new(tokio::sync::Notify::new());
     let fanout = Arc::new(std::sync::Mutex::new(Fanout {
         portals: portals.clone(),
         documents: documents.clone(),
+        data_sharing: data_sharing.clone(),
+        namespaces: namespaces.clone(),
         wakers: wakers.clone(),
         generations: HashMap::new(),
+        sharing: HashMap::new(),
+        route_tables_orphaned: route_tables_orphaned.clone(),
         certificates: settings.telemetry.certificates.clone(),
     }));
 
@@ -511,15 +650,14 @@ pub async fn run(client: Client, settings: Settings) {
             lock(&fanout).wake_where(|ns| ns == name);
         }
     };
-    let (namespaces, namespace_task) = {
-        let (store, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespace_task = {
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         let on_change = wake_namespace;
         let listed = listed.clone();
-        let task = watcher(api, watcher::Config::default().labels(TENANT_LABEL))
+        watcher(api, watcher::Config::default().labels(TENANT_LABEL))
             .default_backoff()
             .modify(watch::strip)
-            .reflect(writer)
+            .reflect(namespace_writer)
             .inspect_ok(move |event| listed.observe("Namespace", event))
             .touched_objects()
             .for_each(move |touched| {
@@ -527,15 +665,14 @@ pub async fn run(client: Client, settings: Settings) {
                     on_change(&namespace);
                 }
                 futures::future::ready(())
-            });
-        (store, task)
+            })
     };
 
     let wake_quota = {
         let fanout = fanout.clone();
         move |quota: &ResourceQuota| {
             let namespace = quota.namespace().unwrap_or_default();
-            lock(&fanout).wake_where(|ns| ns == namespace);
+            lock(&fanout).wake_workloads_where(|ns| ns == namespace);
         }
     };
     let (quotas, quota_task) = related::<ResourceQuota>(&client, watcher::Config::default(), &listed, wake_quota);
@@ -570,6 +707,21 @@ pub async fn run(client: Client, settings: Settings) {
             .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
     };
 
+    let data_sharing_stream = {
+        let fanout = fanout.clone();
+        let listed = listed.clone();
+        watcher(Api::<DataSharingObject>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(data_sharing_writer)
+            .inspect_ok(move |event| {
+                listed.observe("DataSharingService", event);
+                lock(&fanout).data_sharing_event(event);
+            })
+            .touched_objects()
+            .predicate_filter(predicates::generation, Default::default())
+    };
+
     let shared = Arc::new(Shared {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
         client: client.clone(),
@@ -580,11 +732,15 @@ pub async fn run(client: Client, settings: Settings) {
         quotas,
         portals: portals.clone(),
         documents: documents.clone(),
+        data_sharing: data_sharing.clone(),
+        route_tables_orphaned,
         known_tenants,
         listed: listed_rx,
     });
     let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
     let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
+    let data_sharing_watch =
+        ServiceWatch { store: data_sharing, stream: Box::pin(data_sharing_stream), wake: data_sharing_woken };
 
     // The related watchers run until their streams end, which they do not; the controllers stop
     // on SIGTERM, and then so does this.
@@ -594,7 +750,8 @@ pub async fn run(client: Client, settings: Settings) {
     let controllers = async {
         tokio::join!(
             crate::portal::run(shared.clone(), portal_watch),
-            crate::document::run(shared.clone(), document_watch)
+            crate::document::run(shared.clone(), document_watch),
+            crate::data_sharing::run(shared.clone(), data_sharing_watch)
         );
     };
     tokio::select! {
@@ -672,6 +829,7 @@ mod tests {
             name::<ResourceQuota>(),
             "Portal",
             "DocumentService",
+            "DataSharingService",
         ];
         assert_eq!(reported, CACHES);
 

@@ -1,0 +1,299 @@
+//! The LGSP gateway's route table: what the operator compiles from the DataSharingServices and
+//! what the gateway will serve. The types live here, beside the API, so that the operator (which
+//! writes the table) and the gateway (which reads it) share one definition.
+//!
+//! # Where the table is
+//!
+//! One ConfigMap per DataSharingService that has something for the gateway (it provides an API,
+//! or it was granted an API of the national platform), in the **operator's namespace** — never in
+//! the agency's, since agency admins may edit ConfigMaps there and must not be able to forge a
+//! route or a grant. The ConfigMap is named [`route_table_name`]`(namespace, name)`, labelled
+//! [`ROUTE_TABLE_SELECTOR`] (which is how the gateway lists them all and how the operator prunes
+//! them) plus [`SOURCE_NAMESPACE_LABEL`] and [`SOURCE_UID_LABEL`], annotated
+//! [`SOURCE_NAME_ANNOTATION`] (a name may be longer than a label value), naming the
+//! DataSharingService it was compiled from, and holds the JSON of a [`RouteTable`] under
+//! [`ROUTE_TABLE_KEY`].
+//!
+//! # Schema, version 1 (`govpaas.io/lgsp-routes/v1`)
+//!
+//! ```json
+//! {
+//!   "schema": "govpaas.io/lgsp-routes/v1",
+//!   "source": {"namespace": "so-noivu", "name": "ho-tich", "uid": "…", "generation": 3},
+//!   "agencyCode": "H48.12",
+//!   "routes": [{
+//!     "api": "tra-cuu-ho-tich",
+//!     "pathPrefix": "/H48.12/tra-cuu-ho-tich/",
+//!     "upstream": {"namespace": "so-noivu", "service": "ho-tich", "port": 8080, "path": "/api/v1"},
+//!     "rateLimit": {"requestsPerMinute": 300, "burst": 10},
+//!     "openData": false,
+//!     "consumers": [{"identity": "spiffe://danang.gov.vn/agency/H48.40/dss/mot-cua",
+//!                    "agencyCode": "H48.40", "service": "mot-cua"}]
+//!   }],
+//!   "national": [{"api": "csdlqg-dan-cu", "pathPrefix": "/ndxp/csdlqg-dan-cu/",
+//!                 "consumer": "spiffe://danang.gov.vn/agency/H48.12/dss/ho-tich"}]
+//! }
+//! ```
+//!
+//! - `routes`: the APIs the DataSharingService provides and whose Service exists. A request to
+//!   `https://<gateway>/<pathPrefix><rest>` goes to `http://<service>.<namespace>.svc:<port><path><rest>`
+//!   when the caller's verified client certificate carries one of `consumers[].identity`, or to
+//!   anyone (no client certificate, rate-limited per client address) when `openData` is true.
+//! - `national`: the national-platform APIs this DataSharingService was granted (the Platform's
+//!   `lgsp.ndxp` is set); `consumer` may call `https://<gateway>/<pathPrefix><rest>`, forwarded to
+//!   the NDXP with the province's identity.
+//!
+//! Fields may be added within a version (a reader ignores those it does not know); a change that
+//! an older reader would misread gets a new `schema` string, and a reader refuses a schema it does
+//! not know ([`RouteTable::from_json`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::RateLimit;
+
+/// The `schema` of this version of the route table.
+pub const SCHEMA_V1: &str = "govpaas.io/lgsp-routes/v1";
+/// The ConfigMap key holding the table's JSON.
+pub const ROUTE_TABLE_KEY: &str = "routes.json";
+/// The `app.kubernetes.io/component` of route table ConfigMaps.
+pub const ROUTE_TABLE_COMPONENT: &str = "lgsp-routes";
+/// Selects every route table ConfigMap (in the operator's namespace).
+pub const ROUTE_TABLE_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=govpaas-operator,app.kubernetes.io/component=lgsp-routes";
+/// Label on a route table: the namespace of its DataSharingService.
+pub const SOURCE_NAMESPACE_LABEL: &str = "govpaas.io/lgsp-source-namespace";
+/// Annotation on a route table: the name of its DataSharingService.
+pub const SOURCE_NAME_ANNOTATION: &str = "govpaas.io/lgsp-source-name";
+/// Label on a route table: the uid of its DataSharingService (a re-created one is another source).
+pub const SOURCE_UID_LABEL: &str = "govpaas.io/lgsp-source-uid";
+/// The label (key, value) of the LGSP gateway's Pods in the operator's namespace: what a provider's
+/// NetworkPolicy admits.
+pub const GATEWAY_POD_LABEL: (&str, &str) = ("app.kubernetes.io/component", "lgsp-gateway");
+/// The first path segment of routes to the national platform (agency codes are upper case, so no
+/// agency's routes can take it).
+pub const NATIONAL_PREFIX: &str = "ndxp";
+/// The longest object name Kubernetes accepts (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// The name of the route table of DataSharingService `namespace/name`:
+/// `lgsp-routes.<namespace>.<name>`. A namespace has no dots, so the name is unambiguous; one
+/// too long for an object name is cut and ends with a hash of the whole, so it stays unique.
+pub fn route_table_name(namespace: &str, name: &str) -> String {
+    let full = format!("lgsp-routes.{namespace}.{name}");
+    if full.len() <= MAX_NAME {
+        return full;
+    }
+    let hash = format!("{:016x}", fnv1a(full.as_bytes()));
+    let mut cut = full[..MAX_NAME - hash.len() - 1].trim_end_matches(['.', '-']).to_owned();
+    cut.push('-');
+    cut.push_str(&hash);
+    cut
+}
+
+/// FNV-1a, 64 bits: stable across releases and platforms (unlike std's hasher), for names only.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The path prefix of `api` of the agency `agency_code` on the gateway: `/<code>/<api>/`.
+pub fn api_path(agency_code: &str, api: &str) -> String {
+    format!("/{agency_code}/{api}/")
+}
+
+/// The path prefix of the national platform's `api` on the gateway: `/ndxp/<api>/`.
+pub fn national_path(api: &str) -> String {
+    format!("/{NATIONAL_PREFIX}/{api}/")
+}
+
+/// One DataSharingService's routes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTable {
+    /// [`SCHEMA_V1`].
+    pub schema: String,
+    /// The DataSharingService it was compiled from.
+    pub source: Source,
+    /// The agency code of the DataSharingService's tenant, in Decision 20/2020 form.
+    pub agency_code: String,
+    /// The APIs it provides.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// The national-platform APIs it was granted.
+    #[serde(default)]
+    pub national: Vec<NationalRoute>,
+}
+
+/// Which DataSharingService a table was compiled from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The `metadata.generation` compiled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+/// A provided API.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// The API's name.
+    pub api: String,
+    /// `/<agency code>/<api>/`: what the gateway matches.
+    pub path_prefix: String,
+    /// Where the gateway forwards to.
+    pub upstream: Upstream,
+    /// Per consumer (per client address for open data).
+    pub rate_limit: RateLimit,
+    /// Served to anyone without a client certificate.
+    pub open_data: bool,
+    /// The consumers both sides agreed on (empty for open data).
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+}
+
+/// The provider's Service behind a route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    pub namespace: String,
+    pub service: String,
+    /// The Service's port.
+    pub port: i32,
+    /// The path prefix on the Service that replaces `pathPrefix`.
+    pub path: String,
+}
+
+/// A consumer granted a route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    /// The URI SAN its client certificate carries:
+    /// `spiffe://<base domain>/agency/<code>/dss/<name>`.
+    pub identity: String,
+    /// Its agency code, as its Tenant writes it.
+    pub agency_code: String,
+    /// Its DataSharingService's name.
+    pub service: String,
+}
+
+/// A national-platform API granted to the table's DataSharingService.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NationalRoute {
+    /// The NDXP's name for the API.
+    pub api: String,
+    /// `/ndxp/<api>/`.
+    pub path_prefix: String,
+    /// The identity that may call it.
+    pub consumer: String,
+}
+
+/// Why a route table cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteTableError {
+    #[error("not a route table: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("route table schema {0:?} is not {SCHEMA_V1:?}: this reader does not understand it")]
+    UnknownSchema(String),
+}
+
+impl RouteTable {
+    /// The table as stored in the ConfigMap.
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings, numbers and lists cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a stored table, refusing one of another schema.
+    pub fn from_json(text: &str) -> Result<Self, RouteTableError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            schema: String,
+        }
+        let versioned: Versioned = serde_json::from_str(text)?;
+        if versioned.schema != SCHEMA_V1 {
+            return Err(RouteTableError::UnknownSchema(versioned.schema));
+        }
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable {
+            schema: SCHEMA_V1.into(),
+            source: Source {
+                namespace: "so-noivu".into(),
+                name: "ho-tich".into(),
+                uid: "u1".into(),
+                generation: Some(3),
+            },
+            agency_code: "H48.12".into(),
+            routes: vec![Route {
+                api: "tra-cuu-ho-tich".into(),
+                path_prefix: api_path("H48.12", "tra-cuu-ho-tich"),
+                upstream: Upstream {
+                    namespace: "so-noivu".into(),
+                    service: "ho-tich".into(),
+                    port: 8080,
+                    path: "/api/v1".into(),
+                },
+                rate_limit: RateLimit { requests_per_minute: 300, burst: 10 },
+                open_data: false,
+                consumers: vec![Consumer {
+                    identity: "spiffe://danang.gov.vn/agency/H48.40/dss/mot-cua".into(),
+                    agency_code: "H48.40".into(),
+                    service: "mot-cua".into(),
+                }],
+            }],
+            national: vec![NationalRoute {
+                api: "csdlqg-dan-cu".into(),
+                path_prefix: national_path("csdlqg-dan-cu"),
+                consumer: "spiffe://danang.gov.vn/agency/H48.12/dss/ho-tich".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_json_is_the_documented_schema_and_reads_back() {
+        let json = table().to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["schema"], "govpaas.io/lgsp-routes/v1");
+        assert_eq!(value["agencyCode"], "H48.12");
+        let route = &value["routes"][0];
+        assert_eq!(route["pathPrefix"], "/H48.12/tra-cuu-ho-tich/");
+        assert_eq!(route["upstream"]["port"], 8080);
+        assert_eq!(route["rateLimit"]["requestsPerMinute"], 300);
+        assert_eq!(route["openData"], false);
+        assert_eq!(route["consumers"][0]["identity"], "spiffe://danang.gov.vn/agency/H48.40/dss/mot-cua");
+        assert_eq!(value["national"][0]["pathPrefix"], "/ndxp/csdlqg-dan-cu/");
+        assert_eq!(RouteTable::from_json(&json).unwrap(), table());
+    }
+
+    #[test]
+    fn a_reader_refuses_another_schema_and_ignores_new_fields() {
+        let future = table().to_json().replace("lgsp-routes/v1", "lgsp-routes/v2");
+        assert!(matches!(RouteTable::from_json(&future), Err(RouteTableError::UnknownSchema(s)) if s.ends_with("v2")));
+        let mut value: serde_json::Value = serde_json::from_str(&table().to_json()).unwrap();
+        value["addedLater"] = serde_json::json!(true);
+        assert_eq!(RouteTable::from_json(&value.to_string()).unwrap(), table());
+        assert!(RouteTable::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn table_names_are_deterministic_unambiguous_and_short_enough() {
+        assert_eq!(route_table_name("so-noivu", "ho-tich"), "lgsp-routes.so-noivu.ho-tich");
+        assert_ne!(route_table_name("a-b", "c"), route_table_name("a", "b-c"));
+        let long = "x".repeat(253);
+        let name = route_table_name("so-noivu", &long);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_eq!(name, route_table_name("so-noivu", &long));
+        assert_ne!(name, route_table_name("so-noivu", &format!("{}y", &long[1..])));
+    }
+}

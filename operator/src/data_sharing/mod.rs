@@ -1,0 +1,100 @@
+//! The DataSharingService controller: the operator's side of the LGSP wiring.
+//!
+//! - [`grants`] decides, from every DataSharingService and Tenant, which consumptions are
+//!   Granted, Pending or Denied (both sides must declare a grant, as in X-Road);
+//! - [`build`] builds, with no client, what one DataSharingService needs: a NetworkPolicy per
+//!   provided API letting the LGSP gateway reach the API's Pods, the client certificate Secret of
+//!   a consumer, and its route table, a ConfigMap in the operator's namespace that the gateway
+//!   will read (schema in [`govpaas_crds::lgsp`]);
+//! - [`reconcile`] applies them, prunes, and writes the status computed from what it applied;
+//! - [`sweep`] deletes the route tables of DataSharingServices that are gone.
+//!
+//! Triggers: a DataSharingService's spec changing (a generation predicate); its NetworkPolicies
+//! and client Secret changing (metadata watchers); its route table changing or vanishing; a
+//! Service of its namespace changing (it may be the one behind an API); the wake-ups of
+//! [`crate::workload::runtime`]: its tenant, namespace, the Platform, the trust state, and the
+//! DataSharingServices on the other side of its grants. Everything is resynced hourly, and at the
+//! client certificate's renewal time.
+
+pub mod build;
+pub mod grants;
+pub mod reconcile;
+pub mod sweep;
+
+use std::sync::Arc;
+
+use govpaas_crds::lgsp;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+
+use crate::reconcile::{labels, runner, watch};
+use crate::workload::runtime::{DataSharingObject, ServiceWatch, Shared};
+
+/// Runs the DataSharingService controller, and the sweep of orphaned route tables, until shutdown.
+pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>) {
+    let client = shared.client.clone();
+    let owned = labels::component_selector(build::COMPONENT);
+    let (network_policies, policy_stream) = watch::metadata_cache::<NetworkPolicy>(client.clone(), &owned);
+    let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
+
+    // Route tables live in the operator's namespace and carry no owner reference: they map back to
+    // their DataSharingService by label and annotation.
+    let (route_tables, route_table_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
+    let route_table_api: Api<PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(client.clone(), &shared.settings.operator_namespace);
+    let route_table_stream = watcher(route_table_api, watcher::Config::default().labels(lgsp::ROUTE_TABLE_SELECTOR))
+        .default_backoff()
+        .modify(watch::strip)
+        .reflect(route_table_writer)
+        .touched_objects();
+    let source_of = |table: PartialObjectMeta<ConfigMap>| {
+        let namespace = table.labels().get(lgsp::SOURCE_NAMESPACE_LABEL).cloned();
+        let name = table.annotations().get(lgsp::SOURCE_NAME_ANNOTATION).cloned();
+        namespace.zip(name).map(|(namespace, name)| ObjectRef::<DataSharingObject>::new(&name).within(&namespace))
+    };
+
+    // A Service appearing, changing or going may be the one behind a provided API.
+    let service_api: Api<PartialObjectMeta<Service>> = Api::all(client.clone());
+    let service_stream =
+        watcher(service_api, watcher::Config::default()).default_backoff().modify(watch::strip).touched_objects();
+    let store = services.store.clone();
+    let providers_of = move |service: PartialObjectMeta<Service>| {
+        let namespace = service.namespace().unwrap_or_default();
+        let name = service.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|dss| dss.namespace().as_deref() == Some(namespace.as_str()))
+            .filter(|dss| dss.0.as_ref().is_ok_and(|s| s.spec.provides.iter().any(|api| api.service == name)))
+            .map(|dss| ObjectRef::from_obj(dss.as_ref()))
+            .collect::<Vec<_>>()
+    };
+
+    let controller = Controller::for_stream(services.stream, services.store)
+        .owns_stream(policy_stream)
+        .owns_stream(secret_stream)
+        .watches_stream(route_table_stream, source_of)
+        .watches_stream(service_stream, providers_of)
+        .reconcile_on(services.wake);
+    let concurrency = shared.settings.concurrency;
+    let telemetry = shared.settings.telemetry.clone();
+    let context = Arc::new(reconcile::Context {
+        shared: shared.clone(),
+        caches: reconcile::Caches { network_policies, secrets, route_tables: route_tables.clone() },
+    });
+    let synced = {
+        let shared = shared.clone();
+        async move { shared.wait_until_ready().await.is_ok() }
+    };
+    let controller =
+        runner::run("data-sharing", controller, concurrency, &telemetry, synced, reconcile::reconcile, context);
+    tokio::select! {
+        () = controller => {}
+        () = sweep::run(shared, route_tables) => {}
+    }
+}
