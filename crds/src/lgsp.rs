@@ -68,7 +68,7 @@ pub const SOURCE_NAME_ANNOTATION: &str = "govpaas.io/lgsp-source-name";
 pub const SOURCE_UID_LABEL: &str = "govpaas.io/lgsp-source-uid";
 /// The label (key, value) of the LGSP gateway's Pods in the operator's namespace: what a provider's
 /// NetworkPolicy admits.
-pub const GATEWAY_POD_LABEL: (&str, &str) = ("app.kubernetes.io/component", "lgsp-gateway");
+pub const GATEWAY_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "govpaas-gateway");
 /// The first path segment of routes to the national platform (agency codes are upper case, so no
 /// agency's routes can take it).
 pub const NATIONAL_PREFIX: &str = "ndxp";

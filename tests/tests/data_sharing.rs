@@ -193,8 +193,8 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     assert_eq!(rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(9000)));
     let peer = &rule.from.as_ref().unwrap()[0];
     assert_eq!(
-        peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/component"],
-        "lgsp-gateway"
+        peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"],
+        "govpaas-gateway"
     );
 
     // The consumer's client certificate: a client chain to the platform trust, with its identity.

@@ -512,8 +512,8 @@ mod tests {
         assert_eq!(rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::String("http".into())));
         let peer = &rule.from.as_ref().unwrap()[0];
         assert_eq!(
-            peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/component"],
-            "lgsp-gateway"
+            peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/name"],
+            "govpaas-gateway"
         );
         assert_eq!(
             peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],

@@ -46,7 +46,7 @@ pub const ADMINS_ROLE_BINDING: &str = "govpaas-agency-admins";
 /// Annotation on a tenant namespace: the agency's name, for `kubectl describe namespace`.
 pub const AGENCY_NAME_ANNOTATION: &str = "govpaas.io/agency-name";
 /// Label of the LGSP gateway's Pods, in the operator's namespace.
-pub const GATEWAY_POD_LABEL: (&str, &str) = (labels::NAME, "govpaas-gateway");
+pub const GATEWAY_POD_LABEL: (&str, &str) = govpaas_crds::lgsp::GATEWAY_POD_LABEL;
 /// Where cluster DNS runs, and its Pods' label: every cluster made by kubeadm and most others.
 pub const DNS_NAMESPACE: &str = "kube-system";
 pub const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
