@@ -21,7 +21,7 @@ use crate::tools::{self, Tools};
 /// namespaces exist) the agencies' services.
 const AGENCIES: &[&str] =
     &["00-platform.yaml", "10-province.yaml", "20-departments.yaml", "30-communes.yaml", "40-units.yaml"];
-const SERVICES: &[&str] = &["50-portals.yaml", "60-document-services.yaml"];
+const SERVICES: &[&str] = &["50-portals.yaml", "60-document-services.yaml", "70-data-sharing.yaml"];
 const READY_TIMEOUT: &str = "240s";
 
 fn operator_record_path() -> PathBuf {
@@ -190,10 +190,11 @@ pub fn run() -> Result<()> {
     eprintln!("xtask: applying examples/danang: the platform and the agencies");
     apply_examples(&tools, kubeconfig, AGENCIES)?;
     wait_ready(&tools, kubeconfig, "tenants", &operator)?;
-    eprintln!("xtask: applying examples/danang: the agencies' portals and document services");
+    eprintln!("xtask: applying examples/danang: the agencies' portals, document services and data sharing");
     apply_examples(&tools, kubeconfig, SERVICES)?;
     wait_ready(&tools, kubeconfig, "portals", &operator)?;
     wait_ready(&tools, kubeconfig, "documentservices", &operator)?;
+    wait_ready(&tools, kubeconfig, "datasharingservices", &operator)?;
 
     let tenants: Value = serde_json::from_str(&run_tool(
         kubectl(&tools, kubeconfig).args(["get", "tenants", "-o", "json"]),

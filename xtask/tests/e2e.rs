@@ -55,7 +55,7 @@ fn helm_install_converges_the_examples_then_upgrade_and_uninstall() {
         &kubeconfig,
         &[
             "get",
-            "tenants,portals,documentservices",
+            "tenants,portals,documentservices,datasharingservices",
             "-A",
             "-o",
             r#"jsonpath={range .items[?(@.status.conditions[0].status!="True")]}{.metadata.name}{" "}{end}"#,
@@ -63,6 +63,12 @@ fn helm_install_converges_the_examples_then_upgrade_and_uninstall() {
     );
     assert_eq!(not_ready.trim(), "", "objects not Ready after the demo");
     assert_eq!(kubectl(&kubeconfig, &["get", "tenants", "--no-headers"]).lines().count(), 20);
+    // The commune's consumption of the department's API is granted (both sides declared it).
+    let consumption = kubectl(
+        &kubeconfig,
+        &["get", "datasharingservice", "mot-cua", "-n", "thanh-khe", "-o", "jsonpath={.status.consumptions[0].state}"],
+    );
+    assert_eq!(consumption, "Granted");
     // The operator ran with the chart's ServiceAccount, not the admin's certificate.
     let operator_kubeconfig = std::fs::read_to_string(dir.join("govpaas-operator.kubeconfig")).expect("kubeconfig");
     assert!(operator_kubeconfig.contains("token:") && !operator_kubeconfig.contains("client-key"));
