@@ -18,6 +18,11 @@ pub fn problem(status: StatusCode, kind: &str, title: &str, detail: impl Into<St
     response
 }
 
+/// [`problem`], boxed, for a layer that refuses a request.
+pub fn refusal(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Box<Response<Bytes>> {
+    Box::new(problem(status, kind, title, detail))
+}
+
 #[cfg(test)]
 pub(crate) fn detail_of(response: &Response<Bytes>) -> serde_json::Value {
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");

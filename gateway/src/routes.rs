@@ -90,7 +90,7 @@ impl Api {
 
     pub fn grants(&self, identity: &WorkloadIdentity) -> bool {
         let uri = identity.uri();
-        self.consumers.iter().any(|c| *c == uri)
+        self.consumers.contains(&uri)
     }
 }
 

@@ -2,17 +2,17 @@
 
 use http::StatusCode;
 
-use super::{Check, GatewayRequest, GatewayResponse};
+use super::{Check, GatewayRequest, Refusal};
 use crate::context::BodyTooLarge;
-use crate::problem::problem;
+use crate::problem::refusal;
 
 #[derive(Clone, Debug, Default)]
 pub struct BodyLimitCheck;
 
 impl Check for BodyLimitCheck {
-    fn check(&self, request: &mut GatewayRequest) -> Result<(), GatewayResponse> {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
         match request.extensions().get::<BodyTooLarge>() {
-            Some(BodyTooLarge { limit }) => Err(problem(
+            Some(BodyTooLarge { limit }) => Err(refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "Request body too large",

@@ -3,19 +3,19 @@
 
 use http::StatusCode;
 
-use super::{Check, GatewayRequest, GatewayResponse};
+use super::{Check, GatewayRequest, Refusal};
 use crate::context::{Caller, RoutedRequest};
-use crate::problem::problem;
+use crate::problem::refusal;
 
 #[derive(Clone, Debug, Default)]
 pub struct GrantCheck;
 
 impl Check for GrantCheck {
-    fn check(&self, request: &mut GatewayRequest) -> Result<(), GatewayResponse> {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
         let (Some(caller), Some(routed)) =
             (request.extensions().get::<Caller>(), request.extensions().get::<RoutedRequest>())
         else {
-            return Err(problem(
+            return Err(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
@@ -26,7 +26,7 @@ impl Check for GrantCheck {
         match caller {
             _ if api.open_data => Ok(()),
             Caller::Consumer(identity) if api.grants(identity) => Ok(()),
-            Caller::Consumer(identity) => Err(problem(
+            Caller::Consumer(identity) => Err(refusal(
                 StatusCode::FORBIDDEN,
                 "not-granted",
                 "API not granted",
@@ -36,7 +36,7 @@ impl Check for GrantCheck {
                     api.label()
                 ),
             )),
-            Caller::Anonymous(_) => Err(problem(
+            Caller::Anonymous(_) => Err(refusal(
                 StatusCode::FORBIDDEN,
                 "not-open-data",
                 "Not open data",

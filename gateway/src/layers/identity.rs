@@ -6,9 +6,9 @@
 use http::StatusCode;
 use time::OffsetDateTime;
 
-use super::{Check, GatewayRequest, GatewayResponse};
+use super::{Check, GatewayRequest, Refusal};
 use crate::context::{AuditNotes, Caller, Connection, Listener};
-use crate::problem::problem;
+use crate::problem::refusal;
 
 /// Headers through which a client might try to claim an identity or an address.
 const SPOOFABLE_PREFIXES: [&str; 3] = ["x-lgsp-", "x-forwarded-", "x-ssl-client"];
@@ -18,10 +18,10 @@ const SPOOFABLE: [&str; 2] = ["forwarded", "x-client-cert"];
 pub struct IdentityCheck;
 
 impl Check for IdentityCheck {
-    fn check(&self, request: &mut GatewayRequest) -> Result<(), GatewayResponse> {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
         strip_identity_headers(request.headers_mut());
         let Some(Connection(connection)) = request.extensions().get::<Connection>().cloned() else {
-            return Err(problem(
+            return Err(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
@@ -37,7 +37,7 @@ impl Check for IdentityCheck {
                 match verified {
                     Ok(identity) => Caller::Consumer(identity.clone()),
                     Err(reason) => {
-                        return Err(problem(
+                        return Err(refusal(
                             StatusCode::FORBIDDEN,
                             "identity-refused",
                             "Client certificate refused",

@@ -27,11 +27,13 @@ use tower::{Layer, Service};
 
 pub type GatewayRequest = Request<Bytes>;
 pub type GatewayResponse = Response<Bytes>;
+/// A layer's own answer to a request it does not let through (boxed: the rare path).
+pub type Refusal = Box<GatewayResponse>;
 pub type BoxFuture = Pin<Box<dyn Future<Output = Result<GatewayResponse, Infallible>> + Send>>;
 
 /// A step that looks at (and may amend) a request, then lets it through or answers it itself.
 pub trait Check: Clone + Send + Sync + 'static {
-    fn check(&self, request: &mut GatewayRequest) -> Result<(), GatewayResponse>;
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal>;
 }
 
 /// Turns a [`Check`] into a tower layer.
@@ -74,7 +76,7 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 Box::pin(async move { inner.call(request).await })
             }
-            Err(refusal) => Box::pin(std::future::ready(Ok(refusal))),
+            Err(refusal) => Box::pin(std::future::ready(Ok(*refusal))),
         }
     }
 }

@@ -9,17 +9,19 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
 
-use super::{Check, GatewayRequest, GatewayResponse};
+use super::{Check, GatewayRequest, Refusal};
 use crate::context::{Caller, RoutedRequest};
-use crate::problem::problem;
+use crate::problem::{problem, refusal};
 use crate::routes::{RateLimit, RouteTable};
 
 type Limiter = DefaultKeyedRateLimiter<String>;
+/// Per API label: its limit, and the buckets kept under it.
+type LimiterMap = HashMap<String, (RateLimit, Arc<Limiter>)>;
 
 /// One keyed limiter per API, replaced when the API's limit changes.
 #[derive(Clone, Default)]
 pub struct RateLimiters {
-    limiters: Arc<Mutex<HashMap<String, (RateLimit, Arc<Limiter>)>>>,
+    limiters: Arc<Mutex<LimiterMap>>,
     clock: DefaultClock,
 }
 
@@ -62,11 +64,11 @@ pub struct RateLimitCheck {
 }
 
 impl Check for RateLimitCheck {
-    fn check(&self, request: &mut GatewayRequest) -> Result<(), GatewayResponse> {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
         let (Some(caller), Some(routed)) =
             (request.extensions().get::<Caller>(), request.extensions().get::<RoutedRequest>())
         else {
-            return Err(problem(
+            return Err(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
@@ -82,7 +84,7 @@ impl Check for RateLimitCheck {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.limiters.clock.now());
                 let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut refusal = problem(
+                let mut answer = problem(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate-limited",
                     "Rate limit exceeded",
@@ -91,8 +93,8 @@ impl Check for RateLimitCheck {
                         limit.requests_per_minute, limit.burst
                     ),
                 );
-                refusal.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                Err(refusal)
+                answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                Err(Box::new(answer))
             }
         }
     }

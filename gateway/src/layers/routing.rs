@@ -7,9 +7,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::StatusCode;
 
-use super::{Check, GatewayRequest, GatewayResponse};
+use super::{Check, GatewayRequest, Refusal};
 use crate::context::{AuditNotes, RoutedRequest};
-use crate::problem::problem;
+use crate::problem::refusal;
 use crate::routes::RouteTable;
 
 #[derive(Clone, Debug)]
@@ -43,14 +43,14 @@ pub fn split_path(path: &str) -> Result<(&str, &str, &str), String> {
 }
 
 impl Check for RoutingCheck {
-    fn check(&self, request: &mut GatewayRequest) -> Result<(), GatewayResponse> {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
         let path = request.uri().path().to_owned();
         let (provider, api, rest) = split_path(&path)
-            .map_err(|detail| problem(StatusCode::BAD_REQUEST, "malformed-path", "Malformed API path", detail))?;
+            .map_err(|detail| refusal(StatusCode::BAD_REQUEST, "malformed-path", "Malformed API path", detail))?;
         AuditNotes::record(request, |notes| notes.addressed = Some((provider.to_owned(), api.to_owned())));
         let table = self.routes.load();
         let Some(route) = table.get(provider, api) else {
-            return Err(problem(
+            return Err(refusal(
                 StatusCode::NOT_FOUND,
                 "no-such-api",
                 "No such API",
