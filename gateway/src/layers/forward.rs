@@ -1,0 +1,213 @@
+//! Forwarding to the provider: `<upstream base path><rest>?<query>`, with the verified caller in
+//! `X-Lgsp-Consumer` (and the client's address in `X-Lgsp-Client-Address`), hop-by-hop headers
+//! removed both ways. Unreachable upstream: 502; too slow: 504.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+
+use super::{BoxFuture, GatewayRequest, GatewayResponse};
+use crate::context::{Caller, Connection, RoutedRequest};
+use crate::problem::problem;
+
+/// The verified identity of the caller, set by the gateway only.
+pub const CONSUMER_HEADER: &str = "x-lgsp-consumer";
+/// The caller's IP address as the gateway saw it.
+pub const CLIENT_ADDRESS_HEADER: &str = "x-lgsp-client-address";
+
+/// RFC 9110 §7.6.1 connection-specific fields, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[derive(Clone, Debug)]
+pub struct ForwardSettings {
+    /// How long the upstream has for its whole answer.
+    pub timeout: Duration,
+    /// Largest upstream response body relayed.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        ForwardSettings { timeout: Duration::from_secs(30), max_response_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// The innermost service: a pooled HTTP/1.1 client to the providers.
+#[derive(Clone)]
+pub struct Forward {
+    client: Client<HttpConnector, Full<Bytes>>,
+    settings: ForwardSettings,
+}
+
+impl Forward {
+    pub fn new(settings: ForwardSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
+        connector.set_nodelay(true);
+        Forward { client: Client::builder(TokioExecutor::new()).build(connector), settings }
+    }
+}
+
+impl Service<GatewayRequest> for Forward {
+    type Response = GatewayResponse;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: GatewayRequest) -> BoxFuture {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.forward(request).await) })
+    }
+}
+
+impl Forward {
+    async fn forward(self, request: GatewayRequest) -> GatewayResponse {
+        let upstream = match upstream_request(request) {
+            Ok(upstream) => upstream,
+            Err(refusal) => return *refusal,
+        };
+        let target = upstream.uri().clone();
+        let exchange = async {
+            let response = self.client.request(upstream).await?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, self.settings.max_response_bytes).collect().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Response::from_parts(parts, body.to_bytes()))
+        };
+        match tokio::time::timeout(self.settings.timeout, exchange).await {
+            Ok(Ok(mut response)) => {
+                strip_hop_by_hop(response.headers_mut());
+                response.headers_mut().remove(header::CONTENT_LENGTH);
+                response
+            }
+            Ok(Err(error)) => {
+                let detail = match error.downcast_ref::<hyper_util::client::legacy::Error>() {
+                    Some(e) if e.is_connect() => format!("the provider at {target} cannot be reached"),
+                    _ if error.is::<http_body_util::LengthLimitError>() => format!(
+                        "the provider's answer exceeds {} bytes, the most the gateway relays",
+                        self.settings.max_response_bytes
+                    ),
+                    _ => format!("the provider at {target} failed to answer: {error}"),
+                };
+                problem(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Upstream unavailable", detail)
+            }
+            Err(_) => problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream timeout",
+                format!("the provider at {target} did not answer within {:?}", self.settings.timeout),
+            ),
+        }
+    }
+}
+
+fn internal(detail: &str) -> Box<GatewayResponse> {
+    Box::new(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail))
+}
+
+/// The request to send upstream.
+fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box<GatewayResponse>> {
+    let routed = request.extensions().get::<RoutedRequest>().cloned();
+    let caller = request.extensions().get::<Caller>().cloned();
+    let connection = request.extensions().get::<Connection>().cloned();
+    let (Some(routed), Some(caller), Some(connection)) = (routed, caller, connection) else {
+        return Err(internal("forwarding before identity and routing"));
+    };
+    let (mut parts, body) = request.into_parts();
+    let mut path = format!("{}{}", routed.api.upstream_base_path, routed.rest);
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(query) = parts.uri.query() {
+        path = format!("{path}?{query}");
+    }
+    let origin = &routed.api.upstream_origin;
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(origin.authority().map(|a| a.as_str()).unwrap_or_default())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| internal(&format!("cannot build the upstream URI: {e}")))?;
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    if let Caller::Consumer(identity) = &caller {
+        let value = HeaderValue::from_str(&identity.uri()).map_err(|_| internal("identity is not a header value"))?;
+        headers.insert(HeaderName::from_static(CONSUMER_HEADER), value);
+    }
+    let address = HeaderValue::from_str(&connection.0.remote.ip().to_string())
+        .map_err(|_| internal("address is not a header value"))?;
+    headers.insert(HeaderName::from_static(CLIENT_ADDRESS_HEADER), address);
+    Ok(Request::from_parts(parts, Full::new(body)))
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>().iter()) {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::testing::*;
+
+    #[test]
+    fn the_upstream_request_carries_the_rest_the_query_and_the_verified_identity() {
+        let mut request = routed(consumer(CONSUMER), api(false, &[CONSUMER]));
+        *request.uri_mut() = "/H17.12/land-records/x?page=2".parse().unwrap();
+        request.headers_mut().insert("connection", "close, x-secret".parse().unwrap());
+        request.headers_mut().insert("x-secret", "1".parse().unwrap());
+        request.headers_mut().insert("accept", "application/json".parse().unwrap());
+        let upstream = upstream_request(request).unwrap();
+        assert_eq!(upstream.uri(), "http://127.0.0.1:9/api/x?page=2");
+        assert_eq!(upstream.headers()[CONSUMER_HEADER], CONSUMER);
+        assert_eq!(upstream.headers()[CLIENT_ADDRESS_HEADER], "192.0.2.7");
+        assert_eq!(upstream.headers()["accept"], "application/json");
+        assert!(upstream.headers().get("connection").is_none() && upstream.headers().get("x-secret").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_502() {
+        // Bind then drop a listener: nothing accepts on that port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut api = (*api(false, &[CONSUMER])).clone();
+        api.upstream_origin = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let request = routed(consumer(CONSUMER), std::sync::Arc::new(api));
+        let response = Forward::new(ForwardSettings::default()).forward(request).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let detail = crate::problem::detail_of(&response)["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains("cannot be reached"), "{detail}");
+    }
+}

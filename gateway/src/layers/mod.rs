@@ -1,0 +1,127 @@
+//! The request pipeline, one small tower layer per concern, outermost first:
+//!
+//! ```text
+//! audit → body limit → identity → routing → grant → rate limit → forward
+//! ```
+//!
+//! Requests carry their body already read (`Request<Bytes>`, bounded by the listener) and every
+//! failure is an answer (`Infallible` errors): refusals are problem-details responses, and the
+//! audit layer sees every one of them.
+
+pub mod audit;
+pub mod body_limit;
+pub mod forward;
+pub mod grant;
+pub mod identity;
+pub mod rate_limit;
+pub mod routing;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+pub type GatewayRequest = Request<Bytes>;
+pub type GatewayResponse = Response<Bytes>;
+/// A layer's own answer to a request it does not let through (boxed: the rare path).
+pub type Refusal = Box<GatewayResponse>;
+pub type BoxFuture = Pin<Box<dyn Future<Output = Result<GatewayResponse, Infallible>> + Send>>;
+
+/// A step that looks at (and may amend) a request, then lets it through or answers it itself.
+pub trait Check: Clone + Send + Sync + 'static {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal>;
+}
+
+/// Turns a [`Check`] into a tower layer.
+#[derive(Clone, Debug)]
+pub struct CheckLayer<C>(pub C);
+
+impl<C: Check, S> Layer<S> for CheckLayer<C> {
+    type Service = CheckService<C, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CheckService { check: self.0.clone(), inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckService<C, S> {
+    check: C,
+    inner: S,
+}
+
+impl<C, S> Service<GatewayRequest> for CheckService<C, S>
+where
+    C: Check,
+    S: Service<GatewayRequest, Response = GatewayResponse, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = GatewayResponse;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: GatewayRequest) -> BoxFuture {
+        match self.check.check(&mut request) {
+            Ok(()) => {
+                // The clone is not ready; the one `poll_ready` prepared goes with the request.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move { inner.call(request).await })
+            }
+            Err(refusal) => Box::pin(std::future::ready(Ok(*refusal))),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::context::{Caller, Connection, RoutedRequest};
+    use crate::routes::{Api, RateLimit};
+
+    pub fn client_addr() -> SocketAddr {
+        "192.0.2.7:40000".parse().unwrap()
+    }
+
+    pub fn request(path: &str) -> GatewayRequest {
+        let mut request = Request::builder().uri(path).body(Bytes::new()).unwrap();
+        request.extensions_mut().insert(Connection::open(client_addr()));
+        request
+    }
+
+    pub fn api(open_data: bool, consumers: &[&str]) -> std::sync::Arc<Api> {
+        std::sync::Arc::new(Api {
+            provider: "H17.12".to_owned(),
+            name: "land-records".to_owned(),
+            upstream_origin: "http://127.0.0.1:9/".parse().unwrap(),
+            upstream_base_path: "/api".to_owned(),
+            open_data,
+            rate_limit: RateLimit { requests_per_minute: 60.try_into().unwrap(), burst: 2.try_into().unwrap() },
+            consumers: consumers.iter().map(|c| (*c).to_owned()).collect(),
+        })
+    }
+
+    pub fn routed(caller: Caller, api: std::sync::Arc<Api>) -> GatewayRequest {
+        let mut request = request("/H17.12/land-records/x");
+        request.extensions_mut().insert(caller);
+        request.extensions_mut().insert(RoutedRequest { api, rest: "/x".to_owned() });
+        request
+    }
+
+    pub const CONSUMER: &str = "spiffe://quangnam.gov.vn/agency/H49.12/dss/land";
+    pub const OTHER: &str = "spiffe://quangnam.gov.vn/agency/H50/dss/x";
+
+    pub fn consumer(uri: &str) -> Caller {
+        Caller::Consumer(govpaas_pki::WorkloadIdentity::parse(uri).unwrap())
+    }
+}

@@ -1,0 +1,130 @@
+//! The provider's rate limit, per (API, caller): a token bucket (governor's GCRA) per consumer
+//! identity, or per client address on the open-data listener. Over the limit: 429 with
+//! `Retry-After`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{HeaderValue, StatusCode, header};
+
+use super::{Check, GatewayRequest, Refusal};
+use crate::context::{Caller, RoutedRequest};
+use crate::problem::{problem, refusal};
+use crate::routes::{RateLimit, RouteTable};
+
+type Limiter = DefaultKeyedRateLimiter<String>;
+/// Per API label: its limit, and the buckets kept under it.
+type LimiterMap = HashMap<String, (RateLimit, Arc<Limiter>)>;
+
+/// One keyed limiter per API, replaced when the API's limit changes.
+#[derive(Clone, Default)]
+pub struct RateLimiters {
+    limiters: Arc<Mutex<LimiterMap>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RateLimiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiters").finish_non_exhaustive()
+    }
+}
+
+impl RateLimiters {
+    fn limiter(&self, api: &str, limit: RateLimit) -> Arc<Limiter> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match limiters.get(api) {
+            Some((current, limiter)) if *current == limit => limiter.clone(),
+            _ => {
+                let quota = Quota::per_minute(limit.requests_per_minute).allow_burst(limit.burst);
+                let limiter = Arc::new(RateLimiter::keyed(quota));
+                limiters.insert(api.to_owned(), (limit, limiter.clone()));
+                limiter
+            }
+        }
+    }
+
+    /// Forgets APIs no longer in `table` and callers whose buckets are full again, so memory
+    /// follows the active callers (called after every route reload and periodically).
+    pub fn prune(&self, table: &RouteTable) {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        limiters
+            .retain(|label, _| label.split_once('/').is_some_and(|(provider, api)| table.get(provider, api).is_some()));
+        for (_, limiter) in limiters.values() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RateLimitCheck {
+    pub limiters: RateLimiters,
+}
+
+impl Check for RateLimitCheck {
+    fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
+        let (Some(caller), Some(routed)) =
+            (request.extensions().get::<Caller>(), request.extensions().get::<RoutedRequest>())
+        else {
+            return Err(refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the rate limit ran before identity and routing",
+            ));
+        };
+        let label = routed.api.label();
+        let limit = routed.api.rate_limit;
+        let limiter = self.limiters.limiter(&label, limit);
+        let key = caller.rate_key();
+        match limiter.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiters.clock.now());
+                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut answer = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Rate limit exceeded",
+                    format!(
+                        "{key} exceeded the rate limit of API {label} ({} requests per minute, burst {}); retry in {retry_after} s",
+                        limit.requests_per_minute, limit.burst
+                    ),
+                );
+                answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                Err(Box::new(answer))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::testing::*;
+
+    #[test]
+    fn each_caller_has_its_own_bucket_and_is_told_when_to_retry() {
+        let check = RateLimitCheck::default();
+        let api = api(false, &[CONSUMER, OTHER]);
+        for _ in 0..2 {
+            check.check(&mut routed(consumer(CONSUMER), api.clone())).unwrap();
+        }
+        let refusal = check.check(&mut routed(consumer(CONSUMER), api.clone())).unwrap_err();
+        assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = refusal.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=1).contains(&retry_after), "60/min refills one token a second, got {retry_after}");
+        // Another consumer, and an anonymous address, have buckets of their own.
+        check.check(&mut routed(consumer(OTHER), api.clone())).unwrap();
+        check.check(&mut routed(Caller::Anonymous(client_addr().ip()), api.clone())).unwrap();
+
+        // A new limit for the API starts new buckets; an API that left the table is forgotten.
+        let mut raised = (*api).clone();
+        raised.rate_limit.burst = 5.try_into().unwrap();
+        check.check(&mut routed(consumer(CONSUMER), Arc::new(raised))).unwrap();
+        check.limiters.prune(&RouteTable::default());
+        assert!(check.limiters.limiters.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,346 @@
+//! The gateway end to end on loopback: real TCP, real rustls on both sides, certificates from
+//! govpaas-pki, a hyper upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn land(rest: &str) -> String {
+    format!("/{PROVIDER}/land-records{rest}")
+}
+
+#[tokio::test]
+async fn a_granted_consumer_reaches_the_provider_which_sees_the_verified_identity() {
+    let h = Harness::start(&[]).await;
+    let finance = client_cert(&h.province.finance, "budget-portal");
+    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    let config = client_config(&h.province.trust(), Some(&finance));
+    let addr = h.gateway().listen;
+    h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
+
+    // A spoofed identity header is replaced by the verified one.
+    let spoofed = "spiffe://quangnam.gov.vn/agency/H49.14/dss/admin";
+    let answer =
+        send(addr, config.clone(), &land("/parcels/7?owner=a&page=2"), &[("X-Lgsp-Consumer", spoofed)]).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body["path"], "/api/v1/parcels/7");
+    assert_eq!(answer.body["query"], "owner=a&page=2");
+    assert_eq!(answer.body["consumer"], finance.identity.as_str());
+    assert_eq!(answer.body["consumerHeaders"], 1);
+    assert_eq!(answer.body["clientAddress"], "127.0.0.1");
+    let path_only = send(addr, config.clone(), &format!("/{PROVIDER}/land-records"), &[]).await.unwrap();
+    assert_eq!(path_only.body["path"], "/api/v1");
+
+    // The clear refusals.
+    let missing = send(addr, config.clone(), &format!("/{PROVIDER}/no-such-api/x"), &[]).await.unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers["content-type"], "application/problem+json");
+    let malformed = send(addr, config.clone(), "/lowercase/land-records", &[]).await.unwrap();
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let traversal = send(addr, config.clone(), &land("/../../secret"), &[]).await.unwrap();
+    assert_eq!(traversal.status, StatusCode::BAD_REQUEST);
+    let unreachable = send(addr, config.clone(), &format!("/{PROVIDER}/gone/x"), &[]).await.unwrap();
+    assert_eq!(unreachable.status, StatusCode::BAD_GATEWAY, "{:?}", unreachable.body);
+
+    let records = h.audit_records();
+    let ok = records.iter().find(|r| r["path"] == "/H49.14/land-records/parcels/7").unwrap();
+    assert_eq!(ok["caller"], finance.identity.as_str());
+    assert_eq!((ok["provider"].as_str(), ok["api"].as_str()), (Some(PROVIDER), Some("land-records")));
+    assert_eq!(ok["status"], 200);
+    assert!(ok["responseBytes"].as_u64().unwrap() > 0);
+    assert!(records.iter().any(|r| r["status"] == 502 && r["api"] == "gone"));
+}
+
+#[tokio::test]
+async fn another_agency_is_refused_with_a_reason_and_audited() {
+    let h = Harness::start(&[]).await;
+    let health = client_cert(&h.province.health, "hospital-records");
+    let answer =
+        send(h.gateway().listen, client_config(&h.province.trust(), Some(&health)), &land("/x"), &[]).await.unwrap();
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let detail = answer.body["detail"].as_str().unwrap();
+    assert!(detail.contains(&health.identity) && detail.contains("H49.14/land-records"), "{detail}");
+    let record = h.audit_records().into_iter().last().unwrap();
+    assert_eq!((record["status"].as_u64(), record["caller"].as_str()), (Some(403), Some(health.identity.as_str())));
+}
+
+/// Reads from a connection whose handshake the server refused: the alert arrives as an error.
+async fn refused(h: &Harness, cert: Option<&ClientCert>, trust: &govpaas_pki::TrustAnchors) -> String {
+    let mut stream = match connect(h.gateway().listen, client_config(trust, cert)).await {
+        Ok(stream) => stream,
+        Err(error) => return error.to_string(),
+    };
+    // TLS 1.3: the client finishes first; the server's verdict on its certificate comes next.
+    let _ = stream.write_all(format!("GET {} HTTP/1.1\r\nhost: x\r\n\r\n", land("/")).as_bytes()).await;
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf).await {
+        Ok(0) => "closed".to_owned(),
+        Ok(n) => panic!("the gateway answered: {}", String::from_utf8_lossy(&buf[..n])),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn no_certificate_a_foreign_ca_and_a_forged_identity_are_all_refused() {
+    let h = Harness::start(&[]).await;
+    let trust = h.province.trust();
+    let finance_identity = client_cert(&h.province.finance, "budget-portal").identity;
+    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance_identity]));
+
+    let error = refused(&h, None, &trust).await;
+    assert!(error.contains("CertificateRequired"), "{error}");
+
+    let foreign_platform = platform();
+    let foreign = client_cert(&tenant(&foreign_platform, "H49.12", "stc.quangnam.gov.vn"), "budget-portal");
+    assert_eq!(foreign.identity, finance_identity, "same identity, another CA");
+    let error = refused(&h, Some(&foreign), &trust).await;
+    assert!(error.contains("alert"), "{error}");
+
+    // The health department's CA vouching for a finance department identity: the TLS chain is
+    // valid (webpki ignores URI constraints), the gateway's identity check is not fooled.
+    let forged = forged_client_cert(&h.province.health, &finance_identity);
+    let addr = h.gateway().listen;
+    let config = client_config(&trust, Some(&forged));
+    h.eventually("the grant", async || {
+        let answer = send(addr, config.clone(), &land("/"), &[]).await.unwrap();
+        assert_ne!(answer.status, StatusCode::OK, "a forged identity got through");
+        answer.body["title"] == "Client certificate refused"
+    })
+    .await;
+    let answer = send(addr, config, &land("/"), &[]).await.unwrap();
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.body["detail"].as_str().unwrap().contains("H49.13"), "{:?}", answer.body);
+    let record = h.audit_records().into_iter().last().unwrap();
+    assert_eq!(record["status"], 403);
+    assert!(record["caller"].is_null(), "a refused identity is not recorded as the caller");
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after_then_recovers() {
+    let h = Harness::start(&[]).await;
+    let finance = client_cert(&h.province.finance, "budget-portal");
+    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    let config = client_config(&h.province.trust(), Some(&finance));
+    let addr = h.gateway().listen;
+    let limited = format!("/{PROVIDER}/limited/x");
+    // Wait for the grant on another API, so the bucket of `limited` is untouched.
+    h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
+    for _ in 0..2 {
+        assert_eq!(send(addr, config.clone(), &limited, &[]).await.unwrap().status, StatusCode::OK);
+    }
+    let refused = send(addr, config.clone(), &limited, &[]).await.unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 1, "60 a minute: one more a second");
+    // Another consumer's bucket is its own.
+    let other = client_cert(&h.province.finance, "tax-portal");
+    let other_config = client_config(&h.province.trust(), Some(&other));
+    assert_eq!(send(addr, other_config, &limited, &[]).await.unwrap().status, StatusCode::FORBIDDEN);
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(100)).await;
+    assert_eq!(send(addr, config, &limited, &[]).await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_open_data_listener_serves_open_data_only_without_a_certificate() {
+    let h = Harness::start(&[]).await;
+    let open = h.gateway().open_data_listen.unwrap();
+    let anonymous = client_config(&h.province.trust(), None);
+    let answer = send(open, anonymous.clone(), &format!("/{PROVIDER}/land-prices/2026"), &[]).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body["path"], "/open/2026");
+    assert!(answer.body["consumer"].is_null());
+    assert_eq!(answer.body["clientAddress"], "127.0.0.1");
+
+    let refused = send(open, anonymous.clone(), &land("/x"), &[]).await.unwrap();
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.body["title"], "Not open data");
+
+    // Burst 3 per client address: two more, then 429.
+    for _ in 0..2 {
+        assert_eq!(send(open, anonymous.clone(), &format!("/{PROVIDER}/land-prices/"), &[]).await.unwrap().status, 200);
+    }
+    let limited = send(open, anonymous, &format!("/{PROVIDER}/land-prices/"), &[]).await.unwrap();
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let record = h.audit_records().into_iter().last().unwrap();
+    assert_eq!(record["status"], 429);
+    assert!(record["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn a_new_route_table_grants_without_a_restart_and_requests_in_flight_complete() {
+    let h = Harness::start(&[]).await;
+    let finance = client_cert(&h.province.finance, "budget-portal");
+    let config = client_config(&h.province.trust(), Some(&finance));
+    let addr = h.gateway().listen;
+    assert_eq!(send(addr, config.clone(), &land("/"), &[]).await.unwrap().status, StatusCode::FORBIDDEN);
+
+    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
+
+    // A broken route table is refused and the current one stays.
+    replace_file(&h.paths.routes, "{\"version\": 1, \"apis\": [ {\"provider\": ");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(send(addr, config.clone(), &land("/"), &[]).await.unwrap().status, StatusCode::OK);
+
+    // A slow request in flight while the grant is withdrawn still completes.
+    let slow_config = config.clone();
+    let slow = tokio::spawn(async move { send(addr, slow_config, &land("/slow"), &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replace_file(&h.paths.routes, &routes_json(h.upstream, &[]));
+    h.eventually("the withdrawal", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 403)
+        .await;
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status, StatusCode::OK);
+    assert_eq!(slow.body["path"], "/api/v1/slow");
+}
+
+#[tokio::test]
+async fn new_connections_are_served_the_replaced_certificate() {
+    let h = Harness::start(&[]).await;
+    let finance = client_cert(&h.province.finance, "budget-portal");
+    let config = client_config(&h.province.trust(), Some(&finance));
+    let addr = h.gateway().listen;
+    let before = served_certificate(&connect(addr, config.clone()).await.unwrap());
+    let open_before =
+        served_certificate(&connect(h.gateway().open_data_listen.unwrap(), config.clone()).await.unwrap());
+    assert_eq!(before, open_before);
+
+    // A key that does not match the certificate is refused: the old pair stays.
+    let (crt, key) = h.province.gateway_certificate();
+    replace_file(&h.paths.tls_crt, &crt);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served_certificate(&connect(addr, config.clone()).await.unwrap()), before);
+
+    let kept = connect(addr, config.clone()).await.unwrap();
+    replace_file(&h.paths.tls_key, &key);
+    let expected = govpaas_pki::verify::chain_from_pem("tls.crt", crt.as_bytes()).unwrap().remove(0);
+    h.eventually("the new certificate", async || {
+        served_certificate(&connect(addr, config.clone()).await.unwrap()) == expected
+    })
+    .await;
+    assert_eq!(served_certificate(&connect(h.gateway().open_data_listen.unwrap(), config).await.unwrap()), expected);
+    assert_eq!(served_certificate(&kept), before, "an established connection keeps its session");
+}
+
+fn verify_cli(log: &std::path::Path, certificate: &std::path::Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govpaas-gateway"))
+        .args(["audit", "verify", "--log"])
+        .arg(log)
+        .arg("--certificate")
+        .arg(certificate)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+#[tokio::test]
+async fn audit_verify_passes_on_a_real_log_and_finds_tampering() {
+    let mut h = Harness::start(&[]).await;
+    let finance = client_cert(&h.province.finance, "budget-portal");
+    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    let config = client_config(&h.province.trust(), Some(&finance));
+    let addr = h.gateway().listen;
+    h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
+    send(addr, config.clone(), &land("/a"), &[]).await.unwrap();
+    assert!(h.gateway().checkpoint_now().is_some());
+    send(addr, config.clone(), &land("/b"), &[]).await.unwrap();
+    h.gateway.take().unwrap().shutdown().await; // signs a last checkpoint
+
+    let log = h.audit_path();
+    let certificate = h.dir.path().join("gateway.pem");
+    std::fs::copy(&h.paths.tls_crt, &certificate).unwrap();
+    let (ok, output) = verify_cli(&log, &certificate);
+    assert!(ok, "{output}");
+    assert!(output.contains("OK") && output.contains("2 signed checkpoints"), "{output}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let target = lines.iter().position(|l| l.contains("\"status\":200")).unwrap();
+    let tampered = h.dir.path().join("tampered.jsonl");
+
+    // One edited byte: the status of an exchange.
+    let edited = text.replacen("\"status\":200", "\"status\":201", 1);
+    std::fs::write(&tampered, &edited).unwrap();
+    let (ok, output) = verify_cli(&tampered, &certificate);
+    assert!(!ok, "{output}");
+    assert!(output.contains(&format!("line {}", target + 1)) && output.contains("altered"), "{output}");
+
+    // A deleted line.
+    let deleted: String = lines.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, l)| format!("{l}\n")).collect();
+    std::fs::write(&tampered, deleted).unwrap();
+    let (ok, output) = verify_cli(&tampered, &certificate);
+    assert!(!ok && output.contains("line 2") && output.contains("deleted"), "{output}");
+
+    // A checkpoint signed by someone else (the chain itself recomputed to match).
+    let forger = h.province.gateway_certificate();
+    let forged_certificate = h.dir.path().join("forger.pem");
+    std::fs::write(&forged_certificate, &forger.0).unwrap();
+    let (ok, output) = verify_cli(&log, &forged_certificate);
+    assert!(!ok && output.contains("unknown certificate"), "{output}");
+    let checkpoint = lines.iter().position(|l| l.contains("\"kind\":\"checkpoint\"")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(lines[checkpoint]).unwrap();
+    let signature = record["signature"].as_str().unwrap();
+    let mut forged_signature = signature.to_owned();
+    let last = forged_signature.pop().unwrap();
+    forged_signature.push(if last == '0' { '1' } else { '0' });
+    let forged = rechain(&text.replace(signature, &forged_signature));
+    std::fs::write(&tampered, forged).unwrap();
+    let (ok, output) = verify_cli(&tampered, &certificate);
+    assert!(!ok, "{output}");
+    assert!(output.contains(&format!("line {}", checkpoint + 1)) && output.contains("does not verify"), "{output}");
+}
+
+/// Recomputes every `prev` and `hash` of a log (what anyone can do without the signing key).
+fn rechain(text: &str) -> String {
+    let mut prev = [0u8; 32];
+    let mut out = String::new();
+    for line in text.lines() {
+        let (head, _) = line.rsplit_once(",\"hash\":\"").unwrap();
+        let mut record: serde_json::Value = serde_json::from_str(&format!("{head}}}")).unwrap();
+        record["prev"] = hex::encode(prev).into();
+        if record["kind"] == "checkpoint" {
+            record["head"] = hex::encode(prev).into();
+        }
+        // serde_json keeps field order only with preserve_order; rebuild the canonical order.
+        let canonical = canonical_bytes(&record);
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&prev);
+        ctx.update(canonical.as_bytes());
+        prev = ctx.finish().as_ref().try_into().unwrap();
+        out.push_str(&format!("{},\"hash\":\"{}\"}}\n", &canonical[..canonical.len() - 1], hex::encode(prev)));
+    }
+    out
+}
+
+fn canonical_bytes(record: &serde_json::Value) -> String {
+    let order: &[&str] = match record["kind"].as_str().unwrap() {
+        "checkpoint" => &["seq", "time", "kind", "head", "signer", "signature", "prev"],
+        "start" => &["seq", "time", "kind", "gatewayVersion", "prev"],
+        _ => &[
+            "seq",
+            "time",
+            "kind",
+            "caller",
+            "client",
+            "provider",
+            "api",
+            "method",
+            "path",
+            "status",
+            "requestBytes",
+            "responseBytes",
+            "durationMicros",
+            "prev",
+        ],
+    };
+    let fields: Vec<String> =
+        order.iter().map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), record[*k])).collect();
+    format!("{{{}}}", fields.join(","))
+}
