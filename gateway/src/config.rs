@@ -1,6 +1,7 @@
 //! The gateway's configuration files, and their atomic reload.
 //!
-//! In the cluster they are mounted Secrets and ConfigMaps, which Kubernetes updates by swapping a
+//! The TLS files are mounted Secrets; routes come from the cluster ([`crate::cluster`]) or from
+//! route table files ([`RoutesSource::Files`]). Mounted files which Kubernetes updates by swapping a
 //! symlink: the reloader reads the files every `reload_interval` and compares their contents
 //! (SHA-256), so it sees such swaps, edits within the same second, and a certificate and key that
 //! arrive one poll apart. A new TLS state or route table is swapped in with `arc-swap`: new
@@ -8,7 +9,7 @@
 //! requests in flight keep what they started with. A file that fails to load is logged and the
 //! previous configuration kept.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,7 +19,20 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::audit::CheckpointSigner;
-use crate::routes::{RouteTable, parse_route_table};
+use crate::routes::{Resolve, RouteSet, RouteSources, SourceKey};
+
+/// Where the route tables come from.
+#[derive(Clone, Debug)]
+pub enum RoutesSource {
+    /// A route table file, or a directory whose `*.json` files are route tables.
+    Files(PathBuf),
+    /// The route table ConfigMaps of `namespace` ([`crate::cluster`]).
+    Cluster {
+        namespace: String,
+        /// A kubeconfig; `None`: the in-cluster configuration (or `KUBECONFIG`, `~/.kube/config`).
+        kubeconfig: Option<PathBuf>,
+    },
+}
 
 /// Where the configuration files are.
 #[derive(Clone, Debug)]
@@ -29,8 +43,10 @@ pub struct ConfigPaths {
     pub tls_key: PathBuf,
     /// The platform CA(s) that client certificates must chain to (`ca.crt`).
     pub client_ca: PathBuf,
-    /// The route table (JSON).
-    pub routes: PathBuf,
+    /// The route tables.
+    pub routes: RoutesSource,
+    /// `--resolve` overrides of upstream hosts.
+    pub resolve: Resolve,
 }
 
 /// Everything the TLS files determine, swapped as one.
@@ -82,16 +98,48 @@ pub fn load_tls(paths: &ConfigPaths) -> Result<TlsState, String> {
     })
 }
 
-/// Reads and validates the route table file.
-pub fn load_routes(paths: &ConfigPaths) -> Result<RouteTable, String> {
-    let json = std::fs::read(&paths.routes).map_err(|e| format!("{}: {e}", paths.routes.display()))?;
-    parse_route_table(&json).map_err(|e| format!("{}: {e}", paths.routes.display()))
+/// The route table files under `path`: the file itself, or a directory's `*.json` files (not
+/// hidden ones, such as the `..data` of a mounted ConfigMap), in name order.
+pub fn route_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))? {
+        let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') && name.ends_with(".json") && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads the route table files into `sources` (a file that fails to parse is logged and skipped;
+/// a file that is gone is forgotten). Returns whether the route set changed.
+pub fn load_route_files(path: &Path, sources: &mut RouteSources) -> Result<bool, String> {
+    let files = route_files(path)?;
+    let mut changed = false;
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let name = file.display().to_string();
+        match std::fs::read(&file) {
+            Ok(json) => changed |= sources.update(SourceKey { created: 0, name: name.clone() }, &json),
+            Err(error) => tracing::error!(file = %name, %error, "route table unreadable"),
+        }
+        names.insert(name);
+    }
+    changed |= sources.retain(&names);
+    Ok(changed)
 }
 
 /// The configuration in force, read by every new connection and request.
 pub struct LiveConfig {
     pub tls: ArcSwap<TlsState>,
-    pub routes: Arc<ArcSwap<RouteTable>>,
+    pub routes: Arc<ArcSwap<RouteSet>>,
 }
 
 /// What one poll changed.
@@ -106,12 +154,24 @@ pub struct Reloader {
     paths: ConfigPaths,
     tls_seen: Option<[u8; 32]>,
     routes_seen: Option<[u8; 32]>,
+    /// The route tables read from files (unused with the cluster source).
+    sources: RouteSources,
+}
+
+/// The route files' digest; `None` with the cluster source.
+fn routes_digest(paths: &ConfigPaths) -> Option<[u8; 32]> {
+    let RoutesSource::Files(path) = &paths.routes else { return None };
+    let files = route_files(path).ok()?;
+    let mut all = vec![path.clone()];
+    all.extend(files);
+    digest(&all.iter().collect::<Vec<_>>())
 }
 
 fn digest(paths: &[&PathBuf]) -> Option<[u8; 32]> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for path in paths {
         let bytes = std::fs::read(path).ok()?;
+        ctx.update(path.as_os_str().as_encoded_bytes());
         ctx.update(&(bytes.len() as u64).to_be_bytes());
         ctx.update(&bytes);
     }
@@ -122,11 +182,16 @@ impl Reloader {
     /// Loads the initial configuration; the gateway does not start without a valid one.
     pub fn start(paths: ConfigPaths) -> Result<(Self, LiveConfig), String> {
         let tls = load_tls(&paths)?;
-        let routes = load_routes(&paths)?;
+        let mut sources = RouteSources::new(paths.resolve.clone());
+        if let RoutesSource::Files(path) = &paths.routes {
+            load_route_files(path, &mut sources)?;
+        }
+        let routes = sources.merged();
         let reloader = Reloader {
             tls_seen: digest(&[&paths.tls_crt, &paths.tls_key, &paths.client_ca]),
-            routes_seen: digest(&[&paths.routes]),
+            routes_seen: routes_digest(&paths),
             paths,
+            sources,
         };
         tracing::info!(apis = routes.len(), certificate = %tls.certificate_fingerprint, "configuration loaded");
         let live = LiveConfig { tls: ArcSwap::from_pointee(tls), routes: Arc::new(ArcSwap::from_pointee(routes)) };
@@ -149,16 +214,20 @@ impl Reloader {
                 Err(error) => tracing::error!(%error, "TLS files refused; the previous configuration stays"),
             }
         }
-        let routes_now = digest(&[&paths.routes]);
-        if routes_now.is_some() && routes_now != self.routes_seen {
+        let routes_now = routes_digest(paths);
+        if let (Some(_), RoutesSource::Files(path)) = (routes_now, &paths.routes)
+            && routes_now != self.routes_seen
+        {
             self.routes_seen = routes_now;
-            match load_routes(paths) {
-                Ok(routes) => {
-                    tracing::info!(apis = routes.len(), "route table reloaded");
+            match load_route_files(path, &mut self.sources) {
+                Ok(true) => {
+                    let routes = self.sources.merged();
+                    tracing::info!(apis = routes.len(), tables = self.sources.sources(), "routes reloaded");
                     live.routes.store(Arc::new(routes));
                     reloaded.routes = true;
                 }
-                Err(error) => tracing::error!(%error, "route table refused; the previous one stays"),
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, "route tables unreadable; the current routes stay"),
             }
         }
         reloaded

@@ -20,7 +20,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::audit::AuditLog;
-use crate::config::{ConfigPaths, LiveConfig, Reloader};
+use crate::config::{ConfigPaths, LiveConfig, Reloader, RoutesSource};
 use crate::context::{BodyTooLarge, Connection};
 use crate::layers::audit::AuditLayer;
 use crate::layers::body_limit::BodyLimitCheck;
@@ -103,11 +103,32 @@ pub fn pipeline(live: &LiveConfig, audit: Arc<AuditLog>, limiters: RateLimiters,
 pub async fn start(settings: Settings) -> anyhow::Result<RunningGateway> {
     let (mut reloader, live) = Reloader::start(settings.config.clone()).map_err(anyhow::Error::msg)?;
     let live = Arc::new(live);
+    let (shutdown, _) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let RoutesSource::Cluster { namespace, kubeconfig } = &settings.config.routes {
+        let client = crate::cluster::client(kubeconfig.as_deref()).await?;
+        let (synced, mut listed) = watch::channel(false);
+        tasks.push(tokio::spawn(crate::cluster::watch_routes(
+            client,
+            namespace.clone(),
+            settings.config.resolve.clone(),
+            live.routes.clone(),
+            synced,
+            shutdown.subscribe(),
+        )));
+        let first = tokio::time::timeout(crate::cluster::FIRST_SYNC, listed.wait_for(|done| *done)).await;
+        if !matches!(first, Ok(Ok(_))) {
+            let _ = shutdown.send(true);
+            anyhow::bail!(
+                "the route tables in namespace {namespace} could not be listed within {:?} (see the warnings above)",
+                crate::cluster::FIRST_SYNC
+            );
+        }
+        tracing::info!(apis = live.routes.load().len(), %namespace, "route tables listed from the cluster");
+    }
     let audit = Arc::new(AuditLog::open(&settings.audit_log)?);
     let limiters = RateLimiters::default();
     let pipeline = pipeline(&live, audit.clone(), limiters.clone(), Forward::new(settings.forward.clone()));
-    let (shutdown, _) = watch::channel(false);
-    let mut tasks = Vec::new();
 
     let mutual = TcpListener::bind(settings.listen).await?;
     let listen = mutual.local_addr()?;

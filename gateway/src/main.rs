@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use govpaas_gateway::config::ConfigPaths;
+use govpaas_gateway::config::{ConfigPaths, RoutesSource};
+use govpaas_gateway::routes::Resolve;
 use govpaas_gateway::layers::forward::ForwardSettings;
 use govpaas_gateway::{Settings, audit};
 
@@ -37,9 +38,24 @@ struct ServeArgs {
     /// The platform CA(s) client certificates must chain to (PEM; two during a CA rotation).
     #[arg(long, env = "GATEWAY_CLIENT_CA", default_value = "/etc/lgsp/trust/ca.crt")]
     client_ca: PathBuf,
-    /// The route table (JSON, see docs/lgsp.md).
-    #[arg(long, env = "GATEWAY_ROUTES", default_value = "/etc/lgsp/routes/routes.json")]
-    routes: PathBuf,
+    /// Route tables from files: a route table (JSON, see docs/lgsp.md) or a directory of them
+    /// (`*.json`). Not with --routes-from-cluster.
+    #[arg(long, env = "GATEWAY_ROUTES", conflicts_with = "routes_from_cluster", required_unless_present = "routes_from_cluster")]
+    routes: Option<PathBuf>,
+    /// Route tables from the cluster: the operator's route table ConfigMaps in --namespace, watched.
+    #[arg(long, env = "GATEWAY_ROUTES_FROM_CLUSTER", requires = "namespace")]
+    routes_from_cluster: bool,
+    /// The namespace of the route tables (the operator's).
+    #[arg(long, env = "GATEWAY_NAMESPACE")]
+    namespace: Option<String>,
+    /// A kubeconfig for --routes-from-cluster; unset: the in-cluster configuration.
+    #[arg(long, env = "GATEWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// `<host>=<ip:port>`: connect to this address for an upstream host (e.g.
+    /// `ho-tich.so-tu-phap.svc=127.0.0.1:9000`), like curl's --resolve. For running the gateway
+    /// outside the cluster; repeatable.
+    #[arg(long = "resolve", value_parser = Resolve::parse_entry)]
+    resolve: Vec<(String, std::net::SocketAddr)>,
     /// Address of the mutual-TLS listener.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
@@ -92,8 +108,21 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let config =
-        ConfigPaths { tls_crt: args.tls_cert, tls_key: args.tls_key, client_ca: args.client_ca, routes: args.routes };
+    let routes = match (args.routes_from_cluster, args.routes, args.namespace) {
+        (true, _, Some(namespace)) => RoutesSource::Cluster { namespace, kubeconfig: args.kubeconfig },
+        (false, Some(path), _) => RoutesSource::Files(path),
+        _ => {
+            eprintln!("give --routes <file or directory>, or --routes-from-cluster --namespace <namespace>");
+            return ExitCode::from(2);
+        }
+    };
+    let config = ConfigPaths {
+        tls_crt: args.tls_cert,
+        tls_key: args.tls_key,
+        client_ca: args.client_ca,
+        routes,
+        resolve: Resolve(args.resolve.into_iter().collect()),
+    };
     let mut settings = Settings::new(config, args.listen, args.audit_log);
     settings.open_data_listen = args.open_data_listen;
     settings.checkpoint_interval = Duration::from_secs(args.checkpoint_seconds.max(1));

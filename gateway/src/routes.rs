@@ -1,68 +1,61 @@
-//! The route table: which APIs the gateway serves, where they go, who may call them.
+//! The route set: which APIs the gateway serves, where they go, who may call them.
 //!
-//! Provisional schema (version 1). The operator will compile DataSharingServices into this
-//! document; once the shared serde types exist in `govpaas-crds` (`crds/src/lgsp.rs`), only
-//! [`parse_route_table`] changes.
+//! The operator compiles every DataSharingService into one route table
+//! ([`govpaas_crds::lgsp::RouteTable`], schema `govpaas.io/lgsp-routes/v1`), stored in a ConfigMap
+//! of its namespace. The gateway reads any number of such tables — from the cluster
+//! ([`crate::cluster`]) or from files ([`crate::config`]) — and merges them into one [`RouteSet`]:
 //!
-//! ```json
-//! { "version": 1,
-//!   "apis": [ { "provider": "H17.12", "name": "land-records",
-//!               "upstream": "http://10.0.0.7:8080/api/v1",
-//!               "openData": false,
-//!               "rateLimit": { "requestsPerMinute": 600, "burst": 20 },
-//!               "consumers": ["spiffe://quangnam.gov.vn/agency/H49.12/dss/land"] } ] }
-//! ```
+//! - [`parse_route_table`] reads and validates one table (the one loader of the schema);
+//! - [`RouteSources`] keeps the last good version of every source and merges them. A table that
+//!   fails to parse is logged and skipped (its source's last good version, if any, stays): one bad
+//!   table never breaks the others. Two sources claiming the same API: the older source (by its
+//!   creation time, then its name) keeps it, and the conflict is logged.
+//!
+//! An upstream is `http://<service>.<namespace>.svc:<port><path>`; a `--resolve` override
+//! ([`Resolve`]) connects to another address for a host (the gateway running outside the cluster),
+//! while the request still names the Service's host.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use govpaas_crds::lgsp;
 use govpaas_pki::WorkloadIdentity;
 use govpaas_pki::identity::{agency_code, path_segment};
 use http::Uri;
-use serde::Deserialize;
 
-/// The only schema version this gateway reads.
-pub const ROUTE_TABLE_VERSION: u32 = 1;
-
-/// Why a route table was refused (the previous one stays in force).
+/// Why a route table was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteTableError {
-    #[error("not a valid route table document: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("route table version {found} is not supported (this gateway reads version {ROUTE_TABLE_VERSION})")]
-    Version { found: u32 },
+    #[error(transparent)]
+    Table(#[from] lgsp::RouteTableError),
     #[error("API {api}: {reason}")]
     Invalid { api: String, reason: String },
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RouteTableDocument {
-    version: u32,
-    #[serde(default)]
-    apis: Vec<ApiDocument>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ApiDocument {
-    provider: String,
-    name: String,
-    upstream: String,
-    #[serde(default)]
-    open_data: bool,
-    rate_limit: RateLimit,
-    #[serde(default)]
-    consumers: Vec<String>,
-}
-
 /// A provider's rate limit, applied per consumer (or per client address for open data).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     pub requests_per_minute: NonZeroU32,
     pub burst: NonZeroU32,
+}
+
+/// Addresses to connect to instead of resolving a host (`--resolve host=ip:port`, like curl's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolve(pub BTreeMap<String, SocketAddr>);
+
+impl Resolve {
+    /// Parses `host=ip:port`.
+    pub fn parse_entry(entry: &str) -> Result<(String, SocketAddr), String> {
+        let (host, address) =
+            entry.split_once('=').ok_or_else(|| format!("{entry:?}: expected <host>=<ip:port>"))?;
+        let address = address.parse().map_err(|e| format!("{entry:?}: {address:?} is not an ip:port ({e})"))?;
+        if host.is_empty() {
+            return Err(format!("{entry:?}: no host"));
+        }
+        Ok((host.to_ascii_lowercase(), address))
+    }
 }
 
 /// One published API, validated.
@@ -72,14 +65,18 @@ pub struct Api {
     pub provider: String,
     /// The API's name, second segment of the request path.
     pub name: String,
-    /// `http://host:port`, without a path.
+    /// Where to connect: `http://host:port`, without a path (a `--resolve` address if one applies).
     pub upstream_origin: Uri,
+    /// The `Host` the provider is sent: `<service>.<namespace>.svc:<port>`.
+    pub upstream_host: String,
     /// The upstream base path without a trailing slash (`""` for the root).
     pub upstream_base_path: String,
     pub open_data: bool,
     pub rate_limit: RateLimit,
     /// Granted consumer identities, as URIs.
     pub consumers: Vec<String>,
+    /// The route table it came from (`namespace/name` of its DataSharingService).
+    pub source: String,
 }
 
 impl Api {
@@ -94,13 +91,13 @@ impl Api {
     }
 }
 
-/// The validated table, indexed by (provider code, API name).
+/// The merged routes, indexed by (provider code, API name).
 #[derive(Clone, Debug, Default)]
-pub struct RouteTable {
+pub struct RouteSet {
     apis: HashMap<(String, String), Arc<Api>>,
 }
 
-impl RouteTable {
+impl RouteSet {
     pub fn get(&self, provider: &str, api: &str) -> Option<&Arc<Api>> {
         self.apis.get(&(provider.to_owned(), api.to_owned()))
     }
@@ -114,122 +111,266 @@ impl RouteTable {
     }
 }
 
-/// Parses and validates a route table document. The one function to switch to the shared CRD
-/// types later.
-pub fn parse_route_table(json: &[u8]) -> Result<RouteTable, RouteTableError> {
-    let doc: RouteTableDocument = serde_json::from_slice(json)?;
-    if doc.version != ROUTE_TABLE_VERSION {
-        return Err(RouteTableError::Version { found: doc.version });
-    }
-    let mut apis = HashMap::with_capacity(doc.apis.len());
-    for api in doc.apis {
-        let label = format!("{}/{}", api.provider, api.name);
+/// Reads and validates one route table (a [`lgsp::RouteTable`] document). Any invalid route
+/// refuses the whole table. National-platform routes are not served yet: they are skipped.
+pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, RouteTableError> {
+    let text = std::str::from_utf8(json).map_err(|e| RouteTableError::Invalid {
+        api: "(table)".to_owned(),
+        reason: format!("not UTF-8: {e}"),
+    })?;
+    let table = lgsp::RouteTable::from_json(text)?;
+    let source = format!("{}/{}", table.source.namespace, table.source.name);
+    let mut apis = Vec::with_capacity(table.routes.len());
+    for route in &table.routes {
+        let label = format!("{}/{}", table.agency_code, route.api);
         let invalid = |reason: String| RouteTableError::Invalid { api: label.clone(), reason };
-        agency_code(&api.provider).map_err(|e| invalid(e.to_string()))?;
-        path_segment("API name", &api.name).map_err(|e| invalid(e.to_string()))?;
-        let (upstream_origin, upstream_base_path) = parse_upstream(&api.upstream).map_err(&invalid)?;
-        let mut consumers = Vec::with_capacity(api.consumers.len());
-        for consumer in &api.consumers {
-            let identity = WorkloadIdentity::parse(consumer).map_err(|e| invalid(format!("consumer: {e}")))?;
+        agency_code(&table.agency_code).map_err(|e| invalid(e.to_string()))?;
+        path_segment("API name", &route.api).map_err(|e| invalid(e.to_string()))?;
+        if route.path_prefix != lgsp::api_path(&table.agency_code, &route.api) {
+            return Err(invalid(format!(
+                "pathPrefix {:?} is not {:?}",
+                route.path_prefix,
+                lgsp::api_path(&table.agency_code, &route.api)
+            )));
+        }
+        let (upstream_origin, upstream_host, upstream_base_path) =
+            upstream(&route.upstream, resolve).map_err(&invalid)?;
+        let positive = |value: i32, what: &str| {
+            u32::try_from(value).ok().and_then(NonZeroU32::new).ok_or_else(|| invalid(format!("{what} must be ≥ 1")))
+        };
+        let rate_limit = RateLimit {
+            requests_per_minute: positive(route.rate_limit.requests_per_minute, "rateLimit.requestsPerMinute")?,
+            burst: positive(route.rate_limit.burst, "rateLimit.burst")?,
+        };
+        let mut consumers = Vec::with_capacity(route.consumers.len());
+        for consumer in &route.consumers {
+            let identity =
+                WorkloadIdentity::parse(&consumer.identity).map_err(|e| invalid(format!("consumer: {e}")))?;
             consumers.push(identity.uri());
         }
-        let key = (api.provider.clone(), api.name.clone());
-        let parsed = Api {
-            provider: api.provider,
-            name: api.name,
-            upstream_origin,
-            upstream_base_path,
-            open_data: api.open_data,
-            rate_limit: api.rate_limit,
-            consumers,
-        };
-        if apis.insert(key, Arc::new(parsed)).is_some() {
+        if apis.iter().any(|api: &Api| api.name == route.api) {
             return Err(invalid("listed twice".to_owned()));
         }
+        apis.push(Api {
+            provider: table.agency_code.clone(),
+            name: route.api.clone(),
+            upstream_origin,
+            upstream_host,
+            upstream_base_path,
+            open_data: route.open_data,
+            rate_limit,
+            consumers,
+            source: source.clone(),
+        });
     }
-    Ok(RouteTable { apis })
+    if !table.national.is_empty() {
+        tracing::debug!(%source, routes = table.national.len(), "national-platform routes are not served yet");
+    }
+    Ok(apis)
 }
 
-/// `http://host:port/base` → (`http://host:port`, `/base`). Only plain HTTP: inside the cluster
-/// the provider's Service is reached over the pod network, isolated by NetworkPolicy.
-fn parse_upstream(upstream: &str) -> Result<(Uri, String), String> {
-    let uri: Uri = upstream.parse().map_err(|e| format!("upstream {upstream:?} is not a URI: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("upstream {upstream:?} must be an http:// URL"));
+/// The Service behind a route → (where to connect, the `Host`, the base path). Plain HTTP: inside
+/// the cluster the provider's Service is reached over the pod network, isolated by NetworkPolicy.
+fn upstream(upstream: &lgsp::Upstream, resolve: &Resolve) -> Result<(Uri, String, String), String> {
+    path_segment("upstream namespace", &upstream.namespace).map_err(|e| e.to_string())?;
+    path_segment("upstream service", &upstream.service).map_err(|e| e.to_string())?;
+    let port = u16::try_from(upstream.port)
+        .ok()
+        .filter(|port| *port > 0)
+        .ok_or_else(|| format!("upstream port {} is not a port", upstream.port))?;
+    if !upstream.path.is_empty() && !upstream.path.starts_with('/') || upstream.path.contains(['?', '#']) {
+        return Err(format!("upstream path {:?} must be an absolute path without a query", upstream.path));
     }
-    let Some(authority) = uri.authority() else {
-        return Err(format!("upstream {upstream:?} has no host"));
+    let host = format!("{}.{}.svc", upstream.service, upstream.namespace);
+    let authority = match resolve.0.get(&host) {
+        Some(address) => address.to_string(),
+        None => format!("{host}:{port}"),
     };
-    if authority.as_str().contains('@') {
-        return Err(format!("upstream {upstream:?} must not carry credentials"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("upstream {upstream:?} must not have a query"));
-    }
     let origin = Uri::builder()
         .scheme("http")
-        .authority(authority.clone())
+        .authority(authority.as_str())
         .path_and_query("/")
         .build()
-        .map_err(|e| format!("upstream {upstream:?}: {e}"))?;
-    Ok((origin, uri.path().trim_end_matches('/').to_owned()))
+        .map_err(|e| format!("upstream {host}:{port}: {e}"))?;
+    // The path must be a valid URI path too.
+    let base = upstream.path.trim_end_matches('/').to_owned();
+    if !base.is_empty() {
+        base.parse::<http::uri::PathAndQuery>().map_err(|e| format!("upstream path {:?}: {e}", upstream.path))?;
+    }
+    Ok((origin, format!("{host}:{port}"), base))
+}
+
+/// One source of a route table: a ConfigMap, or a file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceKey {
+    /// When the source was created (seconds since the epoch; `0` when unknown): older wins.
+    pub created: i64,
+    /// Its name (`namespace/name` of the ConfigMap, or the file's path).
+    pub name: String,
+}
+
+/// The last good table of every source, merged on demand.
+#[derive(Debug, Default)]
+pub struct RouteSources {
+    tables: BTreeMap<String, (SourceKey, Vec<Api>)>,
+    resolve: Resolve,
+}
+
+impl RouteSources {
+    pub fn new(resolve: Resolve) -> Self {
+        RouteSources { tables: BTreeMap::new(), resolve }
+    }
+
+    /// Reads a source's new content. A table that fails to parse is logged and skipped; the
+    /// source's last good table (if any) stays. Returns whether anything changed.
+    pub fn update(&mut self, key: SourceKey, json: &[u8]) -> bool {
+        match parse_route_table(json, &self.resolve) {
+            Ok(apis) => {
+                let changed = self.tables.get(&key.name) != Some(&(key.clone(), apis.clone()));
+                self.tables.insert(key.name.clone(), (key, apis));
+                changed
+            }
+            Err(error) => {
+                let kept = self.tables.contains_key(&key.name);
+                tracing::error!(source = %key.name, %error, kept_previous = kept, "route table refused");
+                false
+            }
+        }
+    }
+
+    /// Forgets a source that is gone.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.tables.remove(name).is_some()
+    }
+
+    /// Forgets every source not in `names` (after a fresh listing).
+    pub fn retain(&mut self, names: &std::collections::BTreeSet<String>) -> bool {
+        let before = self.tables.len();
+        self.tables.retain(|name, _| names.contains(name));
+        before != self.tables.len()
+    }
+
+    pub fn sources(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Every source's APIs in one set; an API claimed twice stays with the older source.
+    pub fn merged(&self) -> RouteSet {
+        let mut ordered: Vec<&(SourceKey, Vec<Api>)> = self.tables.values().collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut apis: HashMap<(String, String), Arc<Api>> = HashMap::new();
+        let mut owner: HashMap<(String, String), &str> = HashMap::new();
+        for (key, table) in ordered {
+            for api in table {
+                let id = (api.provider.clone(), api.name.clone());
+                if let Some(first) = owner.get(&id) {
+                    tracing::warn!(
+                        api = %api.label(), kept = %first, ignored = %key.name,
+                        "two route tables claim the same API: the older one keeps it"
+                    );
+                    continue;
+                }
+                owner.insert(id.clone(), &key.name);
+                apis.insert(id, Arc::new(api.clone()));
+            }
+        }
+        RouteSet { apis }
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const CONSUMER: &str = "spiffe://quangnam.gov.vn/agency/H49.12/dss/land";
 
-    fn doc(api: serde_json::Value) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({ "version": 1, "apis": [api] })).unwrap()
-    }
-
-    fn api() -> serde_json::Value {
-        serde_json::json!({
-            "provider": "H17.12", "name": "land-records", "upstream": "http://10.0.0.7:8080/api/v1/",
-            "rateLimit": { "requestsPerMinute": 60, "burst": 5 }, "consumers": [CONSUMER],
-        })
+    /// A one-route table of DataSharingService `ns/name`, JSON.
+    pub fn table(namespace: &str, code: &str, api: serde_json::Value) -> Vec<u8> {
+        let mut route = serde_json::json!({
+            "api": "land-records", "pathPrefix": format!("/{code}/land-records/"),
+            "upstream": {"namespace": namespace, "service": "land", "port": 8080, "path": "/api/v1/"},
+            "rateLimit": {"requestsPerMinute": 60, "burst": 5}, "openData": false,
+            "consumers": [{"identity": CONSUMER, "agencyCode": "H49.12", "service": "land"}],
+        });
+        for (k, v) in api.as_object().unwrap() {
+            route[k] = v.clone();
+        }
+        serde_json::to_vec(&serde_json::json!({
+            "schema": lgsp::SCHEMA_V1,
+            "source": {"namespace": namespace, "name": "dss", "uid": "u"},
+            "agencyCode": code, "routes": [route],
+        }))
+        .unwrap()
     }
 
     #[test]
-    fn a_valid_table_is_indexed_by_provider_and_name() {
-        let table = parse_route_table(&doc(api())).unwrap();
-        let api = table.get("H17.12", "land-records").unwrap();
-        assert_eq!(api.upstream_origin.to_string(), "http://10.0.0.7:8080/");
+    fn a_valid_table_names_the_service_and_its_consumers() {
+        let apis = parse_route_table(&table("stnmt", "H17.12", serde_json::json!({})), &Resolve::default()).unwrap();
+        let api = &apis[0];
+        assert_eq!((api.provider.as_str(), api.name.as_str()), ("H17.12", "land-records"));
+        assert_eq!(api.upstream_origin.to_string(), "http://land.stnmt.svc:8080/");
+        assert_eq!(api.upstream_host, "land.stnmt.svc:8080");
         assert_eq!(api.upstream_base_path, "/api/v1");
         assert!(!api.open_data);
         assert_eq!(api.consumers, [CONSUMER]);
         assert!(api.grants(&WorkloadIdentity::parse(CONSUMER).unwrap()));
-        assert!(table.get("H17.12", "other").is_none());
+        assert_eq!(api.source, "stnmt/dss");
+
+        let resolve = Resolve(BTreeMap::from([("land.stnmt.svc".to_owned(), "127.0.0.1:9000".parse().unwrap())]));
+        let apis = parse_route_table(&table("stnmt", "H17.12", serde_json::json!({})), &resolve).unwrap();
+        assert_eq!(apis[0].upstream_origin.to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(apis[0].upstream_host, "land.stnmt.svc:8080", "the Host stays the Service's");
+        assert_eq!(Resolve::parse_entry("A.b.svc=127.0.0.1:1").unwrap().0, "a.b.svc");
+        assert!(Resolve::parse_entry("a.b.svc").is_err() && Resolve::parse_entry("a=b").is_err());
     }
 
     #[test]
-    fn bad_documents_are_refused_with_the_api_named() {
+    fn bad_tables_are_refused_with_the_api_named() {
         let cases = [
-            (serde_json::json!({ "upstream": "https://x:1/" }), "must be an http:// URL"),
-            (serde_json::json!({ "upstream": "http://u:p@x:1/" }), "credentials"),
-            (serde_json::json!({ "provider": "h17" }), "agency code"),
-            (serde_json::json!({ "name": "Land Records" }), "API name"),
-            (serde_json::json!({ "consumers": ["https://example.org/x"] }), "consumer"),
+            (serde_json::json!({"pathPrefix": "/H17.12/other/"}), "pathPrefix"),
+            (serde_json::json!({"api": "Land Records"}), "API name"),
+            (serde_json::json!({"consumers": [{"identity": "https://x/y", "agencyCode": "X", "service": "y"}]}), "consumer"),
+            (serde_json::json!({"rateLimit": {"requestsPerMinute": 0, "burst": 1}}), "requestsPerMinute"),
+            (serde_json::json!({"upstream": {"namespace": "a", "service": "b", "port": 0, "path": ""}}), "port"),
+            (serde_json::json!({"upstream": {"namespace": "a", "service": "b", "port": 1, "path": "x?y"}}), "path"),
         ];
         for (patch, expected) in cases {
-            let mut api = api();
-            for (k, v) in patch.as_object().unwrap() {
-                api[k] = v.clone();
-            }
-            let err = parse_route_table(&doc(api)).unwrap_err().to_string();
+            let err = parse_route_table(&table("stnmt", "H17.12", patch), &Resolve::default()).unwrap_err().to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
-        let zero_rate = serde_json::json!({ "requestsPerMinute": 0, "burst": 1 });
-        let mut bad = api();
-        bad["rateLimit"] = zero_rate;
-        assert!(matches!(parse_route_table(&doc(bad)), Err(RouteTableError::Json(_))));
-        let twice = serde_json::json!({ "version": 1, "apis": [api(), api()] });
-        let err = parse_route_table(&serde_json::to_vec(&twice).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("listed twice"), "{err}");
-        let err = parse_route_table(br#"{"version": 2, "apis": []}"#).unwrap_err();
-        assert!(matches!(err, RouteTableError::Version { found: 2 }));
-        assert!(parse_route_table(b"{not json").is_err());
+        let other_schema = String::from_utf8(table("a", "H17", serde_json::json!({}))).unwrap().replace("/v1", "/v9");
+        assert!(matches!(
+            parse_route_table(other_schema.as_bytes(), &Resolve::default()),
+            Err(RouteTableError::Table(lgsp::RouteTableError::UnknownSchema(_)))
+        ));
+        assert!(parse_route_table(b"{not json", &Resolve::default()).is_err());
+    }
+
+    fn key(created: i64, name: &str) -> SourceKey {
+        SourceKey { created, name: name.to_owned() }
+    }
+
+    #[test]
+    fn sources_merge_a_bad_table_is_skipped_and_the_older_source_keeps_a_contested_api() {
+        let mut sources = RouteSources::default();
+        assert!(sources.update(key(10, "b"), &table("b", "H17.12", serde_json::json!({}))));
+        assert!(sources.update(key(20, "c"), &table("c", "H17.13", serde_json::json!({}))));
+        assert!(!sources.update(key(20, "c"), &table("c", "H17.13", serde_json::json!({}))), "no change");
+        // A newer source claims H17.12/land-records too: the older keeps it.
+        assert!(sources.update(key(30, "a"), &table("a", "H17.12", serde_json::json!({}))));
+        let merged = sources.merged();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged.get("H17.12", "land-records").unwrap().source, "b/dss");
+        // A broken version of c: skipped, its last good table stays; b and a are untouched.
+        assert!(!sources.update(key(20, "c"), b"{broken"));
+        assert!(sources.merged().get("H17.13", "land-records").is_some());
+        // A broken new source never breaks the others.
+        assert!(!sources.update(key(40, "d"), b"{broken"));
+        assert_eq!(sources.merged().len(), 2);
+        // b goes: a's claim now stands.
+        assert!(sources.remove("b"));
+        assert_eq!(sources.merged().get("H17.12", "land-records").unwrap().source, "a/dss");
+        assert!(sources.retain(&["c".to_owned()].into()));
+        assert_eq!(sources.merged().len(), 1);
     }
 }

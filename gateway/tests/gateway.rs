@@ -17,7 +17,7 @@ fn land(rest: &str) -> String {
 async fn a_granted_consumer_reaches_the_provider_which_sees_the_verified_identity() {
     let h = Harness::start(&[]).await;
     let finance = client_cert(&h.province.finance, "budget-portal");
-    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance.identity]));
     let config = client_config(&h.province.trust(), Some(&finance));
     let addr = h.gateway().listen;
     h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
@@ -89,7 +89,7 @@ async fn no_certificate_a_foreign_ca_and_a_forged_identity_are_all_refused() {
     let h = Harness::start(&[]).await;
     let trust = h.province.trust();
     let finance_identity = client_cert(&h.province.finance, "budget-portal").identity;
-    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance_identity]));
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance_identity]));
 
     let error = refused(&h, None, &trust).await;
     assert!(error.contains("CertificateRequired"), "{error}");
@@ -123,7 +123,7 @@ async fn no_certificate_a_foreign_ca_and_a_forged_identity_are_all_refused() {
 async fn the_rate_limit_answers_429_with_retry_after_then_recovers() {
     let h = Harness::start(&[]).await;
     let finance = client_cert(&h.province.finance, "budget-portal");
-    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance.identity]));
     let config = client_config(&h.province.trust(), Some(&finance));
     let addr = h.gateway().listen;
     let limited = format!("/{PROVIDER}/limited/x");
@@ -178,11 +178,11 @@ async fn a_new_route_table_grants_without_a_restart_and_requests_in_flight_compl
     let addr = h.gateway().listen;
     assert_eq!(send(addr, config.clone(), &land("/"), &[]).await.unwrap().status, StatusCode::FORBIDDEN);
 
-    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance.identity]));
     h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
 
     // A broken route table is refused and the current one stays.
-    replace_file(&h.paths.routes, "{\"version\": 1, \"apis\": [ {\"provider\": ");
+    replace_file(&h.routes_path(), "{\"version\": 1, \"apis\": [ {\"provider\": ");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(send(addr, config.clone(), &land("/"), &[]).await.unwrap().status, StatusCode::OK);
 
@@ -190,7 +190,7 @@ async fn a_new_route_table_grants_without_a_restart_and_requests_in_flight_compl
     let slow_config = config.clone();
     let slow = tokio::spawn(async move { send(addr, slow_config, &land("/slow"), &[]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    replace_file(&h.paths.routes, &routes_json(h.upstream, &[]));
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[]));
     h.eventually("the withdrawal", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 403)
         .await;
     let slow = slow.await.unwrap().unwrap();
@@ -244,7 +244,7 @@ fn verify_cli(log: &std::path::Path, certificate: &std::path::Path) -> (bool, St
 async fn audit_verify_passes_on_a_real_log_and_finds_tampering() {
     let mut h = Harness::start(&[]).await;
     let finance = client_cert(&h.province.finance, "budget-portal");
-    replace_file(&h.paths.routes, &routes_json(h.upstream, &[&finance.identity]));
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance.identity]));
     let config = client_config(&h.province.trust(), Some(&finance));
     let addr = h.gateway().listen;
     h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;

@@ -153,7 +153,9 @@ fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box
     parts.extensions = http::Extensions::new();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
+    // The provider is addressed by its Service's name, even when `--resolve` connects elsewhere.
+    let host = HeaderValue::from_str(&routed.api.upstream_host).map_err(|_| internal("host is not a header value"))?;
+    headers.insert(header::HOST, host);
     headers.remove(header::CONTENT_LENGTH);
     if let Caller::Consumer(identity) = &caller {
         let value = HeaderValue::from_str(&identity.uri()).map_err(|_| internal("identity is not a header value"))?;
@@ -195,6 +197,7 @@ mod tests {
         assert_eq!(upstream.headers()[CONSUMER_HEADER], CONSUMER);
         assert_eq!(upstream.headers()[CLIENT_ADDRESS_HEADER], "192.0.2.7");
         assert_eq!(upstream.headers()["accept"], "application/json");
+        assert_eq!(upstream.headers()["host"], "land.stnmt.svc:8080");
         assert!(upstream.headers().get("connection").is_none() && upstream.headers().get("x-secret").is_none());
     }
 

@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode, header};
 use super::{Check, GatewayRequest, Refusal};
 use crate::context::{Caller, RoutedRequest};
 use crate::problem::{problem, refusal};
-use crate::routes::{RateLimit, RouteTable};
+use crate::routes::{RateLimit, RouteSet};
 
 type Limiter = DefaultKeyedRateLimiter<String>;
 /// Per API label: its limit, and the buckets kept under it.
@@ -47,7 +47,7 @@ impl RateLimiters {
 
     /// Forgets APIs no longer in `table` and callers whose buckets are full again, so memory
     /// follows the active callers (called after every route reload and periodically).
-    pub fn prune(&self, table: &RouteTable) {
+    pub fn prune(&self, table: &RouteSet) {
         let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         limiters
             .retain(|label, _| label.split_once('/').is_some_and(|(provider, api)| table.get(provider, api).is_some()));
@@ -124,7 +124,7 @@ mod tests {
         let mut raised = (*api).clone();
         raised.rate_limit.burst = 5.try_into().unwrap();
         check.check(&mut routed(consumer(CONSUMER), Arc::new(raised))).unwrap();
-        check.limiters.prune(&RouteTable::default());
+        check.limiters.prune(&RouteSet::default());
         assert!(check.limiters.limiters.lock().unwrap().is_empty());
     }
 }

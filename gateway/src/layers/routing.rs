@@ -10,11 +10,11 @@ use http::StatusCode;
 use super::{Check, GatewayRequest, Refusal};
 use crate::context::{AuditNotes, RoutedRequest};
 use crate::problem::refusal;
-use crate::routes::RouteTable;
+use crate::routes::RouteSet;
 
 #[derive(Clone, Debug)]
 pub struct RoutingCheck {
-    pub routes: Arc<ArcSwap<RouteTable>>,
+    pub routes: Arc<ArcSwap<RouteSet>>,
 }
 
 /// `(provider, api, rest)` of a request path, `rest` empty or starting with `/`.
@@ -68,7 +68,7 @@ mod tests {
     use super::*;
     use crate::layers::testing::*;
     use crate::problem::detail_of;
-    use crate::routes::parse_route_table;
+    use crate::routes::{RouteSources, SourceKey};
 
     #[test]
     fn paths_split_into_provider_api_and_rest() {
@@ -83,11 +83,10 @@ mod tests {
 
     #[test]
     fn requests_are_routed_from_the_current_table() {
-        let table = parse_route_table(
-            br#"{"version":1,"apis":[{"provider":"H17.12","name":"land-records","upstream":"http://127.0.0.1:9/api",
-                "rateLimit":{"requestsPerMinute":60,"burst":1}}]}"#,
-        )
-        .unwrap();
+        let mut sources = RouteSources::default();
+        let json = crate::routes::tests::table("stnmt", "H17.12", serde_json::json!({}));
+        assert!(sources.update(SourceKey { created: 0, name: "t".into() }, &json));
+        let table = sources.merged();
         let check = RoutingCheck { routes: Arc::new(ArcSwap::from_pointee(table)) };
         let mut ok = request("/H17.12/land-records/parcels/7?x=1");
         check.check(&mut ok).unwrap();
@@ -100,7 +99,7 @@ mod tests {
         let malformed = check.check(&mut request("/only-one-segment")).unwrap_err();
         assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
 
-        check.routes.store(Arc::new(RouteTable::default()));
+        check.routes.store(Arc::new(RouteSet::default()));
         assert_eq!(check.check(&mut request("/H17.12/land-records")).unwrap_err().status(), StatusCode::NOT_FOUND);
     }
 }

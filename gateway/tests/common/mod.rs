@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use govpaas_gateway::config::ConfigPaths;
+use govpaas_gateway::config::{ConfigPaths, RoutesSource};
 use govpaas_gateway::{RunningGateway, Settings};
 use govpaas_pki::{
     CertificateAuthority, ClientCertificateRequest, IssuancePolicy, PlatformCaRequest, ServerCertificateRequest,
@@ -160,21 +160,42 @@ pub async fn upstream() -> SocketAddr {
     addr
 }
 
-pub fn routes_json(upstream: SocketAddr, land_consumers: &[&str]) -> String {
+/// The provider's route table (schema `govpaas.io/lgsp-routes/v1`, as the operator writes it): its
+/// Services `land` and `gone` in namespace `stnmt`, which [`resolve`] sends to the upstream and to
+/// a closed port.
+pub fn routes_json(_upstream: SocketAddr, land_consumers: &[&str]) -> String {
+    let consumers: Vec<serde_json::Value> = land_consumers
+        .iter()
+        .map(|identity| serde_json::json!({"identity": identity, "agencyCode": "H49.12", "service": "x"}))
+        .collect();
+    let route = |api: &str, service: &str, path: &str, rate: (i32, i32), open: bool| {
+        serde_json::json!({
+            "api": api, "pathPrefix": format!("/{PROVIDER}/{api}/"),
+            "upstream": {"namespace": "stnmt", "service": service, "port": 8080, "path": path},
+            "rateLimit": {"requestsPerMinute": rate.0, "burst": rate.1}, "openData": open,
+            "consumers": if open { Vec::new() } else { consumers.clone() },
+        })
+    };
     serde_json::json!({
-        "version": 1,
-        "apis": [
-            { "provider": PROVIDER, "name": "land-records", "upstream": format!("http://{upstream}/api/v1"),
-              "rateLimit": { "requestsPerMinute": 6000, "burst": 100 }, "consumers": land_consumers },
-            { "provider": PROVIDER, "name": "limited", "upstream": format!("http://{upstream}/api/v1"),
-              "rateLimit": { "requestsPerMinute": 60, "burst": 2 }, "consumers": land_consumers },
-            { "provider": PROVIDER, "name": "land-prices", "upstream": format!("http://{upstream}/open"),
-              "openData": true, "rateLimit": { "requestsPerMinute": 60, "burst": 3 } },
-            { "provider": PROVIDER, "name": "gone", "upstream": "http://127.0.0.1:1/x",
-              "rateLimit": { "requestsPerMinute": 60, "burst": 3 }, "consumers": land_consumers },
-        ]
+        "schema": "govpaas.io/lgsp-routes/v1",
+        "source": {"namespace": "stnmt", "name": "land", "uid": "u1"},
+        "agencyCode": PROVIDER,
+        "routes": [
+            route("land-records", "land", "/api/v1", (6000, 100), false),
+            route("limited", "land", "/api/v1", (60, 2), false),
+            route("land-prices", "land", "/open", (60, 3), true),
+            route("gone", "gone", "/x", (60, 3), false),
+        ],
     })
     .to_string()
+}
+
+/// `--resolve`: the Service `land` is the upstream, `gone` a port nobody listens on.
+pub fn resolve(upstream: SocketAddr) -> govpaas_gateway::routes::Resolve {
+    govpaas_gateway::routes::Resolve(
+        [("land.stnmt.svc".to_owned(), upstream), ("gone.stnmt.svc".to_owned(), "127.0.0.1:1".parse().unwrap())]
+            .into(),
+    )
 }
 
 /// Writes `contents` to `path` through a rename, as Kubernetes swaps a mounted file.
@@ -202,13 +223,14 @@ impl Harness {
             tls_crt: dir.path().join("tls.crt"),
             tls_key: dir.path().join("tls.key"),
             client_ca: dir.path().join("ca.crt"),
-            routes: dir.path().join("routes.json"),
+            routes: RoutesSource::Files(dir.path().join("routes.json")),
+            resolve: resolve(upstream),
         };
         let (crt, key) = province.gateway_certificate();
         std::fs::write(&paths.tls_crt, crt).unwrap();
         std::fs::write(&paths.tls_key, key).unwrap();
         std::fs::write(&paths.client_ca, province.platform.certificate_pem()).unwrap();
-        std::fs::write(&paths.routes, routes_json(upstream, land_consumers)).unwrap();
+        std::fs::write(dir.path().join("routes.json"), routes_json(upstream, land_consumers)).unwrap();
         let mut settings = Settings::new(paths.clone(), "127.0.0.1:0".parse().unwrap(), dir.path().join("audit.jsonl"));
         settings.open_data_listen = Some("127.0.0.1:0".parse().unwrap());
         settings.reload_interval = Duration::from_millis(100);
@@ -220,6 +242,11 @@ impl Harness {
 
     pub fn gateway(&self) -> &RunningGateway {
         self.gateway.as_ref().unwrap()
+    }
+
+    /// The route table file.
+    pub fn routes_path(&self) -> PathBuf {
+        self.dir.path().join("routes.json")
     }
 
     pub fn audit_path(&self) -> PathBuf {
