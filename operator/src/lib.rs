@@ -6,6 +6,7 @@ pub mod data_sharing;
 pub mod document;
 pub mod error;
 pub mod leader;
+pub mod lgsp;
 pub mod portal;
 pub mod quota;
 pub mod reconcile;

@@ -19,3 +19,21 @@ app.kubernetes.io/name: govpaas
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
+
+{{/* Labels of the LGSP gateway's objects and Pods: its name is what providers' NetworkPolicies admit
+(govpaas_crds::lgsp::GATEWAY_POD_LABEL). */}}
+{{- define "govpaas.gatewayLabels" -}}
+app.kubernetes.io/name: govpaas-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: lgsp-gateway
+app.kubernetes.io/part-of: govpaas
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* Selects the LGSP gateway's Pods. */}}
+{{- define "govpaas.gatewaySelector" -}}
+app.kubernetes.io/name: govpaas-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}

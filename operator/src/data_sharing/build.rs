@@ -48,10 +48,7 @@ pub const SERVICE_WITHOUT_SELECTOR: &str = "ServiceWithoutSelector";
 
 /// `https://<lgsp.host or lgsp.<baseDomain>>`.
 pub fn gateway_url(platform: &PlatformSpec) -> String {
-    match &platform.lgsp.host {
-        Some(host) => format!("https://{host}"),
-        None => format!("https://lgsp.{}", platform.base_domain),
-    }
+    format!("https://{}", crate::lgsp::gateway_host(platform))
 }
 
 /// `<name>-lgsp-client`.

@@ -9,6 +9,8 @@ use kube::ResourceExt;
 use super::state::Census;
 use crate::certificates::verify::chain_from_pem;
 use crate::certificates::{ChainAnchor, TrustRotation};
+use crate::lgsp;
+use crate::reconcile::labels;
 
 /// How many waited-for objects status names.
 pub const WAITING_FOR_SHOWN: usize = 10;
@@ -70,6 +72,14 @@ pub fn census(rotation: &TrustRotation, bundles: &[ConfigMap], tenant_cas: &[Sec
     waiting.truncate(WAITING_FOR_SHOWN);
     census.waiting_for = waiting;
     census
+}
+
+/// Whether a managed Secret is a leaf the rotation waits for: a service's certificate in an agency's
+/// namespace, or the LGSP gateway's in the operator's (the CA Secrets there are counted apart).
+pub fn counted_leaf(secret: &Secret, operator_namespace: &str) -> bool {
+    let gateway = secret.labels().get(labels::COMPONENT).map(String::as_str) == Some(lgsp::COMPONENT);
+    secret.type_.as_deref() == Some("kubernetes.io/tls")
+        && (gateway || secret.namespace().as_deref() != Some(operator_namespace))
 }
 
 fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
@@ -161,20 +171,44 @@ mod tests {
 
         let bundles = [bundle_map("a", &both), bundle_map("b", old.certificate_pem())];
         let tenant_cas = [ca_secret("govpaas-tenant-ca-a", &old_tenant), ca_secret("govpaas-tenant-ca-b", &new_tenant)];
+        // The LGSP gateway's certificate, issued by the platform CA itself, in the operator's namespace.
+        let mut gateway = leaf("govpaas-system", &old, old.certificate_pem());
+        gateway.metadata.name = Some(lgsp::GATEWAY_TLS_SECRET.into());
+        gateway.metadata.labels = Some(labels::owned_labels(lgsp::COMPONENT, "gateway"));
+        gateway.type_ = Some("kubernetes.io/tls".into());
+        let mut platform_ca_secret = secret("govpaas-system", "govpaas-platform-ca", &[("tls.crt", "x")]);
+        platform_ca_secret.type_ = Some("kubernetes.io/tls".into());
+        let mut portal = leaf("a", &old_tenant, &both);
+        portal.type_ = Some("kubernetes.io/tls".into());
+        assert!(counted_leaf(&gateway, "govpaas-system"), "the gateway's certificate is counted");
+        assert!(counted_leaf(&portal, "govpaas-system"));
+        assert!(!counted_leaf(&platform_ca_secret, "govpaas-system"), "CA Secrets are counted apart");
+
         let leaves = [
             leaf("a", &old_tenant, &both),
             leaf("b", &new_tenant, old.certificate_pem()),
             secret("c", "garbage-tls", &[("tls.crt", "not a certificate"), ("ca.crt", &both)]),
+            gateway,
         ];
         let distributing = census(&rotation, &bundles, &tenant_cas, &leaves);
-        assert_eq!(distributing.bundles_pending, 2, "{distributing:?}");
-        assert_eq!(distributing.waiting_for, vec!["b/govpaas-trust-bundle (trust bundle)", "b/portal-tls (ca.crt)"]);
-        assert_eq!(distributing.progress.on_old, 2);
+        assert_eq!(distributing.bundles_pending, 3, "{distributing:?}");
+        assert_eq!(
+            distributing.waiting_for,
+            vec![
+                "b/govpaas-trust-bundle (trust bundle)",
+                "b/portal-tls (ca.crt)",
+                "govpaas-system/govpaas-gateway-tls (ca.crt)"
+            ]
+        );
+        assert_eq!(distributing.progress.on_old, 3, "the gateway's certificate chains to the old CA");
         assert_eq!(distributing.progress.on_new, 2);
         assert_eq!(distributing.progress.unknown, 1, "garbage chains to neither CA");
 
         let reissuing = rotation.bundle_distributed(now() + time::Duration::hours(1), time::Duration::ZERO).unwrap();
         let counted = census(&reissuing, &bundles, &tenant_cas, &leaves);
-        assert_eq!(counted.waiting_for, vec!["a/portal-tls", "govpaas-system/govpaas-tenant-ca-a"]);
+        assert_eq!(
+            counted.waiting_for,
+            vec!["a/portal-tls", "govpaas-system/govpaas-gateway-tls", "govpaas-system/govpaas-tenant-ca-a"]
+        );
     }
 }

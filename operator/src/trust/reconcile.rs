@@ -16,12 +16,15 @@ use kube::{Api, Client, Resource, ResourceExt};
 use time::{Duration, OffsetDateTime};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::census::census;
+use super::census::{census, counted_leaf};
 use super::state::{Census, Decision, DesiredCa, Refusal, TrustState, decide, format_duration};
 use super::store::{self, Stored};
 use crate::certificates::renewal::{renewal_time, requeue_after};
 use crate::certificates::{BundleCa, TrustRotation};
 use crate::error::Result;
+use crate::lgsp;
+use crate::telemetry::CertificateKey;
+use crate::workload::certificate::Issued;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
 use crate::reconcile::{apply, labels, runner, watch};
@@ -189,15 +192,69 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     if let Some(state) = &found.state {
         observe_gauges(ctx, state, &policy);
     }
-    // The issuing CA must load from its Secret (a hand edit there breaks every issuance).
-    if found.unusable.is_none()
-        && let Err(message) = store::platform_trust(&store, platform, &policy, now).await?.map(|_| ())
-    {
-        found.unusable = Some(message);
-        requeue = requeue.min(NOT_READY);
+    // The issuing CA must load from its Secret (a hand edit there breaks every issuance); it
+    // issues the LGSP gateway's certificate.
+    if found.unusable.is_none() {
+        match store::platform_trust(&store, platform, &policy, now).await? {
+            Ok(trust) => {
+                let namespace = &ctx.settings.operator_namespace;
+                match lgsp::ensure_certificate(&ctx.client, namespace, &platform.spec, &trust, &policy, now).await {
+                    Ok(Ok(leaf)) => {
+                        gateway_certificate_issued(ctx, platform, &leaf, &policy).await;
+                        requeue = requeue.min(requeue_after(now, leaf.renewal_time(&policy)));
+                    }
+                    Ok(Err(message)) => {
+                        warn!(%message, "the LGSP gateway's certificate");
+                        let reference = platform.object_ref(&());
+                        let publisher = &ctx.publisher;
+                        publisher.publish(&reference, EventType::Warning, "GatewayCertificateFailed", "Issue", &message, None).await;
+                        requeue = requeue.min(NOT_READY);
+                    }
+                    // Changed since it was read: look again at once.
+                    Err(err) if apply::is_conflict(&err) => requeue = StdDuration::from_secs(1),
+                    Err(err) => return Err(err),
+                }
+            }
+            Err(message) => {
+                found.unusable = Some(message);
+                requeue = requeue.min(NOT_READY);
+            }
+        }
     }
     write_status(ctx, platform, &found, now).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Logs, announces (an Event on the Platform) and measures a (re-)issued gateway certificate.
+async fn gateway_certificate_issued(
+    ctx: &Context,
+    platform: &Platform,
+    leaf: &crate::workload::certificate::Leaf,
+    policy: &crate::certificates::IssuancePolicy,
+) {
+    let key = CertificateKey {
+        namespace: ctx.settings.operator_namespace.clone(),
+        secret: lgsp::GATEWAY_TLS_SECRET.to_owned(),
+        kind: "server",
+    };
+    let renewal = leaf.renewal_time(policy);
+    ctx.settings.telemetry.certificates.observe(key, leaf.not_after.unix_timestamp(), renewal.unix_timestamp());
+    let Some(issued) = &leaf.issued else { return };
+    let message = format!(
+        "LGSP gateway certificate in Secret {} {} (serial {}, valid until {})",
+        lgsp::GATEWAY_TLS_SECRET,
+        match issued {
+            Issued::New => "issued".to_owned(),
+            Issued::Renewal => "renewed".to_owned(),
+            Issued::Replaced(why) => format!("re-issued ({why})"),
+            Issued::Damaged(why) => format!("repaired ({why})"),
+        },
+        leaf.serial,
+        crate::workload::status::time_of(leaf.not_after).0,
+    );
+    info!(%message, "gateway certificate");
+    let reference = platform.object_ref(&());
+    ctx.publisher.publish(&reference, EventType::Normal, "GatewayCertificateIssued", "Issue", &message, None).await;
 }
 
 /// Lists the trust bundles, tenant CAs and certificate Secrets and counts where they stand.
@@ -221,10 +278,7 @@ async fn count(ctx: &Context, rotation: &TrustRotation) -> Result<Census> {
         list_all(&Api::all(ctx.client.clone()), ListParams::default().labels(&labels::managed_selector()))
             .await?
             .into_iter()
-            .filter(|secret: &Secret| {
-                secret.namespace().as_deref() != Some(namespace.as_str())
-                    && secret.type_.as_deref() == Some("kubernetes.io/tls")
-            })
+            .filter(|secret: &Secret| counted_leaf(secret, namespace))
             .collect();
     Ok(census(rotation, &bundles, &tenant_cas, &leaves))
 }

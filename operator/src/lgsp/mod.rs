@@ -1,0 +1,167 @@
+//! The LGSP gateway's own credentials, which the operator issues and keeps.
+//!
+//! The gateway serves `https://<Platform spec.lgsp.host>` (default `lgsp.<baseDomain>`) with a
+//! TLS server certificate issued **directly by the issuing platform CA** (the platform root's name
+//! constraint permits the base domain; no tenant owns the gateway's host). It lives in the Secret
+//! [`GATEWAY_TLS_SECRET`] of the operator's namespace (`kubernetes.io/tls`: `tls.crt` the leaf and
+//! the platform CA, `tls.key`, `ca.crt` the platform trust bundle — which is also the gateway's
+//! trust for client certificates). Its ECDSA P-256 key also signs the audit checkpoints: the
+//! certificate names the signer, and `govpaas-gateway audit verify` takes every certificate the
+//! gateway held (docs/lgsp.md).
+//!
+//! The Secret is kept, renewed at the Platform's renewal percent, repaired when damaged and
+//! re-issued from the new CA during a CA rotation, by the same [`keep_or_issue`] as every other
+//! leaf. The platform-trust controller drives it ([`crate::trust::reconcile`]): it already holds
+//! the Platform and the issuing CA on every pass and is woken by every change of the trust state;
+//! the rotation's census counts this Secret by its [`COMPONENT`] label, so a rotation waits for it.
+
+use std::collections::BTreeMap;
+
+use govpaas_crds::platform::PlatformSpec;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::{Api, Client};
+use time::OffsetDateTime;
+
+use crate::certificates::IssuancePolicy;
+use crate::error::Result;
+use crate::reconcile::apply::Applier;
+use crate::reconcile::labels;
+use crate::trust::PlatformTrust;
+use crate::workload::TlsMaterial;
+use crate::workload::certificate::{Issuer, Leaf, LeafSpec, Stored, keep_or_issue};
+
+/// The gateway's TLS (and checkpoint-signing) Secret, in the operator's namespace.
+pub const GATEWAY_TLS_SECRET: &str = "govpaas-gateway-tls";
+/// The component label of that Secret: what the CA rotation's census selects.
+pub const COMPONENT: &str = "lgsp-gateway";
+
+/// The gateway's public host name: `Platform spec.lgsp.host`, or `lgsp.<baseDomain>`.
+pub fn gateway_host(platform: &PlatformSpec) -> String {
+    match &platform.lgsp.host {
+        Some(host) => host.clone(),
+        None => format!("lgsp.{}", platform.base_domain),
+    }
+}
+
+/// The Secret holding `material`, applied only over the version it was decided from.
+pub fn gateway_secret(namespace: &str, material: &TlsMaterial) -> Secret {
+    let entry = |value: &str| k8s_openapi::ByteString(value.as_bytes().to_vec());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(GATEWAY_TLS_SECRET.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels::owned_labels(COMPONENT, "gateway")),
+            resource_version: material.decided_from.clone(),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), entry(&material.tls_crt)),
+            ("tls.key".to_owned(), entry(&material.tls_key)),
+            ("ca.crt".to_owned(), entry(&material.ca_crt)),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Keeps the gateway's certificate for `platform`'s gateway host, or issues it from the issuing
+/// platform CA: pure ([`keep_or_issue`]).
+pub fn decide(
+    stored: Option<&Secret>,
+    platform: &PlatformSpec,
+    trust: &PlatformTrust,
+    policy: &IssuancePolicy,
+    now: OffsetDateTime,
+) -> std::result::Result<Leaf, crate::certificates::Error> {
+    let issuer = Issuer { ca: &trust.issuing, trust: &trust.anchors, trust_pem: &trust.bundle_pem, policy };
+    let spec = LeafSpec::Server { dns_names: vec![gateway_host(platform)] };
+    keep_or_issue(Stored::of(stored), &spec, &issuer, now)
+}
+
+/// Reads the gateway's Secret in `namespace`, keeps or re-issues it, and applies it.
+/// `Ok(Err(message))` when the certificate cannot be issued (a host outside the platform CA's
+/// domain…); a conflict (the Secret changed since it was read) is an `Err` retried at once.
+pub async fn ensure_certificate(
+    client: &Client,
+    namespace: &str,
+    platform: &PlatformSpec,
+    trust: &PlatformTrust,
+    policy: &IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<std::result::Result<Leaf, String>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let stored = secrets.get_opt(GATEWAY_TLS_SECRET).await?;
+    let leaf = match decide(stored.as_ref(), platform, trust, policy, now) {
+        Ok(leaf) => leaf,
+        Err(err) => {
+            return Ok(Err(format!(
+                "cannot issue the LGSP gateway's certificate for {}: {err}",
+                gateway_host(platform)
+            )));
+        }
+    };
+    Applier::new(client.clone()).apply(&gateway_secret(namespace, &leaf.material)).await?;
+    Ok(Ok(leaf))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+
+    use super::*;
+    use crate::certificates::{PlatformCaRequest, TrustAnchors, generate_platform_ca};
+    use crate::workload::certificate::Issued;
+
+    fn platform_spec(host: Option<&str>) -> PlatformSpec {
+        let mut spec: PlatformSpec = serde_json::from_value(serde_json::json!({"baseDomain": "danang.gov.vn"})).unwrap();
+        spec.lgsp.host = host.map(str::to_owned);
+        spec
+    }
+
+    fn trust(now: OffsetDateTime) -> PlatformTrust {
+        let ca =
+            generate_platform_ca(&PlatformCaRequest::new("danang.gov.vn", "govpaas"), &IssuancePolicy::default(), now)
+                .unwrap();
+        let bundle_pem = ca.certificate_pem().to_owned();
+        let anchors = TrustAnchors::from_pem(bundle_pem.as_bytes()).unwrap();
+        PlatformTrust { issuing: ca, retiring: None, bundle_pem, anchors }
+    }
+
+    fn secret_of(leaf: &Leaf) -> Secret {
+        let mut secret = gateway_secret("govpaas-system", &leaf.material);
+        secret.metadata.resource_version = Some("7".into());
+        secret
+    }
+
+    #[test]
+    fn the_gateway_certificate_is_a_server_certificate_of_the_platform_ca_for_the_lgsp_host() {
+        let now = OffsetDateTime::now_utc();
+        let trust = trust(now);
+        let policy = IssuancePolicy::default();
+        assert_eq!(gateway_host(&platform_spec(None)), "lgsp.danang.gov.vn");
+        let leaf = decide(None, &platform_spec(None), &trust, &policy, now).unwrap();
+        assert_eq!(leaf.issued, Some(Issued::New));
+        let chain = crate::certificates::verify::chain_from_pem("tls.crt", leaf.material.tls_crt.as_bytes()).unwrap();
+        assert_eq!(chain.len(), 2, "the leaf and the platform CA");
+        crate::certificates::verify::verify_server_chain(&chain, &trust.anchors, "lgsp.danang.gov.vn", now).unwrap();
+        assert_eq!(leaf.material.ca_crt, trust.bundle_pem);
+
+        let secret = secret_of(&leaf);
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(secret.metadata.labels.as_ref().unwrap()[labels::COMPONENT], COMPONENT);
+        // Kept while healthy; renewed when due; re-issued for another host or when damaged.
+        let kept = decide(Some(&secret), &platform_spec(None), &trust, &policy, now + Duration::days(1)).unwrap();
+        assert_eq!((kept.issued, kept.material.decided_from.as_deref()), (None, Some("7")));
+        let renewed = decide(Some(&secret), &platform_spec(None), &trust, &policy, now + Duration::days(61)).unwrap();
+        assert_eq!(renewed.issued, Some(Issued::Renewal));
+        let moved =
+            decide(Some(&secret), &platform_spec(Some("lienthong.danang.gov.vn")), &trust, &policy, now).unwrap();
+        assert!(matches!(moved.issued, Some(Issued::Replaced(_))), "{moved:?}");
+        // A new platform CA (a rotation's re-issue phase): re-issued from it.
+        let rotated = decide(Some(&secret), &platform_spec(None), &self::trust(now), &policy, now).unwrap();
+        assert!(matches!(rotated.issued, Some(Issued::Replaced(_))), "{rotated:?}");
+        // A host outside the platform's domain cannot be issued.
+        assert!(decide(None, &platform_spec(Some("lgsp.example.org")), &trust, &policy, now).is_err());
+    }
+}
