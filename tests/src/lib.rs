@@ -5,6 +5,7 @@
 //! cleans them up when done.
 
 pub mod api;
+pub mod gateway;
 pub mod operator;
 
 use std::io::Write;

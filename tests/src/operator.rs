@@ -120,28 +120,31 @@ pub fn operator_binary(_cluster: &Cluster) -> PathBuf {
 /// admin kubeconfig), made once per test process.
 pub fn operator_kubeconfig(cluster: &Cluster) -> PathBuf {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
-    KUBECONFIG
-        .get_or_init(|| {
-            install_chart(cluster);
-            let token = cluster.kubectl_ok(&["create", "token", SERVICE_ACCOUNT, "-n", NAMESPACE, "--duration=2h"]);
-            let admin = Kubeconfig::read_from(&cluster.kubeconfig).expect("reading the admin kubeconfig");
-            let named = admin.clusters.first().expect("a cluster in the admin kubeconfig");
-            let server_config = named.cluster.as_ref().expect("cluster details");
-            let server = server_config.server.clone().expect("a server in the admin kubeconfig");
-            let ca = match (&server_config.certificate_authority_data, &server_config.certificate_authority) {
-                (Some(data), _) => format!("certificate-authority-data: {data}"),
-                (None, Some(path)) => format!("certificate-authority: {path}"),
-                (None, None) => panic!("the admin kubeconfig names no certificate authority"),
-            };
-            let kubeconfig = format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: govpaas-local\n  cluster:\n    server: {server}\n    {ca}\nusers:\n- name: {SERVICE_ACCOUNT}\n  user:\n    token: {}\ncontexts:\n- name: operator\n  context:\n    cluster: govpaas-local\n    user: {SERVICE_ACCOUNT}\ncurrent-context: operator\n",
-                token.trim()
-            );
-            let path = work_dir(cluster).join(format!("operator-{}.kubeconfig", std::process::id()));
-            fs::write(&path, kubeconfig).expect("writing the operator kubeconfig");
-            path
-        })
-        .clone()
+    KUBECONFIG.get_or_init(|| service_account_kubeconfig(cluster, SERVICE_ACCOUNT, "operator")).clone()
+}
+
+/// A kubeconfig holding a 2-hour token of the chart's ServiceAccount `service_account` in the
+/// release namespace (server and CA from the admin kubeconfig), written as `<name>-<pid>.kubeconfig`.
+/// The chart is installed first.
+pub fn service_account_kubeconfig(cluster: &Cluster, service_account: &str, name: &str) -> PathBuf {
+    install_chart(cluster);
+    let token = cluster.kubectl_ok(&["create", "token", service_account, "-n", NAMESPACE, "--duration=2h"]);
+    let admin = Kubeconfig::read_from(&cluster.kubeconfig).expect("reading the admin kubeconfig");
+    let named = admin.clusters.first().expect("a cluster in the admin kubeconfig");
+    let server_config = named.cluster.as_ref().expect("cluster details");
+    let server = server_config.server.clone().expect("a server in the admin kubeconfig");
+    let ca = match (&server_config.certificate_authority_data, &server_config.certificate_authority) {
+        (Some(data), _) => format!("certificate-authority-data: {data}"),
+        (None, Some(path)) => format!("certificate-authority: {path}"),
+        (None, None) => panic!("the admin kubeconfig names no certificate authority"),
+    };
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: govpaas-local\n  cluster:\n    server: {server}\n    {ca}\nusers:\n- name: {service_account}\n  user:\n    token: {}\ncontexts:\n- name: {name}\n  context:\n    cluster: govpaas-local\n    user: {service_account}\ncurrent-context: {name}\n",
+        token.trim()
+    );
+    let path = work_dir(cluster).join(format!("{name}-{}.kubeconfig", std::process::id()));
+    fs::write(&path, kubeconfig).expect("writing the kubeconfig");
+    path
 }
 
 /// A `govpaas-operator` process reconciling one test's scope with the chart's credentials;

@@ -99,6 +99,25 @@ pub fn operator_kubeconfig(tools: &Tools, admin: &Path, dest: &Path, duration: &
     Ok(())
 }
 
+/// Builds the `govpaas-gateway` binary the way [`build_operator`] builds the operator: in a target
+/// directory of its own (`target/gateway`), so that it never waits on, nor invalidates, the test
+/// build's lock and artefacts. Returns the binary's path.
+pub fn build_gateway() -> Result<PathBuf> {
+    let root = paths::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = target.join("gateway");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "govpaas-gateway", "--bin", "govpaas-gateway", "--target-dir"])
+        .arg(&target)
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building govpaas-gateway failed");
+    }
+    Ok(target.join("debug").join("govpaas-gateway"))
+}
+
 /// Builds `govpaas-operator` (a no-op when fresh) and returns the binary.
 ///
 /// It gets a target directory of its own (`target/operator`): `cargo build -p govpaas-operator`
