@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use govpaas_gateway::config::{ConfigPaths, RoutesSource};
-use govpaas_gateway::routes::Resolve;
 use govpaas_gateway::layers::forward::ForwardSettings;
+use govpaas_gateway::routes::Resolve;
 use govpaas_gateway::{Settings, audit};
 
 #[derive(Parser)]
@@ -40,7 +40,12 @@ struct ServeArgs {
     client_ca: PathBuf,
     /// Route tables from files: a route table (JSON, see docs/lgsp.md) or a directory of them
     /// (`*.json`). Not with --routes-from-cluster.
-    #[arg(long, env = "GATEWAY_ROUTES", conflicts_with = "routes_from_cluster", required_unless_present = "routes_from_cluster")]
+    #[arg(
+        long,
+        env = "GATEWAY_ROUTES",
+        conflicts_with = "routes_from_cluster",
+        required_unless_present = "routes_from_cluster"
+    )]
     routes: Option<PathBuf>,
     /// Route tables from the cluster: the operator's route table ConfigMaps in --namespace, watched.
     #[arg(long, env = "GATEWAY_ROUTES_FROM_CLUSTER", requires = "namespace")]

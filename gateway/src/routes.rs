@@ -48,8 +48,7 @@ pub struct Resolve(pub BTreeMap<String, SocketAddr>);
 impl Resolve {
     /// Parses `host=ip:port`.
     pub fn parse_entry(entry: &str) -> Result<(String, SocketAddr), String> {
-        let (host, address) =
-            entry.split_once('=').ok_or_else(|| format!("{entry:?}: expected <host>=<ip:port>"))?;
+        let (host, address) = entry.split_once('=').ok_or_else(|| format!("{entry:?}: expected <host>=<ip:port>"))?;
         let address = address.parse().map_err(|e| format!("{entry:?}: {address:?} is not an ip:port ({e})"))?;
         if host.is_empty() {
             return Err(format!("{entry:?}: no host"));
@@ -114,10 +113,8 @@ impl RouteSet {
 /// Reads and validates one route table (a [`lgsp::RouteTable`] document). Any invalid route
 /// refuses the whole table. National-platform routes are not served yet: they are skipped.
 pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, RouteTableError> {
-    let text = std::str::from_utf8(json).map_err(|e| RouteTableError::Invalid {
-        api: "(table)".to_owned(),
-        reason: format!("not UTF-8: {e}"),
-    })?;
+    let text = std::str::from_utf8(json)
+        .map_err(|e| RouteTableError::Invalid { api: "(table)".to_owned(), reason: format!("not UTF-8: {e}") })?;
     let table = lgsp::RouteTable::from_json(text)?;
     let source = format!("{}/{}", table.source.namespace, table.source.name);
     let mut apis = Vec::with_capacity(table.routes.len());
@@ -329,7 +326,10 @@ pub(crate) mod tests {
         let cases = [
             (serde_json::json!({"pathPrefix": "/H17.12/other/"}), "pathPrefix"),
             (serde_json::json!({"api": "Land Records"}), "API name"),
-            (serde_json::json!({"consumers": [{"identity": "https://x/y", "agencyCode": "X", "service": "y"}]}), "consumer"),
+            (
+                serde_json::json!({"consumers": [{"identity": "https://x/y", "agencyCode": "X", "service": "y"}]}),
+                "consumer",
+            ),
             (serde_json::json!({"rateLimit": {"requestsPerMinute": 0, "burst": 1}}), "requestsPerMinute"),
             (serde_json::json!({"upstream": {"namespace": "a", "service": "b", "port": 0, "path": ""}}), "port"),
             (serde_json::json!({"upstream": {"namespace": "a", "service": "b", "port": 1, "path": "x?y"}}), "path"),

@@ -170,7 +170,7 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     assert!(pending.url.is_none());
     assert!(pending.message.contains(&format!("{{agencyCode: {CONSUMER_CODE}}}")), "{}", pending.message);
     let message = world.condition(&provider, "ho-tich", "RoutesRegistered", "True", "Registered").await;
-    assert!(message.contains("not built yet"), "{message}");
+    assert!(message.contains("the LGSP gateway serves the provided APIs"), "{message}");
     let table = world.route_table("registered, no consumer", |t| t.routes.len() == 1).await;
     let route = &table.routes[0];
     assert!(route.consumers.is_empty(), "{route:?}");

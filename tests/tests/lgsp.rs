@@ -164,7 +164,8 @@ async fn upstream() -> SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let header =
+                        |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                     let echo = serde_json::json!({
                         "path": request.uri().path(),
                         "query": request.uri().query(),
@@ -218,7 +219,8 @@ fn write_gateway_tls(secret: &Secret, dir: &Path) {
 #[tokio::test]
 async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_denies_it() {
     let world = World::new().await;
-    let (provider, consumer, other) = (world.provider().to_owned(), world.consumer().to_owned(), world.other().to_owned());
+    let (provider, consumer, other) =
+        (world.provider().to_owned(), world.consumer().to_owned(), world.other().to_owned());
     let upstream = upstream().await;
 
     // The provider's API behind its Service, approving the consumer's agency; the consumer asks
@@ -232,7 +234,11 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     world.consumption(&consumer, "mot-cua", GrantState::Granted).await;
     world.consumption(&other, "benh-an", GrantState::Pending).await;
     let consumer_identity = world.identity(CONSUMER_CODE, "mot-cua");
-    world.route_table("the consumer granted", |t| t.routes.iter().any(|r| r.consumers.iter().any(|c| c.identity == consumer_identity))).await;
+    world
+        .route_table("the consumer granted", |t| {
+            t.routes.iter().any(|r| r.consumers.iter().any(|c| c.identity == consumer_identity))
+        })
+        .await;
 
     // The gateway's certificate, issued by the operator from the platform CA for the LGSP host.
     let platform: Platform = Api::all(world.client.clone()).get("default").await.expect("the Platform");
@@ -280,14 +286,19 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     // against the gateway's certificate (whose key signed the checkpoints).
     assert!(gateway.stop(), "the gateway stops cleanly:\n{}", gateway.log());
     let audit = std::fs::read_to_string(&gateway.audit_log).expect("the audit log");
-    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).expect("a JSON record")).collect();
+    let records: Vec<serde_json::Value> =
+        audit.lines().map(|l| serde_json::from_str(l).expect("a JSON record")).collect();
     let exchanges = |status: u64| records.iter().filter(|r| r["kind"] == "exchange" && r["status"] == status).count();
     assert!(exchanges(200) >= 1 && exchanges(403) >= 2, "{audit}");
     assert!(records.iter().any(|r| r["status"] == 200 && r["caller"] == consumer_identity.as_str()), "{audit}");
     assert_eq!(records.last().expect("records")["kind"], "checkpoint", "a last checkpoint at shutdown");
     let verified = gateway.verify_audit(&[&dir.path().join("tls.crt")]);
     let report = String::from_utf8_lossy(&verified.stdout).into_owned();
-    assert!(verified.status.success() && report.contains("OK"), "audit verify: {report}{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(
+        verified.status.success() && report.contains("OK"),
+        "audit verify: {report}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
 
     // The operator named its work on the Platform: the gateway certificate was issued or kept.
     let secret_now = world.secret(operator::NAMESPACE, govpaas_operator::lgsp::GATEWAY_TLS_SECRET).await;

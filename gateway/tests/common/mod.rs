@@ -193,8 +193,7 @@ pub fn routes_json(_upstream: SocketAddr, land_consumers: &[&str]) -> String {
 /// `--resolve`: the Service `land` is the upstream, `gone` a port nobody listens on.
 pub fn resolve(upstream: SocketAddr) -> govpaas_gateway::routes::Resolve {
     govpaas_gateway::routes::Resolve(
-        [("land.stnmt.svc".to_owned(), upstream), ("gone.stnmt.svc".to_owned(), "127.0.0.1:1".parse().unwrap())]
-            .into(),
+        [("land.stnmt.svc".to_owned(), upstream), ("gone.stnmt.svc".to_owned(), "127.0.0.1:1".parse().unwrap())].into(),
     )
 }
 

@@ -383,7 +383,7 @@ fn ready(applied: &Applied<'_>) -> Desired {
 }
 
 fn routes_registered(applied: &Applied<'_>) -> Desired {
-    let not_served = "the LGSP gateway that will serve them is not built yet, so no request is forwarded";
+    let not_served = "the LGSP gateway serves the provided APIs (national APIs are not served yet)";
     let registered = match &applied.table {
         Some(table) => format!(
             "{} provided and {} national APIs in the route table ConfigMap {table}; {not_served}",
@@ -494,7 +494,7 @@ mod tests {
         let routes = find(&all, ROUTES_REGISTERED);
         assert_eq!((routes.status, routes.reason.as_str()), (conditions::TRUE, "Registered"));
         assert!(routes.message.contains("lgsp-routes.x.y"), "{}", routes.message);
-        assert!(routes.message.contains("not built yet"), "{}", routes.message);
+        assert!(routes.message.contains("national APIs are not served yet"), "{}", routes.message);
         let ready = find(&all, READY);
         assert_eq!(ready.status, conditions::TRUE);
         assert_eq!(ready.message, "2 APIs provided; 2 consumptions: 1 granted, 1 pending, 0 denied");

@@ -114,7 +114,8 @@ mod tests {
     use crate::workload::certificate::Issued;
 
     fn platform_spec(host: Option<&str>) -> PlatformSpec {
-        let mut spec: PlatformSpec = serde_json::from_value(serde_json::json!({"baseDomain": "danang.gov.vn"})).unwrap();
+        let mut spec: PlatformSpec =
+            serde_json::from_value(serde_json::json!({"baseDomain": "danang.gov.vn"})).unwrap();
         spec.lgsp.host = host.map(str::to_owned);
         spec
     }

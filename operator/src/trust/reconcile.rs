@@ -23,14 +23,14 @@ use crate::certificates::renewal::{renewal_time, requeue_after};
 use crate::certificates::{BundleCa, TrustRotation};
 use crate::error::Result;
 use crate::lgsp;
-use crate::telemetry::CertificateKey;
-use crate::workload::certificate::Issued;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
 use crate::reconcile::{apply, labels, runner, watch};
+use crate::telemetry::CertificateKey;
 use crate::tenant::Settings;
 use crate::tenant::build::TRUST_BUNDLE;
 use crate::workload::ca_secrets;
+use crate::workload::certificate::Issued;
 
 /// The controller's name in logs and metrics.
 pub const CONTROLLER: &str = "platform-trust";
@@ -207,7 +207,16 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
                         warn!(%message, "the LGSP gateway's certificate");
                         let reference = platform.object_ref(&());
                         let publisher = &ctx.publisher;
-                        publisher.publish(&reference, EventType::Warning, "GatewayCertificateFailed", "Issue", &message, None).await;
+                        publisher
+                            .publish(
+                                &reference,
+                                EventType::Warning,
+                                "GatewayCertificateFailed",
+                                "Issue",
+                                &message,
+                                None,
+                            )
+                            .await;
                         requeue = requeue.min(NOT_READY);
                     }
                     // Changed since it was read: look again at once.
