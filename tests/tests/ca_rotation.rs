@@ -69,6 +69,13 @@ fn handshake(leaf: &Secret, bundle: &[u8], host: &str) -> Result<(), String> {
     handshake_ok(&data(leaf, "tls.crt"), &data(leaf, "tls.key"), bundle, host).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// The LGSP gateway's TLS Secret, once the operator has issued it.
+async fn gateway_certificate(client: &Client) -> Secret {
+    let api: Api<Secret> = Api::namespaced(client.clone(), operator::NAMESPACE);
+    let name = govpaas_operator::lgsp::GATEWAY_TLS_SECRET;
+    eventually(WAIT, "the gateway's certificate", || async { api.get_opt(name).await.ok()? }).await
+}
+
 fn certificates_in(bundle: &str) -> usize {
     bundle.matches("BEGIN CERTIFICATE").count()
 }
@@ -168,6 +175,10 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
     }
     let old = trust_state(&client).await;
     assert_eq!(old.rotation.phase(), "Stable");
+    // The LGSP gateway's certificate, issued by the platform CA itself, is part of the rotation.
+    let gateway_host = format!("lgsp.{BASE_DOMAIN}");
+    let gateway_before = gateway_certificate(&client).await;
+    handshake(&gateway_before, &data(&gateway_before, "ca.crt"), &gateway_host).expect("the gateway's certificate");
     // Every controller, the platform trust one included, has synced.
     let ready = eventually(WAIT, "the operator ready", || async {
         let response = operator.http_get("/readyz").await;
@@ -281,6 +292,12 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
         )
         .expect("the tenant CA was re-issued by the new platform CA");
     }
+    // The gateway's certificate was re-issued by the new platform CA (the rotation waited for it).
+    let new_bundle = new_ca.certificate_pem().as_bytes();
+    let gateway_after = gateway_certificate(&client).await;
+    handshake(&gateway_after, new_bundle, &gateway_host).expect("the gateway's re-issued certificate, new bundle");
+    let refused = handshake(&gateway_before, new_bundle, &gateway_host).expect_err("the old gateway certificate");
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
     let platforms: Api<Platform> = Api::all(client.clone());
     let trust = platforms.get("default").await.expect("the Platform").status.and_then(|s| s.trust).expect("trust");
     assert_eq!(trust.phase, "Stable");
