@@ -283,10 +283,13 @@ fn network_policies(tenant: &Tenant, owner: &OwnerReference, namespace: &str, in
             }]),
             None,
         ),
+        // The agency's systems may call the LGSP gateway (as consumers). The gateway may reach only
+        // the Pods behind the APIs the agency provides: the DataSharingService controller admits it
+        // there, API by API (least privilege: nothing else of the agency is reachable from it).
         policy(
             "govpaas-allow-lgsp-gateway",
-            &["Ingress", "Egress"],
-            Some(vec![NetworkPolicyIngressRule { from: Some(vec![gateway_peer.clone()]), ports: None }]),
+            &["Egress"],
+            None,
             Some(vec![NetworkPolicyEgressRule { to: Some(vec![gateway_peer]), ports: None }]),
         ),
     ]
