@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use super::{Check, GatewayRequest, Refusal};
-use crate::context::{Caller, RoutedRequest};
+use crate::context::Caller;
 use crate::problem::refusal;
 
 #[derive(Clone, Debug, Default)]
@@ -12,16 +12,7 @@ pub struct GrantCheck;
 
 impl Check for GrantCheck {
     fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
-        let (Some(caller), Some(routed)) =
-            (request.extensions().get::<Caller>(), request.extensions().get::<RoutedRequest>())
-        else {
-            return Err(refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                "the grant check ran before identity and routing",
-            ));
-        };
+        let (caller, routed) = super::caller_and_route(request, "grant check")?;
         let api = &routed.api;
         match caller {
             _ if api.open_data => Ok(()),

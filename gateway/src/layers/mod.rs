@@ -31,6 +31,23 @@ pub type GatewayResponse = Response<Bytes>;
 pub type Refusal = Box<GatewayResponse>;
 pub type BoxFuture = Pin<Box<dyn Future<Output = Result<GatewayResponse, Infallible>> + Send>>;
 
+/// The caller and the route that the identity and routing layers put on `request`; a layer that
+/// needs them (`layer`, for the message) and finds them missing was stacked in the wrong order.
+pub fn caller_and_route<'a>(
+    request: &'a GatewayRequest,
+    layer: &str,
+) -> Result<(&'a crate::context::Caller, &'a crate::context::RoutedRequest), Refusal> {
+    match (request.extensions().get(), request.extensions().get()) {
+        (Some(caller), Some(routed)) => Ok((caller, routed)),
+        _ => Err(crate::problem::refusal(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            format!("the {layer} ran before identity and routing"),
+        )),
+    }
+}
+
 /// A step that looks at (and may amend) a request, then lets it through or answers it itself.
 pub trait Check: Clone + Send + Sync + 'static {
     fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal>;

@@ -10,8 +10,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
 
 use super::{Check, GatewayRequest, Refusal};
-use crate::context::{Caller, RoutedRequest};
-use crate::problem::{problem, refusal};
+use crate::problem::problem;
 use crate::routes::{RateLimit, RouteSet};
 
 type Limiter = DefaultKeyedRateLimiter<String>;
@@ -65,16 +64,7 @@ pub struct RateLimitCheck {
 
 impl Check for RateLimitCheck {
     fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
-        let (Some(caller), Some(routed)) =
-            (request.extensions().get::<Caller>(), request.extensions().get::<RoutedRequest>())
-        else {
-            return Err(refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                "the rate limit ran before identity and routing",
-            ));
-        };
+        let (caller, routed) = super::caller_and_route(request, "rate limit")?;
         let label = routed.api.label();
         let limit = routed.api.rate_limit;
         let limiter = self.limiters.limiter(&label, limit);
@@ -103,6 +93,7 @@ impl Check for RateLimitCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::Caller;
     use crate::layers::testing::*;
 
     #[test]
