@@ -129,6 +129,11 @@ impl Cluster {
     }
 }
 
+/// The bytes under `key` of a Secret's data; panics, naming the key, when it is missing.
+pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
+}
+
 /// A name no other test, in this run or an earlier one, uses: `<prefix>-<pid>-<counter>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -23,7 +23,7 @@ use govpaas_operator::certificates::tls::handshake_ok;
 use govpaas_operator::certificates::{CertificateAuthority, IssuancePolicy, PlatformCaRequest, generate_platform_ca};
 use govpaas_operator::trust::state::TrustState;
 use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, eventually, private_cluster, unique_name};
+use govpaas_tests::{Cluster, eventually, private_cluster, secret_data, unique_name};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -60,13 +60,11 @@ impl Agency {
     }
 }
 
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
-}
-
 /// A real rustls handshake: the server presents `leaf`, the client trusts only `bundle`.
 fn handshake(leaf: &Secret, bundle: &[u8], host: &str) -> Result<(), String> {
-    handshake_ok(&data(leaf, "tls.crt"), &data(leaf, "tls.key"), bundle, host).map(|_| ()).map_err(|e| e.to_string())
+    handshake_ok(&secret_data(leaf, "tls.crt"), &secret_data(leaf, "tls.key"), bundle, host)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The LGSP gateway's TLS Secret, once the operator has issued it.
@@ -178,7 +176,8 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
     // The LGSP gateway's certificate, issued by the platform CA itself, is part of the rotation.
     let gateway_host = format!("lgsp.{BASE_DOMAIN}");
     let gateway_before = gateway_certificate(&client).await;
-    handshake(&gateway_before, &data(&gateway_before, "ca.crt"), &gateway_host).expect("the gateway's certificate");
+    handshake(&gateway_before, &secret_data(&gateway_before, "ca.crt"), &gateway_host)
+        .expect("the gateway's certificate");
     // Every controller, the platform trust one included, has synced.
     let ready = eventually(WAIT, "the operator ready", || async {
         let response = operator.http_get("/readyz").await;
@@ -213,7 +212,7 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
             let step = format!("{phase} ({} s, {})", started.elapsed().as_secs(), agency.namespace);
             handshake(leaf, bundle.as_bytes(), &agency.host)
                 .unwrap_or_else(|err| panic!("{step}: the current leaf with the tenant's current bundle: {err}"));
-            handshake(leaf, &data(leaf, "ca.crt"), &agency.host)
+            handshake(leaf, &secret_data(leaf, "ca.crt"), &agency.host)
                 .unwrap_or_else(|err| panic!("{step}: the current leaf with its Secret's ca.crt: {err}"));
             if phase == "Distributing" {
                 handshake(leaf, old_bundle.as_bytes(), &agency.host).unwrap_or_else(|err| {
@@ -234,7 +233,7 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
         if phase == "Distributing"
             && !late_stopped
             && certificates_in(held_bundle) == 2
-            && certificates_in(&String::from_utf8_lossy(&data(held_leaf, "ca.crt"))) == 2
+            && certificates_in(&String::from_utf8_lossy(&secret_data(held_leaf, "ca.crt"))) == 2
         {
             late.stop();
             late_stopped = true;
@@ -265,8 +264,8 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), operator::NAMESPACE);
     let new_secret = secrets.get(NEW_SECRET).await.expect("the generated new CA");
     let new_ca = CertificateAuthority::import_platform_ca(
-        &data(&new_secret, "tls.crt"),
-        &data(&new_secret, "tls.key"),
+        &secret_data(&new_secret, "tls.crt"),
+        &secret_data(&new_secret, "tls.key"),
         OffsetDateTime::now_utc(),
     )
     .expect("a usable new CA");
@@ -285,8 +284,8 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
         assert!(refused.contains("UnknownIssuer"), "{refused}");
         let tenant_ca = secrets.get(&format!("govpaas-tenant-ca-{}", agency.namespace)).await.expect("the tenant CA");
         CertificateAuthority::load_tenant_ca(
-            &data(&tenant_ca, "tls.crt"),
-            &data(&tenant_ca, "tls.key"),
+            &secret_data(&tenant_ca, "tls.crt"),
+            &secret_data(&tenant_ca, "tls.key"),
             &new_ca,
             OffsetDateTime::now_utc(),
         )
@@ -377,7 +376,7 @@ async fn a_platform_ca_rotation_keeps_every_handshake_working_at_every_step() {
         metadata: kube::api::ObjectMeta { name: Some("govpaas-ca-bogus".into()), ..Default::default() },
         type_: Some("kubernetes.io/tls".into()),
         data: Some(
-            [("tls.crt", data(&server, "tls.crt")), ("tls.key", data(&server, "tls.key"))]
+            [("tls.crt", secret_data(&server, "tls.crt")), ("tls.key", secret_data(&server, "tls.key"))]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), ByteString(v)))
                 .collect(),

@@ -14,7 +14,7 @@ use govpaas_operator::certificates::{
     CertificateAuthority, IssuancePolicy, PlatformCaRequest, TenantCaRequest, TrustAnchors, generate_platform_ca,
 };
 use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, unique_name};
+use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -64,8 +64,12 @@ impl World {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
         let secret =
             eventually(WAIT, "the platform CA Secret", || async { secrets.get_opt("govpaas-ca").await.ok()? }).await;
-        CertificateAuthority::import_platform_ca(&data(&secret, "tls.crt"), &data(&secret, "tls.key"), now())
-            .expect("a usable platform CA")
+        CertificateAuthority::import_platform_ca(
+            &secret_data(&secret, "tls.crt"),
+            &secret_data(&secret, "tls.key"),
+            now(),
+        )
+        .expect("a usable platform CA")
     }
 
     /// The tenant's trust bundle, once the tenant controller has written it.
@@ -115,15 +119,12 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
-}
-
 /// A real rustls handshake: the server presents the Secret's `tls.crt` with its `tls.key`, the
 /// client trusts only `bundle` and connects to `host`.
 fn assert_handshake(secret: &Secret, bundle: &str, host: &str) {
-    let outcome = handshake_ok(&data(secret, "tls.crt"), &data(secret, "tls.key"), bundle.as_bytes(), host)
-        .unwrap_or_else(|err| panic!("a TLS handshake to {host} with the tenant's trust bundle: {err}"));
+    let outcome =
+        handshake_ok(&secret_data(secret, "tls.crt"), &secret_data(secret, "tls.key"), bundle.as_bytes(), host)
+            .unwrap_or_else(|err| panic!("a TLS handshake to {host} with the tenant's trust bundle: {err}"));
     assert_eq!(outcome.server_chain_len, 2, "the leaf and its tenant CA");
 }
 
@@ -162,9 +163,13 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), operator::NAMESPACE);
     let name = format!("govpaas-tenant-ca-{}", world.tenant);
     let stored = eventually(WAIT, "the tenant CA Secret", || async { secrets.get_opt(&name).await.ok()? }).await;
-    let tenant_ca =
-        CertificateAuthority::load_tenant_ca(&data(&stored, "tls.crt"), &data(&stored, "tls.key"), &platform_ca, now())
-            .expect("a tenant CA issued by the platform CA");
+    let tenant_ca = CertificateAuthority::load_tenant_ca(
+        &secret_data(&stored, "tls.crt"),
+        &secret_data(&stored, "tls.key"),
+        &platform_ca,
+        now(),
+    )
+    .expect("a tenant CA issued by the platform CA");
     assert_eq!(tenant_ca.permitted_domains(), [world.domain()]);
     assert_eq!(tenant_ca.agency().map(|a| a.agency_code().to_owned()).as_deref(), Some("H49"));
     // Both CAs' expiry is a gauge (the tenant controller records them as it loads them).
@@ -200,7 +205,10 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
     assert_handshake(&secret, &bundle, &host);
     // The same Secret presented for a host outside its names fails: the handshake is real.
     let stranger = format!("other.{}", world.domain());
-    assert!(handshake_ok(&data(&secret, "tls.crt"), &data(&secret, "tls.key"), bundle.as_bytes(), &stranger).is_err());
+    assert!(
+        handshake_ok(&secret_data(&secret, "tls.crt"), &secret_data(&secret, "tls.key"), bundle.as_bytes(), &stranger)
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -226,7 +234,7 @@ async fn a_damaged_certificate_secret_is_reported_and_reissued() {
     patch_secret(&world, secret_name, "tls.key", foreign_key.clone()).await;
     let repaired = world
         .secret_where(secret_name, "the TLS Secret re-issued after a foreign key", |s| {
-            data(s, "tls.key") != foreign_key && data(s, "tls.crt") != data(&original, "tls.crt")
+            secret_data(s, "tls.key") != foreign_key && secret_data(s, "tls.crt") != secret_data(&original, "tls.crt")
         })
         .await;
     assert_handshake(&repaired, &bundle, &host);
@@ -242,8 +250,8 @@ async fn a_damaged_certificate_secret_is_reported_and_reissued() {
     patch_secret(&world, secret_name, "tls.crt", garbage.clone()).await;
     let repaired_again = world
         .secret_where(secret_name, "the TLS Secret re-issued after garbage", |s| {
-            let crt = data(s, "tls.crt");
-            crt != garbage && crt != data(&repaired, "tls.crt")
+            let crt = secret_data(s, "tls.crt");
+            crt != garbage && crt != secret_data(&repaired, "tls.crt")
         })
         .await;
     assert_handshake(&repaired_again, &bundle, &host);
@@ -291,8 +299,8 @@ async fn a_tenant_ca_due_for_renewal_is_renewed_and_its_leaves_move_with_every_h
     let renewed = eventually(WAIT, "a renewed tenant CA", || async {
         let stored = secrets.get(&ca_secret).await.ok()?;
         let ca = CertificateAuthority::load_tenant_ca(
-            &data(&stored, "tls.crt"),
-            &data(&stored, "tls.key"),
+            &secret_data(&stored, "tls.crt"),
+            &secret_data(&stored, "tls.key"),
             &platform_ca,
             now(),
         )
@@ -305,7 +313,7 @@ async fn a_tenant_ca_due_for_renewal_is_renewed_and_its_leaves_move_with_every_h
     // The leaf moves to the renewed CA; its chain carries it, and the handshake works.
     let moved = world
         .secret_where(secret_name, "the leaf re-issued from the renewed tenant CA", |s| {
-            String::from_utf8_lossy(&data(s, "tls.crt")).contains(renewed.certificate_pem().trim())
+            String::from_utf8_lossy(&secret_data(s, "tls.crt")).contains(renewed.certificate_pem().trim())
         })
         .await;
     assert_handshake(&moved, &bundle, &host);

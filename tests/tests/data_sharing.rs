@@ -10,7 +10,7 @@ use govpaas_crds::lgsp::{self, RouteTable};
 use govpaas_operator::certificates::TrustAnchors;
 use govpaas_operator::certificates::verify::{chain_from_pem, verify_client_chain};
 use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, unique_name};
+use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -147,10 +147,6 @@ impl Drop for World {
     }
 }
 
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
-}
-
 #[tokio::test]
 async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_decision() {
     let world = World::new().await;
@@ -203,12 +199,12 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
         eventually(WAIT, "the client certificate Secret", || async { secrets.get("mot-cua-lgsp-client").await.ok() })
             .await;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
-    let chain = chain_from_pem("tls.crt", &data(&secret, "tls.crt")).expect("a chain");
+    let chain = chain_from_pem("tls.crt", &secret_data(&secret, "tls.crt")).expect("a chain");
     assert_eq!(chain.len(), 2, "the leaf and the tenant CA");
-    let trust = TrustAnchors::from_pem(&data(&secret, "ca.crt")).expect("ca.crt is the trust bundle");
+    let trust = TrustAnchors::from_pem(&secret_data(&secret, "ca.crt")).expect("ca.crt is the trust bundle");
     let identity = verify_client_chain(&chain, &trust, OffsetDateTime::now_utc()).expect("a valid client certificate");
     assert_eq!(identity.uri(), world.consumer_identity());
-    assert!(!data(&secret, "tls.key").is_empty());
+    assert!(!secret_data(&secret, "tls.key").is_empty());
     let ready = world.condition(&consumer, "mot-cua", "CertificateReady", "True", "Issued").await;
     assert!(ready.contains(&world.consumer_identity()), "{ready}");
     let status = world

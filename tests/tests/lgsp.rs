@@ -17,7 +17,7 @@ use govpaas_crds::{DataSharingService, Platform};
 use govpaas_operator::certificates::TrustAnchors;
 use govpaas_tests::gateway::GatewayProcess;
 use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, unique_name};
+use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -152,10 +152,6 @@ impl Drop for World {
     }
 }
 
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
-}
-
 /// A provider's stand-in: echoes the path, the query, the `Host` and the LGSP headers it received.
 async fn upstream() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the upstream");
@@ -183,8 +179,8 @@ async fn upstream() -> SocketAddr {
 
 /// A real rustls client: trusts the platform bundle, presents the client certificate of `secret`.
 fn client_config(secret: &Secret) -> Arc<rustls::ClientConfig> {
-    let trust = TrustAnchors::from_pem(&data(secret, "ca.crt")).expect("ca.crt is the trust bundle");
-    let (crt, key) = (data(secret, "tls.crt"), data(secret, "tls.key"));
+    let trust = TrustAnchors::from_pem(&secret_data(secret, "ca.crt")).expect("ca.crt is the trust bundle");
+    let (crt, key) = (secret_data(secret, "tls.crt"), secret_data(secret, "tls.key"));
     govpaas_operator::certificates::tls::client_config(&trust, Some((&crt, &key))).expect("a client configuration")
 }
 
@@ -212,7 +208,7 @@ async fn call(
 /// Writes the gateway's TLS files from the Secret the operator issued.
 fn write_gateway_tls(secret: &Secret, dir: &Path) {
     for key in ["tls.crt", "tls.key", "ca.crt"] {
-        std::fs::write(dir.join(key), data(secret, key)).expect("writing the gateway's TLS files");
+        std::fs::write(dir.join(key), secret_data(secret, key)).expect("writing the gateway's TLS files");
     }
 }
 

@@ -11,7 +11,7 @@ use govpaas_crds::{DocumentService, Portal};
 use govpaas_operator::certificates::verify::{chain_from_pem, verify_server_chain};
 use govpaas_operator::certificates::{CertificateAuthority, ExpectedLeaf, LeafKind, TrustAnchors, inspect_leaf};
 use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, unique_name};
+use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -152,13 +152,20 @@ impl World {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
         let now = OffsetDateTime::now_utc();
         let platform = secrets.get("govpaas-ca").await.expect("the platform CA Secret");
-        let platform =
-            CertificateAuthority::import_platform_ca(&data(&platform, "tls.crt"), &data(&platform, "tls.key"), now)
-                .expect("a usable platform CA");
+        let platform = CertificateAuthority::import_platform_ca(
+            &secret_data(&platform, "tls.crt"),
+            &secret_data(&platform, "tls.key"),
+            now,
+        )
+        .expect("a usable platform CA");
         let tenant = secrets.get(&format!("govpaas-tenant-ca-{}", self.tenant)).await.expect("the tenant CA Secret");
-        let tenant =
-            CertificateAuthority::load_tenant_ca(&data(&tenant, "tls.crt"), &data(&tenant, "tls.key"), &platform, now)
-                .expect("a tenant CA issued by the platform CA");
+        let tenant = CertificateAuthority::load_tenant_ca(
+            &secret_data(&tenant, "tls.crt"),
+            &secret_data(&tenant, "tls.key"),
+            &platform,
+            now,
+        )
+        .expect("a tenant CA issued by the platform CA");
         (tenant, platform.certificate_pem().to_owned())
     }
 
@@ -168,7 +175,8 @@ impl World {
         let secret = self.api::<Secret>().get(secret).await.expect("the TLS Secret");
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
         let (tenant_ca, platform_pem) = self.tenant_ca().await;
-        let (crt, key, bundle) = (data(&secret, "tls.crt"), data(&secret, "tls.key"), data(&secret, "ca.crt"));
+        let (crt, key, bundle) =
+            (secret_data(&secret, "tls.crt"), secret_data(&secret, "tls.key"), secret_data(&secret, "ca.crt"));
         assert_eq!(String::from_utf8_lossy(&bundle), platform_pem, "ca.crt is the platform CA");
         let trust = TrustAnchors::from_pem(&bundle).expect("ca.crt is a trust bundle");
         let now = OffsetDateTime::now_utc();
@@ -287,10 +295,6 @@ fn has_condition(conditions: Option<&[Condition]>, type_: &str, status: &str, re
 
 fn condition<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
     conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition in {conditions:?}"))
-}
-
-fn data(secret: &Secret, key: &str) -> Vec<u8> {
-    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_else(|| panic!("no {key} in Secret"))
 }
 
 fn quota(pods: u32, storage: &str, public_hosts: u32) -> String {
