@@ -11,10 +11,14 @@ pub struct CertificateStatus {
     /// Secret that holds the certificate (and its key, where the owner may read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
-    /// When the certificate expires; it is renewed at two thirds of its lifetime.
+    /// When the certificate expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
     /// Serial number, hexadecimal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// When the operator renews it (the Platform's `certificates.renewalPercent` of its lifetime);
+    /// for the platform CA, when the platform engineer should rotate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
 }

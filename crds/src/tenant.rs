@@ -43,6 +43,7 @@ pub const RESERVED_NAMESPACES: &[&str] =
     printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent"),
     printcolumn(name = "Domain", type_ = "string", json_path = ".status.domain", description = "The tenant's DNS domain"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspended", priority = 1),
+    printcolumn(name = "CA Expires", type_ = "string", json_path = ".status.ca.notAfter", description = "When the tenant's intermediate CA expires (it is renewed at .status.ca.renewalTime)", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use govpaas_crds::{Platform, Portal};
+use govpaas_crds::{Platform, Portal, Tenant};
 use govpaas_operator::certificates::tls::handshake_ok;
 use govpaas_operator::certificates::{
     CertificateAuthority, IssuancePolicy, PlatformCaRequest, TenantCaRequest, TrustAnchors, generate_platform_ca,
@@ -187,6 +187,17 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
         .await;
     }
 
+    // The Tenant's status names its CA: where it is, when it expires, when the operator renews it
+    // (two thirds of its lifetime by default).
+    let tenants: Api<Tenant> = Api::all(world.client.clone());
+    let ca = eventually(WAIT, "the Tenant's status.ca", || async { tenants.get(&world.tenant).await.ok()?.status?.ca })
+        .await;
+    assert_eq!(ca.secret_name.as_deref(), Some(name.as_str()));
+    assert_eq!(ca.not_after.expect("notAfter").0.as_second(), tenant_ca.not_after().unix_timestamp());
+    let (from, to) = (tenant_ca.not_before().unix_timestamp(), tenant_ca.not_after().unix_timestamp());
+    let renewal = ca.renewal_time.expect("renewalTime").0.as_second();
+    assert!((renewal - (from + (to - from) * 67 / 100)).abs() <= 1, "renewal at 67 % of the lifetime: {renewal}");
+
     // Nothing of it in the tenant's own namespace.
     let own = world.secrets().list(&ListParams::default()).await.expect("listing the tenant's Secrets");
     assert!(own.items.iter().all(|s| s.metadata.name.as_deref() != Some(name.as_str())));
@@ -203,6 +214,11 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
     let secret_name = "dichvucong-portal-tls";
     let secret = world.secret_where(secret_name, "the Portal's TLS Secret", |_| true).await;
     assert_handshake(&secret, &bundle, &host);
+    // Its status: the certificate's expiry and the instant it is renewed.
+    let certificate = portals.get("dichvucong").await.expect("the Portal").status.and_then(|s| s.certificate);
+    let certificate = certificate.expect("status.certificate");
+    let (not_after, renewal) = (certificate.not_after.expect("notAfter").0, certificate.renewal_time.expect("renewal"));
+    assert!(renewal.0 < not_after, "renewed before it expires: {renewal:?} / {not_after:?}");
     // The same Secret presented for a host outside its names fails: the handshake is real.
     let stranger = format!("other.{}", world.domain());
     assert!(

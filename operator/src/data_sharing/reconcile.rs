@@ -287,7 +287,10 @@ async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Resul
         client,
         consumptions: &statuses,
     });
-    let certificate = client.map(|(secret, _, leaf)| workload_status::certificate_status(secret, leaf));
+    let certificate = client_leaf
+        .as_ref()
+        .zip(client)
+        .map(|((_, _, policy), (secret, _, leaf))| workload_status::certificate_status(secret, leaf, policy));
     let base = build::status(&inputs, &registered, &consumptions, certificate);
     write_status(ctx, service, &outcome, base).await?;
     debug!("applied DataSharingService {namespace}/{name}");

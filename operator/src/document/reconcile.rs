@@ -288,8 +288,10 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
         url: url.clone(),
         ready_replicas: Some(status::replica_counts(&applied).0),
         storage: Some(storage.status.clone()),
-        certificate: Some(status::certificate_status(&names.tls_secret, &tls)),
-        signing_certificate: signing.as_ref().map(|leaf| status::certificate_status(&names.signing_secret, leaf)),
+        certificate: Some(status::certificate_status(&names.tls_secret, &tls, &authority.policy)),
+        signing_certificate: signing
+            .as_ref()
+            .map(|leaf| status::certificate_status(&names.signing_secret, leaf, &authority.policy)),
         ..DocumentServiceStatus::default()
     };
     write_status(ctx, service, &outcome, vec![storage.condition, routes(service, &names)], base).await?;

@@ -206,7 +206,7 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
     let status = PortalStatus {
         url: url.clone(),
         ready_replicas: Some(status::replica_counts(&applied).0),
-        certificate: Some(status::certificate_status(&names.tls_secret, &leaf)),
+        certificate: Some(status::certificate_status(&names.tls_secret, &leaf, &authority.policy)),
         ..PortalStatus::default()
     };
     write_status(ctx, portal, &outcome, status).await?;

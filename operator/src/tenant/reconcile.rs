@@ -147,7 +147,7 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     // Build.
     let owner = build::owner_reference(tenant).ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
     let mut inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
-    let (bundle, tenant_ca_renewal) = trust_bundle(ctx, tenant, &platform, domain).await?;
+    let (bundle, tenant_ca_renewal, tenant_ca) = trust_bundle(ctx, tenant, &platform, domain).await?;
     inputs.trust_bundle = bundle;
     let objects = build::build(tenant, &owner, &inputs);
 
@@ -202,7 +202,7 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 
     let used = used(ctx, &namespace_names);
     let outcome = Outcome::Applied { domain, plan: &plan, namespaces: &namespace_names, suspension };
-    write_status_with_usage(ctx, tenant, &outcome, used).await?;
+    write_status_with_usage(ctx, tenant, &outcome, used, tenant_ca).await?;
     let resuming = suspension.held > 0 && !suspension.suspended;
     // Back at the tenant CA's renewal instant, if that comes before the resync.
     let resync = tenant_ca_renewal
@@ -221,13 +221,13 @@ async fn trust_bundle(
     tenant: &Tenant,
     platform: &Platform,
     domain: &str,
-) -> Result<(Option<String>, Option<time::OffsetDateTime>)> {
+) -> Result<(Option<String>, Option<time::OffsetDateTime>, Option<govpaas_crds::status::CertificateStatus>)> {
     let now = time::OffsetDateTime::now_utc();
     let operator_namespace = &ctx.settings.operator_namespace;
     let store = crate::trust::TrustStore::new(ctx.client.clone(), operator_namespace);
     let unusable = |message: String| {
         warn!(%message, "no trust bundle: the certificate authority cannot be used");
-        Ok((None, None))
+        Ok((None, None, None))
     };
     let policy = match ca_secrets::issuance_policy(&platform.spec) {
         Ok(policy) => policy,
@@ -240,27 +240,24 @@ async fn trust_bundle(
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
-    let renewal =
-        match ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await? {
-            Ok(tenant_ca) => {
-                // A tenant CA's renewal point is when the operator renews it.
-                let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
-                let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());
-                let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
-                ctx.settings.telemetry.certificates.observe(
-                    key,
-                    tenant_ca.not_after().unix_timestamp(),
-                    renewal.unix_timestamp(),
-                );
-                Some(renewal)
-            }
-            Err(message) => {
-                // The bundle holds the platform CAs only: it is still right.
-                warn!(%message, "the tenant's CA cannot be used");
-                None
-            }
-        };
-    Ok((Some(trust.bundle_pem), renewal))
+    let tenant_ca = ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await?;
+    let (renewal, ca_status) = match tenant_ca {
+        Ok(tenant_ca) => {
+            // A tenant CA's renewal point is when the operator renews it.
+            let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
+            let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());
+            let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
+            let gauges = &ctx.settings.telemetry.certificates;
+            gauges.observe(key, tenant_ca.not_after().unix_timestamp(), renewal.unix_timestamp());
+            (Some(renewal), Some(ca_secrets::ca_status(&secret, &tenant_ca, &policy)))
+        }
+        Err(message) => {
+            // The bundle holds the platform CAs only: it is still right.
+            warn!(%message, "the tenant's CA cannot be used");
+            (None, None)
+        }
+    };
+    Ok((Some(trust.bundle_pem), renewal, ca_status))
 }
 
 /// The parent, siblings and children of `tenant` as quota decisions see them.
@@ -422,7 +419,7 @@ fn service_counts(ctx: &Context, namespaces: &[String]) -> ServiceCounts {
 /// Writes a status for an outcome that applied nothing: usage stays as last seen.
 async fn write_status(ctx: &Context, tenant: &Tenant, outcome: &Outcome<'_>) -> Result<()> {
     let used = tenant.status.as_ref().and_then(|s| s.quota.as_ref()).map(|q| q.used.clone()).unwrap_or_default();
-    write_status_with_usage(ctx, tenant, outcome, used).await
+    write_status_with_usage(ctx, tenant, outcome, used, None).await
 }
 
 /// Writes the status for `outcome` (a no-op on the server when nothing changed) and publishes the
@@ -432,6 +429,7 @@ async fn write_status_with_usage(
     tenant: &Tenant,
     outcome: &Outcome<'_>,
     used: BTreeMap<String, Quantity>,
+    ca: Option<govpaas_crds::status::CertificateStatus>,
 ) -> Result<()> {
     let previous = tenant.status.as_ref();
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -446,7 +444,8 @@ async fn write_status_with_usage(
         .map(|t| t.name_any())
         .collect();
     children.sort();
-    let observed = status::Observed { used, children, services: service_counts(ctx, &tenant.namespace_names()) };
+    let services = service_counts(ctx, &tenant.namespace_names());
+    let observed = status::Observed { used, children, services, ca };
     let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, observed, &now);
     if previous != Some(&new_status) {
         let api: Api<Tenant> = Api::all(ctx.client.clone());

@@ -12,6 +12,7 @@ use govpaas_crds::conditions::{
     HIERARCHY_VALID, INVALID_PARENT, NAMESPACES_READY, QUOTA_EXCEEDED, READY, SUSPENDED, reasons,
 };
 use govpaas_crds::quota::{Excess, QuotaError};
+use govpaas_crds::status::CertificateStatus;
 use govpaas_crds::tenant::{QuotaStatus, ServiceCounts, TenantStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -162,6 +163,8 @@ pub struct Observed {
     pub children: Vec<String>,
     /// Its services, counted in its namespaces.
     pub services: ServiceCounts,
+    /// Its intermediate CA, as just loaded (or renewed); `None` keeps what status said.
+    pub ca: Option<CertificateStatus>,
 }
 
 /// The whole status to write.
@@ -174,12 +177,13 @@ pub fn status(
     now: &Time,
 ) -> TenantStatus {
     let previous = previous.cloned().unwrap_or_default();
-    let Observed { used, children, services } = observed;
+    let Observed { used, children, services, ca } = observed;
     let mut status = TenantStatus {
         observed_generation: generation,
         conditions: conditions::merge(&previous.conditions, desired, generation, now),
         children,
         services: Some(services),
+        ca: ca.or(previous.ca.clone()),
         ..previous
     };
     match outcome {
@@ -333,7 +337,8 @@ mod tests {
         let desired = conditions(&outcome, &[]);
         let children = vec!["so-noi-vu".to_owned(), "xa-dai-loc".to_owned()];
         let services = ServiceCounts { portals: 2, document_services: 1, data_sharing_services: 0 };
-        let observed = Observed { used: BTreeMap::new(), children: children.clone(), services: services.clone() };
+        let observed =
+            Observed { used: BTreeMap::new(), children: children.clone(), services: services.clone(), ca: None };
         let first = status(&outcome, &desired, None, Some(1), observed.clone(), &at(100));
         assert_eq!(first.children, children);
         assert_eq!(first.services, Some(services));

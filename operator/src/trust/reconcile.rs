@@ -391,7 +391,12 @@ fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformS
     let status = PlatformStatus {
         observed_generation: generation,
         conditions,
-        ca: found.desired.as_ref().map(|(desired, ca)| ca_secrets::platform_ca_status(&desired.secret_name, ca)),
+        // A requested CA was read only with a usable policy.
+        ca: found
+            .desired
+            .as_ref()
+            .zip(ca_secrets::issuance_policy(&platform.spec).ok())
+            .map(|((desired, ca), policy)| ca_secrets::ca_status(&desired.secret_name, ca, &policy)),
         trust: found.state.as_ref().map(|state| trust_status(state, &found.census, platform)),
         ..PlatformStatus::default()
     };

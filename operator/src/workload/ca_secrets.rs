@@ -105,8 +105,9 @@ pub fn issuance_policy(platform: &PlatformSpec) -> std::result::Result<IssuanceP
     Ok(policy)
 }
 
-/// What the Platform's `status.ca` says of the platform CA held in `secret_name`.
-pub fn platform_ca_status(secret_name: &str, ca: &CertificateAuthority) -> CertificateStatus {
+/// What a status says of the CA held in `secret_name`: the Platform's `status.ca` (its renewal
+/// time is when the platform engineer should rotate it) or a Tenant's (when the operator renews it).
+pub fn ca_status(secret_name: &str, ca: &CertificateAuthority, policy: &IssuancePolicy) -> CertificateStatus {
     let serial = x509_parser::parse_x509_certificate(ca.certificate_der())
         .ok()
         .map(|(_, certificate)| certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect());
@@ -114,6 +115,7 @@ pub fn platform_ca_status(secret_name: &str, ca: &CertificateAuthority) -> Certi
         secret_name: Some(secret_name.to_owned()),
         not_after: Some(super::status::time_of(ca.not_after())),
         serial,
+        renewal_time: Some(super::status::time_of(renewal_time(ca.not_before(), ca.not_after(), policy.renewal))),
     }
 }
 
@@ -367,10 +369,14 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let request = PlatformCaRequest::new("quangnam.gov.vn", "govpaas");
         let ca = generate_platform_ca(&request, &policy, now).unwrap();
-        let status = platform_ca_status("govpaas-ca", &ca);
+        let status = ca_status("govpaas-ca", &ca, &policy);
         assert_eq!(status.secret_name.as_deref(), Some("govpaas-ca"));
         let not_after = status.not_after.unwrap().0.as_second();
         assert_eq!(not_after, (now + policy.lifetimes.platform_ca).unix_timestamp());
+        // Two thirds of ten years (plus the 5-minute backdating of notBefore).
+        let renewal = status.renewal_time.unwrap().0.as_second();
+        assert_eq!(renewal, renewal_time(ca.not_before(), ca.not_after(), policy.renewal).unix_timestamp());
+        assert!(renewal > now.unix_timestamp() && renewal < not_after);
         let serial = status.serial.unwrap();
         // 16 random bytes, as every govpaas serial, in the subject's generation suffix too.
         assert_eq!(serial.len(), 32, "{serial}");

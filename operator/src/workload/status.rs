@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use super::Problem;
 use super::certificate::Leaf;
 use super::quota_fit::replica_failure;
+use crate::certificates::IssuancePolicy;
 use crate::reconcile::conditions::{self, Desired};
 
 /// `Ready`'s reason while Pods start.
@@ -36,11 +37,12 @@ pub fn time_of(at: OffsetDateTime) -> Time {
 }
 
 /// The status of a certificate stored in `secret_name`.
-pub fn certificate_status(secret_name: &str, leaf: &Leaf) -> CertificateStatus {
+pub fn certificate_status(secret_name: &str, leaf: &Leaf, policy: &IssuancePolicy) -> CertificateStatus {
     CertificateStatus {
         secret_name: Some(secret_name.to_owned()),
         not_after: Some(time_of(leaf.not_after)),
         serial: Some(leaf.serial.clone()),
+        renewal_time: Some(time_of(leaf.renewal_time(policy))),
     }
 }
 
