@@ -187,6 +187,13 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
         .await;
     }
 
+    // The tenant's intermediate is in its trust bundle ConfigMap too, beside (not among) the anchors.
+    eventually(WAIT, "the tenant CA in the trust bundle ConfigMap", || async {
+        let data = bundles.get(TRUST_BUNDLE).await.ok()?.data?;
+        (data.get("tenant-ca.crt").map(|pem| pem.trim()) == Some(tenant_ca.certificate_pem().trim())).then_some(())
+    })
+    .await;
+
     // The Tenant's status names its CA: where it is, when it expires, when the operator renews it
     // (two thirds of its lifetime by default).
     let tenants: Api<Tenant> = Api::all(world.client.clone());

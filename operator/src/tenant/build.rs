@@ -41,6 +41,8 @@ pub const LIMIT_RANGE: &str = "govpaas-defaults";
 /// The trust bundle ConfigMap in each tenant namespace, and its key (PEM, oldest CA first).
 pub const TRUST_BUNDLE: &str = "govpaas-trust-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "ca.crt";
+/// The key of the trust bundle ConfigMap that holds the tenant's own intermediate CA.
+pub const TENANT_CA_KEY: &str = "tenant-ca.crt";
 /// The RoleBinding of the admins in each tenant namespace.
 pub const ADMINS_ROLE_BINDING: &str = "govpaas-agency-admins";
 /// Annotation on a tenant namespace: the agency's name, for `kubectl describe namespace`.
@@ -72,6 +74,9 @@ pub struct Inputs {
     /// The trust bundle's PEM (`TrustRotation::bundle_pem`). `None` while the platform CA cannot
     /// be read: no bundle is written then, and one written before is left as it is.
     pub trust_bundle: Option<String>,
+    /// The tenant's intermediate CA certificate (PEM), for the bundle's `tenant-ca.crt`; `None`
+    /// while it cannot be read.
+    pub tenant_ca: Option<String>,
 }
 
 /// The desired objects of one Tenant, by kind.
@@ -110,7 +115,7 @@ pub fn build(tenant: &Tenant, owner: &OwnerReference, inputs: &Inputs) -> Tenant
         objects.limit_ranges.push(limit_range(tenant, owner, namespace, inputs));
         objects.network_policies.extend(network_policies(tenant, owner, namespace, inputs));
         if let Some(bundle) = &inputs.trust_bundle {
-            objects.config_maps.push(trust_bundle(tenant, owner, namespace, bundle));
+            objects.config_maps.push(trust_bundle(tenant, owner, namespace, bundle, inputs.tenant_ca.as_deref()));
         }
         if !subjects.is_empty() {
             objects.role_bindings.push(RoleBinding {
@@ -151,14 +156,22 @@ pub fn build(tenant: &Tenant, owner: &OwnerReference, inputs: &Inputs) -> Tenant
 }
 
 /// The trust bundle of one namespace: what its workloads mount to verify every govpaas
-/// certificate (portals, services, LGSP peers). It holds the platform CA(s) only, not tenant CAs:
-/// a leaf's `tls.crt` carries its tenant CA (see docs/certificates.md).
-pub fn trust_bundle(tenant: &Tenant, owner: &OwnerReference, namespace: &str, bundle_pem: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(tenant, owner, TRUST_BUNDLE, Some(namespace)),
-        data: Some(BTreeMap::from([(TRUST_BUNDLE_KEY.to_owned(), bundle_pem.to_owned())])),
-        ..Default::default()
+/// certificate (portals, services, LGSP peers). `ca.crt` holds the platform CA(s) only — every
+/// certificate in it is a trust anchor to a verifier, and a tenant CA must not be one (a leaf's
+/// `tls.crt` carries its tenant CA; see docs/certificates.md). The tenant's own intermediate is
+/// beside it, under `tenant-ca.crt`, for whoever builds chains or inspects the agency's CA.
+pub fn trust_bundle(
+    tenant: &Tenant,
+    owner: &OwnerReference,
+    namespace: &str,
+    bundle_pem: &str,
+    tenant_ca_pem: Option<&str>,
+) -> ConfigMap {
+    let mut data = BTreeMap::from([(TRUST_BUNDLE_KEY.to_owned(), bundle_pem.to_owned())]);
+    if let Some(tenant_ca) = tenant_ca_pem {
+        data.insert(TENANT_CA_KEY.to_owned(), tenant_ca.to_owned());
     }
+    ConfigMap { metadata: meta(tenant, owner, TRUST_BUNDLE, Some(namespace)), data: Some(data), ..Default::default() }
 }
 
 /// Labels, owner and name of an object of `tenant`.
@@ -334,6 +347,7 @@ mod tests {
             default_requests: platform.spec.sizes.small.requests.clone(),
             default_limits: platform.spec.sizes.small.limits.clone(),
             trust_bundle: None,
+            tenant_ca: None,
         }
     }
 
@@ -408,6 +422,13 @@ mod tests {
         // The fixture's bundle is a rotation's: two CAs, both usable as trust anchors, oldest first.
         let anchors = crate::certificates::TrustAnchors::from_pem(bundle.as_bytes()).unwrap();
         assert_eq!(anchors.certificates().len(), 2);
+
+        // The tenant's intermediate goes beside the anchors, never among them.
+        let with_ca = Inputs { tenant_ca: Some("-----BEGIN CERTIFICATE-----\n…\n".into()), ..inputs.clone() };
+        let objects = build(&so_y_te, &owner, &with_ca);
+        let data = objects.config_maps[0].data.as_ref().unwrap();
+        assert_eq!(data[TRUST_BUNDLE_KEY], bundle);
+        assert!(data[TENANT_CA_KEY].starts_with("-----BEGIN CERTIFICATE-----"));
 
         // Without a readable platform CA no bundle is written (and none is pruned: see reconcile).
         let objects = build(&so_y_te, &owner, &inputs_for(&so_y_te, &own));

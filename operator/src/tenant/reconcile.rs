@@ -147,8 +147,9 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     // Build.
     let owner = build::owner_reference(tenant).ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
     let mut inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
-    let (bundle, tenant_ca_renewal, tenant_ca) = trust_bundle(ctx, tenant, &platform, domain).await?;
-    inputs.trust_bundle = bundle;
+    let trust = trust_bundle(ctx, tenant, &platform, domain).await?;
+    inputs.trust_bundle = trust.bundle;
+    inputs.tenant_ca = trust.tenant_ca_pem;
     let objects = build::build(tenant, &owner, &inputs);
 
     // Apply, then prune what this Tenant had and no longer wants.
@@ -202,12 +203,25 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 
     let used = used(ctx, &namespace_names);
     let outcome = Outcome::Applied { domain, plan: &plan, namespaces: &namespace_names, suspension };
-    write_status_with_usage(ctx, tenant, &outcome, used, tenant_ca).await?;
+    write_status_with_usage(ctx, tenant, &outcome, used, trust.tenant_ca).await?;
     let resuming = suspension.held > 0 && !suspension.suspended;
     // Back at the tenant CA's renewal instant, if that comes before the resync.
-    let resync = tenant_ca_renewal
-        .map_or(RESYNC, |at| requeue_after(time::OffsetDateTime::now_utc(), at).min(RESYNC).max(WAITING));
+    let resync =
+        trust.renewal.map_or(RESYNC, |at| requeue_after(time::OffsetDateTime::now_utc(), at).min(RESYNC).max(WAITING));
     Ok(Action::requeue(if waiting || resuming { WAITING } else { resync }))
+}
+
+/// What a tenant's namespaces get of the platform trust, and what its status says of its CA.
+#[derive(Default)]
+struct TenantTrust {
+    /// The bundle (`ca.crt`); `None` while the platform trust cannot be used.
+    bundle: Option<String>,
+    /// The tenant CA's certificate, for the bundle's `tenant-ca.crt`.
+    tenant_ca_pem: Option<String>,
+    /// The tenant CA for status.
+    tenant_ca: Option<govpaas_crds::status::CertificateStatus>,
+    /// When the tenant CA is next due.
+    renewal: Option<time::OffsetDateTime>,
 }
 
 /// The trust bundle of the tenant's namespaces, after making sure the platform trust and the
@@ -216,18 +230,13 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 /// soon as a rotation re-issues); and when the tenant CA is next due. No bundle, with a warning,
 /// when the platform trust cannot be used: the Platform's and the services' conditions say why,
 /// and an existing bundle stays as it is.
-async fn trust_bundle(
-    ctx: &Context,
-    tenant: &Tenant,
-    platform: &Platform,
-    domain: &str,
-) -> Result<(Option<String>, Option<time::OffsetDateTime>, Option<govpaas_crds::status::CertificateStatus>)> {
+async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domain: &str) -> Result<TenantTrust> {
     let now = time::OffsetDateTime::now_utc();
     let operator_namespace = &ctx.settings.operator_namespace;
     let store = crate::trust::TrustStore::new(ctx.client.clone(), operator_namespace);
     let unusable = |message: String| {
         warn!(%message, "no trust bundle: the certificate authority cannot be used");
-        Ok((None, None, None))
+        Ok(TenantTrust::default())
     };
     let policy = match ca_secrets::issuance_policy(&platform.spec) {
         Ok(policy) => policy,
@@ -241,7 +250,8 @@ async fn trust_bundle(
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
     let tenant_ca = ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await?;
-    let (renewal, ca_status) = match tenant_ca {
+    let mut trust = TenantTrust { bundle: Some(trust.bundle_pem), ..TenantTrust::default() };
+    match tenant_ca {
         Ok(tenant_ca) => {
             // A tenant CA's renewal point is when the operator renews it.
             let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
@@ -249,15 +259,14 @@ async fn trust_bundle(
             let key = ca_secrets::ca_gauge_key(operator_namespace, &secret, "tenant-ca");
             let gauges = &ctx.settings.telemetry.certificates;
             gauges.observe(key, tenant_ca.not_after().unix_timestamp(), renewal.unix_timestamp());
-            (Some(renewal), Some(ca_secrets::ca_status(&secret, &tenant_ca, &policy)))
+            trust.renewal = Some(renewal);
+            trust.tenant_ca = Some(ca_secrets::ca_status(&secret, &tenant_ca, &policy));
+            trust.tenant_ca_pem = Some(tenant_ca.certificate_pem().to_owned());
         }
-        Err(message) => {
-            // The bundle holds the platform CAs only: it is still right.
-            warn!(%message, "the tenant's CA cannot be used");
-            (None, None)
-        }
-    };
-    Ok((Some(trust.bundle_pem), renewal, ca_status))
+        // The bundle's `ca.crt` holds the platform CAs only: it is still right.
+        Err(message) => warn!(%message, "the tenant's CA cannot be used"),
+    }
+    Ok(trust)
 }
 
 /// The parent, siblings and children of `tenant` as quota decisions see them.
@@ -300,6 +309,7 @@ fn inputs(
         default_requests: small.requests.clone(),
         default_limits: small.limits.clone(),
         trust_bundle: None,
+        tenant_ca: None,
     }
 }
 
