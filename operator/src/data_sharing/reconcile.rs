@@ -32,7 +32,7 @@ use crate::reconcile::conditions::{self, Desired};
 use crate::telemetry::CertificateKey;
 use crate::workload::Problem;
 use crate::workload::certificate::{Leaf, LeafSpec, Stored, keep_or_issue};
-use crate::workload::runtime::{DataSharingObject, Scope, Shared};
+use crate::workload::runtime::{DataSharingObject, Scope, ServiceContext};
 use crate::workload::status::{self as workload_status, CERTIFICATE_FAILED};
 
 /// The safety-net resync of an unchanged DataSharingService.
@@ -52,10 +52,7 @@ pub struct Caches {
 }
 
 /// What every reconcile shares.
-pub struct Context {
-    pub shared: Arc<Shared>,
-    pub caches: Caches,
-}
+pub type Context = ServiceContext<Caches>;
 
 /// Reconciles one DataSharingService.
 pub async fn reconcile(object: Arc<DataSharingObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -65,15 +62,7 @@ pub async fn reconcile(object: Arc<DataSharingObject>, ctx: Arc<Context>) -> Res
         namespace = %object.namespace().unwrap_or_default(),
         data_sharing_service = %object.name_any()
     );
-    async move {
-        let Some(service) = ctx.shared.readable(&object, "DataSharingService").await else {
-            return Ok(Action::await_change());
-        };
-        ctx.shared.wait_until_ready().await?;
-        reconcile_service(service, &ctx).await
-    }
-    .instrument(span)
-    .await
+    ctx.when_readable(&object, "DataSharingService", |service| reconcile_service(service, &ctx)).instrument(span).await
 }
 
 /// What a reconcile did.

@@ -34,7 +34,7 @@ use crate::telemetry::CertificateKey;
 use crate::workload::certificate::{Leaf, LeafSpec, Stored, keep_or_issue};
 use crate::workload::objects::Owner;
 use crate::workload::quota_fit::Usage;
-use crate::workload::runtime::{DocumentObject, Scope, Shared};
+use crate::workload::runtime::{DocumentObject, Scope, ServiceContext};
 use crate::workload::status::{self, Applied, Outcome};
 use crate::workload::{Problem, QuotaCheck, check_hosts, check_quota, hosts};
 
@@ -58,10 +58,7 @@ pub struct Caches {
 }
 
 /// What every DocumentService reconcile shares.
-pub struct Context {
-    pub shared: Arc<Shared>,
-    pub caches: Caches,
-}
+pub type Context = ServiceContext<Caches>;
 
 /// Reconciles one DocumentService.
 pub async fn reconcile(object: Arc<DocumentObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -71,15 +68,7 @@ pub async fn reconcile(object: Arc<DocumentObject>, ctx: Arc<Context>) -> Result
         namespace = %object.namespace().unwrap_or_default(),
         document_service = %object.name_any()
     );
-    async move {
-        let Some(service) = ctx.shared.readable(&object, "DocumentService").await else {
-            return Ok(Action::await_change());
-        };
-        ctx.shared.wait_until_ready().await?;
-        reconcile_service(service, &ctx).await
-    }
-    .instrument(span)
-    .await
+    ctx.when_readable(&object, "DocumentService", |service| reconcile_service(service, &ctx)).instrument(span).await
 }
 
 /// What the volume is ready for, and the `StorageBound` condition that says so.

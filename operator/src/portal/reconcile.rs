@@ -27,7 +27,7 @@ use crate::reconcile::conditions;
 use crate::telemetry::CertificateKey;
 use crate::workload::certificate::{LeafSpec, Stored, keep_or_issue};
 use crate::workload::quota_fit::Usage;
-use crate::workload::runtime::{PortalObject, Scope, Shared};
+use crate::workload::runtime::{PortalObject, Scope, ServiceContext};
 use crate::workload::status::{self, Applied, Outcome};
 use crate::workload::{Problem, QuotaCheck, check_hosts, check_quota, hosts};
 
@@ -45,10 +45,7 @@ pub struct Caches {
 }
 
 /// What every Portal reconcile shares.
-pub struct Context {
-    pub shared: Arc<Shared>,
-    pub caches: Caches,
-}
+pub type Context = ServiceContext<Caches>;
 
 /// Reconciles one Portal.
 pub async fn reconcile(object: Arc<PortalObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -58,15 +55,7 @@ pub async fn reconcile(object: Arc<PortalObject>, ctx: Arc<Context>) -> Result<A
         namespace = %object.namespace().unwrap_or_default(),
         portal = %object.name_any()
     );
-    async move {
-        let Some(portal) = ctx.shared.readable(&object, "Portal").await else {
-            return Ok(Action::await_change());
-        };
-        ctx.shared.wait_until_ready().await?;
-        reconcile_portal(portal, &ctx).await
-    }
-    .instrument(span)
-    .await
+    ctx.when_readable(&object, "Portal", |portal| reconcile_portal(portal, &ctx)).instrument(span).await
 }
 
 /// What status keeps from what runs when a reconcile applies nothing.

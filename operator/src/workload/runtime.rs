@@ -120,6 +120,34 @@ impl Shared {
     }
 }
 
+/// What every reconcile of one service controller shares: the runtime, and that controller's own
+/// caches (`C`).
+pub struct ServiceContext<C> {
+    pub shared: Arc<Shared>,
+    pub caches: C,
+}
+
+impl<C> ServiceContext<C> {
+    /// Runs `reconcile` on the service in `object` once it can be read (else [`Shared::readable`]
+    /// reported why, and nothing is done until it changes) and every cache has listed.
+    pub async fn when_readable<'a, K, Fut>(
+        &self,
+        object: &'a DeserializeGuard<K>,
+        kind: &str,
+        reconcile: impl FnOnce(&'a K) -> Fut,
+    ) -> Result<kube::runtime::controller::Action>
+    where
+        K: Resource<DynamicType = ()>,
+        Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>>,
+    {
+        let Some(service) = self.shared.readable(object, kind).await else {
+            return Ok(kube::runtime::controller::Action::await_change());
+        };
+        self.shared.wait_until_ready().await?;
+        reconcile(service).await
+    }
+}
+
 /// Where a service stands with its tenant.
 pub enum Scope {
     /// Its namespace belongs to this Tenant, which this operator reconciles.
