@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use govpaas_pki::{TrustAnchors, WorkloadIdentity};
 use rustls::pki_types::CertificateDer;
+use time::OffsetDateTime;
 
 use crate::routes::Api;
 
@@ -18,8 +19,9 @@ pub enum Listener {
         peer_chain: Vec<CertificateDer<'static>>,
         /// The trust bundle in force when the connection was accepted.
         anchors: Arc<TrustAnchors>,
-        /// The identity read from the chain, verified once per connection.
-        identity: OnceLock<Result<WorkloadIdentity, String>>,
+        /// The identity read from the chain, verified once per connection, and until when that
+        /// verification holds (the chain's earliest notAfter).
+        identity: OnceLock<Result<(WorkloadIdentity, OffsetDateTime), String>>,
     },
     /// The open-data listener: no client certificate.
     Open,

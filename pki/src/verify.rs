@@ -117,6 +117,17 @@ pub fn verify_server_chain(
 /// Beyond webpki's checks, the identity's agency must be the one of the tenant CA that issued the
 /// leaf (that CA's URI SAN). webpki does not honour URI name constraints, so this check is what
 /// stops one agency's CA from vouching for another agency's identity.
+/// The earliest notAfter of `chain`: when a verification of it stops holding. `None` when a
+/// certificate cannot be parsed.
+pub fn chain_not_after(chain: &[CertificateDer<'_>]) -> Option<OffsetDateTime> {
+    chain
+        .iter()
+        .map(|der| x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c.validity().not_after.to_datetime()))
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .min()
+}
+
 pub fn verify_client_chain(
     chain: &[CertificateDer<'_>],
     anchors: &TrustAnchors,

@@ -30,12 +30,27 @@ impl Check for IdentityCheck {
         };
         let caller = match &connection.listener {
             Listener::Mutual { peer_chain, anchors, identity } => {
+                let now = OffsetDateTime::now_utc();
                 let verified = identity.get_or_init(|| {
-                    govpaas_pki::verify::verify_client_chain(peer_chain, anchors, OffsetDateTime::now_utc())
+                    let until = govpaas_pki::verify::chain_not_after(peer_chain).unwrap_or(now);
+                    govpaas_pki::verify::verify_client_chain(peer_chain, anchors, now)
+                        .map(|identity| (identity, until))
                         .map_err(|e| e.to_string())
                 });
                 match verified {
-                    Ok(identity) => Caller::Consumer(identity.clone()),
+                    // A connection may outlive its client certificate: every request checks it.
+                    Ok((identity, until)) if now < *until => Caller::Consumer(identity.clone()),
+                    Ok((identity, until)) => {
+                        return Err(refusal(
+                            StatusCode::FORBIDDEN,
+                            "certificate-expired",
+                            "Client certificate expired",
+                            format!(
+                                "the client certificate of {} expired at {until} during this connection: reconnect with the renewed certificate",
+                                identity.uri()
+                            ),
+                        ));
+                    }
                     Err(reason) => {
                         return Err(refusal(
                             StatusCode::FORBIDDEN,
@@ -84,6 +99,48 @@ mod tests {
         assert!(request.headers().get("x-lgsp-consumer").is_none());
         assert!(request.headers().get("x-forwarded-for").is_none());
         assert_eq!(request.headers()["accept"], "application/json");
+    }
+
+    #[test]
+    fn a_client_certificate_that_expired_during_the_connection_is_refused() {
+        use std::sync::{Arc, OnceLock};
+
+        use govpaas_pki::{IssuancePolicy, PlatformCaRequest, TrustAnchors, WorkloadIdentity, generate_platform_ca};
+
+        use crate::context::{ConnectionInfo, Listener};
+
+        let now = OffsetDateTime::now_utc();
+        let ca = generate_platform_ca(
+            &PlatformCaRequest::new("quangnam.gov.vn", "govpaas"),
+            &IssuancePolicy::default(),
+            now,
+        )
+        .unwrap();
+        let anchors = Arc::new(TrustAnchors::from_pem(ca.certificate_pem().as_bytes()).unwrap());
+        let identity = WorkloadIdentity::parse(CONSUMER).unwrap();
+        let connection = |until: OffsetDateTime| {
+            Connection(Arc::new(ConnectionInfo {
+                remote: client_addr(),
+                listener: Listener::Mutual {
+                    peer_chain: Vec::new(),
+                    anchors: anchors.clone(),
+                    // As verified at the handshake, valid until `until`.
+                    identity: OnceLock::from(Ok((identity.clone(), until))),
+                },
+            }))
+        };
+
+        let mut fresh = request("/H17.12/land-records");
+        fresh.extensions_mut().insert(connection(now + time::Duration::hours(1)));
+        IdentityCheck.check(&mut fresh).unwrap();
+        assert_eq!(fresh.extensions().get::<Caller>(), Some(&Caller::Consumer(identity.clone())));
+
+        let mut stale = request("/H17.12/land-records");
+        stale.extensions_mut().insert(connection(now - time::Duration::seconds(1)));
+        let refusal = IdentityCheck.check(&mut stale).unwrap_err();
+        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+        let body = String::from_utf8_lossy(refusal.body()).into_owned();
+        assert!(body.contains("expired") && body.contains("reconnect"), "{body}");
     }
 
     #[test]
