@@ -444,18 +444,7 @@ mod tests {
     }
 
     fn directory(world: &World) -> Directory<'_> {
-        let tenant_of = |namespace: &str| {
-            world
-                .tenants
-                .iter()
-                .find(|t| t.namespace_names().iter().any(|n| n == namespace))
-                .map(|t| (t.name_any(), t.spec.agency.code.clone()))
-        };
-        Directory::new(
-            members(&world.services, tenant_of),
-            world.tenants.iter().map(|t| t.spec.agency.code.clone()),
-            false,
-        )
+        crate::data_sharing::grants::testing::directory(&world.services, &world.tenants, false)
     }
 
     fn service_named<'a>(world: &'a World, namespace: &str) -> impl Fn(&str) -> Option<&'a Service> {

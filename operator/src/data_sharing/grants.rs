@@ -277,6 +277,26 @@ impl<'a> Directory<'a> {
     }
 }
 
+/// Test support shared by the unit tests of this controller.
+#[cfg(test)]
+pub(crate) mod testing {
+    use govpaas_crds::Tenant;
+    use kube::ResourceExt;
+
+    use super::{DataSharingService, Directory, members};
+
+    /// The directory of `services`, each belonging to the fixture Tenant that lists its namespace.
+    pub fn directory<'a>(services: &'a [DataSharingService], tenants: &[Tenant], national: bool) -> Directory<'a> {
+        let tenant_of = |namespace: &str| {
+            tenants
+                .iter()
+                .find(|t| t.namespace_names().iter().any(|n| n == namespace))
+                .map(|t| (t.name_any(), t.spec.agency.code.clone()))
+        };
+        Directory::new(members(services, tenant_of), tenants.iter().map(|t| t.spec.agency.code.clone()), national)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use govpaas_crds::Tenant;
@@ -295,15 +315,7 @@ mod tests {
     }
 
     fn directory(world: &World, national: bool) -> Directory<'_> {
-        let tenant_of = |namespace: &str| {
-            world
-                .tenants
-                .iter()
-                .find(|t| t.namespace_names().iter().any(|n| n == namespace))
-                .map(|t| (t.name_any(), t.spec.agency.code.clone()))
-        };
-        let members = members(&world.services, tenant_of);
-        Directory::new(members, world.tenants.iter().map(|t| t.spec.agency.code.clone()), national)
+        super::testing::directory(&world.services, &world.tenants, national)
     }
 
     fn decide(directory: &Directory<'_>, namespace: &str, name: &str, consumption: &str) -> Decision {
