@@ -2,19 +2,26 @@
 //! the API server already has — the namespace's govpaas labels and annotations
 //! (`namespaceObject`), which the tenant controller writes, and the Platform (a policy parameter).
 //!
-//! They run inside the API server, so they hold while the operator is down, and they match
-//! govpaas kinds only: a core object never waits on them.
+//! They run inside the API server, so they hold while the operator is down. Most match govpaas
+//! kinds only. The tenant fence ([`TENANT_SERVICES_POLICY`], [`TENANT_VOLUME_CLAIMS_POLICY`])
+//! matches core objects, but only in namespaces carrying the tenant label (a `namespaceSelector`
+//! in the policy itself, so no binding can widen it): nothing outside a tenant ever waits on it,
+//! and nothing in the cluster depends on govpaas being up.
 
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MatchResources, NamedRuleWithOperations, ParamKind, ParamRef, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation,
     Variable,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::ObjectMeta;
 
 use crate::{
     GROUP, VERSION,
-    metadata::{AGENCY_CODE_LABEL, DOMAIN_ANNOTATION, SUSPENDED_LABEL, TENANT_LABEL},
+    metadata::{
+        AGENCY_CODE_LABEL, ALLOW_LOAD_BALANCERS_LABEL, ALLOW_NODE_PORTS_LABEL, DOMAIN_ANNOTATION, SUSPENDED_LABEL,
+        TENANT_LABEL,
+    },
     platform::PLATFORM_NAME,
 };
 
@@ -28,6 +35,35 @@ pub const DOCUMENT_SERVICE_HOST_POLICY: &str = "govpaas-document-service-host";
 pub const NO_SELF_CONSUMPTION_POLICY: &str = "govpaas-data-sharing-no-self-consumption";
 /// The policy that keeps a Tenant's domain under the Platform's base domain.
 pub const TENANT_DOMAIN_POLICY: &str = "govpaas-tenant-domain";
+
+/// The policy that keeps an agency's Services inside the cluster network (no NodePort or
+/// LoadBalancer unless its Tenant allows them, never `externalIPs`).
+pub const TENANT_SERVICES_POLICY: &str = "govpaas-tenant-services";
+/// The policy that stops a claim in a tenant namespace from choosing its volume (`volumeName`, a
+/// selector, a data source in another namespace): only the volume controller binds, so no agency
+/// can mount another agency's retained documents.
+pub const TENANT_VOLUME_CLAIMS_POLICY: &str = "govpaas-tenant-volume-claims";
+
+/// The policy that keeps the objects govpaas writes in a tenant namespace (its NetworkPolicies and
+/// RoleBindings, whose rights agency admins otherwise hold for their own) the operator's, and keeps
+/// an agency's own RoleBindings from granting its namespace to system groups or foreign accounts.
+pub const TENANT_OBJECTS_POLICY: &str = "govpaas-tenant-objects";
+
+/// Stands for the operator's user name in the generated tenant-objects policy; the chart's
+/// template puts `system:serviceaccount:<release namespace>:<operator ServiceAccount>` there.
+pub const OPERATOR_USER_PLACEHOLDER: &str = "GOVPAAS_OPERATOR_USER";
+
+/// Users that act for Kubernetes itself in a tenant namespace and may delete what govpaas wrote:
+/// the garbage collector and the namespace controller (their own identities, or their
+/// ServiceAccounts in kube-system with `--use-service-account-credentials`).
+const KUBERNETES_CONTROLLERS: &str = "request.userInfo.username == 'system:kube-controller-manager' || request.userInfo.username.startsWith('system:serviceaccount:kube-system:')";
+
+/// Who may set a claim's `volumeName`: the PersistentVolume controller of kube-controller-manager,
+/// under its own identity or, with `--use-service-account-credentials`, its ServiceAccount.
+/// govpaas's own restore path never names a volume on the claim: it pre-binds the volume's
+/// `claimRef` to the new claim and the volume controller completes the binding.
+pub const VOLUME_BINDERS: &[&str] =
+    &["system:kube-controller-manager", "system:serviceaccount:kube-system:persistent-volume-binder"];
 
 /// A CEL expression: the namespace carries the tenant label.
 fn in_tenant_namespace() -> String {
@@ -197,9 +233,12 @@ fn document_service_host() -> ValidatingAdmissionPolicy {
     )
 }
 
-/// A DataSharingService does not consume, through the gateway, an API it provides itself.
+/// A DataSharingService does not consume, through the gateway, an API it provides itself. Codes
+/// are compared normalised ([`crate::agency::normalise_cel`]): the namespace's label and the
+/// consumption may each be written in either form.
 fn no_self_consumption() -> ValidatingAdmissionPolicy {
-    let own = "has(c.agencyCode) && c.agencyCode == variables.agencyCode && c.api in variables.provided";
+    let consumed = crate::agency::normalise_cel("c.agencyCode");
+    let own = format!("has(c.agencyCode) && {consumed} == variables.agency && c.api in variables.provided");
     policy(
         NO_SELF_CONSUMPTION_POLICY,
         ValidatingAdmissionPolicySpec {
@@ -212,6 +251,7 @@ fn no_self_consumption() -> ValidatingAdmissionPolicy {
                         in_tenant_namespace()
                     ),
                 ),
+                variable("agency", crate::agency::normalise_cel("variables.agencyCode")),
                 variable("provided", "has(object.spec.provides) ? object.spec.provides.map(p, p.name) : []".into()),
             ]),
             validations: Some(vec![validation(
@@ -228,7 +268,8 @@ fn no_self_consumption() -> ValidatingAdmissionPolicy {
     )
 }
 
-/// A Tenant's explicit domain sits under the Platform's base domain (when the Platform exists).
+/// A Tenant's explicit domain sits strictly under the Platform's base domain (when the Platform
+/// exists). Overlaps between tenants need every Tenant: the tenant controller refuses them.
 fn tenant_domain() -> ValidatingAdmissionPolicy {
     policy(
         TENANT_DOMAIN_POLICY,
@@ -242,19 +283,220 @@ fn tenant_domain() -> ValidatingAdmissionPolicy {
                 name: "has-domain".into(),
                 expression: "has(object.spec.domain)".into(),
             }]),
-            validations: Some(vec![validation(
-                "params == null || object.spec.domain == params.spec.baseDomain || object.spec.domain.endsWith('.' + params.spec.baseDomain)".into(),
-                "'spec.domain: ' + object.spec.domain + ' must be the Platform baseDomain ' + params.spec.baseDomain + ' or end with .' + params.spec.baseDomain".into(),
-                "Invalid",
-            )]),
+            validations: Some(vec![
+                validation(
+                    "params == null || object.spec.domain.lowerAscii() != params.spec.baseDomain.lowerAscii()".into(),
+                    "'spec.domain: ' + object.spec.domain + ' is the Platform baseDomain itself: a tenant CA for it would cover every other tenant; use a name under it, like ' + object.metadata.name + '.' + params.spec.baseDomain".into(),
+                    "Invalid",
+                ),
+                validation(
+                    "params == null || object.spec.domain.lowerAscii() == params.spec.baseDomain.lowerAscii() || object.spec.domain.lowerAscii().endsWith('.' + params.spec.baseDomain.lowerAscii())".into(),
+                    "'spec.domain: ' + object.spec.domain + ' must end with .' + params.spec.baseDomain + ' (the Platform baseDomain)'".into(),
+                    "Invalid",
+                ),
+            ]),
             ..Default::default()
         },
     )
 }
 
+/// Core objects of `resources` (API group `""`), only in tenant namespaces.
+fn core_rules_in_tenant_namespaces(resources: &[&str]) -> MatchResources {
+    MatchResources {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: TENANT_LABEL.into(),
+                operator: "Exists".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        }),
+        resource_rules: Some(vec![NamedRuleWithOperations {
+            api_groups: Some(vec![String::new()]),
+            api_versions: Some(vec!["v1".into()]),
+            operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// A CEL expression: the tenant namespace's label `label` is `"true"`.
+fn namespace_allows(label: &str) -> String {
+    format!(
+        "has(namespaceObject.metadata.labels) && '{label}' in namespaceObject.metadata.labels && namespaceObject.metadata.labels['{label}'] == 'true'"
+    )
+}
+
+/// An agency's Services stay inside the cluster network: public exposure goes through Portals and
+/// DocumentServices (the platform's ingress, host fence and TLS). NodePort and LoadBalancer need
+/// the Tenant's `spec.exposure`; `externalIPs` (CVE-2020-8554) and ExternalName Services
+/// (CVE-2021-25740: a confused ingress controller) are refused always.
+fn tenant_services() -> ValidatingAdmissionPolicy {
+    let allow = |label: &str, kind: &str, field: &str| {
+        validation(
+            format!("!has(object.spec.type) || object.spec.type != '{kind}' || {}", namespace_allows(label)),
+            format!(
+                "'spec.type: a {kind} Service is not allowed in the namespaces of tenant ' + namespaceObject.metadata.labels['{TENANT_LABEL}'] + ': agencies publish through Portals and DocumentServices; the provincial admin may allow it with the Tenant field spec.exposure.{field}'"
+            ),
+            "Forbidden",
+        )
+    };
+    policy(
+        TENANT_SERVICES_POLICY,
+        ValidatingAdmissionPolicySpec {
+            match_constraints: Some(core_rules_in_tenant_namespaces(&["services"])),
+            validations: Some(vec![
+                allow(ALLOW_NODE_PORTS_LABEL, "NodePort", "nodePorts"),
+                allow(ALLOW_LOAD_BALANCERS_LABEL, "LoadBalancer", "loadBalancers"),
+                validation(
+                    "!has(object.spec.type) || object.spec.type != 'ExternalName'".into(),
+                    "'spec.type: an ExternalName Service is not allowed in a tenant namespace: it would let the ingress controller or the gateway be pointed at any name, the Services of other agencies included (CVE-2021-25740); call external systems by their own DNS name'".into(),
+                    "Forbidden",
+                ),
+                validation(
+                    "!has(object.spec.externalIPs) || size(object.spec.externalIPs) == 0".into(),
+                    "'spec.externalIPs: not allowed in a tenant namespace: a Service with external IPs can intercept the traffic of the cluster to those addresses (CVE-2020-8554)'".into(),
+                    "Forbidden",
+                ),
+            ]),
+            ..Default::default()
+        },
+    )
+}
+
+/// A claim in a tenant namespace never chooses its volume: only the volume controller binds (a
+/// new volume from the StorageClass, or the retained one govpaas pre-bound for a restore).
+/// Otherwise an agency could bind another agency's retained document volume by name or by label.
+fn tenant_volume_claims() -> ValidatingAdmissionPolicy {
+    let binders = VOLUME_BINDERS.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", ");
+    let volume_name = |o: &str| format!("(has({o}.spec.volumeName) ? {o}.spec.volumeName : '')");
+    policy(
+        TENANT_VOLUME_CLAIMS_POLICY,
+        ValidatingAdmissionPolicySpec {
+            match_constraints: Some(core_rules_in_tenant_namespaces(&["persistentvolumeclaims"])),
+            match_conditions: Some(vec![MatchCondition {
+                name: "not-the-volume-controller".into(),
+                expression: format!("!(request.userInfo.username in [{binders}])"),
+            }]),
+            validations: Some(vec![
+                validation(
+                    format!(
+                        "request.operation == 'CREATE' ? {new} == '' : {new} == {old}",
+                        new = volume_name("object"),
+                        old = volume_name("oldObject")
+                    ),
+                    "'spec.volumeName: a claim in a tenant namespace may not name its PersistentVolume (' + object.spec.volumeName + '): the volume controller binds it; to take over a retained document volume, create the DocumentService with the govpaas.io/restore-from-volume annotation'".into(),
+                    "Forbidden",
+                ),
+                validation(
+                    "request.operation != 'CREATE' || !has(object.spec.selector)".into(),
+                    "'spec.selector: a claim in a tenant namespace may not select existing PersistentVolumes by label: the volume controller provisions its volume from the StorageClass'".into(),
+                    "Forbidden",
+                ),
+                validation(
+                    "!has(object.spec.dataSourceRef) || !has(object.spec.dataSourceRef.namespace) || object.spec.dataSourceRef.namespace == '' || object.spec.dataSourceRef.namespace == namespaceObject.metadata.name".into(),
+                    "'spec.dataSourceRef.namespace: a claim in a tenant namespace may not copy data from another namespace (' + object.spec.dataSourceRef.namespace + ')'".into(),
+                    "Forbidden",
+                ),
+            ]),
+            ..Default::default()
+        },
+    )
+}
+
+/// Objects of `resources` in API group `group`, only in tenant namespaces, on every write.
+fn rules_in_tenant_namespaces(group: &str, resources: &[&str]) -> MatchResources {
+    let mut rules = core_rules_in_tenant_namespaces(resources);
+    for rule in rules.resource_rules.iter_mut().flatten() {
+        rule.api_groups = Some(vec![group.into()]);
+        rule.api_versions = Some(vec!["*".into()]);
+        rule.operations = Some(vec!["CREATE".into(), "UPDATE".into(), "DELETE".into()]);
+    }
+    rules
+}
+
+/// Agency admins manage their own Roles, RoleBindings and NetworkPolicies (the multi-tenancy
+/// benchmark's self-service), but not govpaas's: an object named `govpaas-…` or labelled
+/// `app.kubernetes.io/managed-by: govpaas-operator` is written by the operator only (and removed by
+/// Kubernetes' own controllers). A RoleBinding of the agency never grants its namespace to a system
+/// identity (`system:authenticated`, `system:anonymous`, …) or to another namespace's
+/// ServiceAccount: one line would open the agency to every user of the cluster.
+///
+/// Cluster admins (`system:masters`) are spared too: they may repair or debug by hand, and the
+/// operator takes back whatever they change. Agency admins can never be among them.
+///
+/// `operator_user` is the operator's user name ([`OPERATOR_USER_PLACEHOLDER`] when generated for
+/// the chart, which templates it).
+pub fn tenant_objects(operator_user: &str) -> ValidatingAdmissionPolicy {
+    let govpaas_owned = |o: &str| {
+        format!(
+            "({o}.metadata.name.startsWith('govpaas-') || (has({o}.metadata.labels) && 'app.kubernetes.io/managed-by' in {o}.metadata.labels && {o}.metadata.labels['app.kubernetes.io/managed-by'] == 'govpaas-operator'))"
+        )
+    };
+    let subject_ok = "s.kind == 'ServiceAccount' ? (!has(s.namespace) || s.namespace == '' || s.namespace == namespaceObject.metadata.name) : !s.name.startsWith('system:')";
+    let mut policy = policy(
+        TENANT_OBJECTS_POLICY,
+        ValidatingAdmissionPolicySpec {
+            match_constraints: Some(rules_in_tenant_namespaces("networking.k8s.io", &["networkpolicies"])),
+            match_conditions: Some(vec![MatchCondition {
+                name: "not-govpaas-or-kubernetes".into(),
+                expression: format!(
+                    "!(request.userInfo.username == '{operator_user}' || {KUBERNETES_CONTROLLERS} || 'system:masters' in request.userInfo.groups)"
+                ),
+            }]),
+            variables: Some(vec![
+                variable("touched", "request.operation == 'DELETE' ? oldObject : object".into()),
+                variable(
+                    "wasGovpaas",
+                    format!("request.operation != 'CREATE' && {}", govpaas_owned("oldObject")),
+                ),
+                variable(
+                    "becomesGovpaas",
+                    format!("request.operation != 'DELETE' && {}", govpaas_owned("object")),
+                ),
+            ]),
+            validations: Some(vec![
+                validation(
+                    "!variables.wasGovpaas && !variables.becomesGovpaas".into(),
+                    "request.kind.kind + ' ' + variables.touched.metadata.name + ': the objects govpaas writes in a tenant namespace (named govpaas-..., or labelled app.kubernetes.io/managed-by=govpaas-operator) belong to the operator; create your own under another name and without that label'".into(),
+                    "Forbidden",
+                ),
+                validation(
+                    format!(
+                        "request.kind.kind != 'RoleBinding' || request.operation == 'DELETE' || !has(object.subjects) || object.subjects.all(s, {subject_ok})"
+                    ),
+                    "'subjects: a RoleBinding in a tenant namespace may not grant it to a system identity (system:...) or to a ServiceAccount of another namespace; name users, groups or ServiceAccounts of the agency itself'".into(),
+                    "Forbidden",
+                ),
+            ]),
+            ..Default::default()
+        },
+    );
+    let spec = policy.spec.as_mut().expect("the policy has a spec");
+    let constraints = spec.match_constraints.as_mut().expect("match constraints");
+    let rbac = rules_in_tenant_namespaces("rbac.authorization.k8s.io", &["roles", "rolebindings"]);
+    constraints.resource_rules.get_or_insert_with(Vec::new).extend(rbac.resource_rules.into_iter().flatten());
+    policy
+}
+
 /// Every policy govpaas ships.
 pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
-    vec![tenant_namespace(), portal_hosts(), document_service_host(), no_self_consumption(), tenant_domain()]
+    vec![
+        tenant_namespace(),
+        portal_hosts(),
+        document_service_host(),
+        no_self_consumption(),
+        tenant_domain(),
+        tenant_services(),
+        tenant_volume_claims(),
+    ]
+}
+
+/// The binding of a policy that needs no parameter, denying what it rejects.
+pub fn binding_for(policy: &str) -> ValidatingAdmissionPolicyBinding {
+    binding(policy, None)
 }
 
 /// One binding per policy, denying what it rejects.
@@ -296,9 +538,46 @@ mod tests {
     }
 
     #[test]
-    fn policies_match_govpaas_kinds_only() {
+    fn the_tenant_objects_policy_spares_the_operator_and_kubernetes_and_matches_tenant_namespaces_only() {
+        let policy = tenant_objects("system:serviceaccount:govpaas-system:govpaas-operator");
+        let spec = policy.spec.unwrap();
+        assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+        let condition = &spec.match_conditions.unwrap()[0].expression;
+        assert!(condition.contains("'system:serviceaccount:govpaas-system:govpaas-operator'"), "{condition}");
+        assert!(condition.contains("system:serviceaccount:kube-system:"), "{condition}");
+        let constraints = spec.match_constraints.unwrap();
+        let selector = constraints.namespace_selector.unwrap().match_expressions.unwrap();
+        assert_eq!((selector[0].key.as_str(), selector[0].operator.as_str()), (TENANT_LABEL, "Exists"));
+        let resources: Vec<String> =
+            constraints.resource_rules.unwrap().into_iter().flat_map(|r| r.resources.unwrap()).collect();
+        assert_eq!(resources, ["networkpolicies", "roles", "rolebindings"]);
+    }
+
+    /// The tenant fence's policies match core objects in tenant namespaces only; every other
+    /// policy matches govpaas kinds only.
+    #[test]
+    fn policies_match_govpaas_kinds_or_tenant_namespaces_only() {
         for policy in policies() {
-            let rules = policy.spec.unwrap().match_constraints.unwrap().resource_rules.unwrap();
+            let name = policy.metadata.name.clone().unwrap();
+            let constraints = policy.spec.unwrap().match_constraints.unwrap();
+            if [TENANT_SERVICES_POLICY, TENANT_VOLUME_CLAIMS_POLICY].contains(&name.as_str()) {
+                let selector = constraints.namespace_selector.unwrap();
+                let requirements = selector.match_expressions.unwrap();
+                assert_eq!(requirements.len(), 1, "{name}");
+                assert_eq!(requirements[0].key, TENANT_LABEL, "{name}");
+                assert_eq!(requirements[0].operator, "Exists", "{name}");
+                for rule in constraints.resource_rules.unwrap() {
+                    assert_eq!(rule.api_groups.unwrap(), [""], "{name}");
+                    assert!(
+                        rule.resources
+                            .unwrap()
+                            .iter()
+                            .all(|r| ["services", "persistentvolumeclaims"].contains(&r.as_str()))
+                    );
+                }
+                continue;
+            }
+            let rules = constraints.resource_rules.unwrap();
             for rule in rules {
                 assert_eq!(rule.api_groups.unwrap(), [GROUP]);
                 let resources = rule.resources.unwrap();

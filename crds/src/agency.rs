@@ -28,6 +28,30 @@ pub const AGENCY_CODE_GROUP_MAX_LEN: usize = 8;
 pub const AGENCY_CODE_PATTERN: &str =
     r"^([A-Z][0-9]{2}(\.[0-9A-Z]{1,8})*|[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2})$";
 
+/// The legacy QCVN 102:2016 shape, `AAA.BB.CC.DDD`, in a form CEL string literals can carry
+/// (`[.]` instead of an escaped dot).
+const LEGACY_CEL_PATTERN: &str = "^[0-9]{3}[.][0-9]{2}[.][0-9]{2}[.][A-Z][0-9]{2}$";
+
+/// The one rule by which agency codes are compared: the code in Decision 20/2020 form
+/// (`000.00.12.H48` → `H48.12`, `H48.12` unchanged). Two codes name the same agency exactly when
+/// their normal forms are equal. A string that is not an agency code is kept as written, so it
+/// equals only itself.
+pub fn normalise(code: &str) -> String {
+    AgencyCode::parse(code).map(|c| c.to_decision20()).unwrap_or_else(|_| code.to_owned())
+}
+
+/// [`normalise`] as a CEL expression over the string expression `code`, for CRD rules and
+/// admission policies: a legacy code (exactly 13 characters, `AAA.BB.CC.DDD`) becomes `DDD`
+/// followed by `CC`, `BB`, `AAA` up to the last non-zero group; anything else is kept as written.
+/// `code` is evaluated several times, so pass a plain field or variable.
+pub fn normalise_cel(code: &str) -> String {
+    let group = |from: u32, to: u32| format!("{code}.substring({from}, {to})");
+    let (aaa, bb, cc, ddd) = (group(0, 3), group(4, 6), group(7, 9), group(10, 13));
+    format!(
+        "({code}.matches('{LEGACY_CEL_PATTERN}') ? {ddd} + ({aaa} != '000' ? '.' + {cc} + '.' + {bb} + '.' + {aaa} : {bb} != '00' ? '.' + {cc} + '.' + {bb} : {cc} != '00' ? '.' + {cc} : '') : {code})"
+    )
+}
+
 /// Which standard an agency code is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodeForm {
@@ -359,5 +383,56 @@ mod tests {
         for parent in [Province, Department, Commune, Unit] {
             assert!(Unit.may_have_parent(parent), "a Unit may hang below {parent}");
         }
+    }
+
+    #[test]
+    fn normalise_gives_the_decision20_form_of_either_form() {
+        for (written, normal) in [
+            ("H49", "H49"),
+            ("H49.12", "H49.12"),
+            ("H49.12.05", "H49.12.05"),
+            ("000.00.00.H49", "H49"),
+            ("000.00.12.H49", "H49.12"),
+            ("000.03.12.H49", "H49.12.03"),
+            ("001.00.12.H49", "H49.12.00.001"),
+            ("000.03.00.H49", "H49.00.03"),
+        ] {
+            assert_eq!(normalise(written), normal, "{written}");
+            // Idempotent, and the normal form names the same agency as what was written.
+            assert_eq!(normalise(normal), normal);
+            assert!(code(written).same_agency(&code(normal)), "{written}");
+        }
+        assert_eq!(normalise("not a code"), "not a code");
+    }
+
+    #[test]
+    fn a_legacy_code_round_trips_through_its_normal_form() {
+        // Every legacy code with levels 2 to 4 from a small alphabet: normal form, parsed again,
+        // names the same agency and has the same levels.
+        for aaa in ["000", "001", "120"] {
+            for bb in ["00", "03", "10"] {
+                for cc in ["00", "12", "40"] {
+                    let legacy = format!("{aaa}.{bb}.{cc}.H49");
+                    let normal = normalise(&legacy);
+                    let again = code(&normal);
+                    assert_eq!(again.form(), CodeForm::Decision20);
+                    assert_eq!(again.levels(), code(&legacy).levels(), "{legacy} -> {normal}");
+                    assert_eq!(normalise(&normal), normal);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_cel_normalisation_names_every_group_of_the_legacy_shape() {
+        let cel = normalise_cel("x");
+        assert!(cel.starts_with("(x.matches('^[0-9]{3}[.][0-9]{2}[.][0-9]{2}[.][A-Z][0-9]{2}$')"), "{cel}");
+        // The CEL pattern accepts exactly the legacy codes the Rust parser accepts.
+        let legacy = regex::Regex::new(LEGACY_CEL_PATTERN).unwrap();
+        for s in VALID.iter().chain(INVALID) {
+            let is_legacy = AgencyCode::parse(s).is_ok_and(|c| c.form() == CodeForm::Legacy);
+            assert_eq!(legacy.is_match(s), is_legacy, "{s}");
+        }
+        assert!(!cel.contains('\\'), "CEL string literals here carry no escapes");
     }
 }

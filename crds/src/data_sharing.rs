@@ -5,13 +5,17 @@
 //! the API in `consumes`, the provider lists the consumer's agency in that API's `consumers`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN},
-    common::{DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, HTTP_PATH_PATTERN, RateLimit},
+    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN, normalise_cel},
+    common::{
+        DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, HTTP_PATH_PATTERN, RateLimit, http_path_no_ascii_percent_encoding,
+        http_path_no_dot_segments, http_path_no_empty_segments, visible_text,
+    },
     status::CertificateStatus,
 };
 
@@ -67,7 +71,7 @@ pub struct DataSharingServiceSpec {
     #[serde(default)]
     #[schemars(length(max = 64))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
-    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.api == a.api && b.national == a.national && (has(b.agencyCode) ? b.agencyCode : '') == (has(a.agencyCode) ? a.agencyCode : '')))").message("consumes the same API twice: list each provider's API once"))]
+    #[x_kube(validation = consumes_each_api_once())]
     pub consumes: Vec<ConsumedApi>,
 }
 
@@ -88,10 +92,14 @@ pub struct ProvidedApi {
     /// Path prefix on the Service under which the API lives.
     #[serde(default = "default_path")]
     #[schemars(length(min = 1, max = 256), regex(pattern = HTTP_PATH_PATTERN))]
+    #[x_kube(validation = http_path_no_dot_segments())]
+    #[x_kube(validation = http_path_no_empty_segments())]
+    #[x_kube(validation = http_path_no_ascii_percent_encoding())]
     pub path: String,
     /// What the API offers, for the agencies that may ask for it (Vietnamese welcome).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 1024))]
+    #[x_kube(validation = visible_text())]
     pub description: String,
     /// Where the API's OpenAPI document is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,12 +118,26 @@ pub struct ProvidedApi {
     pub consumers: Vec<ApiConsumer>,
 }
 
+/// CEL on `consumes`: no API of one provider twice, its agency compared normalised (`H48.12` and
+/// `000.00.12.H48` are one provider).
+fn consumes_each_api_once() -> Rule {
+    let agency = |c: &str| format!("(has({c}.agencyCode) ? {} : '')", normalise_cel(&format!("{c}.agencyCode")));
+    Rule::new(format!(
+        "self.all(a, self.exists_one(b, b.api == a.api && b.national == a.national && {} == {}))",
+        agency("b"),
+        agency("a")
+    ))
+    .message(
+        "consumes the same API twice (an agency's code in either form is one agency): list each provider's API once",
+    )
+}
+
 fn default_path() -> String {
     "/".into()
 }
 
 /// An OpenAPI document kept in a ConfigMap of this namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenApiDocument {
     /// The ConfigMap.
@@ -124,6 +146,7 @@ pub struct OpenApiDocument {
     /// The key in the ConfigMap.
     #[serde(default = "default_openapi_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    #[x_kube(validation = Rule::new("self != '.' && self != '..'").message("'.' and '..' are not ConfigMap keys: name the key that holds the document"))]
     pub key: String,
 }
 
@@ -183,6 +206,7 @@ pub struct ConsumedApi {
     /// Why the agency needs the API (legal basis, procedure); shown to the provider.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 512))]
+    #[x_kube(validation = visible_text())]
     pub purpose: String,
 }
 

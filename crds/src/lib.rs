@@ -12,6 +12,8 @@ pub mod common;
 pub mod conditions;
 pub mod data_sharing;
 pub mod document_service;
+#[cfg(test)]
+mod fuzz;
 pub mod generate;
 pub mod hierarchy;
 pub mod hosts;

@@ -6,7 +6,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    common::{DURATION_PATTERN, HOST_PATTERN, IMAGE_PATTERN, RateLimit, duration_at_least, non_negative_quantity},
+    common::{
+        DURATION_MAX, DURATION_PATTERN, HOST_PATTERN, IMAGE_PATTERN, RateLimit, duration_at_least, duration_at_most,
+        duration_not_longer, non_negative_quantity, visible_text,
+    },
     status::CertificateStatus,
 };
 
@@ -207,7 +210,7 @@ pub enum CaMode {
 }
 
 /// The platform certificate authority.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CaSettings {
     /// `Generate` a root, or `Import` an intermediate issued by the government CA.
@@ -221,6 +224,7 @@ pub struct CaSettings {
     /// Organization (O) in the subject of the generated root and of every tenant CA.
     #[serde(default = "default_ca_organization")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = visible_text())]
     pub organization: String,
     /// Key type of the CAs the operator generates: the root (in `Generate` mode) and every tenant
     /// CA. Leaves keep ECDSA P-256, which every browser accepts. Changing it affects CAs generated
@@ -233,6 +237,7 @@ pub struct CaSettings {
     /// trust. A rotation starts when `secretName` is changed to a Secret holding another CA.
     #[serde(default = "default_propagation_delay")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = duration_at_most("propagationDelay", "720h", "30 days"))]
     pub propagation_delay: String,
 }
 
@@ -273,34 +278,39 @@ impl Default for CaSettings {
 
 /// Certificate lifetimes, as Go durations in hours, minutes and seconds (`2160h` = 90 days).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("!self.rootCa.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || !self.tenantCa.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || duration(self.tenantCa) <= duration(self.rootCa)").message("tenantCa must not outlive rootCa: a CA cannot issue beyond its own expiry").field_path(".tenantCa"))]
-#[x_kube(validation = Rule::new("!self.tenantCa.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || [self.server, self.client, self.signing].all(d, !d.matches('^([0-9]{1,7}h)?([0-9]{1,7}m)?([0-9]{1,7}s)?$') || duration(d) <= duration(self.tenantCa))").message("server, client and signing certificates must not outlive tenantCa"))]
+#[x_kube(validation = Rule::new(duration_not_longer("tenantCa", "rootCa")).message("tenantCa must not outlive rootCa: a CA cannot issue beyond its own expiry").field_path(".tenantCa"))]
+#[x_kube(validation = Rule::new(format!("{} && {} && {}", duration_not_longer("server", "tenantCa"), duration_not_longer("client", "tenantCa"), duration_not_longer("signing", "tenantCa"))).message("server, client and signing certificates must not outlive tenantCa"))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateLifetimes {
     /// The generated root CA (ignored for an imported CA, which has its own).
     #[serde(default = "default_root_ca")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("24h"))]
+    #[x_kube(validation = duration_at_most("rootCa", DURATION_MAX, "100 years"))]
     pub root_ca: String,
     /// Each tenant's intermediate CA.
     #[serde(default = "default_tenant_ca")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("24h"))]
+    #[x_kube(validation = duration_at_most("tenantCa", DURATION_MAX, "100 years"))]
     pub tenant_ca: String,
     /// TLS server certificates of Portals, DocumentServices and the gateway.
     #[serde(default = "default_leaf")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("1h"))]
+    #[x_kube(validation = duration_at_most("server", DURATION_MAX, "100 years"))]
     pub server: String,
     /// Client certificates of LGSP consumers.
     #[serde(default = "default_leaf")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("1h"))]
+    #[x_kube(validation = duration_at_most("client", DURATION_MAX, "100 years"))]
     pub client: String,
     /// Document-signing certificates of DocumentServices.
     #[serde(default = "default_signing")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("1h"))]
+    #[x_kube(validation = duration_at_most("signing", DURATION_MAX, "100 years"))]
     pub signing: String,
     /// The percentage of its lifetime (notBefore to notAfter) after which every certificate is
     /// renewed: 67 renews a 90-day certificate after about 60 days.
@@ -358,6 +368,7 @@ pub struct LgspSettings {
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = duration_at_least("1s"))]
+    #[x_kube(validation = duration_at_most("checkpointInterval", "24h", "a day"))]
     pub checkpoint_interval: String,
     /// The national data exchange platform (NDXP) the gateway forwards national routes to. Unset:
     /// APIs of the national platform cannot be consumed.
@@ -391,6 +402,8 @@ pub struct NdxpUpstream {
     /// Base URL of the NDXP, `https://…`.
     #[schemars(length(min = 9, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''").message("must be an absolute https:// URL"))]
+    #[x_kube(validation = Rule::new("!self.contains('?') && !self.contains('#')").message("must have no query or fragment: the gateway appends each request's path to it"))]
+    #[x_kube(validation = crate::common::url_path_rule())]
     pub url: String,
     /// The province's agency code as the NDXP knows it (the client identity of national routes).
     #[schemars(length(min = 3, max = 35), regex(pattern = crate::agency::AGENCY_CODE_PATTERN))]

@@ -57,7 +57,8 @@ impl Amount {
     pub fn parse(input: &str) -> Result<Self, QuantityError> {
         let syntax = || QuantityError::Syntax(input.to_owned());
         let too_large = || QuantityError::TooLarge(input.to_owned());
-        let s = input.trim();
+        // No trimming: Kubernetes refuses " 1" too.
+        let s = input;
         if s.is_empty() || s.len() > 64 {
             return Err(syntax());
         }

@@ -99,6 +99,15 @@ impl QuotaVector {
         self.0[resource as usize] = amount;
     }
 
+    /// The larger amount of each resource.
+    pub fn max(&self, other: &QuotaVector) -> QuotaVector {
+        let mut out = *self;
+        for (mine, theirs) in out.0.iter_mut().zip(other.0) {
+            *mine = (*mine).max(theirs);
+        }
+        out
+    }
+
     /// A tenant's quota.
     pub fn of_tenant(quota: &TenantQuota) -> Result<Self, QuotaError> {
         let mut v = Self::default();
@@ -347,6 +356,7 @@ mod tests {
                 quota: quota("8", "16Gi", "100Gi", 100),
                 namespaces,
                 suspended: false,
+                exposure: Default::default(),
             },
         )
     }

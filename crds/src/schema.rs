@@ -27,3 +27,35 @@ pub fn conditions(generator: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-list-map-keys": ["type"],
     })
 }
+
+/// `spec.admins.users` of a Tenant.
+pub fn admin_users(_: &mut SchemaGenerator) -> Schema {
+    admin_names(crate::tenant::SYSTEM_USER_MESSAGE)
+}
+
+/// `spec.admins.groups` of a Tenant.
+pub fn admin_groups(_: &mut SchemaGenerator) -> Schema {
+    admin_names(crate::tenant::SYSTEM_GROUP_MESSAGE)
+}
+
+/// A set of at most 32 user or group names, each 1–253 characters, never blank, never padded
+/// with whitespace, never a `system:` identity (`system` says why), never with invisible
+/// characters. The rules sit on the items, so a refusal names the item (`spec.admins.groups[1]`).
+fn admin_names(system: &str) -> Schema {
+    let visible = crate::common::visible_text();
+    json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 253,
+            "x-kubernetes-validations": [
+                { "rule": "self.trim() == self", "message": crate::tenant::ADMIN_WHITESPACE_MESSAGE },
+                { "rule": format!("!self.startsWith('{}')", crate::tenant::SYSTEM_PREFIX), "message": system },
+                serde_json::to_value(&visible).expect("a rule serialises"),
+            ],
+        },
+    })
+}

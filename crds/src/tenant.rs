@@ -91,6 +91,34 @@ pub struct TenantSpec {
     /// services accepted; nothing is deleted.
     #[serde(default)]
     pub suspended: bool,
+
+    /// Ways the agency's own Services may reach outside the cluster network. By default none: a
+    /// tenant namespace refuses NodePort and LoadBalancer Services (ValidatingAdmissionPolicy
+    /// `govpaas-tenant-services`), because public hosts go through Portals and DocumentServices,
+    /// behind the platform's ingress, host fence and TLS. `externalIPs` are refused always
+    /// (CVE-2020-8554: they let a Service intercept cluster traffic to any address).
+    #[serde(default, skip_serializing_if = "Exposure::is_none")]
+    pub exposure: Exposure,
+}
+
+/// Service exposure the provincial admin allows one tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    /// Allow Services of type NodePort (a port opened on every node of the cluster).
+    #[serde(default)]
+    pub node_ports: bool,
+    /// Allow Services of type LoadBalancer (an address from the cloud's load balancer; it opens
+    /// node ports too).
+    #[serde(default)]
+    pub load_balancers: bool,
+}
+
+impl Exposure {
+    /// Nothing allowed: the default, left out of the serialised spec.
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// The agency's identity.
@@ -108,6 +136,7 @@ pub struct Agency {
     /// Quảng Nam".
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new("self.trim() != ''").message("displayName must not be blank").reason(Reason::FieldValueRequired))]
+    #[x_kube(validation = crate::common::visible_text())]
     pub display_name: String,
 
     /// Province, Department, Commune or Unit. Immutable.
@@ -115,20 +144,76 @@ pub struct Agency {
     pub level: AgencyLevel,
 }
 
-/// Users and groups, as the API server authenticates them.
+/// Users and groups, as the API server authenticates them. Never a `system:` identity: those are
+/// Kubernetes' own (`system:authenticated` is every user, `system:serviceaccounts` every
+/// workload, `system:masters` the cluster admins), so one line would hand the agency to them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Admins {
-    /// User names, e.g. `nguyen.van.a@quangnam.gov.vn`.
+    /// User names, e.g. `nguyen.van.a@quangnam.gov.vn`; not `system:…`.
     #[serde(default)]
-    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(schema_with = "crate::schema::admin_users")]
     pub users: Vec<String>,
-    /// Group names, e.g. `so-noi-vu-admins`.
+    /// Group names, e.g. `so-noi-vu-admins`; not `system:…`.
     #[serde(default)]
-    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(schema_with = "crate::schema::admin_groups")]
     pub groups: Vec<String>,
+}
+
+/// The prefix of Kubernetes' own users and groups.
+pub const SYSTEM_PREFIX: &str = "system:";
+
+/// Why a `system:` user is refused (the CEL rule's message).
+pub const SYSTEM_USER_MESSAGE: &str = "system: users are Kubernetes' own identities (system:anonymous, system:serviceaccount:<namespace>:<name>, system:node:<name>, system:kube-controller-manager…), not people: name a person of the province's identity provider";
+/// Why a `system:` group is refused (the CEL rule's message).
+pub const SYSTEM_GROUP_MESSAGE: &str = "system: groups are Kubernetes' own (system:authenticated, system:unauthenticated, system:serviceaccounts, system:serviceaccounts:<namespace>, system:masters, system:nodes…): one line would make every user, every workload or the cluster admins agency admins; name a group of the province's identity provider";
+/// Why a blank name, or one with surrounding whitespace, is refused (the CEL rule's message).
+pub const ADMIN_WHITESPACE_MESSAGE: &str =
+    "must not be blank or start or end with whitespace: the API server matches names exactly";
+
+impl Admins {
+    /// The rules of the schema in Rust (defence in depth for the controller): one message per
+    /// refused name, naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let lists = [("users", &self.users, SYSTEM_USER_MESSAGE), ("groups", &self.groups, SYSTEM_GROUP_MESSAGE)];
+        let mut problems = Vec::new();
+        for (field, names, system) in lists {
+            for (i, name) in names.iter().enumerate() {
+                let at = format!("spec.admins.{field}[{i}] {name:?}");
+                if name.is_empty() || name.trim() != name {
+                    problems.push(format!("{at} {ADMIN_WHITESPACE_MESSAGE}"));
+                } else if name.starts_with(SYSTEM_PREFIX) {
+                    problems.push(format!("{at}: {system}"));
+                } else if let Some((position, c)) = crate::common::invisible_character(name) {
+                    problems.push(format!(
+                        "{at} has U+{:04X} at {position}: {}",
+                        u32::from(c),
+                        crate::common::VISIBLE_TEXT_MESSAGE
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl Agency {
+    /// The rules of the schema about free text in Rust (defence in depth for the controller).
+    pub fn problems(&self) -> Vec<String> {
+        let name = &self.display_name;
+        let mut problems = Vec::new();
+        if name.trim().is_empty() {
+            problems.push("spec.agency.displayName must not be blank".to_owned());
+        }
+        if let Some((position, c)) = crate::common::invisible_character(name) {
+            problems.push(format!(
+                "spec.agency.displayName has U+{:04X} at character {position}: {}",
+                u32::from(c),
+                crate::common::VISIBLE_TEXT_MESSAGE
+            ));
+        }
+        problems
+    }
 }
 
 /// A tenant's quota. CPU, memory, storage, pods and Services become ResourceQuotas on its

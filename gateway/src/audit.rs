@@ -26,8 +26,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
@@ -35,6 +35,7 @@ use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::watch;
 
 const GENESIS: [u8; 32] = [0; 32];
 const HASH_FIELD: &str = ",\"hash\":\"";
@@ -54,6 +55,31 @@ pub enum Entry {
     /// A signature over the chain head.
     #[serde(rename_all = "camelCase")]
     Checkpoint { head: String, signer: String, signature: String },
+    /// What was refused before a request could be audited one by one (a refused or timed-out
+    /// TLS handshake, a request head hyper could not parse, a connection over a cap or idle too
+    /// long), counted since the previous such record.
+    #[serde(rename_all = "camelCase")]
+    Refusals(RefusalCounts),
+}
+
+/// The counts of a `refusals` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusalCounts {
+    pub handshakes_refused: u64,
+    pub handshakes_timed_out: u64,
+    pub over_listener_cap: u64,
+    pub over_address_cap: u64,
+    /// Requests hyper answered itself (400, 414, 431): their heads could not be parsed.
+    pub malformed_requests: u64,
+    pub headers_timed_out: u64,
+    pub idle_closed: u64,
+}
+
+impl RefusalCounts {
+    pub fn is_empty(&self) -> bool {
+        *self == RefusalCounts::default()
+    }
 }
 
 /// One request through the gateway and its result.
@@ -73,6 +99,10 @@ pub struct Exchange {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub duration_micros: u64,
+    /// The client was gone (closed the connection, reset the stream) before the answer was
+    /// ready: the exchange happened, the client did not get its answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_gone: bool,
 }
 
 impl Exchange {
@@ -141,51 +171,189 @@ fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
+/// How the log is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `fdatasync` every exchange record before its answer is released (grouped: one sync covers
+    /// every record written while the previous one ran). Off: records are written (a crash of the
+    /// gateway loses nothing, the kernel has them) but a crash of the node can lose the last ones.
+    pub fsync: bool,
+    /// The log is rotated once it reaches this size: renamed to `<name>.<last seq, 20 digits>`
+    /// (signed by a checkpoint first), and a new file continues the chain.
+    pub max_file_bytes: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { fsync: true, max_file_bytes: 64 * 1024 * 1024 }
+    }
+}
+
 /// The append-only log. Appends are serialised by a mutex; each record is one `write` of a whole
-/// line to a file opened for appending.
+/// line to a file opened for appending; a thread of its own syncs them to disk.
 pub struct AuditLog {
-    path: String,
-    state: Mutex<WriterState>,
+    path: PathBuf,
+    display: String,
+    settings: AuditSettings,
+    state: Arc<Mutex<WriterState>>,
+    /// What the sync thread has made durable.
+    durable: watch::Receiver<Durable>,
+    /// The last write's failure, cleared by the next success (what `/readyz` reports).
+    last_failure: Mutex<Option<String>>,
+    sync: Arc<SyncRequests>,
+    /// Signs the checkpoint that closes a file at rotation (the gateway's current key).
+    signer: Mutex<Option<Arc<CheckpointSigner>>>,
 }
 
 struct WriterState {
     file: File,
+    /// The same file, for the sync thread (which syncs outside the writers' lock).
+    sync_handle: Arc<File>,
+    file_bytes: u64,
     last_seq: u64,
     head: [u8; 32],
     /// Records appended since the last checkpoint.
     unsigned: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Durable {
+    Through(u64),
+    Failed { through: u64, error: String },
+}
+
+#[derive(Default)]
+struct SyncRequests {
+    wanted: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
 impl AuditLog {
-    /// Opens (or creates) the log, continuing an existing chain after its last record, and writes
-    /// a `start` record.
+    /// Opens (or creates) the log with the default settings; see [`AuditLog::open_with`].
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, AuditSettings::default())
+    }
+
+    /// Opens (or creates) the log, continuing an existing chain after its last record (in the
+    /// file, or in the newest rotated file when the file is new or empty), and writes a `start`
+    /// record.
+    pub fn open_with(path: &Path, settings: AuditSettings) -> Result<Self, AuditError> {
         let display = path.display().to_string();
         let io_err = |source| AuditError::Io { path: display.clone(), source };
         let mut file = OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io_err)?;
-        let (last_seq, head) = last_record(&mut file).map_err(|reason| match reason {
+        set_aside_torn_tail(&mut file, path).map_err(|reason| match reason {
             TailError::Io(source) => AuditError::Io { path: display.clone(), source },
             TailError::Bad(reason) => AuditError::CannotContinue { path: display.clone(), reason },
         })?;
-        let log = AuditLog { path: display, state: Mutex::new(WriterState { file, last_seq, head, unsigned: 0 }) };
+        let tail_err = |display: &str, reason| match reason {
+            TailError::Io(source) => AuditError::Io { path: display.to_owned(), source },
+            TailError::Bad(reason) => AuditError::CannotContinue { path: display.to_owned(), reason },
+        };
+        let (mut last_seq, mut head) = last_record(&mut file).map_err(|r| tail_err(&display, r))?;
+        if last_seq == 0
+            && let Some(rotated) = rotated_files(path).map_err(io_err)?.pop()
+        {
+            let rotated_display = rotated.display().to_string();
+            let mut previous =
+                File::open(&rotated).map_err(|source| AuditError::Io { path: rotated_display.clone(), source })?;
+            (last_seq, head) = last_record(&mut previous).map_err(|r| tail_err(&rotated_display, r))?;
+        }
+        let file_bytes = file.metadata().map_err(io_err)?.len();
+        let sync_handle = Arc::new(file.try_clone().map_err(io_err)?);
+        let state = Arc::new(Mutex::new(WriterState { file, sync_handle, file_bytes, last_seq, head, unsigned: 0 }));
+        let (durable_tx, durable) = watch::channel(Durable::Through(last_seq));
+        let sync = Arc::new(SyncRequests::default());
+        let (thread_state, thread_sync) = (state.clone(), sync.clone());
+        std::thread::Builder::new()
+            .name("audit-sync".to_owned())
+            .spawn(move || sync_loop(&thread_state, &thread_sync, &durable_tx))
+            .map_err(io_err)?;
+        let log = AuditLog {
+            path: path.to_owned(),
+            display,
+            settings,
+            state,
+            durable,
+            last_failure: Mutex::new(None),
+            sync,
+            signer: Mutex::new(None),
+        };
         log.append(Entry::Start { gateway_version: env!("CARGO_PKG_VERSION").to_owned() })?;
         Ok(log)
     }
 
     pub fn path(&self) -> &str {
-        &self.path
+        &self.display
     }
 
-    /// Appends one record and returns its sequence number.
+    /// The key that signs the checkpoint closing a file at rotation.
+    pub fn set_signer(&self, signer: Option<Arc<CheckpointSigner>>) {
+        *self.signer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = signer;
+    }
+
+    /// Appends one record and returns its sequence number (written, not synced).
     pub fn append(&self, entry: Entry) -> Result<u64, AuditError> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.append_locked(&mut state, entry)
+        let appended = self.append_locked(&mut state, entry);
+        *self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            appended.as_ref().err().map(ToString::to_string);
+        appended
+    }
+
+    /// `Err` with the reason when the last record could not be written.
+    pub fn writable(&self) -> Result<(), String> {
+        match self.last_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one record, and returns once it is on disk (with `fsync`; else once written).
+    pub async fn append_durable(&self, entry: Entry) -> Result<u64, AuditError> {
+        let seq = self.append(entry)?;
+        if self.settings.fsync {
+            self.synced_through(seq).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Waits until the sync thread has synced record `seq`.
+    async fn synced_through(&self, seq: u64) -> Result<(), AuditError> {
+        {
+            let mut wanted = self.sync.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            wanted.0 = wanted.0.max(seq);
+        }
+        self.sync.changed.notify_one();
+        let mut durable = self.durable.clone();
+        let reached = durable
+            .wait_for(|d| match d {
+                Durable::Through(through) | Durable::Failed { through, .. } => *through >= seq,
+            })
+            .await
+            .map(|d| d.clone());
+        match reached {
+            Ok(Durable::Through(_)) => Ok(()),
+            Ok(Durable::Failed { error, .. }) => {
+                Err(AuditError::Io { path: self.display.clone(), source: io::Error::other(error) })
+            }
+            Err(_) => {
+                Err(AuditError::Io { path: self.display.clone(), source: io::Error::other("the sync thread stopped") })
+            }
+        }
     }
 
     /// Signs the chain head, unless nothing was appended since the last checkpoint. Returns the
-    /// checkpoint's sequence number.
+    /// checkpoint's sequence number. Synced before it returns.
     pub fn checkpoint(&self, signer: &CheckpointSigner) -> Result<Option<u64>, AuditError> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = self.checkpoint_locked(&mut state, signer)?;
+        if seq.is_some() && self.settings.fsync {
+            state.file.sync_data().map_err(|source| AuditError::Io { path: self.display.clone(), source })?;
+        }
+        Ok(seq)
+    }
+
+    fn checkpoint_locked(&self, state: &mut WriterState, signer: &CheckpointSigner) -> Result<Option<u64>, AuditError> {
         if state.unsigned == 0 {
             return Ok(None);
         }
@@ -197,12 +365,23 @@ impl AuditLog {
             .map_err(|e| AuditError::Key(format!("signing failed: {e}")))?;
         let entry =
             Entry::Checkpoint { head, signer: signer.fingerprint.clone(), signature: hex::encode(signature.as_ref()) };
-        let seq = self.append_locked(&mut state, entry)?;
+        let seq = self.write_locked(state, entry)?;
         state.unsigned = 0;
         Ok(Some(seq))
     }
 
     fn append_locked(&self, state: &mut WriterState, entry: Entry) -> Result<u64, AuditError> {
+        let seq = self.write_locked(state, entry)?;
+        if state.file_bytes >= self.settings.max_file_bytes
+            && let Err(error) = self.rotate_locked(state)
+        {
+            // The record is written; the file grows until a rotation succeeds.
+            tracing::error!(%error, "audit log rotation failed; the current file continues");
+        }
+        Ok(seq)
+    }
+
+    fn write_locked(&self, state: &mut WriterState, entry: Entry) -> Result<u64, AuditError> {
         let seq = state.last_seq + 1;
         let time = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_else(|_| "unknown".to_owned());
         let canonical = Canonical { seq, time, entry, prev: hex::encode(state.head) };
@@ -212,11 +391,116 @@ impl AuditLog {
         line.extend_from_slice(HASH_FIELD.as_bytes());
         line.extend_from_slice(hex::encode(hash).as_bytes());
         line.extend_from_slice(b"\"}\n");
-        state.file.write_all(&line).map_err(|source| AuditError::Io { path: self.path.clone(), source })?;
+        state.file.write_all(&line).map_err(|source| AuditError::Io { path: self.display.clone(), source })?;
+        state.file_bytes += line.len() as u64;
         state.last_seq = seq;
         state.head = hash;
         state.unsigned += 1;
         Ok(seq)
+    }
+
+    /// Closes the current file with a signed checkpoint (when a key is set), syncs it, renames it
+    /// to `<name>.<last seq>` and continues the chain in a new file.
+    fn rotate_locked(&self, state: &mut WriterState) -> Result<(), AuditError> {
+        let io_err = |source| AuditError::Io { path: self.display.clone(), source };
+        let signer = self.signer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(signer) = signer {
+            self.checkpoint_locked(state, &signer)?;
+        }
+        state.file.sync_all().map_err(io_err)?;
+        let rotated = rotated_name(&self.path, state.last_seq);
+        std::fs::rename(&self.path, &rotated).map_err(io_err)?;
+        let file = match OpenOptions::new().create(true).append(true).read(true).open(&self.path) {
+            Ok(file) => file,
+            Err(source) => {
+                let _ = std::fs::rename(&rotated, &self.path);
+                return Err(io_err(source));
+            }
+        };
+        let sync_handle = Arc::new(file.try_clone().map_err(io_err)?);
+        sync_directory(&self.path);
+        tracing::info!(rotated = %rotated.display(), last_seq = state.last_seq, "audit log rotated");
+        state.file = file;
+        state.sync_handle = sync_handle;
+        state.file_bytes = 0;
+        Ok(())
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.sync.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1 = true;
+        self.sync.changed.notify_one();
+    }
+}
+
+/// The sync thread: waits for a record to be wanted on disk, syncs everything written so far
+/// (every writer waiting meanwhile is served by the same `fdatasync`), publishes how far.
+fn sync_loop(state: &Mutex<WriterState>, sync: &SyncRequests, durable: &watch::Sender<Durable>) {
+    let mut synced = 0;
+    loop {
+        {
+            let mut wanted = sync.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            while wanted.0 <= synced && !wanted.1 {
+                wanted = sync.changed.wait(wanted).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if wanted.1 {
+                return;
+            }
+        }
+        let (through, file) = {
+            let state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            (state.last_seq, state.sync_handle.clone())
+        };
+        // Records of a rotated file were synced at the rotation; this file holds the rest.
+        match file.sync_data() {
+            Ok(()) => {
+                synced = through;
+                durable.send_replace(Durable::Through(through));
+            }
+            Err(error) => {
+                synced = through;
+                durable.send_replace(Durable::Failed { through, error: error.to_string() });
+            }
+        }
+    }
+}
+
+/// `<log>.<seq, 20 digits>`: rotated files sort by name in chain order.
+fn rotated_name(path: &Path, last_seq: u64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{last_seq:020}"));
+    path.with_file_name(name)
+}
+
+/// The rotated files of the log at `path`, oldest first.
+pub fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut rotated = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(suffix) = file_name.strip_prefix(&format!("{name}."))
+            && suffix.len() == 20
+            && suffix.bytes().all(|b| b.is_ascii_digit())
+        {
+            rotated.push(entry.path());
+        }
+    }
+    rotated.sort();
+    Ok(rotated)
+}
+
+/// Makes a rename in the log's directory durable (best effort: some filesystems refuse).
+fn sync_directory(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = File::open(dir)
+    {
+        let _ = dir.sync_all();
     }
 }
 
@@ -226,6 +510,47 @@ enum TailError {
 }
 
 /// The sequence number and hash of the file's last record (0 and the genesis hash when empty).
+/// A record torn by a crash in the middle of its write (the node's: a process crash never tears
+/// a single `write`) was never synced, so never answered: it is moved to `<log>.torn.<time>`
+/// (kept: it is evidence) and the log cut back to its last whole record. A record that lacks only
+/// its newline is completed instead.
+fn set_aside_torn_tail(file: &mut File, path: &Path) -> Result<(), TailError> {
+    let len = file.seek(SeekFrom::End(0)).map_err(TailError::Io)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let window = len.min(64 * 1024);
+    file.seek(SeekFrom::Start(len - window)).map_err(TailError::Io)?;
+    let mut tail = Vec::with_capacity(window as usize);
+    file.take(window).read_to_end(&mut tail).map_err(TailError::Io)?;
+    if tail.ends_with(b"\n") {
+        return Ok(());
+    }
+    let torn_from = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(newline) => len - window + newline as u64 + 1,
+        None if len == window => 0,
+        None => return Err(TailError::Bad("its last record is longer than any record the gateway writes".to_owned())),
+    };
+    let torn = &tail[(torn_from - (len - window)) as usize..];
+    if std::str::from_utf8(torn).ok().and_then(|line| parse_line(line).ok()).is_some() {
+        file.write_all(b"\n").map_err(TailError::Io)?;
+        tracing::warn!(log = %path.display(), "the audit log's last record lacked its newline: completed");
+        return Ok(());
+    }
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".torn.{}", OffsetDateTime::now_utc().unix_timestamp()));
+    std::fs::write(&aside, torn).map_err(TailError::Io)?;
+    file.set_len(torn_from).map_err(TailError::Io)?;
+    file.sync_all().map_err(TailError::Io)?;
+    tracing::warn!(
+        log = %path.display(),
+        set_aside = %std::path::Path::new(&aside).display(),
+        bytes = torn.len(),
+        "the audit log ended in a torn record (a crash during its write; it was never answered): set aside"
+    );
+    Ok(())
+}
+
 fn last_record(file: &mut File) -> Result<(u64, [u8; 32]), TailError> {
     let len = file.seek(SeekFrom::End(0)).map_err(TailError::Io)?;
     if len == 0 {
@@ -273,6 +598,11 @@ pub struct VerifyReport {
     pub last_checkpoint_seq: Option<u64>,
     /// Records after the last checkpoint: chained, but not signed yet.
     pub unsigned_tail: u64,
+    /// The first record's sequence number (1 unless earlier files were left out).
+    pub first_seq: u64,
+    /// Every certificate that signed a checkpoint (by fingerprint), with the times of its
+    /// first and last checkpoint.
+    pub signers: std::collections::BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
 }
 
 impl std::fmt::Display for VerifyReport {
@@ -289,14 +619,19 @@ impl std::fmt::Display for VerifyReport {
                 self.unsigned_tail
             )?;
         }
+        if self.first_seq > 1 {
+            write!(f, "; it starts at record {} (the files before it were not given)", self.first_seq)?;
+        }
         Ok(())
     }
 }
 
 /// The first bad record.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}{}: {reason}", seq.map(|s| format!(" (record {s})")).unwrap_or_default())]
+#[error("{}line {line}{}: {reason}", file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(), seq.map(|s| format!(" (record {s})")).unwrap_or_default())]
 pub struct VerifyFailure {
+    /// The file, when a set of files was verified.
+    pub file: Option<String>,
     /// 1-based line number in the file.
     pub line: u64,
     /// The sequence number the line claims, when it could be read.
@@ -307,45 +642,110 @@ pub struct VerifyFailure {
 /// Verifies the whole chain and every checkpoint signature against `certificates` (the gateway's
 /// certificates over the log's lifetime; a checkpoint names the one that signed it).
 pub fn verify_log(log: impl BufRead, certificates: &[CertificateDer<'_>]) -> Result<VerifyReport, VerifyFailure> {
-    let signers: Vec<(String, &CertificateDer<'_>)> =
-        certificates.iter().map(|c| (govpaas_pki::verify::fingerprint(c), c)).collect();
-    let mut report = VerifyReport { records: 0, checkpoints: 0, last_checkpoint_seq: None, unsigned_tail: 0 };
-    let mut prev = GENESIS;
-    for (index, line) in log.lines().enumerate() {
-        let line_no = index as u64 + 1;
-        let fail = |seq, reason: String| VerifyFailure { line: line_no, seq, reason };
-        let line = line.map_err(|e| fail(None, format!("cannot be read: {e}")))?;
-        let parsed = parse_line(&line).map_err(|reason| fail(None, reason))?;
+    let mut verifier = Verifier::new(certificates, false);
+    verifier.file(None, log)?;
+    Ok(verifier.report)
+}
+
+/// Verifies a rotated log as one chain: `files` in chain order (the rotated files, oldest
+/// first, then the current one). The chain must start at record 1 unless `partial` (older files
+/// deleted or kept elsewhere), and continue across files.
+pub fn verify_logs<R: BufRead>(
+    files: Vec<(String, R)>,
+    certificates: &[CertificateDer<'_>],
+    partial: bool,
+) -> Result<VerifyReport, VerifyFailure> {
+    let mut verifier = Verifier::new(certificates, partial);
+    for (name, reader) in files {
+        verifier.file(Some(name), reader)?;
+    }
+    Ok(verifier.report)
+}
+
+/// The chain as it is read, record after record, file after file.
+struct Verifier<'a> {
+    signers: Vec<(String, &'a CertificateDer<'a>)>,
+    report: VerifyReport,
+    /// The previous record's hash; `None` before the first record.
+    prev: Option<[u8; 32]>,
+    partial: bool,
+}
+
+impl<'a> Verifier<'a> {
+    fn new(certificates: &'a [CertificateDer<'a>], partial: bool) -> Self {
+        Verifier {
+            signers: certificates.iter().map(|c| (govpaas_pki::verify::fingerprint(c), c)).collect(),
+            report: VerifyReport {
+                records: 0,
+                checkpoints: 0,
+                last_checkpoint_seq: None,
+                unsigned_tail: 0,
+                first_seq: 1,
+                signers: Default::default(),
+            },
+            prev: None,
+            partial,
+        }
+    }
+
+    fn file(&mut self, name: Option<String>, reader: impl BufRead) -> Result<(), VerifyFailure> {
+        for (index, line) in reader.lines().enumerate() {
+            let fail = |seq, reason: String| VerifyFailure { file: name.clone(), line: index as u64 + 1, seq, reason };
+            let line = line.map_err(|e| fail(None, format!("cannot be read: {e}")))?;
+            self.record(&line).map_err(|(seq, reason)| fail(seq, reason))?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, line: &str) -> Result<(), (Option<u64>, String)> {
+        let parsed = parse_line(line).map_err(|reason| (None, reason))?;
         let record = &parsed.canonical;
         let seq = Some(record.seq);
-        let expected_seq = report.records + 1;
+        let prev = match self.prev {
+            Some(prev) => prev,
+            // The first record given: the genesis, or (partial) wherever the given files start.
+            None if self.partial => {
+                self.report.first_seq = record.seq;
+                hex::decode(&record.prev)
+                    .ok()
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or((seq, "its prev is not a hash".to_owned()))?
+            }
+            None => GENESIS,
+        };
+        let expected_seq = self.report.first_seq + self.report.records;
         if record.seq != expected_seq {
-            return Err(fail(
-                seq,
+            let reason = if self.prev.is_none() {
+                format!(
+                    "the log starts at record {} where 1 was expected: the files before it are missing (give them all, or --partial)",
+                    record.seq
+                )
+            } else {
                 format!(
                     "sequence number {} where {expected_seq} was expected: a record was deleted, inserted or reordered",
                     record.seq
-                ),
-            ));
+                )
+            };
+            return Err((seq, reason));
         }
         if record.prev != hex::encode(prev) {
-            return Err(fail(
+            return Err((
                 seq,
                 "its prev does not match the previous record's hash: the chain is broken here".to_owned(),
             ));
         }
         if chain_hash(&prev, &parsed.canonical_bytes) != parsed.hash {
-            return Err(fail(seq, "its hash does not match its contents: the record was altered".to_owned()));
+            return Err((seq, "its hash does not match its contents: the record was altered".to_owned()));
         }
         if let Entry::Checkpoint { head, signer, signature } = &record.entry {
             if *head != record.prev {
-                return Err(fail(seq, "the checkpoint's head is not the chain head before it".to_owned()));
+                return Err((seq, "the checkpoint's head is not the chain head before it".to_owned()));
             }
-            let Some((_, certificate)) = signers.iter().find(|(fp, _)| fp == signer) else {
-                return Err(fail(seq, format!("checkpoint signed by an unknown certificate (SHA-256 {signer})")));
+            let Some((_, certificate)) = self.signers.iter().find(|(fp, _)| fp == signer) else {
+                return Err((seq, format!("checkpoint signed by an unknown certificate (SHA-256 {signer})")));
             };
             let signature =
-                hex::decode(signature).map_err(|_| fail(seq, "checkpoint signature is not hexadecimal".to_owned()))?;
+                hex::decode(signature).map_err(|_| (seq, "checkpoint signature is not hexadecimal".to_owned()))?;
             webpki::EndEntityCert::try_from(*certificate)
                 .and_then(|cert| {
                     cert.verify_signature(
@@ -354,22 +754,76 @@ pub fn verify_log(log: impl BufRead, certificates: &[CertificateDer<'_>]) -> Res
                         &signature,
                     )
                 })
-                .map_err(|e| fail(seq, format!("checkpoint signature does not verify ({e:?}): forged or altered")))?;
-            report.checkpoints += 1;
-            report.last_checkpoint_seq = Some(record.seq);
-            report.unsigned_tail = 0;
+                .map_err(|e| (seq, format!("checkpoint signature does not verify ({e:?}): forged or altered")))?;
+            let time = OffsetDateTime::parse(&record.time, &Rfc3339)
+                .map_err(|e| (seq, format!("the checkpoint's time {:?} is not RFC 3339: {e}", record.time)))?;
+            let span = self.report.signers.entry(signer.clone()).or_insert((time, time));
+            span.0 = span.0.min(time);
+            span.1 = span.1.max(time);
+            self.report.checkpoints += 1;
+            self.report.last_checkpoint_seq = Some(record.seq);
+            self.report.unsigned_tail = 0;
         } else {
-            report.unsigned_tail += 1;
+            self.report.unsigned_tail += 1;
         }
-        report.records += 1;
-        prev = parsed.hash;
+        self.report.records += 1;
+        self.prev = Some(parsed.hash);
+        Ok(())
     }
-    Ok(report)
+}
+
+/// Checks that every certificate that signed checkpoints chains to `ca` (the platform CA
+/// bundle) and was valid when it signed (at its first and last checkpoint). `certificates` are
+/// all the certificates given (the gateway's, with their chains): any of them may serve as an
+/// intermediate.
+pub fn verify_signers(
+    report: &VerifyReport,
+    certificates: &[CertificateDer<'_>],
+    ca: &[CertificateDer<'_>],
+) -> Result<(), String> {
+    let anchors: Vec<_> = ca
+        .iter()
+        .map(|der| webpki::anchor_from_trusted_cert(der).map_err(|e| format!("the CA bundle: {e:?}")))
+        .collect::<Result<_, _>>()?;
+    if anchors.is_empty() {
+        return Err("the CA bundle holds no certificate".to_owned());
+    }
+    for (fingerprint, (first, last)) in &report.signers {
+        let Some(leaf) = certificates.iter().find(|c| govpaas_pki::verify::fingerprint(c) == *fingerprint) else {
+            return Err(format!("the certificate {fingerprint} that signed checkpoints was not given"));
+        };
+        let intermediates: Vec<CertificateDer<'_>> =
+            certificates.iter().filter(|c| *c != leaf).map(|c| c.clone().into_owned()).collect();
+        let end_entity =
+            webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("certificate {fingerprint}: {e:?}"))?;
+        for at in [first, last] {
+            let time = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                u64::try_from(at.unix_timestamp()).unwrap_or_default(),
+            ));
+            end_entity
+                .verify_for_usage(
+                    webpki::ALL_VERIFICATION_ALGS,
+                    &anchors,
+                    &intermediates,
+                    time,
+                    webpki::KeyUsage::server_auth(),
+                    None,
+                    None,
+                )
+                .map_err(|e| {
+                    format!(
+                        "the certificate {fingerprint} that signed checkpoints does not chain to the platform CA (at {at}): {e:?}"
+                    )
+                })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     fn signer() -> (CheckpointSigner, CertificateDer<'static>) {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -412,7 +866,11 @@ mod tests {
         let (path, cert) = written_log(dir.path());
         let text = std::fs::read_to_string(&path).unwrap();
         let report = verify(&text, &cert).unwrap();
-        assert_eq!(report, VerifyReport { records: 7, checkpoints: 2, last_checkpoint_seq: Some(6), unsigned_tail: 1 });
+        assert_eq!(
+            (report.records, report.checkpoints, report.last_checkpoint_seq, report.unsigned_tail, report.first_seq),
+            (7, 2, Some(6), 1, 1)
+        );
+        assert_eq!(report.signers.keys().collect::<Vec<_>>(), [&govpaas_pki::verify::fingerprint(&cert)]);
         drop(AuditLog::open(&path).unwrap());
         let report = verify(&std::fs::read_to_string(&path).unwrap(), &cert).unwrap();
         assert_eq!(report.records, 8, "a start record continues the chain");
@@ -492,15 +950,137 @@ mod tests {
     }
 
     #[test]
-    fn an_incomplete_last_line_refuses_to_continue() {
+    fn a_torn_last_record_is_set_aside_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, cert) = written_log(dir.path());
+        let whole = std::fs::read_to_string(&path).unwrap();
+        // A node crash in the middle of a write: the record's first 40 bytes only.
+        let torn = format!("{whole}{}", &whole.lines().nth(1).unwrap()[..40]);
+        std::fs::write(&path, &torn).unwrap();
+        drop(AuditLog::open(&path).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&whole), "the whole records are kept");
+        let report = verify(&text, &cert).unwrap();
+        assert_eq!(report.records, 8, "the chain continued after the last whole record: {report}");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("audit.jsonl.torn."))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), &whole.lines().nth(1).unwrap()[..40]);
+
+        // A record that lacks only its newline is completed, not set aside.
+        let (path, cert) = (dir.path().join("newline.jsonl"), cert);
+        drop(AuditLog::open(&path).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.trim_end()).unwrap();
+        drop(AuditLog::open(&path).unwrap());
+        let report = verify(&std::fs::read_to_string(&path).unwrap(), &cert).unwrap();
+        assert_eq!(report.records, 2);
+    }
+
+    #[test]
+    fn a_rotated_log_continues_its_chain_across_files_and_verifies_as_a_set() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        drop(AuditLog::open(&path).unwrap());
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.truncate(text.len() - 5);
-        std::fs::write(&path, text).unwrap();
-        let err = AuditLog::open(&path).err().unwrap();
-        assert!(matches!(err, AuditError::CannotContinue { .. }), "{err}");
+        let (signer, cert) = signer();
+        let settings = AuditSettings { fsync: true, max_file_bytes: 1024 };
+        let log = AuditLog::open_with(&path, settings.clone()).unwrap();
+        log.set_signer(Some(Arc::new(signer)));
+        let mut exchanges = 0;
+        while rotated_files(&path).unwrap().len() < 3 {
+            log.append(exchange(200)).unwrap();
+            exchanges += 1;
+        }
+        drop(log);
+        // Reopened right after a rotation (an empty current file): the chain continues from the
+        // newest rotated file.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        drop(AuditLog::open_with(&path, settings).unwrap());
+
+        let mut files: Vec<PathBuf> = rotated_files(&path).unwrap();
+        files.push(path.clone());
+        let open = |files: &[PathBuf]| -> Vec<(String, std::io::BufReader<File>)> {
+            files.iter().map(|f| (f.display().to_string(), std::io::BufReader::new(File::open(f).unwrap()))).collect()
+        };
+        let report = verify_logs(open(&files), std::slice::from_ref(&cert), false).unwrap();
+        assert_eq!((report.records, report.checkpoints), (2 + exchanges + 3, 3), "{report}");
+        // Each rotated file ends with a checkpoint: verifiable alone (as a partial set) and signed.
+        for rotated in &files[..files.len() - 1] {
+            let text = std::fs::read_to_string(rotated).unwrap();
+            assert!(text.lines().last().unwrap().contains("\"kind\":\"checkpoint\""), "{}", rotated.display());
+            let alone = verify_logs(open(std::slice::from_ref(rotated)), std::slice::from_ref(&cert), true).unwrap();
+            assert_eq!(alone.unsigned_tail, 0);
+        }
+        // Without the first file the set does not verify, unless it is declared partial.
+        let err = verify_logs(open(&files[1..]), std::slice::from_ref(&cert), false).unwrap_err();
+        assert!(err.reason.contains("files before it are missing"), "{err}");
+        let partial = verify_logs(open(&files[1..]), std::slice::from_ref(&cert), true).unwrap();
+        assert!(partial.first_seq > 1 && partial.to_string().contains("were not given"), "{partial}");
+        // A file left out in the middle breaks the chain.
+        let mut gap = files.clone();
+        gap.remove(1);
+        let err = verify_logs(open(&gap), std::slice::from_ref(&cert), false).unwrap_err();
+        assert!(err.reason.contains("deleted, inserted or reordered"), "{err}");
+    }
+
+    #[test]
+    fn checkpoint_signers_must_chain_to_the_platform_ca() {
+        let now = OffsetDateTime::now_utc();
+        let policy = govpaas_pki::IssuancePolicy::default();
+        let platform = govpaas_pki::generate_platform_ca(
+            &govpaas_pki::PlatformCaRequest::new("quangnam.gov.vn", "p"),
+            &policy,
+            now,
+        )
+        .unwrap();
+        let other =
+            govpaas_pki::generate_platform_ca(&govpaas_pki::PlatformCaRequest::new("danang.gov.vn", "o"), &policy, now)
+                .unwrap();
+        let issued = platform
+            .issue_server_certificate(
+                &govpaas_pki::ServerCertificateRequest::new(["lgsp.quangnam.gov.vn"]),
+                &policy,
+                now,
+            )
+            .unwrap();
+        let chain = govpaas_pki::verify::chain_from_pem("tls.crt", issued.chain_pem().as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(issued.private_key_pem().expose().as_bytes())
+            .unwrap();
+        let signer = CheckpointSigner::new(&chain[0], key.secret_pkcs8_der()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.append(exchange(200)).unwrap();
+        log.checkpoint(&signer).unwrap();
+        let report = verify(&std::fs::read_to_string(&path).unwrap(), &chain[0]).unwrap();
+        let ca = |authority: &govpaas_pki::CertificateAuthority| {
+            govpaas_pki::verify::chain_from_pem("ca.crt", authority.certificate_pem().as_bytes()).unwrap()
+        };
+        verify_signers(&report, &chain, &ca(&platform)).unwrap();
+        let refused = verify_signers(&report, &chain, &ca(&other)).unwrap_err();
+        assert!(refused.contains("does not chain to the platform CA"), "{refused}");
+        // A self-signed certificate (what a forger would hand over) is refused too.
+        let (_, self_signed) = super::tests::signer();
+        let mut forged = report.clone();
+        forged.signers =
+            [(govpaas_pki::verify::fingerprint(&self_signed), report.signers.values().next().copied().unwrap())].into();
+        assert!(verify_signers(&forged, &[self_signed], &ca(&platform)).is_err());
+    }
+
+    #[test]
+    fn a_failed_write_makes_the_log_unwritable_until_the_next_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
+        log.writable().unwrap();
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let good = std::mem::replace(&mut log.state.lock().unwrap().file, full);
+        assert!(log.append(exchange(200)).is_err());
+        assert!(log.writable().unwrap_err().contains("No space left"), "{:?}", log.writable());
+        log.state.lock().unwrap().file = good;
+        log.append(exchange(200)).unwrap();
+        log.writable().unwrap();
     }
 
     /// What an attacker without the key can do: recompute every hash (and `prev`) after an edit.
@@ -521,5 +1101,36 @@ mod tests {
             out.push_str(&format!("{HASH_FIELD}{}\"}}\n", hex::encode(prev)));
         }
         out
+    }
+
+    proptest::proptest! {
+        /// Whatever a log file holds: the verifier never panics, and a written log with any
+        /// byte changed, removed or added never verifies.
+        #[test]
+        fn the_verifier_never_panics_and_catches_any_change(
+            junk in ".{0,400}",
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+            change in 0..3u8,
+        ) {
+            let (_, cert) = signer();
+            let _ = verify(&junk, &cert);
+            let _ = verify_logs(vec![("a".to_owned(), junk.as_bytes())], std::slice::from_ref(&cert), true);
+            let dir = tempfile::tempdir().unwrap();
+            let (path, cert) = written_log(dir.path());
+            let text = std::fs::read(&path).unwrap();
+            let mut edited = text.clone();
+            let i = at.index(text.len());
+            match change {
+                0 => edited[i] = byte,
+                1 => { edited.remove(i); }
+                _ => edited.insert(i, byte),
+            }
+            proptest::prop_assume!(edited != text);
+            let edited = String::from_utf8_lossy(&edited).into_owned();
+            // A change of the trailing newline alone leaves the same records.
+            proptest::prop_assume!(edited.trim_end() != String::from_utf8_lossy(&text).trim_end());
+            proptest::prop_assert!(verify(&edited, &cert).is_err(), "an edit at byte {} went unnoticed", i);
+        }
     }
 }

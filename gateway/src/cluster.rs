@@ -22,13 +22,17 @@ use crate::routes::{Resolve, RouteSet, RouteSources, SourceKey};
 /// A client from `kubeconfig`, or else the in-cluster configuration (or `KUBECONFIG`,
 /// `~/.kube/config`).
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
         }
         None => kube::Config::infer().await?,
     };
+    // kube waits forever by default for an answer the API server never sends (seen after an API
+    // server restart): bound every read by the route watch's term plus a margin.
+    config.read_timeout = Some(Duration::from_secs(u64::from(ROUTE_WATCH_TIMEOUT_SECONDS) + 15));
+    config.reset_reader_on_write = true;
     Ok(Client::try_from(config)?)
 }
 
@@ -50,6 +54,10 @@ fn read(sources: &mut RouteSources, config_map: &ConfigMap) -> bool {
     }
 }
 
+/// How long the API server keeps one route-table watch open before the next (kube's default is
+/// 290 s); the client's read timeout is a margin above it.
+const ROUTE_WATCH_TIMEOUT_SECONDS: u32 = 60;
+
 /// Watches the route tables of `namespace` into `routes` until `stop`. `synced` turns true once
 /// the first listing is in force.
 pub async fn watch_routes(
@@ -61,8 +69,9 @@ pub async fn watch_routes(
     mut stop: watch::Receiver<bool>,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().labels(lgsp::ROUTE_TABLE_SELECTOR);
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let config = watcher::Config::default().labels(lgsp::ROUTE_TABLE_SELECTOR).timeout(ROUTE_WATCH_TIMEOUT_SECONDS);
+    let start = move || watcher(api.clone(), config.clone()).default_backoff().boxed();
+    let mut events = start();
     let mut sources = RouteSources::new(resolve);
     // The names seen in the listing under way (between Init and InitDone).
     let mut listing: Option<BTreeSet<String>> = None;
@@ -75,6 +84,11 @@ pub async fn watch_routes(
             None => return,
             Some(Err(error)) => {
                 tracing::warn!(%error, "watching the route tables failed; retrying");
+                // kube-runtime retries a watch whose resumption is refused with 410 Gone from the
+                // same stale resourceVersion forever (after an API server restart): list again.
+                if matches!(&error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410) {
+                    events = start();
+                }
                 false
             }
             Some(Ok(watcher::Event::Init)) => {

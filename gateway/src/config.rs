@@ -158,13 +158,13 @@ pub struct Reloader {
     sources: RouteSources,
 }
 
-/// The route files' digest; `None` with the cluster source.
+/// The route files' digest (their names and contents: a file added, changed or removed changes
+/// it); `None` with the cluster source, or when a file vanished while being read (the next poll
+/// sees the directory settled).
 fn routes_digest(paths: &ConfigPaths) -> Option<[u8; 32]> {
     let RoutesSource::Files(path) = &paths.routes else { return None };
     let files = route_files(path).ok()?;
-    let mut all = vec![path.clone()];
-    all.extend(files);
-    digest(&all.iter().collect::<Vec<_>>())
+    digest(&files.iter().collect::<Vec<_>>())
 }
 
 fn digest(paths: &[&PathBuf]) -> Option<[u8; 32]> {
@@ -231,5 +231,57 @@ impl Reloader {
             }
         }
         reloaded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_directory_is_reloaded_and_a_removed_table_stops_being_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = govpaas_pki::generate_platform_ca(
+            &govpaas_pki::PlatformCaRequest::new("quangnam.gov.vn", "govpaas"),
+            &govpaas_pki::IssuancePolicy::default(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let server = ca
+            .issue_server_certificate(
+                &govpaas_pki::ServerCertificateRequest::new(["lgsp.quangnam.gov.vn"]),
+                &govpaas_pki::IssuancePolicy::default(),
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        std::fs::write(dir.path().join("tls.crt"), server.chain_pem()).unwrap();
+        std::fs::write(dir.path().join("tls.key"), server.private_key_pem().expose()).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.certificate_pem()).unwrap();
+        let routes = dir.path().join("routes");
+        std::fs::create_dir(&routes).unwrap();
+        let table = |ns: &str, code: &str| crate::routes::tests::table(ns, code, serde_json::json!({}));
+        std::fs::write(routes.join("a.json"), table("a", "H17.12")).unwrap();
+        std::fs::write(routes.join("b.json"), table("b", "H17.13")).unwrap();
+        let paths = ConfigPaths {
+            tls_crt: dir.path().join("tls.crt"),
+            tls_key: dir.path().join("tls.key"),
+            client_ca: dir.path().join("ca.crt"),
+            routes: RoutesSource::Files(routes.clone()),
+            resolve: Resolve::default(),
+        };
+        let (mut reloader, live) = Reloader::start(paths).unwrap();
+        assert_eq!(live.routes.load().len(), 2);
+        assert_eq!(reloader.poll(&live), Reloaded::default(), "nothing changed");
+
+        std::fs::remove_file(routes.join("b.json")).unwrap();
+        assert!(reloader.poll(&live).routes);
+        assert!(live.routes.load().get("H17.13", "land-records").is_none(), "the removed table is not served");
+        std::fs::write(routes.join("c.json"), table("c", "H17.14")).unwrap();
+        assert!(reloader.poll(&live).routes);
+        assert!(live.routes.load().get("H17.14", "land-records").is_some());
+        std::fs::remove_file(routes.join("a.json")).unwrap();
+        std::fs::remove_file(routes.join("c.json")).unwrap();
+        assert!(reloader.poll(&live).routes);
+        assert!(live.routes.load().is_empty(), "an emptied directory serves nothing");
     }
 }

@@ -85,6 +85,10 @@ pub struct Notes {
     pub caller: Option<Caller>,
     /// The provider code and API name the request addressed, even when it was refused.
     pub addressed: Option<(String, String)>,
+    /// The canonical form of the request path, once the routing layer has established it.
+    pub canonical_path: Option<String>,
+    /// The request body's length, once read (bodies of refused requests are not read).
+    pub request_bytes: u64,
 }
 
 impl AuditNotes {
@@ -98,10 +102,4 @@ impl AuditNotes {
     pub fn take(&self) -> Notes {
         std::mem::take(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
-}
-
-/// A request extension set by the listener when the body exceeded the limit (it was not read).
-#[derive(Clone, Copy, Debug)]
-pub struct BodyTooLarge {
-    pub limit: usize,
 }

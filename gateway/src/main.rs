@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use govpaas_gateway::audit::AuditSettings;
 use govpaas_gateway::config::{ConfigPaths, RoutesSource};
+use govpaas_gateway::connections::ConnectionLimits;
 use govpaas_gateway::layers::forward::ForwardSettings;
 use govpaas_gateway::routes::Resolve;
 use govpaas_gateway::{Settings, audit};
@@ -67,9 +69,19 @@ struct ServeArgs {
     /// Address of the open-data listener (TLS, no client certificate); off when not given.
     #[arg(long, env = "GATEWAY_OPEN_DATA_LISTEN")]
     open_data_listen: Option<SocketAddr>,
+    /// Address of the kubelet's probes (plain HTTP: GET /livez, /readyz); off when not given.
+    #[arg(long, env = "GATEWAY_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
     /// The audit log (JSON lines, appended to).
     #[arg(long, env = "GATEWAY_AUDIT_LOG", default_value = "/var/lib/lgsp/audit.jsonl")]
     audit_log: PathBuf,
+    /// fdatasync each exchange's audit record before its answer is released (grouped); false:
+    /// records are written but a node crash may lose the last ones.
+    #[arg(long, env = "GATEWAY_AUDIT_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    audit_fsync: bool,
+    /// Size at which the audit log is rotated (renamed to <log>.<last seq>; the chain continues).
+    #[arg(long, env = "GATEWAY_AUDIT_MAX_FILE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    audit_max_file_bytes: u64,
     /// Seconds between signed audit checkpoints.
     #[arg(long, env = "GATEWAY_CHECKPOINT_SECONDS", default_value_t = 60)]
     checkpoint_seconds: u64,
@@ -82,18 +94,64 @@ struct ServeArgs {
     /// Largest request body accepted, and largest response relayed, in bytes.
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Bytes of request bodies held in memory at once, gateway-wide, and as many for response
+    /// bodies (503 with Retry-After when exhausted for a whole body timeout).
+    #[arg(long, env = "GATEWAY_BODY_BUDGET_BYTES", default_value_t = 48 * 1024 * 1024)]
+    body_budget_bytes: usize,
+    /// Seconds a request body has to arrive, once the request is authorised (408 after).
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT_SECONDS", default_value_t = 30)]
+    body_timeout_seconds: u64,
+    /// Gateway replicas behind the Service: each admits 1/replicas of every rate limit (rounded
+    /// down, at least 1), so a caller spread over them gets the provider's limit in total.
+    #[arg(long, env = "GATEWAY_REPLICAS", default_value_t = std::num::NonZeroU32::MIN)]
+    replicas: std::num::NonZeroU32,
+    /// Exchanges in flight at once, gateway-wide (503 with Retry-After above); an exchange whose
+    /// client went away still counts until the provider has answered and it is recorded.
+    #[arg(long, env = "GATEWAY_MAX_EXCHANGES", default_value_t = 4096)]
+    max_exchanges: usize,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "GATEWAY_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = 10)]
+    handshake_timeout_seconds: u64,
+    /// Seconds an HTTP/1.1 request head may take to arrive.
+    #[arg(long, env = "GATEWAY_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    header_timeout_seconds: u64,
+    /// Seconds a connection may stay without a request in flight before it is closed.
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
+    idle_timeout_seconds: u64,
+    /// Connections the mutual-TLS listener holds at once.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Connections the mutual-TLS listener holds from one IP address.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 128)]
+    max_connections_per_address: usize,
+    /// Connections the open-data listener holds at once.
+    #[arg(long, env = "GATEWAY_OPEN_DATA_MAX_CONNECTIONS", default_value_t = 256)]
+    open_data_max_connections: usize,
+    /// Connections the open-data listener holds from one IP address.
+    #[arg(long, env = "GATEWAY_OPEN_DATA_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 32)]
+    open_data_max_connections_per_address: usize,
 }
 
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Verify the hash chain and every checkpoint signature; reports the first bad record.
     Verify {
-        /// The audit log.
-        #[arg(long)]
-        log: PathBuf,
-        /// The gateway's certificate(s) over the log's lifetime (PEM, one file may hold several).
+        /// The audit log: a file, or a directory holding the log and its rotated files
+        /// (`<log>.<seq>`); repeatable. Files are verified as one chain, in the order of their
+        /// first records.
+        #[arg(long = "log", required = true)]
+        logs: Vec<PathBuf>,
+        /// The gateway's certificate(s) over the log's lifetime, with their chains (PEM; one
+        /// file may hold several).
         #[arg(long = "certificate", required = true)]
         certificates: Vec<PathBuf>,
+        /// The platform CA bundle: every certificate that signed a checkpoint must chain to it.
+        #[arg(long, required = true)]
+        ca: PathBuf,
+        /// Accept a set that does not start at the first record (older files deleted or kept
+        /// elsewhere); the report says where it starts.
+        #[arg(long)]
+        partial: bool,
     },
 }
 
@@ -108,7 +166,9 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
-        Command::Audit(AuditCommand::Verify { log, certificates }) => verify(&log, &certificates),
+        Command::Audit(AuditCommand::Verify { logs, certificates, ca, partial }) => {
+            verify(&logs, &certificates, &ca, partial)
+        }
     }
 }
 
@@ -130,6 +190,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let mut settings = Settings::new(config, args.listen, args.audit_log);
     settings.open_data_listen = args.open_data_listen;
+    settings.health_listen = args.health_listen;
+    settings.audit = AuditSettings { fsync: args.audit_fsync, max_file_bytes: args.audit_max_file_bytes.max(4096) };
     settings.checkpoint_interval = Duration::from_secs(args.checkpoint_seconds.max(1));
     settings.reload_interval = Duration::from_secs(args.reload_seconds.max(1));
     settings.forward = ForwardSettings {
@@ -137,6 +199,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_response_bytes: args.max_body_bytes,
     };
     settings.max_request_bytes = args.max_body_bytes;
+    settings.body_budget_bytes = args.body_budget_bytes.max(args.max_body_bytes);
+    settings.body_timeout = Duration::from_secs(args.body_timeout_seconds.max(1));
+    settings.replicas = args.replicas;
+    settings.max_exchanges = args.max_exchanges;
+    settings.handshake_timeout = Duration::from_secs(args.handshake_timeout_seconds.max(1));
+    settings.header_timeout = Duration::from_secs(args.header_timeout_seconds.max(1));
+    settings.idle_timeout = Duration::from_secs(args.idle_timeout_seconds.max(1));
+    settings.mutual_limits = ConnectionLimits {
+        max_connections: args.max_connections.max(1),
+        max_per_address: args.max_connections_per_address.max(1),
+    };
+    settings.open_data_limits = ConnectionLimits {
+        max_connections: args.open_data_max_connections.max(1),
+        max_per_address: args.open_data_max_connections_per_address.max(1),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -174,39 +251,100 @@ async fn wait_for_signal() {
     }
 }
 
-fn verify(log: &PathBuf, certificates: &[PathBuf]) -> ExitCode {
+fn read_certificates(path: &PathBuf) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    govpaas_pki::verify::chain_from_pem("certificate", &pem).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// The files of `logs` (directories expanded to their log files), in chain order: by the
+/// sequence number of their first record. Empty files hold nothing to verify.
+fn log_files(logs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for log in logs {
+        if log.is_dir() {
+            let entries = std::fs::read_dir(log).map_err(|error| format!("{}: {error}", log.display()))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Torn records set aside after a crash are not part of the chain.
+                if entry.path().is_file() && name.contains(".jsonl") && !name.contains(".torn.") {
+                    files.push(entry.path());
+                }
+            }
+        } else {
+            files.push(log.clone());
+        }
+    }
+    let mut ordered = Vec::new();
+    for file in files {
+        let text = std::fs::File::open(&file).map_err(|error| format!("{}: {error}", file.display()))?;
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(text), &mut first)
+            .map_err(|error| format!("{}: {error}", file.display()))?;
+        if first.is_empty() {
+            continue;
+        }
+        let seq = serde_json::from_str::<serde_json::Value>(&first).ok().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
+        ordered.push((seq, file));
+    }
+    ordered.sort();
+    Ok(ordered.into_iter().map(|(_, file)| file).collect())
+}
+
+fn verify(logs: &[PathBuf], certificates: &[PathBuf], ca: &PathBuf, partial: bool) -> ExitCode {
     let mut certs = Vec::new();
     for path in certificates {
-        let pem = match std::fs::read(path) {
-            Ok(pem) => pem,
-            Err(error) => {
-                eprintln!("{}: {error}", path.display());
-                return ExitCode::from(2);
-            }
-        };
-        match govpaas_pki::verify::chain_from_pem("certificate", &pem) {
+        match read_certificates(path) {
             Ok(found) => certs.extend(found),
             Err(error) => {
-                eprintln!("{}: {error}", path.display());
+                eprintln!("{error}");
                 return ExitCode::from(2);
             }
         }
     }
-    let file = match std::fs::File::open(log) {
-        Ok(file) => file,
+    let anchors = match read_certificates(ca) {
+        Ok(anchors) => anchors,
         Err(error) => {
-            eprintln!("{}: {error}", log.display());
+            eprintln!("the platform CA bundle {error}");
             return ExitCode::from(2);
         }
     };
-    match audit::verify_log(std::io::BufReader::new(file), &certs) {
-        Ok(report) => {
-            println!("{}: OK, {report}", log.display());
-            ExitCode::SUCCESS
+    let files = match log_files(logs) {
+        Ok(files) if !files.is_empty() => files,
+        Ok(_) => {
+            eprintln!("no audit records in {logs:?}");
+            return ExitCode::from(2);
         }
-        Err(failure) => {
-            println!("{}: TAMPERED at {failure}", log.display());
-            ExitCode::FAILURE
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut readers = Vec::new();
+    for file in &files {
+        match std::fs::File::open(file) {
+            Ok(opened) => readers.push((file.display().to_string(), std::io::BufReader::new(opened))),
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
+                return ExitCode::from(2);
+            }
         }
     }
+    let name = match files.as_slice() {
+        [one] => one.display().to_string(),
+        [first, .., last] => format!("{} … {} ({} files)", first.display(), last.display(), files.len()),
+        [] => String::new(),
+    };
+    let report = match audit::verify_logs(readers, &certs, partial) {
+        Ok(report) => report,
+        Err(failure) => {
+            println!("{name}: TAMPERED at {failure}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(reason) = audit::verify_signers(&report, &certs, &anchors) {
+        println!("{name}: UNTRUSTED SIGNER: {reason} (CA bundle {})", ca.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{name}: OK, {report}; every checkpoint signer chains to {}", ca.display());
+    ExitCode::SUCCESS
 }

@@ -97,8 +97,10 @@ pub struct RouteSet {
 }
 
 impl RouteSet {
+    /// The API `api` of agency `provider`, whichever form its code is written in (`H48.12` and the
+    /// legacy `000.00.12.H48` name one agency: `govpaas_crds::agency::normalise`).
     pub fn get(&self, provider: &str, api: &str) -> Option<&Arc<Api>> {
-        self.apis.get(&(provider.to_owned(), api.to_owned()))
+        self.apis.get(&(govpaas_crds::agency::normalise(provider), api.to_owned()))
     }
 
     pub fn len(&self) -> usize {
@@ -177,6 +179,11 @@ fn upstream(upstream: &lgsp::Upstream, resolve: &Resolve) -> Result<(Uri, String
         .ok_or_else(|| format!("upstream port {} is not a port", upstream.port))?;
     if !upstream.path.is_empty() && !upstream.path.starts_with('/') || upstream.path.contains(['?', '#']) {
         return Err(format!("upstream path {:?} must be an absolute path without a query", upstream.path));
+    }
+    // The same rule as the API's `provides[].path` (no dot segments, no `//`, no encoded ASCII):
+    // a table written by hand, or by an older operator, gets no route that climbs elsewhere.
+    if !upstream.path.is_empty() {
+        govpaas_crds::common::check_http_path(&upstream.path).map_err(|e| format!("upstream path: {e}"))?;
     }
     let host = format!("{}.{}.svc", upstream.service, upstream.namespace);
     let authority = match resolve.0.get(&host) {
@@ -259,7 +266,7 @@ impl RouteSources {
         let mut owner: HashMap<(String, String), &str> = HashMap::new();
         for (key, table) in ordered {
             for api in table {
-                let id = (api.provider.clone(), api.name.clone());
+                let id = (govpaas_crds::agency::normalise(&api.provider), api.name.clone());
                 if let Some(first) = owner.get(&id) {
                     tracing::warn!(
                         api = %api.label(), kept = %first, ignored = %key.name,
@@ -298,6 +305,33 @@ pub(crate) mod tests {
             "agencyCode": code, "routes": [route],
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn an_agency_code_in_the_legacy_form_finds_the_same_api() {
+        let mut sources = RouteSources::new(Resolve::default());
+        assert!(
+            sources
+                .update(SourceKey { created: 1, name: "a".into() }, &table("so-tp", "H49.14", serde_json::json!({})))
+        );
+        let merged = sources.merged();
+        assert!(merged.get("H49.14", "land-records").is_some());
+        assert!(merged.get("000.00.14.H49", "land-records").is_some());
+        assert!(merged.get("H49.15", "land-records").is_none());
+    }
+
+    #[test]
+    fn an_upstream_path_that_climbs_is_refused() {
+        for bad in ["/api/../admin", "/api/%2e%2e/admin", "//admin"] {
+            let upstream = serde_json::json!({"namespace": "so-tp", "service": "land", "port": 8080, "path": bad});
+            let json = table("so-tp", "H49.14", serde_json::json!({"upstream": upstream}));
+            assert!(parse_route_table(&json, &Resolve::default()).is_err(), "{bad}");
+        }
+        let fine = serde_json::json!({"namespace": "so-tp", "service": "land", "port": 8080, "path": "/api/v1/"});
+        assert!(
+            parse_route_table(&table("so-tp", "H49.14", serde_json::json!({"upstream": fine})), &Resolve::default())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -372,5 +406,34 @@ pub(crate) mod tests {
         assert_eq!(sources.merged().get("H17.12", "land-records").unwrap().source, "a/dss");
         assert!(sources.retain(&["c".to_owned()].into()));
         assert_eq!(sources.merged().len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Whatever a ConfigMap holds: no panic, and a table that parses only yields APIs whose
+        /// names are path segments and whose prefix is theirs.
+        #[test]
+        fn the_parser_never_panics_and_accepts_only_valid_routes(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            api in ".{0,24}",
+            prefix in ".{0,32}",
+            path in ".{0,24}",
+            namespace in ".{0,16}",
+            port in proptest::prelude::any::<i32>(),
+            rpm in proptest::prelude::any::<i32>(),
+        ) {
+            let _ = parse_route_table(&bytes, &Resolve::default());
+            let json = table(&namespace, "H17.12", serde_json::json!({
+                "api": api, "pathPrefix": prefix,
+                "upstream": {"namespace": namespace, "service": "land", "port": port, "path": path},
+                "rateLimit": {"requestsPerMinute": rpm, "burst": 1},
+            }));
+            if let Ok(apis) = parse_route_table(&json, &Resolve::default()) {
+                for api in apis {
+                    proptest::prop_assert!(path_segment("API name", &api.name).is_ok());
+                    proptest::prop_assert_eq!(prefix.clone(), format!("/H17.12/{}/", api.name));
+                    proptest::prop_assert!(api.upstream_base_path.is_empty() || api.upstream_base_path.starts_with('/'));
+                }
+            }
+        }
     }
 }

@@ -227,11 +227,15 @@ async fn new_connections_are_served_the_replaced_certificate() {
 }
 
 fn verify_cli(log: &std::path::Path, certificate: &std::path::Path) -> (bool, String) {
+    // The harness's ca.crt, next to the log: the platform CA.
+    let ca = log.parent().unwrap().join("ca.crt");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_govpaas-gateway"))
         .args(["audit", "verify", "--log"])
         .arg(log)
         .arg("--certificate")
         .arg(certificate)
+        .arg("--ca")
+        .arg(ca)
         .output()
         .unwrap();
     (
@@ -259,6 +263,23 @@ async fn audit_verify_passes_on_a_real_log_and_finds_tampering() {
     let (ok, output) = verify_cli(&log, &certificate);
     assert!(ok, "{output}");
     assert!(output.contains("OK") && output.contains("2 signed checkpoints"), "{output}");
+
+    // The signer must chain to the platform CA given: another province's CA refuses it.
+    let other = common::platform();
+    let other_ca = h.dir.path().join("other-ca.crt");
+    std::fs::write(&other_ca, other.certificate_pem()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govpaas-gateway"))
+        .args(["audit", "verify", "--log"])
+        .arg(&log)
+        .arg("--certificate")
+        .arg(&certificate)
+        .arg("--ca")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success() && printed.contains("UNTRUSTED SIGNER"), "{printed}");
+    assert!(printed.contains("does not chain to the platform CA"), "{printed}");
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -343,4 +364,50 @@ fn canonical_bytes(record: &serde_json::Value) -> String {
     let fields: Vec<String> =
         order.iter().map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), record[*k])).collect();
     format!("{{{}}}", fields.join(","))
+}
+
+#[tokio::test]
+async fn the_probes_answer_live_and_ready_and_unready_while_draining_and_metrics_count() {
+    let h =
+        Harness::start_with(&[], None, |settings| settings.health_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let mut h = h;
+    let health = h.gateway().health_listen.unwrap();
+    let get = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(health).await.unwrap();
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+
+    // A slow exchange in flight keeps the drain going; meanwhile the gateway is not ready.
+    let finance = client_cert(&h.province.finance, "budget-portal");
+    replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance.identity]));
+    let config = client_config(&h.province.trust(), Some(&finance));
+    let addr = h.gateway().listen;
+    h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
+    // The metrics count exchanges by status and refusals by reason.
+    assert!(send(addr, client_config(&h.province.trust(), None), &land("/"), &[]).await.is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = get("/metrics").await;
+    for expected in [
+        "lgsp_gateway_exchanges_total{status=\"200\"}",
+        "lgsp_gateway_refusals_total{reason=\"HandshakeRefused\"} 1",
+        "lgsp_gateway_connections{listener=\"mutual\"}",
+        "lgsp_gateway_body_budget_free_bytes{listener=\"request\"} 50331648",
+    ] {
+        assert!(metrics.contains(expected), "{expected} not in {metrics}");
+    }
+    let slow = tokio::spawn(async move { send(addr, config, &land("/slow"), &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shutdown = tokio::spawn(h.gateway.take().unwrap().shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let draining = get("/readyz").await;
+    assert!(draining.starts_with("HTTP/1.1 503") && draining.contains("shutting down"), "{draining}");
+    assert!(get("/livez").await.starts_with("HTTP/1.1 200"));
+    assert_eq!(slow.await.unwrap().unwrap().status, 200, "the request in flight finished");
+    shutdown.await.unwrap();
 }

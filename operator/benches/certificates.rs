@@ -11,10 +11,8 @@
 use std::hint::black_box;
 use std::time::{Duration as StdDuration, Instant};
 
-use govpaas_operator::certificates::verify::{
-    chain_from_pem, verify_client_chain, verify_server_chain, verify_signing_chain,
-};
-use govpaas_operator::certificates::{
+use govpaas_pki::verify::{chain_from_pem, verify_client_chain, verify_server_chain, verify_signing_chain};
+use govpaas_pki::{
     CertificateAuthority, ClientCertificateRequest, IssuancePolicy, IssuedCertificate, PlatformCaRequest,
     ServerCertificateRequest, SigningCertificateRequest, TenantCaRequest, TrustAnchors, generate_platform_ca,
 };
@@ -227,7 +225,7 @@ fn time_census(
 ) -> (StdDuration, usize) {
     use std::collections::BTreeMap;
 
-    use govpaas_operator::certificates::{BundleCa, TrustRotation};
+    use govpaas_pki::{BundleCa, TrustRotation};
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 

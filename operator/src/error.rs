@@ -45,6 +45,11 @@ pub enum Error {
     #[error("leader election: {0}")]
     Leadership(String),
 
+    /// The watches a controller's reconciles read from stopped before they had listed once (the
+    /// operator is shutting down).
+    #[error("the {0} controller's caches stopped before they were ready")]
+    CachesStopped(&'static str),
+
     /// The metrics and health port could not be served.
     #[error("cannot serve metrics and health on {address}: {source}")]
     Serve { address: std::net::SocketAddr, source: std::io::Error },
@@ -62,6 +67,7 @@ impl Error {
             Error::Event(_) => "Event",
             Error::Timeout(_) => "Timeout",
             Error::Leadership(_) => "Leadership",
+            Error::CachesStopped(_) => "CachesStopped",
             Error::Serve { .. } => "Serve",
         }
     }

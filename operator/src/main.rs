@@ -16,7 +16,6 @@ use clap::{Parser, ValueEnum};
 use govpaas_operator::error::{Error, Result};
 use govpaas_operator::leader::{self, Leadership};
 use govpaas_operator::telemetry::{self, Telemetry};
-use govpaas_operator::{tenant, trust, workload};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
@@ -85,7 +84,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .map_err(|err| Error::Config(format!("reading {}: {err}", path.display())))?;
@@ -95,6 +94,7 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {
         }
         None => Config::infer().await.map_err(|err| Error::Config(err.to_string()))?,
     };
+    govpaas_operator::reconcile::watch::bound_reads(&mut config);
     Client::try_from(config).map_err(Error::Kube)
 }
 
@@ -143,22 +143,16 @@ async fn run(args: Args) -> Result<()> {
     telemetry.health.set_leading(true);
     telemetry.metrics.set_leader(true);
 
-    let settings = tenant::Settings {
+    let settings = govpaas_operator::settings::Settings {
         tenant_selector: args.tenant_selector,
         operator_namespace: args.namespace,
         concurrency: args.concurrency,
         instance,
         telemetry: telemetry.clone(),
     };
-    // Portals and DocumentServices run beside the tenant controller, with the same settings. The
-    // controllers stop on SIGTERM themselves, finishing the reconciles in flight.
-    let controllers = async {
-        tokio::join!(
-            trust::run(client.clone(), settings.clone()),
-            tenant::run(client.clone(), settings.clone()),
-            workload::runtime::run(client, settings)
-        );
-    };
+    // Every controller, composed in one place; they stop on SIGTERM themselves, finishing the
+    // reconciles in flight.
+    let controllers = govpaas_operator::controllers::run(client, settings);
     match leadership.as_mut() {
         Some(leading) => {
             tokio::select! {

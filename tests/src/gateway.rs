@@ -125,10 +125,11 @@ impl GatewayProcess {
         false
     }
 
-    /// `govpaas-gateway audit verify` of the audit log against `certificates` (PEM files).
-    pub fn verify_audit(&self, certificates: &[&Path]) -> Output {
+    /// `govpaas-gateway audit verify` of the audit log against `certificates` (PEM files), whose
+    /// signers must chain to the platform CA bundle `ca`.
+    pub fn verify_audit(&self, certificates: &[&Path], ca: &Path) -> Output {
         let mut command = Command::new(gateway_binary());
-        command.args(["audit", "verify", "--log"]).arg(&self.audit_log);
+        command.args(["audit", "verify", "--log"]).arg(&self.audit_log).arg("--ca").arg(ca);
         for certificate in certificates {
             command.arg("--certificate").arg(certificate);
         }

@@ -23,6 +23,8 @@ const KINDS: [&str; 5] = ["Platform", "Tenant", "Portal", "DocumentService", "Da
 struct Case {
     file: String,
     expects: Vec<String>,
+    /// Text the refusal must not contain (`# absent: type conversion error`).
+    absent: Vec<String>,
     layer: String,
     namespace: String,
     update: bool,
@@ -50,6 +52,7 @@ fn load(dir: &str) -> Vec<Case> {
             let mut case = Case {
                 file: path.file_name().unwrap().to_string_lossy().into_owned(),
                 expects: Vec::new(),
+                absent: Vec::new(),
                 layer: String::new(),
                 namespace: "tenant".into(),
                 update: false,
@@ -58,6 +61,8 @@ fn load(dir: &str) -> Vec<Case> {
             for line in body.lines().take_while(|l| l.starts_with('#')) {
                 if let Some(v) = line.strip_prefix("# expect: ") {
                     case.expects.push(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("# absent: ") {
+                    case.absent.push(v.to_owned());
                 } else if let Some(v) = line.strip_prefix("# layer: ") {
                     case.layer = v.to_owned();
                 } else if let Some(v) = line.strip_prefix("# namespace: ") {
@@ -79,7 +84,7 @@ fn the_corpus_covers_every_kind_and_every_layer() {
     for case in &bad {
         assert!(["schema", "cel", "vap"].contains(&case.layer.as_str()), "{}: layer {:?}", case.file, case.layer);
         assert!(
-            ["tenant", "plain", "suspended", "no-domain"].contains(&case.namespace.as_str()),
+            ["tenant", "plain", "suspended", "no-domain", "legacy"].contains(&case.namespace.as_str()),
             "{}: namespace {:?}",
             case.file,
             case.namespace
@@ -113,17 +118,22 @@ struct Namespaces {
     plain: TestNamespace,
     suspended: TestNamespace,
     no_domain: TestNamespace,
+    /// A tenant namespace whose agency code label is written in the legacy form.
+    legacy: TestNamespace,
     agency_code: String,
+    /// The same agency as `agency_code`, in the legacy QCVN 102:2016 form.
+    agency_code_legacy: String,
 }
 
 impl Namespaces {
     fn new(cluster: &'static Cluster) -> Self {
         let agency_code = "H49.12".to_owned();
-        let make_tenant = |prefix: &str, suspended: bool, domain: bool| {
+        let agency_code_legacy = "000.00.12.H49".to_owned();
+        let make_tenant = |prefix: &str, code: &str, suspended: bool, domain: bool| {
             let ns = TestNamespace::new(cluster, prefix);
             let mut labels = vec![
                 format!("{}={}", metadata::TENANT_LABEL, ns.name),
-                format!("{}={agency_code}", metadata::AGENCY_CODE_LABEL),
+                format!("{}={code}", metadata::AGENCY_CODE_LABEL),
                 format!("{}=Department", metadata::AGENCY_LEVEL_LABEL),
             ];
             if suspended {
@@ -139,11 +149,13 @@ impl Namespaces {
             ns
         };
         let namespaces = Namespaces {
-            tenant: make_tenant("api-tenant", false, true),
+            tenant: make_tenant("api-tenant", &agency_code, false, true),
             plain: TestNamespace::new(cluster, "api-plain"),
-            suspended: make_tenant("api-suspended", true, true),
-            no_domain: make_tenant("api-no-domain", false, false),
+            suspended: make_tenant("api-suspended", &agency_code, true, true),
+            no_domain: make_tenant("api-no-domain", &agency_code, false, false),
+            legacy: make_tenant("api-legacy", &agency_code_legacy, false, true),
             agency_code,
+            agency_code_legacy,
         };
         namespaces.wait_until_admission_sees_them(cluster);
         namespaces
@@ -155,6 +167,7 @@ impl Namespaces {
             "plain" => &self.plain,
             "suspended" => &self.suspended,
             "no-domain" => &self.no_domain,
+            "legacy" => &self.legacy,
             other => panic!("unknown namespace {other:?}"),
         }
     }
@@ -176,7 +189,11 @@ impl Namespaces {
                 &["create", "--dry-run=server", "-n", &self.suspended.name, "-f", "-"],
                 &portal(&format!("www.{}", domain_of(&self.suspended))),
             );
-            if in_tenant.0 && !suspended.0 {
+            let legacy = cluster.kubectl_stdin(
+                &["create", "--dry-run=server", "-n", &self.legacy.name, "-f", "-"],
+                &portal(&format!("www.{}", domain_of(&self.legacy))),
+            );
+            if in_tenant.0 && !suspended.0 && legacy.0 {
                 return;
             }
             assert!(
@@ -265,6 +282,7 @@ impl Drop for PlatformUse {
 fn substitute(text: &str, unique: &str, ns: &TestNamespace, namespaces: &Namespaces, base: &str) -> String {
     text.replace("${UNIQUE}", unique)
         .replace("${TENANT_DOMAIN}", &domain_of(ns))
+        .replace("${AGENCY_CODE_LEGACY}", &namespaces.agency_code_legacy)
         .replace("${AGENCY_CODE}", &namespaces.agency_code)
         .replace("${BASE_DOMAIN}", base)
 }
@@ -336,6 +354,10 @@ fn every_bad_manifest_is_rejected_naming_the_field_and_the_rule() {
             .collect();
         if !missing.is_empty() {
             failures.push(format!("{}: rejected, but the message lacks {missing:?}:\n{stderr}", case.file));
+        }
+        let present: Vec<&String> = case.absent.iter().filter(|a| stderr.contains(a.as_str())).collect();
+        if !present.is_empty() {
+            failures.push(format!("{}: rejected, but the message has {present:?}:\n{stderr}", case.file));
         }
         let from_policy = stderr.contains("ValidatingAdmissionPolicy");
         if from_policy != (case.layer == "vap") {
@@ -483,4 +505,216 @@ fn kubectl_get_govpaas_lists_every_kind_with_useful_columns() {
     for short in ["gpf", "tnt", "ptl", "docs", "dss"] {
         cluster.kubectl_ok(&["get", short, "-A"]);
     }
+}
+
+/// The API server compares agency codes by the same rule as the operator
+/// (`govpaas_crds::agency::normalise`): consuming one API of two codes is refused as consuming it
+/// twice exactly when the Rust rule says the codes are one agency, whichever form each is written
+/// in and whichever legacy groups are zero.
+#[test]
+fn the_api_server_compares_agency_codes_normalised_like_the_operator() {
+    use govpaas_crds::agency::normalise;
+    let cluster = cluster();
+    install_api(cluster);
+    let namespaces = Namespaces::new(cluster);
+    let pairs = [
+        ("H49", "000.00.00.H49"),
+        ("H49.12", "000.00.12.H49"),
+        ("H49.12.03", "000.03.12.H49"),
+        ("H49.12.03.120", "120.03.12.H49"),
+        ("H49.00.03", "000.03.00.H49"),
+        ("H49.12.00.001", "001.00.12.H49"),
+        // Not the same agency.
+        ("H49.12.00", "000.00.12.H49"),
+        ("H49.12", "000.12.00.H49"),
+        ("H49.12", "000.00.12.H50"),
+        ("H49", "000.00.01.H49"),
+        ("H49.120", "120.00.00.H49"),
+        ("K49.12", "000.00.12.H49"),
+    ];
+    let mut failures = Vec::new();
+    for (a, b) in pairs {
+        let manifest = format!(
+            "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: so-sanh\nspec:\n  consumes:\n  - {{name: mot, agencyCode: \"{a}\", api: tra-cuu}}\n  - {{name: hai, agencyCode: \"{b}\", api: tra-cuu}}\n"
+        );
+        let (accepted, _, err) =
+            cluster.kubectl_stdin(&["create", "--dry-run=server", "-n", &namespaces.tenant.name, "-f", "-"], &manifest);
+        let same = normalise(a) == normalise(b);
+        if accepted == same {
+            failures.push(format!(
+                "{a} and {b}: the operator says same agency = {same}, the API server accepted = {accepted}: {err}"
+            ));
+        } else if same && !err.contains("consumes the same API twice") {
+            failures.push(format!("{a} and {b}: refused for another reason: {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The API server (Go's RE2 tables, through the CEL rule `visible_text`) and the operator (Rust's
+/// `regex`, through `govpaas_crds::common::invisible_character`) agree on every character: each
+/// control (Cc) and format (Cf) character is refused in free text, and the visible ones around
+/// them — Vietnamese combining marks, dashes, spaces — are accepted.
+#[tokio::test]
+async fn the_api_server_and_the_operator_agree_on_invisible_characters() {
+    use govpaas_crds::common::invisible_character;
+    use kube::api::PostParams;
+    let cluster = cluster();
+    install_api(cluster);
+    let namespaces = Namespaces::new(cluster);
+    let services: Api<govpaas_crds::DataSharingService> =
+        Api::namespaced(cluster.client().await, &namespaces.tenant.name);
+    let invisible: Vec<char> = (0..=0x10_FFFF_u32)
+        .filter_map(char::from_u32)
+        .filter(|c| invisible_character(&c.to_string()).is_some())
+        .collect();
+    assert!(invisible.len() > 200, "Cc and Cf have more than 200 characters, found {}", invisible.len());
+    let visible: Vec<char> = (0x0300..=0x036F_u32) // combining marks, Vietnamese tones among them
+        .chain(0x2000..=0x2015) // spaces and dashes beside the zero-width ones
+        .chain([0x20, 0xA0, 0x1EA0, 0x1EF9, 0x0110, 0x0111, 0x3000, 0xFE0F])
+        .filter_map(char::from_u32)
+        .filter(|c| invisible_character(&c.to_string()).is_none())
+        .collect();
+    let mut disagreements = Vec::new();
+    // The indices of `spec.provides[<i>].description` in a refusal.
+    let refused_indices = |message: &str| -> BTreeSet<usize> {
+        message
+            .split("spec.provides[")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("].description")?.0.parse().ok())
+            .collect()
+    };
+    for chunk in invisible.iter().chain(&visible).copied().collect::<Vec<_>>().chunks(32) {
+        let provides: Vec<serde_json::Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                serde_json::json!({"name": format!("a{i}"), "service": "s", "port": 80, "description": format!("Tra cứu{c}hộ tịch")})
+            })
+            .collect();
+        let service: govpaas_crds::DataSharingService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govpaas.io/v1alpha1",
+            "kind": "DataSharingService",
+            "metadata": {"name": "ky-tu"},
+            "spec": {"provides": provides},
+        }))
+        .expect("a DataSharingService");
+        let refused: BTreeSet<usize> =
+            match services.create(&PostParams { dry_run: true, ..Default::default() }, &service).await {
+                Ok(_) => BTreeSet::new(),
+                Err(kube::Error::Api(status)) => refused_indices(&status.message),
+                Err(other) => panic!("{other}"),
+            };
+        for (i, c) in chunk.iter().enumerate() {
+            let operator = invisible_character(&c.to_string()).is_some();
+            if refused.contains(&i) != operator {
+                disagreements.push(format!(
+                    "U+{:04X}: the API server refuses it: {}, the operator: {operator}",
+                    u32::from(*c),
+                    refused.contains(&i)
+                ));
+            }
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    println!("{} invisible and {} visible characters agreed on", invisible.len(), visible.len());
+}
+
+/// A small deterministic generator (xorshift), so the sample below is the same on every run.
+struct Sample(u64);
+
+impl Sample {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        usize::try_from(self.0 % below as u64).unwrap()
+    }
+
+    fn join(&mut self, tokens: &[&str], max: usize) -> String {
+        (0..1 + self.next(max)).map(|_| tokens[self.next(tokens.len())]).collect()
+    }
+}
+
+/// The API server (schema and CEL) and the operator's route builder
+/// (`govpaas_crds::common::check_http_path`) accept exactly the same API paths; the API server
+/// and `parse_duration` with the field's bounds the same durations, and a refused duration is
+/// never a CEL conversion error.
+#[tokio::test]
+async fn the_api_server_and_the_operator_agree_on_paths_and_durations() {
+    use govpaas_crds::common::{check_http_path, parse_duration};
+    use govpaas_crds::{DataSharingService, Platform};
+    use kube::api::PostParams;
+    let cluster = cluster();
+    install_api(cluster);
+    let namespaces = Namespaces::new(cluster);
+    let _platform = PlatformUse::acquire(cluster);
+    let client = cluster.client().await;
+    let services: Api<DataSharingService> = Api::namespaced(client.clone(), &namespaces.tenant.name);
+    let platforms: Api<Platform> = Api::all(client);
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    // Accepted, or refused with the API server's message.
+    async fn outcome<K>(api: &Api<K>, params: &PostParams, object: serde_json::Value) -> Result<(), String>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    {
+        let object: K = serde_json::from_value(object).expect("a well-typed object");
+        match api.create(params, &object).await {
+            Ok(_) => Ok(()),
+            // The one Platform exists: what passes validation ends here.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(kube::Error::Api(status)) => Err(status.message),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let mut sample = Sample(0x9E37_79B9_7F4A_7C15);
+    let mut disagreements = Vec::new();
+    let mut accepted = [0, 0];
+
+    let tokens = [
+        "/", "/", "/", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%25", "%C3%A1", "%e1", "%", "%0", "%G1", "a",
+        "api", "v1", "-", "~", "\\", " ", "\t", "ạ", "/a", "/b", "/api", "/v1", "x", "/x", "a.b", "/a.b",
+    ];
+    for _ in 0..300 {
+        let path = format!("/{}", sample.join(&tokens, 6));
+        let service = serde_json::json!({
+            "apiVersion": "govpaas.io/v1alpha1", "kind": "DataSharingService", "metadata": {"name": "duong-dan"},
+            "spec": {"provides": [{"name": "a", "service": "s", "port": 80, "path": path}]},
+        });
+        let server = outcome(&services, &dry_run, service).await;
+        let operator = check_http_path(&path);
+        accepted[0] += usize::from(server.is_ok());
+        if server.is_ok() != operator.is_ok() {
+            disagreements.push(format!("path {path:?}: API server {server:?}, operator {operator:?}"));
+        }
+    }
+
+    let digits = ["0", "1", "9", "24", "59", "60", "86400", "999999", "2562047", "9999999", "12345678", ""];
+    let units = ["h", "m", "s", "h", "m", "s", "d", ".", ""];
+    for _ in 0..300 {
+        let value: String = (0..1 + sample.next(3))
+            .map(|_| format!("{}{}", digits[sample.next(digits.len())], units[sample.next(units.len())]))
+            .collect();
+        let platform = serde_json::json!({
+            "apiVersion": "govpaas.io/v1alpha1", "kind": "Platform", "metadata": {"name": "default"},
+            "spec": {"baseDomain": "danang.gov.vn", "lgsp": {"checkpointInterval": value}},
+        });
+        let server = outcome(&platforms, &dry_run, platform).await;
+        let operator =
+            parse_duration(&value).is_ok_and(|d| d >= Duration::from_secs(1) && d <= Duration::from_secs(24 * 3600));
+        accepted[1] += usize::from(server.is_ok());
+        if server.is_ok() != operator {
+            disagreements.push(format!("checkpointInterval {value:?}: API server {server:?}, operator {operator}"));
+        }
+        if let Err(message) = &server
+            && (message.contains("type conversion") || message.contains("no such overload"))
+        {
+            disagreements.push(format!("checkpointInterval {value:?}: a CEL error instead of a sentence: {message}"));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    // The sample has both sides of each rule.
+    assert!((20..280).contains(&accepted[0]), "{} of 300 paths accepted", accepted[0]);
+    assert!((10..290).contains(&accepted[1]), "{} of 300 durations accepted", accepted[1]);
+    println!("300 paths ({} accepted) and 300 durations ({} accepted) agreed on", accepted[0], accepted[1]);
 }

@@ -19,9 +19,9 @@
 use std::time::{Duration, Instant};
 
 use govpaas_crds::Platform;
-use govpaas_operator::certificates::tls::handshake_ok;
-use govpaas_operator::certificates::{CertificateAuthority, IssuancePolicy, PlatformCaRequest, generate_platform_ca};
-use govpaas_operator::trust::state::TrustState;
+use govpaas_operator::certificates::trust_state::TrustState;
+use govpaas_pki::tls::handshake_ok;
+use govpaas_pki::{CertificateAuthority, IssuancePolicy, PlatformCaRequest, generate_platform_ca};
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, eventually, private_cluster, secret_data, unique_name};
 use k8s_openapi::ByteString;
@@ -82,7 +82,7 @@ fn certificates_in(bundle: &str) -> usize {
 async fn trust_state(client: &Client) -> TrustState {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), operator::NAMESPACE);
     let config_map = eventually(WAIT, "the trust state ConfigMap", || async {
-        api.get_opt(govpaas_operator::trust::TRUST_CONFIG_MAP).await.ok()?
+        api.get_opt(govpaas_operator::certificates::trust_store::TRUST_CONFIG_MAP).await.ok()?
     })
     .await;
     let text = config_map.data.and_then(|d| d.get("state.json").cloned()).expect("state.json");

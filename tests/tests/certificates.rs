@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use govpaas_crds::{Platform, Portal, Tenant};
-use govpaas_operator::certificates::tls::handshake_ok;
-use govpaas_operator::certificates::{
+use govpaas_pki::tls::handshake_ok;
+use govpaas_pki::{
     CertificateAuthority, IssuancePolicy, PlatformCaRequest, TenantCaRequest, TrustAnchors, generate_platform_ca,
 };
 use govpaas_tests::operator::{self, OperatorProcess};

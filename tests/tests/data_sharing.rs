@@ -7,8 +7,8 @@ use std::time::Duration;
 use govpaas_crds::DataSharingService;
 use govpaas_crds::data_sharing::{ConsumptionStatus, GrantState};
 use govpaas_crds::lgsp::{self, RouteTable};
-use govpaas_operator::certificates::TrustAnchors;
-use govpaas_operator::certificates::verify::{chain_from_pem, verify_client_chain};
+use govpaas_pki::TrustAnchors;
+use govpaas_pki::verify::{chain_from_pem, verify_client_chain};
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -272,5 +272,51 @@ async fn a_missing_service_is_a_condition_until_it_appears() {
     assert!(
         secrets.get_opt("du-lieu-mo-lgsp-client").await.unwrap().is_none(),
         "a provider only has no client certificate"
+    );
+}
+
+/// Agency codes name agencies, whichever form they are written in: a consumption and an approval
+/// in the legacy QCVN 102:2016 form grant exactly as the plain form does (the URL and the route
+/// table use the plain form), and a service consuming its own API under its agency's legacy code
+/// is refused at admission, the policy reading the label the tenant controller wrote.
+#[tokio::test]
+async fn agency_codes_in_either_form_name_the_same_agency() {
+    let world = World::new().await;
+    let (provider, consumer) = (world.provider.clone(), world.consumer.clone());
+    let legacy = |code: &str| format!("000.00.00.{code}");
+    world.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ho-tich\n  namespace: {provider}\nspec:\n  selector: {{app: ho-tich}}\n  ports: [{{port: 8080}}]\n"
+    ));
+    world.apply_provider(&format!("[{{agencyCode: \"{}\"}}]", legacy(CONSUMER_CODE)));
+    world.apply(&format!(
+        "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: mot-cua\n  namespace: {consumer}\nspec:\n  consumes:\n  - {{name: ho-tich, agencyCode: \"{}\", api: tra-cuu-ho-tich}}\n",
+        legacy(PROVIDER_CODE)
+    ));
+    let granted = world.consumption(GrantState::Granted, "Approved").await;
+    let url = format!("https://lgsp.{}/{PROVIDER_CODE}/tra-cuu-ho-tich/", world.base_domain);
+    assert_eq!(granted.url.as_deref(), Some(url.as_str()));
+    let identity = world.consumer_identity();
+    let table = world
+        .route_table("the consumer granted", |t| t.routes[0].consumers.iter().any(|c| c.identity == identity))
+        .await;
+    assert_eq!(table.agency_code, PROVIDER_CODE);
+
+    // Consuming its own API, its agency written in the legacy form: refused at admission.
+    let own = format!(
+        "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: chinh-minh\n  namespace: {provider}\nspec:\n  provides:\n  - {{name: tu-tra-cuu, service: ho-tich, port: 8080}}\n  consumes:\n  - {{name: vong-lai, agencyCode: \"{}\", api: tu-tra-cuu}}\n",
+        legacy(PROVIDER_CODE)
+    );
+    // Admission reads the namespace's labels from an informer: allow it a moment to see them.
+    let refusal = eventually(Duration::from_secs(30), "the self-consumption refused at admission", || async {
+        let (accepted, _, err) = world.cluster.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &own);
+        (!accepted).then_some(err)
+    })
+    .await;
+    assert!(refusal.contains("ValidatingAdmissionPolicy 'govpaas-data-sharing-no-self-consumption'"), "{refusal}");
+    assert!(
+        refusal.contains(&format!(
+            "spec.consumes: vong-lai consumes an API that this DataSharingService provides itself (agency {PROVIDER_CODE})"
+        )),
+        "{refusal}"
     );
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use govpaas_crds::data_sharing::GrantState;
 use govpaas_crds::lgsp::{self, RouteTable};
 use govpaas_crds::{DataSharingService, Platform};
-use govpaas_operator::certificates::TrustAnchors;
+use govpaas_pki::TrustAnchors;
 use govpaas_tests::gateway::GatewayProcess;
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
@@ -181,7 +181,7 @@ async fn upstream() -> SocketAddr {
 fn client_config(secret: &Secret) -> Arc<rustls::ClientConfig> {
     let trust = TrustAnchors::from_pem(&secret_data(secret, "ca.crt")).expect("ca.crt is the trust bundle");
     let (crt, key) = (secret_data(secret, "tls.crt"), secret_data(secret, "tls.key"));
-    govpaas_operator::certificates::tls::client_config(&trust, Some((&crt, &key))).expect("a client configuration")
+    govpaas_pki::tls::client_config(&trust, Some((&crt, &key))).expect("a client configuration")
 }
 
 /// `GET https://<host><path>` through the gateway at `address`: (status, JSON body).
@@ -288,7 +288,7 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     assert!(exchanges(200) >= 1 && exchanges(403) >= 2, "{audit}");
     assert!(records.iter().any(|r| r["status"] == 200 && r["caller"] == consumer_identity.as_str()), "{audit}");
     assert_eq!(records.last().expect("records")["kind"], "checkpoint", "a last checkpoint at shutdown");
-    let verified = gateway.verify_audit(&[&dir.path().join("tls.crt")]);
+    let verified = gateway.verify_audit(&[&dir.path().join("tls.crt")], &dir.path().join("ca.crt"));
     let report = String::from_utf8_lossy(&verified.stdout).into_owned();
     assert!(
         verified.status.success() && report.contains("OK"),

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use govpaas_crds::{DocumentService, Portal};
-use govpaas_operator::certificates::verify::{chain_from_pem, verify_server_chain};
-use govpaas_operator::certificates::{CertificateAuthority, ExpectedLeaf, LeafKind, TrustAnchors, inspect_leaf};
+use govpaas_pki::verify::{chain_from_pem, verify_server_chain};
+use govpaas_pki::{CertificateAuthority, ExpectedLeaf, LeafKind, TrustAnchors, inspect_leaf};
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -586,6 +586,38 @@ async fn a_document_service_with_delete_policy_takes_its_volume_with_it() {
     eventually(WAIT, "the volume deleted", || async { volumes.get_opt(&name).await.ok()?.is_none().then_some(()) })
         .await;
     eventually(WAIT, "the volume's directory removed", || async { (!dir.exists()).then_some(()) }).await;
+}
+
+/// A claim on a StorageClass that does not exist is a condition and a Warning Event naming the
+/// class (not "waiting for its volume"), and no Pod starts.
+#[tokio::test]
+async fn a_missing_storage_class_is_named_with_an_event() {
+    let world = World::new("svc-class", &quota(20, "10Gi", 4)).await;
+    let ns = world.namespace();
+    let manifest = document_service("luu-tru", &ns, "1Gi", "Delete", "")
+        .replace("    deletePolicy: Delete\n", "    deletePolicy: Delete\n    storageClassName: khong-ton-tai\n");
+    world.apply(&manifest);
+    let service = world.document_condition("luu-tru", "StorageBound", "False", Some("StorageClassNotFound")).await;
+    let conditions = service.status.unwrap().conditions;
+    let message = &condition(&conditions, "StorageBound").message;
+    assert!(message.contains("StorageClass \"khong-ton-tai\"") && message.contains("does not exist"), "{message}");
+    let ready = condition(&conditions, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "StorageClassNotFound"));
+    let notes = eventually(WAIT, "the StorageClassNotFound Event", || async {
+        let notes = world.cluster.kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &ns,
+            "--field-selector",
+            "regarding.name=luu-tru,reason=StorageClassNotFound",
+            "-o",
+            "jsonpath={.items[*].note}",
+        ]);
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert!(notes.contains("khong-ton-tai"), "{notes}");
 }
 
 #[tokio::test]

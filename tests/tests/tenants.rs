@@ -9,7 +9,7 @@ use govpaas_crds::Tenant;
 use govpaas_crds::quantity::Amount;
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, cluster, eventually, unique_name};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
@@ -156,6 +156,29 @@ spec:
       image: nginx:1.27
       securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}{resources}
 "#
+    )
+}
+
+/// The Pod template every workload here uses: one Pod Security `restricted` admits.
+const RESTRICTED_POD_SPEC: &str = r#"      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: app
+          image: nginx:1.27
+          securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+"#;
+
+/// A StatefulSet of `replicas`.
+fn stateful_set(name: &str, namespace: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  replicas: {replicas}\n  serviceName: {name}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n{RESTRICTED_POD_SPEC}"
+    )
+}
+
+/// A CronJob, not suspended.
+fn cron_job(name: &str, namespace: &str) -> String {
+    let spec = RESTRICTED_POD_SPEC.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  schedule: \"0 2 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n{spec}\n"
     )
 }
 
@@ -565,7 +588,23 @@ async fn suspend_and_resume_restore_the_replicas() {
     s.wait_ready(&unit).await;
     s.cluster.apply(&deployment("web", &unit, 3));
     s.cluster.apply(&deployment("idle", &unit, 0));
+    // The dodges: a Deployment wearing govpaas's label, a StatefulSet, a bare Pod, a CronJob.
+    let forged = deployment("gia-mao", &unit, 2).replace(
+        "metadata: {name: gia-mao,",
+        "metadata: {labels: {app.kubernetes.io/managed-by: govpaas-operator}, name: gia-mao,",
+    );
+    assert!(forged.contains("managed-by"), "{forged}");
+    s.cluster.apply(&forged);
+    s.cluster.apply(&stateful_set("csdl", &unit, 2));
+    s.cluster.apply(&pod("tran-tran", &unit, None));
+    s.cluster.apply(&cron_job("sao-luu", &unit));
     let deployments = Api::<Deployment>::namespaced(s.client.clone(), &unit);
+    let stateful_sets = Api::<StatefulSet>::namespaced(s.client.clone(), &unit);
+    eventually(WAIT, "the StatefulSet's and the forged Deployment's Pods to run", || async {
+        let pods = s.kubectl_ok(&["-n", &unit, "get", "pods", "-o", "name"]);
+        (pods.contains("csdl-1") && pods.contains("gia-mao") && pods.contains("tran-tran")).then_some(())
+    })
+    .await;
 
     s.tenant("don-vi", "H53.01", "Unit", Some("tinh"), &quota("4", "8Gi", "10Gi", 20, 5), "  suspended: true\n");
     s.wait_condition(&unit, "Suspended", "True", Some("Suspended")).await;
@@ -574,6 +613,13 @@ async fn suspend_and_resume_restore_the_replicas() {
     assert_eq!(web.spec.replicas, Some(0));
     assert_eq!(web.annotations()["govpaas.io/suspended-replicas"], "3");
     assert!(!deployments.get("idle").await.unwrap().annotations().contains_key("govpaas.io/suspended-replicas"));
+    let forged = deployments.get("gia-mao").await.unwrap();
+    assert_eq!(forged.spec.replicas, Some(0), "a label the agency wrote exempted its Deployment");
+    let set = stateful_sets.get("csdl").await.unwrap();
+    assert_eq!(set.spec.replicas, Some(0));
+    assert_eq!(set.annotations()["govpaas.io/suspended-replicas"], "2");
+    let cron = s.kubectl_ok(&["-n", &unit, "get", "cronjob", "sao-luu", "-o", "jsonpath={.spec.suspend}"]);
+    assert_eq!(cron, "true");
     assert_eq!(hard(&resource_quota(&s.client, &unit).await, "pods"), Amount::ZERO);
     assert_eq!(
         s.kubectl_ok(&["get", "namespace", &unit, "-o", "jsonpath={.metadata.labels.govpaas\\.io/suspended}"]),
@@ -581,11 +627,13 @@ async fn suspend_and_resume_restore_the_replicas() {
     );
     let (ok, _, err) = s.cluster.kubectl_stdin(&["create", "-f", "-"], &pod("moi", &unit, None));
     assert!(!ok && err.contains("exceeded quota"), "a new Pod in a suspended tenant: {err}");
-    eventually(WAIT, "the web Pods to go", || async {
-        let pods = s.kubectl_ok(&["-n", &unit, "get", "pods", "-l", "app=web", "-o", "name"]);
+    eventually(WAIT, "every Pod of the suspended tenant to go", || async {
+        let pods = s.kubectl_ok(&["-n", &unit, "get", "pods", "-o", "name"]);
         pods.trim().is_empty().then_some(())
     })
     .await;
+    let message = s.wait_condition(&unit, "Suspended", "True", Some("Suspended")).await.message;
+    assert!(message.contains("StatefulSets") && message.contains("uncontrolled Pods deleted"), "{message}");
 
     s.tenant("don-vi", "H53.01", "Unit", Some("tinh"), &quota("4", "8Gi", "10Gi", 20, 5), "  suspended: false\n");
     s.wait_condition(&unit, "Suspended", "False", None).await;
@@ -594,6 +642,12 @@ async fn suspend_and_resume_restore_the_replicas() {
     assert_eq!(web.spec.replicas, Some(3));
     assert!(!web.annotations().contains_key("govpaas.io/suspended-replicas"));
     assert_eq!(deployments.get("idle").await.unwrap().spec.replicas, Some(0));
+    assert_eq!(deployments.get("gia-mao").await.unwrap().spec.replicas, Some(2));
+    let set = stateful_sets.get("csdl").await.unwrap();
+    assert_eq!(set.spec.replicas, Some(2));
+    assert!(!set.annotations().contains_key("govpaas.io/suspended-replicas"));
+    let cron = s.kubectl_ok(&["-n", &unit, "get", "cronjob", "sao-luu", "-o", "jsonpath={.spec.suspend}"]);
+    assert_eq!(cron, "false");
     assert_eq!(hard(&resource_quota(&s.client, &unit).await, "pods"), Amount::from_units(20));
     let resumed = s.kubectl_ok(&[
         "get",
@@ -606,6 +660,161 @@ async fn suspend_and_resume_restore_the_replicas() {
         "jsonpath={.items[*].reason}",
     ]);
     assert!(resumed.contains("Suspended") && resumed.contains("Resumed"), "{resumed}");
+}
+
+/// Tenant domains are disjoint: inside, around or equal to another tenant's domain is refused
+/// with a condition and an Event naming the other tenant; the older tenant keeps its domain.
+#[tokio::test]
+async fn overlapping_tenant_domains_are_refused_naming_the_other_tenant() {
+    let mut s = Scope::new("dom").await;
+    let province = s.tenant("tinh", "H56", "Province", None, &quota("8", "16Gi", "100Gi", 100, 20), "");
+    let older = s.tenant("so-a", "H56.01", "Department", Some("tinh"), &quota("1", "1Gi", "1Gi", 5, 2), "");
+    s.wait_ready(&province).await;
+    let older_domain = s.wait_ready(&older).await.status.unwrap().domain.unwrap();
+    assert_eq!(older_domain, format!("{older}.{}", s.base_domain));
+
+    let inside = s.tenant(
+        "so-b",
+        "H56.02",
+        "Department",
+        Some("tinh"),
+        &quota("1", "1Gi", "1Gi", 5, 2),
+        &format!("  domain: cong.{older_domain}\n"),
+    );
+    let refused = s.wait_condition(&inside, "Ready", "False", Some("DomainConflict")).await;
+    assert!(
+        refused.message.contains(&format!("sits inside the domain \"{older_domain}\" of Tenant \"{older}\"")),
+        "{}",
+        refused.message
+    );
+    // Nothing of it was provisioned: no namespace, so no CA for the other tenant's hosts.
+    let (exists, _) = s.kubectl(&["get", "namespace", &inside]);
+    assert!(!exists, "a tenant with a conflicting domain got its namespace");
+    // The Event says the same as the condition.
+    let notes = eventually(WAIT, "the DomainConflict Event", || async {
+        let notes = event_notes(&s, &inside, "DomainConflict");
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert!(notes.iter().any(|n| n.contains(&older)), "{notes:?}");
+
+    // Refused again for the same reason with another cause: a second Event with the new cause,
+    // not a count on the first one's series (kubectl describe shows what is wrong now).
+    let province_domain = format!("{province}.{}", s.base_domain);
+    s.tenant(
+        "so-b",
+        "H56.02",
+        "Department",
+        Some("tinh"),
+        &quota("1", "1Gi", "1Gi", 5, 2),
+        &format!("  domain: cong.{province_domain}\n"),
+    );
+    eventually(WAIT, "the DomainConflict condition to name the province", || async {
+        let tenant = s.get(&inside).await;
+        let ready = tenant.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (ready.reason == "DomainConflict" && ready.message.contains(&format!("Tenant \"{province}\""))).then_some(())
+    })
+    .await;
+    let notes = eventually(WAIT, "a second DomainConflict Event with the new cause", || async {
+        let notes = event_notes(&s, &inside, "DomainConflict");
+        (notes.iter().collect::<BTreeSet<_>>().len() >= 2).then_some(notes)
+    })
+    .await;
+    assert!(notes.iter().any(|n| n.contains(&format!("Tenant \"{older}\""))), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains(&format!("Tenant \"{province}\""))), "{notes:?}");
+
+    // Moved to a free domain, it is provisioned.
+    s.tenant(
+        "so-b",
+        "H56.02",
+        "Department",
+        Some("tinh"),
+        &quota("1", "1Gi", "1Gi", 5, 2),
+        &format!("  domain: khac-{inside}.{}\n", s.base_domain),
+    );
+    s.wait_ready(&inside).await;
+    // The older tenant was never disturbed.
+    assert_eq!(s.get(&older).await.status.unwrap().domain.unwrap(), older_domain);
+}
+
+/// The tenant fence for core objects: NodePort and LoadBalancer Services only when the Tenant
+/// allows them, external IPs never, and no claim that chooses its volume — refused for the
+/// agency admin by ValidatingAdmissionPolicies, while a namespace outside any tenant is untouched.
+#[tokio::test]
+async fn agency_services_stay_inside_and_claims_never_choose_their_volume() {
+    let mut s = Scope::new("fence").await;
+    let admin = format!("admin-{}@quangnam.gov.vn", s.prefix);
+    let province = s.tenant("tinh", "H57", "Province", None, &quota("8", "16Gi", "100Gi", 100, 20), "");
+    let admins = format!("  admins:\n    users: [{admin}]\n");
+    let unit = s.tenant("don-vi", "H57.01", "Unit", Some("tinh"), &quota("2", "4Gi", "10Gi", 20, 5), &admins);
+    s.wait_ready(&province).await;
+    s.wait_ready(&unit).await;
+    let as_admin = |manifest: &str| s.cluster.kubectl_stdin(&["--as", &admin, "create", "-f", "-"], manifest);
+    let service = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {unit}}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n{extra}"
+        )
+    };
+    let node_port = service("cong-mo", "  type: NodePort\n");
+    let external = service("chan-bat", "  externalIPs: [10.0.0.10]\n");
+
+    let (ok, _, err) = as_admin(&node_port);
+    assert!(!ok, "a NodePort Service was admitted in a tenant namespace");
+    assert!(err.contains("govpaas-tenant-services") && err.contains("spec.exposure.nodePorts"), "{err}");
+    let (ok, _, err) = as_admin(&service("can-bang", "  type: LoadBalancer\n"));
+    assert!(!ok && err.contains("spec.exposure.loadBalancers"), "{err}");
+    let (ok, _, err) = as_admin(&external);
+    assert!(!ok && err.contains("CVE-2020-8554"), "{err}");
+    let (ok, _, err) = as_admin(&service("noi-bo", ""));
+    assert!(ok, "a ClusterIP Service was refused: {err}");
+
+    // The provincial admin allows NodePorts for this tenant: admitted once the namespace says so.
+    s.tenant(
+        "don-vi",
+        "H57.01",
+        "Unit",
+        Some("tinh"),
+        &quota("2", "4Gi", "10Gi", 20, 5),
+        &format!("{admins}  exposure:\n    nodePorts: true\n"),
+    );
+    eventually(WAIT, "a NodePort Service to be admitted after spec.exposure.nodePorts", || async {
+        let (ok, _, _) = as_admin(&node_port);
+        ok.then_some(())
+    })
+    .await;
+    let (ok, _, err) = as_admin(&external);
+    assert!(!ok && err.contains("CVE-2020-8554"), "external IPs are refused even then: {err}");
+
+    // Claims: no volumeName, no selector, for the agency admin and the cluster admin alike.
+    let claim = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {unit}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n{extra}"
+        )
+    };
+    let named = claim("muon", "  volumeName: pvc-of-another-agency\n");
+    let (ok, _, err) = as_admin(&named);
+    assert!(!ok && err.contains("spec.volumeName") && err.contains("govpaas.io/restore-from-volume"), "{err}");
+    let (ok, _, err) = s.cluster.kubectl_stdin(&["create", "-f", "-"], &named);
+    assert!(!ok && err.contains("govpaas-tenant-volume-claims"), "{err}");
+    let selecting = claim("chon", "  selector: {matchLabels: {govpaas.io/tenant: ubnd}}\n");
+    let (ok, _, err) = as_admin(&selecting);
+    assert!(!ok && err.contains("spec.selector"), "{err}");
+    // An ordinary claim is provisioned and bound by the volume controller (which sets volumeName).
+    let (ok, _, err) = as_admin(&claim("binh-thuong", ""));
+    assert!(ok, "an ordinary claim was refused: {err}");
+    eventually(WAIT, "the ordinary claim to bind", || async {
+        let phase = s.kubectl_ok(&["-n", &unit, "get", "pvc", "binh-thuong", "-o", "jsonpath={.status.phase}"]);
+        (phase == "Bound").then_some(())
+    })
+    .await;
+
+    // Outside tenant namespaces the policies never apply.
+    let plain = format!("{}-plain", s.prefix);
+    s.kubectl_ok(&["create", "namespace", &plain]);
+    let outside = node_port.replace(&format!("namespace: {unit}"), &format!("namespace: {plain}"));
+    let (ok, _, err) = s.cluster.kubectl_stdin(&["create", "-f", "-"], &outside);
+    let _ = s.kubectl(&["delete", "namespace", &plain, "--wait=false"]);
+    assert!(ok, "a NodePort Service outside any tenant was refused: {err}");
 }
 
 #[tokio::test]
@@ -719,6 +928,21 @@ async fn resource_versions(s: &Scope, tenants: &[String]) -> BTreeMap<String, St
 }
 
 /// How many Events the operator published about these tenants.
+/// The notes of the Events about Tenant `name` with `reason`, one per Event.
+fn event_notes(s: &Scope, name: &str, reason: &str) -> Vec<String> {
+    let notes = s.kubectl_ok(&[
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        "default",
+        "--field-selector",
+        &format!("regarding.name={name},reason={reason}"),
+        "-o",
+        "jsonpath={range .items[*]}{.note}{\"\\n\"}{end}",
+    ]);
+    notes.lines().map(str::to_owned).collect()
+}
+
 fn events_about(s: &Scope, tenants: &[String]) -> usize {
     let names = s.kubectl_ok(&[
         "get",

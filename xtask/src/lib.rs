@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cluster;
 pub mod codegen;
 pub mod demo;
+pub mod faults;
 pub mod install;
 pub mod paths;
 pub mod pki;

@@ -27,6 +27,27 @@ enum Task {
         /// Which benchmark.
         what: String,
     },
+    /// Fault injection: a province converging while the operator is killed again and again; the
+    /// figures go into docs/resilience.md.
+    Faults {
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        #[arg(long, default_value_t = 200)]
+        services: usize,
+        #[arg(long, default_value_t = 40)]
+        kills: usize,
+        /// Replay a run: the seed it printed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run the operator with leader election, as the chart does (each restart then waits for the
+        /// killed leader's Lease to expire).
+        #[arg(long)]
+        leader_elect: bool,
+        /// Also kill and restart the API server and etcd under a running operator (known to fail
+        /// today: docs/resilience.md).
+        #[arg(long)]
+        control_plane: bool,
+    },
     /// Generate the CRD YAML and admission policies from the Rust API types.
     Crds {
         /// Write nothing; fail if the committed files differ from what generation produces.
@@ -76,6 +97,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Task::Demo => xtask::demo::run()?,
         Task::Bench { what } => xtask::bench::run(&what)?,
+        Task::Faults { tenants, services, kills, seed, leader_elect, control_plane } => {
+            xtask::faults::run(xtask::faults::Sizes { tenants, services, kills, seed, leader_elect, control_plane })?
+        }
         Task::Crds { check } => xtask::codegen::crds(check)?,
         Task::Test { cargo_test_args } => return test(&cargo_test_args),
     }

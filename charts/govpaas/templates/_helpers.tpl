@@ -13,6 +13,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ .Values.operator.serviceAccount.name }}
 {{- end }}
 
+{{/* The operator's user name as the API server sees it: what the tenant-objects policy spares. */}}
+{{- define "govpaas.operatorUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "govpaas.operatorServiceAccount" . }}
+{{- end }}
+
 {{/* Selects the operator's Pods. */}}
 {{- define "govpaas.operatorSelector" -}}
 app.kubernetes.io/name: govpaas

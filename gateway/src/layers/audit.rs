@@ -1,4 +1,7 @@
-//! Writes one audit record per exchange, whatever became of it (refused, failed or answered).
+//! Writes one audit record per exchange, whatever became of it (refused, failed or answered),
+//! and whatever the client does: the exchange runs in a task of its own, so a client that
+//! closes its connection or resets its HTTP/2 stream before the answer does not cancel it, and
+//! its record is written (marked `clientGone`) — the provider did receive and execute it.
 //! If the record cannot be written the caller gets 503 instead of the answer: no exchange goes
 //! unaudited (X-Road's message log fails closed the same way).
 
@@ -7,30 +10,46 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::StatusCode;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, GatewayRequest, GatewayResponse};
 use crate::audit::{AuditLog, Entry, Exchange};
 use crate::context::{AuditNotes, Caller, Connection};
-use crate::problem::problem;
+use crate::metrics::{Metrics, StatusLabels};
+use crate::problem::Problem;
 
 #[derive(Clone)]
 pub struct AuditLayer {
     pub log: Arc<AuditLog>,
+    /// Where exchanges run; the gateway waits for them at shutdown.
+    pub exchanges: TaskTracker,
+    pub metrics: Metrics,
+    /// Exchanges in flight at once (they outlive clients that went away): over it, 503.
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl<S> Layer<S> for AuditLayer {
     type Service = AuditService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuditService { log: self.log.clone(), inner }
+        AuditService {
+            log: self.log.clone(),
+            exchanges: self.exchanges.clone(),
+            metrics: self.metrics.clone(),
+            in_flight: self.in_flight.clone(),
+            inner,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct AuditService<S> {
     log: Arc<AuditLog>,
+    exchanges: TaskTracker,
+    metrics: Metrics,
+    in_flight: Arc<Semaphore>,
     inner: S,
 }
 
@@ -54,12 +73,29 @@ where
         let client = request.extensions().get::<Connection>().map(|c| c.0.remote.to_string()).unwrap_or_default();
         let method = request.method().to_string();
         let path = request.uri().path().to_owned();
-        let request_bytes = request.body().len() as u64;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let log = self.log.clone();
-        Box::pin(async move {
-            let response = inner.call(request).await?;
+        let metrics = self.metrics.clone();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            // Too many exchanges in flight: answered (and recorded) without running it.
+            let busy = Problem::Busy(
+                "the gateway runs as many exchanges at once as it allows (--max-exchanges); retry shortly".to_owned(),
+            );
+            let exchange =
+                Exchange { client, method, status: busy.status().as_u16(), ..Exchange::default() }.with_path(&path);
+            return Box::pin(async move {
+                metrics.exchanges.get_or_create(&StatusLabels { status: busy.status().as_u16() }).inc();
+                Ok(match log.append_durable(Entry::Exchange(exchange)).await {
+                    Ok(_) => busy.response(),
+                    Err(_) => Problem::AuditUnavailable.response(),
+                })
+            });
+        };
+        self.exchanges.spawn(async move {
+            let _permit = permit;
+            let Ok(response) = inner.call(request).await;
             let notes = notes.take();
             let (provider, api) = notes.addressed.unzip();
             let exchange = Exchange {
@@ -73,23 +109,28 @@ where
                 method,
                 path: String::new(),
                 status: response.status().as_u16(),
-                request_bytes,
+                request_bytes: notes.request_bytes,
                 response_bytes: response.body().len() as u64,
                 duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                client_gone: answer.is_closed(),
             }
-            .with_path(&path);
-            match log.append(Entry::Exchange(exchange)) {
-                Ok(_) => Ok(response),
+            .with_path(notes.canonical_path.as_deref().unwrap_or(&path));
+            if exchange.client_gone {
+                metrics.client_gone.inc();
+            }
+            let response = match log.append_durable(Entry::Exchange(exchange)).await {
+                Ok(_) => response,
                 Err(error) => {
                     tracing::error!(%error, "audit record not written; answering 503");
-                    Ok(problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "audit-unavailable",
-                        "Audit unavailable",
-                        "the exchange could not be audited, so its answer is withheld",
-                    ))
+                    Problem::AuditUnavailable.response()
                 }
-            }
+            };
+            metrics.exchanges.get_or_create(&StatusLabels { status: response.status().as_u16() }).inc();
+            // The client may be gone: its record is written all the same.
+            let _ = answer.send(response);
+        });
+        Box::pin(async move {
+            Ok(answered.await.unwrap_or_else(|_| Problem::Internal("the exchange was lost".to_owned()).response()))
         })
     }
 }
@@ -98,8 +139,17 @@ where
 mod tests {
     use super::*;
     use crate::layers::testing::*;
-    use bytes::Bytes;
+    use http::StatusCode;
     use tower::ServiceExt;
+
+    fn layer(log: &Arc<AuditLog>) -> AuditLayer {
+        AuditLayer {
+            log: log.clone(),
+            exchanges: TaskTracker::new(),
+            metrics: Metrics::default(),
+            in_flight: Arc::new(Semaphore::new(16)),
+        }
+    }
 
     #[tokio::test]
     async fn every_exchange_is_recorded_with_what_the_inner_layers_learned() {
@@ -108,14 +158,14 @@ mod tests {
         let log = Arc::new(AuditLog::open(&path).unwrap());
         let inner = tower::service_fn(|request: GatewayRequest| async move {
             AuditNotes::record(&request, |notes| {
+                notes.request_bytes = 5;
                 notes.caller = Some(consumer(CONSUMER));
                 notes.addressed = Some(("H17.12".to_owned(), "land-records".to_owned()));
             });
-            Ok::<_, Infallible>(problem(StatusCode::FORBIDDEN, "not-granted", "API not granted", "no"))
+            Ok::<_, Infallible>(Problem::NotGranted("no".to_owned()).response())
         });
-        let service = AuditLayer { log: log.clone() }.layer(inner);
-        let mut request = request("/H17.12/land-records/x?secret=1");
-        *request.body_mut() = Bytes::from_static(b"12345");
+        let service = layer(&log).layer(inner);
+        let request = request("/H17.12/land-records/x?secret=1");
         let response = service.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
@@ -129,5 +179,59 @@ mod tests {
         assert_eq!(record["path"], "/H17.12/land-records/x", "no query string in the audit");
         assert_eq!((record["status"].as_u64(), record["requestBytes"].as_u64()), (Some(403), Some(5)));
         assert_eq!(record["responseBytes"].as_u64(), Some(response.body().len() as u64));
+        assert!(record.get("clientGone").is_none(), "only written when the client was gone");
+    }
+
+    #[tokio::test]
+    async fn an_exchange_whose_client_went_away_still_completes_and_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        let inner = tower::service_fn(|_: GatewayRequest| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Ok::<_, Infallible>(http::Response::new(bytes::Bytes::from_static(b"done")))
+        });
+        let audit = layer(&log);
+        let exchanges = audit.exchanges.clone();
+        let service = audit.layer(inner);
+        // The client gives up after 20 ms: its future is dropped.
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(20), service.oneshot(request("/H17.12/x/y")));
+        assert!(gave_up.await.is_err());
+        exchanges.close();
+        exchanges.wait().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let record: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!((record["status"].as_u64(), record["clientGone"].as_bool()), (Some(200), Some(true)));
+    }
+
+    #[tokio::test]
+    async fn over_the_exchanges_in_flight_the_gateway_answers_busy_and_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        let inner = tower::service_fn(|_: GatewayRequest| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Ok::<_, Infallible>(http::Response::new(bytes::Bytes::from_static(b"done")))
+        });
+        let mut audit = layer(&log);
+        audit.in_flight = Arc::new(Semaphore::new(1));
+        let service = audit.layer(inner);
+        let first = tokio::spawn(service.clone().oneshot(request("/H17.12/x/1")));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let second = service.clone().oneshot(request("/H17.12/x/2")).await.unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(second.headers().contains_key(http::header::RETRY_AFTER));
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        let third = service.oneshot(request("/H17.12/x/3")).await.unwrap();
+        assert_eq!(third.status(), StatusCode::OK, "the place came back");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let statuses: Vec<(String, u64)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["kind"] == "exchange")
+            .map(|r| (r["path"].as_str().unwrap().to_owned(), r["status"].as_u64().unwrap()))
+            .collect();
+        assert!(statuses.contains(&("/H17.12/x/2".to_owned(), 503)), "{statuses:?}");
     }
 }

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Request, Response, Uri};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use tower::Service;
 
 use super::{BoxFuture, GatewayRequest, GatewayResponse};
+use crate::body::{BodyBudget, BodyError, BodyPermit};
 use crate::context::{Caller, Connection, RoutedRequest};
-use crate::problem::problem;
+use crate::problem::Problem;
 
 /// The verified identity of the caller, set by the gateway only.
 pub const CONSUMER_HEADER: &str = "x-lgsp-consumer";
@@ -55,14 +57,20 @@ impl Default for ForwardSettings {
 pub struct Forward {
     client: Client<HttpConnector, Full<Bytes>>,
     settings: ForwardSettings,
+    /// Response bodies are held in memory too: they take from a budget of their own.
+    budget: BodyBudget,
 }
 
+/// A response extension: the budget bytes its body holds, given back once it has been written.
+#[derive(Clone, Debug)]
+pub struct ResponsePermit(pub Arc<BodyPermit>);
+
 impl Forward {
-    pub fn new(settings: ForwardSettings) -> Self {
+    pub fn new(settings: ForwardSettings, budget: BodyBudget) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
         connector.set_nodelay(true);
-        Forward { client: Client::builder(TokioExecutor::new()).build(connector), settings }
+        Forward { client: Client::builder(TokioExecutor::new()).build(connector), settings, budget }
     }
 }
 
@@ -89,10 +97,13 @@ impl Forward {
         };
         let target = upstream.uri().clone();
         let exchange = async {
-            let response = self.client.request(upstream).await?;
+            let response = self.client.request(upstream).await.map_err(|e| BodyError::Broken(e.into()))?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.settings.max_response_bytes).collect().await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Response::from_parts(parts, body.to_bytes()))
+            let (body, permit) =
+                self.budget.read(body, self.settings.max_response_bytes, self.settings.timeout).await?;
+            let mut response = Response::from_parts(parts, body);
+            response.extensions_mut().insert(ResponsePermit(Arc::new(permit)));
+            Ok::<_, BodyError>(response)
         };
         match tokio::time::timeout(self.settings.timeout, exchange).await {
             Ok(Ok(mut response)) => {
@@ -100,29 +111,34 @@ impl Forward {
                 response.headers_mut().remove(header::CONTENT_LENGTH);
                 response
             }
+            Ok(Err(BodyError::Busy)) => Problem::Busy(
+                "the gateway holds as many response bodies as its memory allows; retry shortly".to_owned(),
+            )
+            .response(),
             Ok(Err(error)) => {
-                let detail = match error.downcast_ref::<hyper_util::client::legacy::Error>() {
-                    Some(e) if e.is_connect() => format!("the provider at {target} cannot be reached"),
-                    _ if error.is::<http_body_util::LengthLimitError>() => format!(
-                        "the provider's answer exceeds {} bytes, the most the gateway relays",
-                        self.settings.max_response_bytes
-                    ),
-                    _ => format!("the provider at {target} failed to answer: {error}"),
+                let detail = match &error {
+                    BodyError::Broken(e) => match e.downcast_ref::<hyper_util::client::legacy::Error>() {
+                        Some(e) if e.is_connect() => format!("the provider at {target} cannot be reached"),
+                        _ => format!("the provider at {target} failed to answer: {e}"),
+                    },
+                    BodyError::TooLarge { limit } => {
+                        format!("the provider's answer exceeds {limit} bytes, the most the gateway relays")
+                    }
+                    other => format!("the provider at {target} failed to answer: {other}"),
                 };
-                problem(StatusCode::BAD_GATEWAY, "upstream-unavailable", "Upstream unavailable", detail)
+                Problem::UpstreamUnavailable(detail).response()
             }
-            Err(_) => problem(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream-timeout",
-                "Upstream timeout",
-                format!("the provider at {target} did not answer within {:?}", self.settings.timeout),
-            ),
+            Err(_) => Problem::UpstreamTimeout(format!(
+                "the provider at {target} did not answer within {:?}",
+                self.settings.timeout
+            ))
+            .response(),
         }
     }
 }
 
 fn internal(detail: &str) -> Box<GatewayResponse> {
-    Box::new(problem(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail))
+    Problem::Internal(detail.to_owned()).into()
 }
 
 /// The request to send upstream.
@@ -134,6 +150,9 @@ fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box
         return Err(internal("forwarding before identity and routing"));
     };
     let (mut parts, body) = request.into_parts();
+    let crate::body::RequestBody::Read(body) = body else {
+        return Err(internal("forwarding before the body was read"));
+    };
     let mut path = format!("{}{}", routed.api.upstream_base_path, routed.rest);
     if path.is_empty() {
         path.push('/');
@@ -153,6 +172,8 @@ fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box
     parts.extensions = http::Extensions::new();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
+    // Again here, where requests leave: whatever a layer did, no client's claim goes on.
+    crate::headers::strip_identity_headers(headers);
     // The provider is addressed by its Service's name, even when `--resolve` connects elsewhere.
     let host = HeaderValue::from_str(&routed.api.upstream_host).map_err(|_| internal("host is not a header value"))?;
     headers.insert(header::HOST, host);
@@ -184,6 +205,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
     use crate::layers::testing::*;
+    use http::StatusCode;
 
     #[test]
     fn the_upstream_request_carries_the_rest_the_query_and_the_verified_identity() {
@@ -208,7 +230,7 @@ mod tests {
         let mut api = (*api(false, &[CONSUMER])).clone();
         api.upstream_origin = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let request = routed(consumer(CONSUMER), std::sync::Arc::new(api));
-        let response = Forward::new(ForwardSettings::default()).forward(request).await;
+        let response = Forward::new(ForwardSettings::default(), BodyBudget::new(1 << 20)).forward(request).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         let detail = crate::problem::detail_of(&response)["detail"].as_str().unwrap().to_owned();
         assert!(detail.contains("cannot be reached"), "{detail}");

@@ -1,11 +1,9 @@
 //! Whether the caller may call the API: a consumer the provider granted, or anyone for open data.
 //! The open-data listener serves open data only.
 
-use http::StatusCode;
-
 use super::{Check, GatewayRequest, Refusal};
 use crate::context::Caller;
-use crate::problem::refusal;
+use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
 pub struct GrantCheck;
@@ -17,25 +15,17 @@ impl Check for GrantCheck {
         match caller {
             _ if api.open_data => Ok(()),
             Caller::Consumer(identity) if api.grants(identity) => Ok(()),
-            Caller::Consumer(identity) => Err(refusal(
-                StatusCode::FORBIDDEN,
-                "not-granted",
-                "API not granted",
-                format!(
-                    "{} is not granted API {}: the provider has not approved this consumer",
-                    identity.uri(),
-                    api.label()
-                ),
-            )),
-            Caller::Anonymous(_) => Err(refusal(
-                StatusCode::FORBIDDEN,
-                "not-open-data",
-                "Not open data",
-                format!(
-                    "API {} is not open data; call it on the mutual-TLS listener with a granted client certificate",
-                    api.label()
-                ),
-            )),
+            Caller::Consumer(identity) => Err(Problem::NotGranted(format!(
+                "{} is not granted API {}: the provider has not approved this consumer",
+                identity.uri(),
+                api.label()
+            ))
+            .into()),
+            Caller::Anonymous(_) => Err(Problem::NotOpenData(format!(
+                "API {} is not open data; call it on the mutual-TLS listener with a granted client certificate",
+                api.label()
+            ))
+            .into()),
         }
     }
 }
@@ -45,6 +35,7 @@ mod tests {
     use super::*;
     use crate::layers::testing::*;
     use crate::problem::detail_of;
+    use http::StatusCode;
 
     #[test]
     fn granted_consumers_and_open_data_pass_others_are_told_why_not() {

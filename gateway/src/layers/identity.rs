@@ -1,32 +1,25 @@
 //! Who is calling. On the mutual-TLS listener: the identity in the client certificate that rustls
 //! verified during the handshake, checked again with `verify_client_chain` (which also enforces
 //! that a tenant CA vouches only for its own agency). Never from a header: every incoming
-//! `X-Lgsp-*` header is removed here, and the forward layer sets the verified one.
+//! identity-bearing header ([`crate::headers`]) is removed here, and the forward layer sets the
+//! verified one.
 
-use http::StatusCode;
 use time::OffsetDateTime;
 
 use super::{Check, GatewayRequest, Refusal};
 use crate::context::{AuditNotes, Caller, Connection, Listener};
-use crate::problem::refusal;
-
-/// Headers through which a client might try to claim an identity or an address.
-const SPOOFABLE_PREFIXES: [&str; 3] = ["x-lgsp-", "x-forwarded-", "x-ssl-client"];
-const SPOOFABLE: [&str; 2] = ["forwarded", "x-client-cert"];
+use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
 pub struct IdentityCheck;
 
 impl Check for IdentityCheck {
     fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
-        strip_identity_headers(request.headers_mut());
+        crate::headers::strip_identity_headers(request.headers_mut());
         let Some(Connection(connection)) = request.extensions().get::<Connection>().cloned() else {
-            return Err(refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-                "the request reached the gateway without connection information",
-            ));
+            return Err(
+                Problem::Internal("the request reached the gateway without connection information".to_owned()).into()
+            );
         };
         let caller = match &connection.listener {
             Listener::Mutual { peer_chain, anchors, identity } => {
@@ -41,23 +34,17 @@ impl Check for IdentityCheck {
                     // A connection may outlive its client certificate: every request checks it.
                     Ok((identity, until)) if now < *until => Caller::Consumer(identity.clone()),
                     Ok((identity, until)) => {
-                        return Err(refusal(
-                            StatusCode::FORBIDDEN,
-                            "certificate-expired",
-                            "Client certificate expired",
-                            format!(
-                                "the client certificate of {} expired at {until} during this connection: reconnect with the renewed certificate",
-                                identity.uri()
-                            ),
-                        ));
+                        return Err(Problem::CertificateExpired(format!(
+                            "the client certificate of {} expired at {until} during this connection: reconnect with the renewed certificate",
+                            identity.uri()
+                        ))
+                        .into());
                     }
                     Err(reason) => {
-                        return Err(refusal(
-                            StatusCode::FORBIDDEN,
-                            "identity-refused",
-                            "Client certificate refused",
-                            format!("the client certificate does not establish an agency identity: {reason}"),
-                        ));
+                        return Err(Problem::IdentityRefused(format!(
+                            "the client certificate does not establish an agency identity: {reason}"
+                        ))
+                        .into());
                     }
                 }
             }
@@ -69,24 +56,11 @@ impl Check for IdentityCheck {
     }
 }
 
-fn strip_identity_headers(headers: &mut http::HeaderMap) {
-    let spoofable: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            SPOOFABLE.contains(&name) || SPOOFABLE_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
-        })
-        .cloned()
-        .collect();
-    for name in spoofable {
-        headers.remove(name);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layers::testing::*;
+    use http::StatusCode;
 
     #[test]
     fn the_open_listener_identifies_by_address_and_identity_headers_are_dropped() {

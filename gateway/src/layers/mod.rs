@@ -1,19 +1,20 @@
 //! The request pipeline, one small tower layer per concern, outermost first:
 //!
 //! ```text
-//! audit → body limit → identity → routing → grant → rate limit → forward
+//! audit → identity → routing → grant → rate limit → read body → forward
 //! ```
 //!
-//! Requests carry their body already read (`Request<Bytes>`, bounded by the listener) and every
-//! failure is an answer (`Infallible` errors): refusals are problem-details responses, and the
-//! audit layer sees every one of them.
+//! Requests arrive with their body unread ([`crate::body::RequestBody`]): every decision up to
+//! the rate limit is made from the request head, and only an authorised request's body is read
+//! (bounded per request and gateway-wide). Every failure is an answer (`Infallible` errors):
+//! refusals are problem-details responses, and the audit layer sees every one of them.
 
 pub mod audit;
-pub mod body_limit;
 pub mod forward;
 pub mod grant;
 pub mod identity;
 pub mod rate_limit;
+pub mod read_body;
 pub mod routing;
 
 use std::convert::Infallible;
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-pub type GatewayRequest = Request<Bytes>;
+pub type GatewayRequest = Request<crate::body::RequestBody>;
 pub type GatewayResponse = Response<Bytes>;
 /// A layer's own answer to a request it does not let through (boxed: the rare path).
 pub type Refusal = Box<GatewayResponse>;
@@ -39,12 +40,7 @@ pub fn caller_and_route<'a>(
 ) -> Result<(&'a crate::context::Caller, &'a crate::context::RoutedRequest), Refusal> {
     match (request.extensions().get(), request.extensions().get()) {
         (Some(caller), Some(routed)) => Ok((caller, routed)),
-        _ => Err(crate::problem::refusal(
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            format!("the {layer} ran before identity and routing"),
-        )),
+        _ => Err(crate::problem::Problem::Internal(format!("the {layer} ran before identity and routing")).into()),
     }
 }
 
@@ -111,7 +107,7 @@ pub(crate) mod testing {
     }
 
     pub fn request(path: &str) -> GatewayRequest {
-        let mut request = Request::builder().uri(path).body(Bytes::new()).unwrap();
+        let mut request = Request::builder().uri(path).body(crate::body::RequestBody::empty()).unwrap();
         request.extensions_mut().insert(Connection::open(client_addr()));
         request
     }

@@ -1,16 +1,22 @@
 //! The provider's rate limit, per (API, caller): a token bucket (governor's GCRA) per consumer
 //! identity, or per client address on the open-data listener. Over the limit: 429 with
 //! `Retry-After`.
+//!
+//! Across replicas the limit is **divided**, not shared: with `--replicas N` each gateway admits
+//! `requestsPerMinute / N` and `burst / N` (rounded down, at least 1) per caller, so a caller
+//! whose requests spread over the replicas (the Service balances connections) never gets more
+//! than the provider's limit in total. A caller pinned to one replica gets a 1/N share; the
+//! alternative, a shared counter, would put a store on every request's path.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use http::{HeaderValue, StatusCode, header};
 
 use super::{Check, GatewayRequest, Refusal};
-use crate::problem::problem;
+use crate::problem::Problem;
 use crate::routes::{RateLimit, RouteSet};
 
 type Limiter = DefaultKeyedRateLimiter<String>;
@@ -18,10 +24,18 @@ type Limiter = DefaultKeyedRateLimiter<String>;
 type LimiterMap = HashMap<String, (RateLimit, Arc<Limiter>)>;
 
 /// One keyed limiter per API, replaced when the API's limit changes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RateLimiters {
     limiters: Arc<Mutex<LimiterMap>>,
     clock: DefaultClock,
+    /// The gateway replicas the limits are divided among.
+    replicas: NonZeroU32,
+}
+
+impl Default for RateLimiters {
+    fn default() -> Self {
+        RateLimiters::new(NonZeroU32::MIN)
+    }
 }
 
 impl std::fmt::Debug for RateLimiters {
@@ -31,7 +45,18 @@ impl std::fmt::Debug for RateLimiters {
 }
 
 impl RateLimiters {
+    pub fn new(replicas: NonZeroU32) -> Self {
+        RateLimiters { limiters: Default::default(), clock: DefaultClock::default(), replicas }
+    }
+
+    /// This replica's share of `limit`.
+    pub fn share(&self, limit: RateLimit) -> RateLimit {
+        let divide = |value: NonZeroU32| NonZeroU32::new(value.get() / self.replicas.get()).unwrap_or(NonZeroU32::MIN);
+        RateLimit { requests_per_minute: divide(limit.requests_per_minute), burst: divide(limit.burst) }
+    }
+
     fn limiter(&self, api: &str, limit: RateLimit) -> Arc<Limiter> {
+        let limit = self.share(limit);
         let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match limiters.get(api) {
             Some((current, limiter)) if *current == limit => limiter.clone(),
@@ -73,18 +98,17 @@ impl Check for RateLimitCheck {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.limiters.clock.now());
-                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut answer = problem(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate-limited",
-                    "Rate limit exceeded",
-                    format!(
-                        "{key} exceeded the rate limit of API {label} ({} requests per minute, burst {}); retry in {retry_after} s",
-                        limit.requests_per_minute, limit.burst
-                    ),
+                let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                let detail = format!(
+                    "{key} exceeded the rate limit of API {label} ({} requests per minute, burst {}{}); retry in {retry_after} s",
+                    limit.requests_per_minute,
+                    limit.burst,
+                    match self.limiters.replicas.get() {
+                        1 => String::new(),
+                        n => format!(", divided among {n} gateway replicas"),
+                    }
                 );
-                answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                Err(Box::new(answer))
+                Err(Problem::RateLimited { detail, retry_after: wait }.into())
             }
         }
     }
@@ -95,6 +119,8 @@ mod tests {
     use super::*;
     use crate::context::Caller;
     use crate::layers::testing::*;
+    use http::StatusCode;
+    use http::header;
 
     #[test]
     fn each_caller_has_its_own_bucket_and_is_told_when_to_retry() {
@@ -117,5 +143,22 @@ mod tests {
         check.check(&mut routed(consumer(CONSUMER), Arc::new(raised))).unwrap();
         check.limiters.prune(&RouteSet::default());
         assert!(check.limiters.limiters.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn replicas_divide_the_limit_rounding_down_to_at_least_one() {
+        let limiters = RateLimiters::new(NonZeroU32::new(2).unwrap());
+        let limit = |rpm: u32, burst: u32| RateLimit {
+            requests_per_minute: NonZeroU32::new(rpm).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        };
+        assert_eq!(limiters.share(limit(60, 10)), limit(30, 5));
+        assert_eq!(limiters.share(limit(61, 3)), limit(30, 1));
+        assert_eq!(limiters.share(limit(1, 1)), limit(1, 1));
+        let check = RateLimitCheck { limiters };
+        let api = api(false, &[CONSUMER]); // burst 2: one per replica
+        check.check(&mut routed(consumer(CONSUMER), api.clone())).unwrap();
+        let refusal = check.check(&mut routed(consumer(CONSUMER), api)).unwrap_err();
+        assert!(String::from_utf8_lossy(refusal.body()).contains("divided among 2 gateway replicas"));
     }
 }

@@ -1,15 +1,17 @@
-//! Which API a request addresses: `/<provider agency code>/<api>/<rest>`. The route table is
-//! read once per request from the atomically swapped current table, so a swap never changes a
-//! request already routed.
+//! Which API a request addresses: `/<provider agency code>/<api>/<rest>`, read from the
+//! request's canonical path ([`crate::path::canonicalise`]), which replaces the path the client
+//! sent: the path routed and authorised is the path forwarded. The route table is read once per
+//! request from the atomically swapped current table, so a swap never changes a request already
+//! routed.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::StatusCode;
 
 use super::{Check, GatewayRequest, Refusal};
 use crate::context::{AuditNotes, RoutedRequest};
-use crate::problem::refusal;
+use crate::path::canonicalise;
+use crate::problem::Problem;
 use crate::routes::RouteSet;
 
 #[derive(Clone, Debug)]
@@ -31,32 +33,51 @@ pub fn split_path(path: &str) -> Result<(&str, &str, &str), String> {
     }
     govpaas_pki::identity::agency_code(provider).map_err(|e| format!("{path:?}: {e}"))?;
     govpaas_pki::identity::path_segment("API name", api).map_err(|e| format!("{path:?}: {e}"))?;
-    // A dot segment could climb out of the provider's base path upstream.
-    let dot_segment = |segment: &str| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    };
-    if rest.split('/').any(dot_segment) {
-        return Err(format!("{path:?}: '.' and '..' path segments are not allowed"));
-    }
     Ok((provider, api, rest))
+}
+
+/// At most 256 bytes of a refused path, for the answer's detail.
+fn cut(path: &str) -> &str {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
 }
 
 impl Check for RoutingCheck {
     fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
-        let path = request.uri().path().to_owned();
-        let (provider, api, rest) = split_path(&path)
-            .map_err(|detail| refusal(StatusCode::BAD_REQUEST, "malformed-path", "Malformed API path", detail))?;
+        let malformed = |detail| -> Refusal { Problem::MalformedPath(detail).into() };
+        let sent = request.uri().path();
+        let path = canonicalise(sent).map_err(|e| malformed(format!("{:?}: {e}", cut(sent))))?;
+        if path != sent {
+            let path_and_query = match request.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            let uri = http::Uri::builder()
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| malformed(format!("{path:?}: {e}")))?;
+            *request.uri_mut() = uri;
+        }
+        AuditNotes::record(request, |notes| notes.canonical_path = Some(path.clone()));
+        let (provider, api, rest) = split_path(&path).map_err(malformed)?;
         AuditNotes::record(request, |notes| notes.addressed = Some((provider.to_owned(), api.to_owned())));
         let table = self.routes.load();
         let Some(route) = table.get(provider, api) else {
-            return Err(refusal(
-                StatusCode::NOT_FOUND,
-                "no-such-api",
-                "No such API",
-                format!("agency {provider} publishes no API named {api:?} on this gateway"),
-            ));
+            return Err(Problem::NoSuchApi(format!(
+                "agency {provider} publishes no API named {api:?} on this gateway"
+            ))
+            .into());
         };
+        // `//host/…` as a request target reads as a network-path reference to some servers and
+        // frameworks: never forward one (only possible when the upstream base path is the root).
+        if route.upstream_base_path.is_empty() && rest.starts_with("//") {
+            return Err(malformed(format!(
+                "{path:?}: the provider would receive a path starting with '//', which some servers read as another host"
+            )));
+        }
         let routed = RoutedRequest { api: route.clone(), rest: rest.to_owned() };
         request.extensions_mut().insert(routed);
         Ok(())
@@ -69,14 +90,14 @@ mod tests {
     use crate::layers::testing::*;
     use crate::problem::detail_of;
     use crate::routes::{RouteSources, SourceKey};
+    use http::StatusCode;
 
     #[test]
     fn paths_split_into_provider_api_and_rest() {
         assert_eq!(split_path("/H17.12/land-records"), Ok(("H17.12", "land-records", "")));
         assert_eq!(split_path("/H17.12/land-records/"), Ok(("H17.12", "land-records", "/")));
         assert_eq!(split_path("/H17.12/land-records/a/b"), Ok(("H17.12", "land-records", "/a/b")));
-        for bad in ["/", "/H17.12", "/H17.12/", "//x", "/h17/x", "/H17/Bad_Name", "/H17/x/../../etc", "/H17/x/%2E%2e/y"]
-        {
+        for bad in ["/", "/H17.12", "/H17.12/", "//x", "/h17/x", "/H17/Bad_Name"] {
             assert!(split_path(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -99,7 +120,58 @@ mod tests {
         let malformed = check.check(&mut request("/only-one-segment")).unwrap_err();
         assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
 
+        // The canonical path replaces the one sent; one that could change meaning is refused.
+        let mut encoded = request("/H17.12/land-records/%7Eparcels/%c3%a9?q=%2F");
+        check.check(&mut encoded).unwrap();
+        assert_eq!(encoded.uri(), "/H17.12/land-records/~parcels/%C3%A9?q=%2F");
+        assert_eq!(encoded.extensions().get::<RoutedRequest>().unwrap().rest, "/~parcels/%C3%A9");
+        for traversal in
+            ["/H17.12/land-records/..%2F..%2Fadmin/x", "/H17.12/land-records/%2e%2e/x", "/H17.12/x/../land-records/"]
+        {
+            let refused = check.check(&mut request(traversal)).unwrap_err();
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{traversal}");
+            assert!(
+                detail_of(&refused)["detail"].as_str().unwrap().contains("could change")
+                    || detail_of(&refused)["detail"].as_str().unwrap().contains("segments"),
+                "{traversal}"
+            );
+        }
+
         check.routes.store(Arc::new(RouteSet::default()));
         assert_eq!(check.check(&mut request("/H17.12/land-records")).unwrap_err().status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_path_the_provider_could_read_as_another_host_is_refused() {
+        let mut sources = RouteSources::default();
+        let root = serde_json::json!({"upstream": {"namespace": "stnmt", "service": "land", "port": 8080, "path": ""}});
+        sources
+            .update(SourceKey { created: 0, name: "t".into() }, &crate::routes::tests::table("stnmt", "H17.12", root));
+        let check = RoutingCheck { routes: Arc::new(ArcSwap::from_pointee(sources.merged())) };
+        let refused = check.check(&mut request("/H17.12/land-records//evil.example/x")).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        check.check(&mut request("/H17.12/land-records/a//b")).unwrap();
+    }
+
+    proptest::proptest! {
+        /// Any path: no panic; a routed request carries its canonical path, and its rest (what is
+        /// forwarded after the base path) is canonical too.
+        #[test]
+        fn routing_forwards_only_canonical_paths(raw in "(/|[A-Za-z0-9.%;~-]{1,6}|%2[eEfF]|%5[cC]|\\.\\.){0,12}") {
+            let mut sources = RouteSources::default();
+            sources.update(SourceKey { created: 0, name: "t".into() }, &crate::routes::tests::table("stnmt", "H17.12", serde_json::json!({})));
+            let check = RoutingCheck { routes: Arc::new(ArcSwap::from_pointee(sources.merged())) };
+            let path = format!("/H17.12/land-records/{raw}");
+            let Ok(uri) = path.parse::<http::Uri>() else { return Ok(()) };
+            let mut routed = request("/");
+            *routed.uri_mut() = uri;
+            if check.check(&mut routed).is_ok() {
+                let canonical = routed.uri().path().to_owned();
+                proptest::prop_assert_eq!(crate::path::canonicalise(&canonical), Ok(canonical.clone()));
+                let rest = &routed.extensions().get::<RoutedRequest>().unwrap().rest;
+                proptest::prop_assert!(canonical.ends_with(rest.as_str()));
+                proptest::prop_assert!(rest.is_empty() || crate::path::canonicalise(rest) == Ok(rest.clone()));
+            }
+        }
     }
 }

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod nginx;
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -215,8 +218,21 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(land_consumers: &[&str]) -> Self {
+        Self::start_with(land_consumers, None, |_| {}).await
+    }
+
+    /// [`Harness::start`] with another provider behind the Service `land` (nginx…) and settings
+    /// of its own.
+    pub async fn start_with(
+        land_consumers: &[&str],
+        provider: Option<SocketAddr>,
+        tune: impl FnOnce(&mut Settings),
+    ) -> Self {
         let province = Province::new();
-        let upstream = upstream().await;
+        let upstream = match provider {
+            Some(addr) => addr,
+            None => upstream().await,
+        };
         let dir = tempfile::tempdir().unwrap();
         let paths = ConfigPaths {
             tls_crt: dir.path().join("tls.crt"),
@@ -235,6 +251,7 @@ impl Harness {
         settings.reload_interval = Duration::from_millis(100);
         settings.checkpoint_interval = Duration::from_secs(3600);
         settings.forward.timeout = Duration::from_secs(5);
+        tune(&mut settings);
         let gateway = govpaas_gateway::start(settings).await.unwrap();
         Harness { province, gateway: Some(gateway), dir, paths, upstream }
     }
@@ -316,4 +333,25 @@ pub async fn send(
     let body = response.into_body().collect().await.map_err(|e| format!("{e:?}"))?.to_bytes();
     let body = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(format!("{body:?}")));
     Ok(Answer { status, headers, body })
+}
+
+/// Sends `head` (a request line and headers, without the blank line) byte for byte over a new
+/// connection, as an attacker's client would, with `Connection: close`; returns the status and
+/// the body. Nothing normalises the target on the way.
+pub async fn send_raw(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    head: &str,
+) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect(addr, config).await.map_err(|e| e.to_string())?;
+    let request = format!("{head}\r\nHost: {GATEWAY_HOST}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status =
+        text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
 }

@@ -24,11 +24,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::grants::{Decision, Directory, IDENTITY_KIND, Member};
-use crate::certificates::AgencyIdentity;
+use crate::certificates::TlsMaterial;
 use crate::error::Result;
 use crate::reconcile::labels;
+use crate::workload::Problem;
 use crate::workload::objects::{self, Owner};
-use crate::workload::{Problem, TlsMaterial};
+use govpaas_pki::AgencyIdentity;
 
 /// The `app.kubernetes.io/component` of a DataSharingService's objects.
 pub const COMPONENT: &str = "data-sharing";
@@ -45,6 +46,11 @@ pub const MAX_NAME: usize = 63;
 pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
 /// The same, for a Service that selects no Pods (the NetworkPolicy could not select them).
 pub const SERVICE_WITHOUT_SELECTOR: &str = "ServiceWithoutSelector";
+
+/// `Ready`'s and `RoutesRegistered`'s reason when a provided API's `path` could climb out of its
+/// prefix or be read two ways (admission refuses it; a route is never built from one that got
+/// past, say under an older CRD).
+pub const INVALID_PATH: &str = "InvalidPath";
 
 /// `https://<lgsp.host or lgsp.<baseDomain>>`.
 pub fn gateway_url(platform: &PlatformSpec) -> String {
@@ -87,7 +93,7 @@ pub struct Inputs<'a> {
 
 impl Inputs<'_> {
     /// The client identity of this service: `spiffe://<base>/agency/<code>/dss/<name>`.
-    pub fn identity(&self) -> std::result::Result<crate::certificates::WorkloadIdentity, crate::certificates::Error> {
+    pub fn identity(&self) -> std::result::Result<govpaas_pki::WorkloadIdentity, govpaas_pki::Error> {
         identity_of(&self.platform.base_domain, self.member)
     }
 }
@@ -95,7 +101,7 @@ impl Inputs<'_> {
 fn identity_of(
     base_domain: &str,
     member: &Member<'_>,
-) -> std::result::Result<crate::certificates::WorkloadIdentity, crate::certificates::Error> {
+) -> std::result::Result<govpaas_pki::WorkloadIdentity, govpaas_pki::Error> {
     AgencyIdentity::new(base_domain, &member.agency_code)
         .and_then(|agency| agency.workload(IDENTITY_KIND, &member.name))
 }
@@ -153,8 +159,8 @@ pub struct Provided<'a> {
     pub backend: std::result::Result<Backend, Problem>,
 }
 
-/// Each provided API: its backend from `services` (by name), or why it cannot be registered (an
-/// older service of the agency holds its name, its Service is missing).
+/// Each provided API: its backend from `services` (by name), or why it cannot be registered (its
+/// path is unsafe, an older service of the agency holds its name, its Service is missing).
 pub fn provided<'a>(inputs: &Inputs<'a>, services: impl Fn(&str) -> Option<&'a Service>) -> Vec<Provided<'a>> {
     let namespace = &inputs.member.namespace;
     inputs
@@ -163,15 +169,23 @@ pub fn provided<'a>(inputs: &Inputs<'a>, services: impl Fn(&str) -> Option<&'a S
         .provides
         .iter()
         .map(|api| {
-            let backend = match inputs.directory.conflict(inputs.member, &api.name) {
-                Some(owner) => Err(Problem {
+            let path = govpaas_crds::common::check_http_path(&api.path).map_err(|rule| Problem {
+                reason: INVALID_PATH,
+                message: format!(
+                    "API {}: spec.provides[].path {:?} {rule}: the API is not registered until the path is fixed",
+                    api.name, api.path
+                ),
+            });
+            let backend = match (path, inputs.directory.conflict(inputs.member, &api.name)) {
+                (Err(problem), _) => Err(problem),
+                (Ok(()), Some(owner)) => Err(Problem {
                     reason: super::grants::reasons::API_NAME_CONFLICT,
                     message: format!(
                         "API {} is already provided by DataSharingService {}/{} of the same agency: an API name belongs to one service; rename it",
                         api.name, owner.namespace, owner.name
                     ),
                 }),
-                None => backend(namespace, api, services(&api.service)),
+                (Ok(()), None) => backend(namespace, api, services(&api.service)),
             };
             Provided { api, backend }
         })
@@ -426,7 +440,7 @@ mod tests {
 
     use super::*;
     use crate::data_sharing::grants::members;
-    use crate::workload::fixtures::{self, Case};
+    use crate::fixtures::{self, Case};
 
     struct World {
         case: Case,
@@ -649,6 +663,54 @@ mod tests {
         };
         let backend = backend("so-tu-phap", api, Some(&numbered)).unwrap();
         assert_eq!((backend.target_port, backend.protocol.as_str()), (IntOrString::Int(8080), "TCP"));
+    }
+
+    #[test]
+    fn an_api_whose_path_could_escape_its_prefix_is_not_registered() {
+        let mut world = world();
+        let unsafe_paths = [
+            "/api/../admin",
+            "/..",
+            "/api/./v1",
+            "/api/%2e%2e/admin",
+            "/api/.%2E/admin",
+            "/api/%2E./admin",
+            "/api%2fadmin",
+            "/api%5Cadmin",
+            "/api\\admin",
+            "/api//v1",
+            "/api/\u{7}",
+            "/api/%00",
+        ];
+        let good = world.services.iter().position(|s| s.name_any() == "ho-tich").unwrap();
+        let mut paths = unsafe_paths.iter();
+        for api in &mut world.services[good].spec.provides {
+            api.path = (*paths.next().unwrap()).to_owned();
+        }
+        let directory = directory(&world);
+        let member = directory.member("so-tu-phap", "ho-tich").unwrap();
+        let inputs = Inputs {
+            service: member.service,
+            member,
+            directory: &directory,
+            platform: &world.case.platform.spec,
+            operator_namespace: "govpaas-system",
+        };
+        let provided = provided(&inputs, service_named(&world, "so-tu-phap"));
+        for p in &provided {
+            let problem = p.backend.as_ref().expect_err(&p.api.path);
+            assert_eq!(problem.reason, INVALID_PATH, "{}", p.api.path);
+            assert!(problem.message.contains("spec.provides[].path"), "{}", problem.message);
+        }
+        assert!(provided[0].backend.as_ref().unwrap_err().message.contains("'.' or '..' segments"));
+        let registered: Vec<&ProvidedApi> = provided.iter().filter(|p| p.backend.is_ok()).map(|p| p.api).collect();
+        let table = route_table(&inputs, &registered, &consumptions(&inputs), "uid");
+        assert!(table.is_none(), "no route is built from an unsafe path");
+        let desired = build(&inputs, &provided, None, None).unwrap();
+        assert!(desired.network_policies.is_empty());
+        for path in unsafe_paths {
+            assert!(govpaas_crds::common::check_http_path(path).is_err(), "{path}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   the consumer's DataSharingService outranks a `*` entry; between entries of the same rank,
 //!   `Deny` wins);
 //! - `Denied` (`ApiNotFound`) when no agency with that code provides an API of that name;
+//! - `Denied` (`SelfConsumption`) when the API is one the consuming DataSharingService provides
+//!   itself, whichever form its agency code is written in (admission refuses this already);
 //! - `Pending` (`WaitingForProvider`) otherwise: the provider has not answered.
 //!
 //! A consumption of the national platform (`national: true`) is `Granted` when the Platform
@@ -20,7 +22,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use govpaas_crds::AgencyCode;
 use govpaas_crds::data_sharing::{AccessDecision, ConsumedApi, DataSharingService, GrantState, ProvidedApi};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -46,13 +47,14 @@ pub mod reasons {
     pub const NATIONAL_NOT_CONFIGURED: &str = "NationalPlatformNotConfigured";
     /// Another DataSharingService of the same agency, older, provides an API of that name.
     pub const API_NAME_CONFLICT: &str = "ApiNameConflict";
+    /// The consumption names an API that the consuming DataSharingService provides itself (its
+    /// agency written in either form): admission refuses it, the controller never grants it.
+    pub const SELF_CONSUMPTION: &str = "SelfConsumption";
 }
 
-/// An agency code in Decision 20/2020 form (`000.00.12.H48` → `H48.12`), the form codes are
-/// compared and addressed in; a code that does not parse is kept as written.
-pub fn normalise(code: &str) -> String {
-    AgencyCode::parse(code).map(|c| c.to_decision20()).unwrap_or_else(|_| code.to_owned())
-}
+/// Agency codes are compared, and addressed on the gateway, in Decision 20/2020 form: the one rule
+/// lives beside the API ([`govpaas_crds::agency::normalise`]), shared with admission's CEL.
+use govpaas_crds::agency::normalise;
 
 /// A DataSharingService with its agency.
 #[derive(Clone, Debug)]
@@ -210,6 +212,17 @@ impl<'a> Directory<'a> {
             };
             return Decision { state: GrantState::Denied, reason: reasons::API_NOT_FOUND, message, path: None };
         };
+        if provider.is(&consumer.namespace, &consumer.name) {
+            return Decision {
+                state: GrantState::Denied,
+                reason: reasons::SELF_CONSUMPTION,
+                message: format!(
+                    "{api} is an API this DataSharingService provides itself (agency {written} is its own agency {}): call it directly, not through the LGSP",
+                    consumer.agency_code
+                ),
+                path: None,
+            };
+        }
         let path = Some(govpaas_crds::lgsp::api_path(&provider.agency, api));
         let by =
             format!("agency {} (DataSharingService {}/{})", provider.agency_code, provider.namespace, provider.name);
@@ -302,7 +315,7 @@ mod tests {
     use govpaas_crds::Tenant;
 
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     struct World {
         services: Vec<DataSharingService>,
@@ -449,5 +462,37 @@ mod tests {
         assert_eq!(normalise("000.00.12.H48"), "H48.12");
         assert_eq!(normalise("H48.12"), "H48.12");
         assert_eq!(normalise("not a code"), "not a code");
+    }
+
+    #[test]
+    fn consuming_its_own_api_is_denied_in_either_form_even_when_approved() {
+        let mut world = world();
+        // so-tu-phap/ho-tich (H48.12) asks for its own API, once in each form, and even lists its
+        // own agency as an approved consumer.
+        let provider = world.services.iter_mut().find(|s| s.name_any() == "ho-tich").unwrap();
+        provider.spec.provides[0].consumers.push(govpaas_crds::data_sharing::ApiConsumer {
+            agency_code: "000.00.12.H48".into(),
+            service: "*".into(),
+            decision: AccessDecision::Approve,
+        });
+        for (name, code) in [("plain", "H48.12"), ("legacy", "000.00.12.H48")] {
+            provider.spec.consumes.push(ConsumedApi {
+                name: name.into(),
+                agency_code: Some(code.into()),
+                national: false,
+                api: "tra-cuu-ho-tich".into(),
+                purpose: String::new(),
+            });
+        }
+        let d = directory(&world, false);
+        for name in ["plain", "legacy"] {
+            let decision = decide(&d, "so-tu-phap", "ho-tich", name);
+            assert_eq!((decision.state, decision.reason), (GrantState::Denied, "SelfConsumption"), "{name}");
+            assert!(decision.message.contains("call it directly, not through the LGSP"), "{}", decision.message);
+            assert!(decision.path.is_none());
+        }
+        let provider = d.member("so-tu-phap", "ho-tich").unwrap();
+        let granted: Vec<_> = d.granted_consumers(provider, "tra-cuu-ho-tich").iter().map(|m| m.name.clone()).collect();
+        assert_eq!(granted, ["mot-cua"], "a service is never its own consumer");
     }
 }

@@ -20,6 +20,7 @@ pub mod build;
 pub mod grants;
 pub mod reconcile;
 pub mod sweep;
+pub mod triggers;
 
 use std::sync::Arc;
 
@@ -27,11 +28,12 @@ use govpaas_crds::lgsp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
+use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
 use crate::workload::runtime::{DataSharingObject, ServiceWatch, Shared};
 
@@ -47,11 +49,12 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
     let (route_tables, route_table_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
     let route_table_api: Api<PartialObjectMeta<ConfigMap>> =
         Api::namespaced(client.clone(), &shared.settings.operator_namespace);
-    let route_table_stream = watcher(route_table_api, watcher::Config::default().labels(lgsp::ROUTE_TABLE_SELECTOR))
-        .default_backoff()
-        .modify(watch::strip)
-        .reflect(route_table_writer)
-        .touched_objects();
+    let route_table_stream =
+        watch::watcher(route_table_api, crate::reconcile::watch::config().labels(lgsp::ROUTE_TABLE_SELECTOR))
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(route_table_writer)
+            .touched_objects();
     let source_of = |table: PartialObjectMeta<ConfigMap>| {
         let namespace = table.labels().get(lgsp::SOURCE_NAMESPACE_LABEL).cloned();
         let name = table.annotations().get(lgsp::SOURCE_NAME_ANNOTATION).cloned();
@@ -60,8 +63,10 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
 
     // A Service appearing, changing or going may be the one behind a provided API.
     let service_api: Api<PartialObjectMeta<Service>> = Api::all(client.clone());
-    let service_stream =
-        watcher(service_api, watcher::Config::default()).default_backoff().modify(watch::strip).touched_objects();
+    let service_stream = watch::watcher(service_api, crate::reconcile::watch::config())
+        .default_backoff()
+        .modify(watch::strip)
+        .touched_objects();
     let store = services.store.clone();
     let providers_of = move |service: PartialObjectMeta<Service>| {
         let namespace = service.namespace().unwrap_or_default();
@@ -75,12 +80,14 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
             .collect::<Vec<_>>()
     };
 
+    // Every other watch wakes DataSharingServices from a task of its own (`reconcile::triggers`).
+    let (mut triggers, changed) = Triggers::<DataSharingObject>::new("data-sharing");
+    triggers.owned("NetworkPolicy", policy_stream);
+    triggers.owned("Secret", secret_stream);
+    triggers.watch("route table", route_table_stream, source_of);
+    triggers.watch("Service", service_stream, providers_of);
     let controller = Controller::for_stream(services.stream, services.store)
-        .owns_stream(policy_stream)
-        .owns_stream(secret_stream)
-        .watches_stream(route_table_stream, source_of)
-        .watches_stream(service_stream, providers_of)
-        .reconcile_on(services.wake);
+        .reconcile_on(futures::stream::select(services.wake, changed));
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
     let context = Arc::new(reconcile::Context {

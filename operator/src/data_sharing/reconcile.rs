@@ -25,15 +25,16 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::build::{self, COMPONENT, Inputs};
 use super::grants::{self, Directory};
-use crate::certificates::renewal::requeue_after;
+use crate::certificates::leaf::{Leaf, LeafSpec, Stored, keep_or_issue};
 use crate::error::{Error, Result};
 use crate::reconcile::apply::{self, Applier};
 use crate::reconcile::conditions::{self, Desired};
 use crate::telemetry::CertificateKey;
+use crate::tenancy::Scope;
 use crate::workload::Problem;
-use crate::workload::certificate::{Leaf, LeafSpec, Stored, keep_or_issue};
-use crate::workload::runtime::{DataSharingObject, Scope, ServiceContext};
+use crate::workload::runtime::{DataSharingObject, ServiceContext};
 use crate::workload::status::{self as workload_status, CERTIFICATE_FAILED};
+use govpaas_pki::renewal::requeue_after;
 
 /// The safety-net resync of an unchanged DataSharingService.
 pub const RESYNC: Duration = Duration::from_secs(3600);
@@ -348,7 +349,7 @@ fn conditions_of(outcome: &Outcome<'_>, previous: &[Condition]) -> Vec<Desired> 
                     "Issued",
                     format!(
                         "LGSP client certificate for {identity} in Secret {secret}, issued by the tenant CA, valid until {}",
-                        workload_status::time_of(leaf.not_after).0
+                        crate::reconcile::conditions::time_of(leaf.not_after).0
                     ),
                 ));
             }
@@ -505,7 +506,8 @@ mod tests {
         let routes = find(&all, ROUTES_REGISTERED);
         assert_eq!((routes.status, routes.reason.as_str()), (conditions::FALSE, "ServiceNotFound"));
 
-        let written = conditions::merge(&[], &all, Some(1), &workload_status::time_of(OffsetDateTime::UNIX_EPOCH));
+        let written =
+            conditions::merge(&[], &all, Some(1), &crate::reconcile::conditions::time_of(OffsetDateTime::UNIX_EPOCH));
         let quota = Problem { reason: "QuotaExceeded", message: "lgspApis".into() };
         let refused = conditions_of(&Outcome::Refused(&quota), &written);
         assert_eq!(find(&refused, READY).reason, "QuotaExceeded");
@@ -536,7 +538,7 @@ mod tests {
 
     #[test]
     fn the_gauge_names_the_client_secret() {
-        let service: DataSharingService = crate::workload::fixtures::case("data-sharing/grants.yaml")
+        let service: DataSharingService = crate::fixtures::case("data-sharing/grants.yaml")
             .all::<DataSharingService>("DataSharingService")[1]
             .clone();
         let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(service)));

@@ -18,13 +18,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
 use super::retention::{DELETE_POLICY_ANNOTATION, reclaim_policy};
+use crate::certificates::TlsMaterial;
 use crate::error::Result;
-use crate::workload::hosts::{Dated, HostClaim};
+use crate::tenancy::TenantContext;
+use crate::workload::hosts::HostClaim;
 use crate::workload::objects::{self, Owner, Placement, Rollout};
 use crate::workload::pod::{self, HTTP_PORT_NAME};
 use crate::workload::quota_fit::Usage;
-use crate::workload::tenant::TenantContext;
-use crate::workload::{Problem, TlsMaterial, names};
+use crate::workload::{Problem, names};
 
 /// The `app.kubernetes.io/component` of a DocumentService's objects.
 pub const COMPONENT: &str = "document-service";
@@ -134,11 +135,6 @@ impl Inputs<'_> {
         })?;
         Ok(pods.plus(Usage::one_service()).plus(Usage::one_claim(self.storage_size()?)))
     }
-}
-
-/// A DocumentService's claim on its host, dated, for the host checks of every service.
-pub fn claim(service: &DocumentService) -> Dated {
-    Dated { created: service.metadata.creation_timestamp.clone(), claim: HostClaim::from(service) }
 }
 
 /// Checks what needs no other object: the name can carry the children's names, the size parses.
@@ -305,7 +301,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     fn material(what: &str) -> TlsMaterial {
         TlsMaterial {
@@ -374,7 +370,7 @@ mod tests {
         assert_eq!(usage.requests_storage, Amount::parse("20Gi").unwrap());
         assert_eq!(usage.pods, Amount::from_units(1));
         assert_eq!(usage.claims, Amount::from_units(1));
-        assert_eq!(claim(&service).claim.hosts, ["van-ban.so-noi-vu.quangnam.gov.vn"]);
+        assert_eq!(crate::workload::hosts::dated(&service).claim.hosts, ["van-ban.so-noi-vu.quangnam.gov.vn"]);
         assert_eq!(
             Names::of(&service),
             Names {

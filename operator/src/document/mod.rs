@@ -22,13 +22,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::EventType;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use serde_json::json;
 
 use crate::reconcile::apply::FIELD_MANAGER;
+use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
 use crate::workload::runtime::{DocumentObject, ServiceWatch, Shared};
 
@@ -42,13 +43,15 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
     let (claims, claim_stream) = watch::metadata_cache::<PersistentVolumeClaim>(client.clone(), &owned);
 
+    // Owned kinds wake their DocumentService from tasks of their own (`reconcile::triggers`).
+    let (mut triggers, owned_changed) = Triggers::<DocumentObject>::new("document-service");
+    triggers.owned("Deployment", deployment_stream);
+    triggers.owned("Service", service_stream);
+    triggers.owned("Ingress", ingress_stream);
+    triggers.owned("Secret", secret_stream);
+    triggers.owned("PersistentVolumeClaim", claim_stream);
     let controller = Controller::for_stream(documents.stream, documents.store)
-        .owns_stream(deployment_stream)
-        .owns_stream(service_stream)
-        .owns_stream(ingress_stream)
-        .owns_stream(secret_stream)
-        .owns_stream(claim_stream)
-        .reconcile_on(documents.wake);
+        .reconcile_on(futures::stream::select(documents.wake, owned_changed));
     let concurrency = shared.settings.concurrency;
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
@@ -77,7 +80,7 @@ pub async fn announce_retained(shared: Arc<Shared>) {
     }
     let api: Api<PersistentVolume> = Api::all(shared.client.clone());
     let selector = format!("{},{}", govpaas_crds::metadata::TENANT_LABEL, retention::CLAIM_LABEL_SELECTOR);
-    watcher(api.clone(), watcher::Config::default().labels(&selector))
+    watch::watcher(api.clone(), crate::reconcile::watch::config().labels(&selector))
         .default_backoff()
         .applied_objects()
         .for_each(|volume| {

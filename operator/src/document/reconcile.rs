@@ -25,18 +25,19 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::build::{self, COMPONENT, ClaimBinding, EXCHANGE_LABEL, IDENTITY_KIND, Inputs, Names};
 use super::retention::{self, RESTORE_ANNOTATION, RestoreTarget, VolumeOwner};
-use crate::certificates::AgencyIdentity;
-use crate::certificates::renewal::requeue_after;
+use crate::certificates::leaf::{Leaf, LeafSpec, Stored, keep_or_issue};
 use crate::error::{Error, Result};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
 use crate::reconcile::conditions::{self, Desired};
 use crate::telemetry::CertificateKey;
-use crate::workload::certificate::{Leaf, LeafSpec, Stored, keep_or_issue};
+use crate::tenancy::Scope;
 use crate::workload::objects::Owner;
 use crate::workload::quota_fit::Usage;
-use crate::workload::runtime::{DocumentObject, Scope, ServiceContext};
+use crate::workload::runtime::{DocumentObject, ServiceContext};
 use crate::workload::status::{self, Applied, Outcome};
 use crate::workload::{Problem, QuotaCheck, check_hosts, check_quota, hosts};
+use govpaas_pki::AgencyIdentity;
+use govpaas_pki::renewal::requeue_after;
 
 /// The safety-net resync of an unchanged DocumentService.
 pub const RESYNC: Duration = Duration::from_secs(3600);
@@ -44,6 +45,9 @@ pub const RESYNC: Duration = Duration::from_secs(3600);
 const BINDING: Duration = Duration::from_secs(10);
 /// `Ready`'s and `StorageBound`'s reason while the volume is not ready for documents.
 pub const STORAGE_PENDING: &str = "StoragePending";
+/// `Ready`'s and `StorageBound`'s reason when the claim's StorageClass does not exist (or none is
+/// named and the cluster has no default).
+pub const STORAGE_CLASS_NOT_FOUND: &str = "StorageClassNotFound";
 /// `StorageBound`'s reason when a retained volume cannot be restored.
 pub const VOLUME_NOT_RESTORABLE: &str = "VolumeNotRestorable";
 
@@ -268,8 +272,14 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
         replicas: inputs.replicas(storage.ready),
         declared_replicas: service.spec.replicas,
         suspended: tenant_context.suspended.then_some(tenant_context.name.as_str()),
-        held_by: (!storage.ready)
-            .then(|| Problem { reason: STORAGE_PENDING, message: storage.condition.message.clone() }),
+        held_by: (!storage.ready).then(|| Problem {
+            reason: if storage.condition.reason == STORAGE_CLASS_NOT_FOUND {
+                STORAGE_CLASS_NOT_FOUND
+            } else {
+                STORAGE_PENDING
+            },
+            message: storage.condition.message.clone(),
+        }),
         url: url.as_deref(),
         certificates,
     });
@@ -315,13 +325,14 @@ async fn leaf_in(
     spec: &LeafSpec,
     authority: &crate::workload::runtime::Authority,
     now: OffsetDateTime,
-) -> Result<std::result::Result<Leaf, crate::certificates::Error>> {
+) -> Result<std::result::Result<Leaf, govpaas_pki::Error>> {
     let stored_secret = secrets.get_opt(secret).await?;
     Ok(keep_or_issue(Stored::of(stored_secret.as_ref()), spec, &authority.issuer(), now))
 }
 
 /// What the claim binds to: the volume it is bound to already, or, for a new claim of a service
-/// that asks to restore a retained volume, that volume (promised to the claim first).
+/// that asks to restore a retained volume, that volume's class (the volume is promised to the
+/// claim through its `claimRef`; the claim never names it).
 async fn claim_binding(
     ctx: &Context,
     inputs: &Inputs<'_>,
@@ -382,7 +393,9 @@ async fn claim_binding(
         volumes.patch(&volume_name, &params, &Patch::Merge(&promise)).await?;
         info!(volume = volume_name, claim = names.claim, "promised a retained volume to the new claim");
     }
-    binding.volume_name = Some(volume_name);
+    // The claim does not name the volume (tenant namespaces refuse `volumeName`, policy
+    // govpaas-tenant-volume-claims): the volume's claimRef, pre-bound above, makes the volume
+    // controller bind exactly this volume to the new claim. The claim must ask for its class.
     binding.storage_class = retention::storage_class_of(&volume);
     Ok(Ok(binding))
 }
@@ -433,27 +446,52 @@ async fn storage(
         }
     }
     let class = claim.spec.as_ref().and_then(|s| s.storage_class_name.clone());
-    let waits_for_consumer = match &class {
-        Some(class) => {
-            let classes: Api<StorageClass> = Api::all(ctx.shared.client.clone());
-            classes.get_opt(class).await?.and_then(|c| c.volume_binding_mode).as_deref() == Some("WaitForFirstConsumer")
-        }
-        None => false,
+    let classes: Api<StorageClass> = Api::all(ctx.shared.client.clone());
+    let stored_class = match &class {
+        Some(class) if !class.is_empty() => classes.get_opt(class).await?,
+        _ => None,
     };
+    let source = if inputs.service.spec.storage.storage_class_name.is_some() {
+        "spec.storage.storageClassName"
+    } else {
+        "the Platform's storageClassName, or the cluster's default"
+    };
+    let missing = match (&class, &stored_class) {
+        (Some(class), None) if !class.is_empty() => Some(format!(
+            "claim {} is {phase}: StorageClass {class:?} ({source}) does not exist, so no volume can be provisioned; name an existing class (kubectl get storageclass) in spec.storage.storageClassName, or ask the platform engineer to create it",
+            names.claim
+        )),
+        (None, _) => Some(format!(
+            "claim {} is {phase}: it names no StorageClass and the cluster has no default one, so no volume can be provisioned; name a class (kubectl get storageclass) in spec.storage.storageClassName",
+            names.claim
+        )),
+        _ => None,
+    };
+    if let Some(message) = missing {
+        return Ok(Storage {
+            ready: false,
+            condition: Desired::fails(STORAGE_BOUND, STORAGE_CLASS_NOT_FOUND, message).with_event(EventType::Warning),
+            status,
+        });
+    }
+    let class = class.unwrap_or_default();
+    let waits_for_consumer =
+        stored_class.and_then(|c| c.volume_binding_mode).as_deref() == Some("WaitForFirstConsumer");
     let message = if waits_for_consumer {
         format!(
-            "claim {} is {phase}: StorageClass {} binds a volume only for a Pod, so the Pods start now; the volume is marked {} as soon as it binds",
+            "claim {} is {phase}: StorageClass {class} binds a volume only for a Pod, so the Pods start now; the volume is marked {} as soon as it binds",
             names.claim,
-            class.as_deref().unwrap_or_default(),
             retention::reclaim_policy(policy)
         )
     } else {
         match policy {
             DeletePolicy::Retain => format!(
-                "claim {} is {phase}: no Pod starts before its volume is bound and marked Retain, so no document is written to a volume that could be lost",
+                "claim {} is {phase}: waiting for StorageClass {class} to provision its volume; no Pod starts before the volume is bound and marked Retain, so no document is written to a volume that could be lost",
                 names.claim
             ),
-            DeletePolicy::Delete => format!("claim {} is {phase}: waiting for its volume", names.claim),
+            DeletePolicy::Delete => {
+                format!("claim {} is {phase}: waiting for StorageClass {class} to provision its volume", names.claim)
+            }
         }
     };
     Ok(Storage {
@@ -550,7 +588,7 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn certificate_gauges_name_the_secrets_the_service_writes() {

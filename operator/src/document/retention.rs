@@ -15,18 +15,22 @@
 //!
 //! A retained volume is re-attached by creating a DocumentService with the annotation
 //! [`RESTORE_ANNOTATION`] naming the volume: the operator checks that the volume belongs to the
-//! same agency and is free, points the volume's `claimRef` at the new claim, and creates the claim
-//! with `volumeName` set, so the volume controller binds exactly that volume and provisions none.
+//! same agency and is free, points the volume's `claimRef` at the new claim (pre-binding it), and
+//! creates the claim without `volumeName`: the volume controller binds the claim to the volume
+//! pre-bound to it and provisions none. Tenant namespaces refuse a claim that names a volume or
+//! selects volumes by label (ValidatingAdmissionPolicy `govpaas-tenant-volume-claims`), so the
+//! pre-binding, which only the operator can write on the cluster-scoped volume, is the one way in.
 
 use std::collections::BTreeMap;
 
+use govpaas_crds::agency::normalise;
 use govpaas_crds::document_service::DeletePolicy;
 use govpaas_crds::metadata::{AGENCY_CODE_LABEL, TENANT_LABEL};
 use govpaas_crds::quantity::{Amount, Style};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::workload::tenant::TenantContext;
+use crate::tenancy::TenantContext;
 
 /// Annotation on a new DocumentService: the name of a retained PersistentVolume whose documents it
 /// takes over instead of getting an empty volume.
@@ -128,7 +132,9 @@ pub fn check_restorable(volume: &PersistentVolume, target: &RestoreTarget<'_>) -
     }
     let tenant = labels.get(TENANT_LABEL);
     let agency = labels.get(AGENCY_CODE_LABEL);
-    if tenant != Some(&target.tenant.name) || agency != Some(&target.tenant.agency_code) {
+    // Agency codes are compared normalised: `H49.12` and `000.00.12.H49` are one agency.
+    let same_agency = agency.is_some_and(|code| normalise(code) == normalise(&target.tenant.agency_code));
+    if tenant != Some(&target.tenant.name) || !same_agency {
         return Err(format!(
             "PersistentVolume {name} does not hold documents of tenant {} (agency {}): only a volume labelled {TENANT_LABEL}={} and {AGENCY_CODE_LABEL}={} by govpaas can be restored here",
             target.tenant.name, target.tenant.agency_code, target.tenant.name, target.tenant.agency_code
@@ -281,7 +287,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     fn tenant() -> TenantContext {
         TenantContext::of(&fixtures::tenant(), &fixtures::platform())

@@ -11,7 +11,7 @@
 //!
 //! The Secret is kept, renewed at the Platform's renewal percent, repaired when damaged and
 //! re-issued from the new CA during a CA rotation, by the same [`keep_or_issue`] as every other
-//! leaf. The platform-trust controller drives it ([`crate::trust::reconcile`]): it already holds
+//! leaf. The platform-trust controller drives it (the `trust` module): it already holds
 //! the Platform and the issuing CA on every pass and is woken by every change of the trust state;
 //! the rotation's census counts this Secret by its [`COMPONENT`] label, so a rotation waits for it.
 
@@ -23,13 +23,13 @@ use kube::api::ObjectMeta;
 use kube::{Api, Client};
 use time::OffsetDateTime;
 
-use crate::certificates::IssuancePolicy;
+use crate::certificates::TlsMaterial;
+use crate::certificates::leaf::{Issuer, Leaf, LeafSpec, Stored, keep_or_issue};
+use crate::certificates::trust_store::PlatformTrust;
 use crate::error::Result;
 use crate::reconcile::apply::Applier;
 use crate::reconcile::labels;
-use crate::trust::PlatformTrust;
-use crate::workload::TlsMaterial;
-use crate::workload::certificate::{Issuer, Leaf, LeafSpec, Stored, keep_or_issue};
+use govpaas_pki::IssuancePolicy;
 
 /// The gateway's TLS (and checkpoint-signing) Secret, in the operator's namespace.
 pub const GATEWAY_TLS_SECRET: &str = "govpaas-gateway-tls";
@@ -73,7 +73,7 @@ pub fn decide(
     trust: &PlatformTrust,
     policy: &IssuancePolicy,
     now: OffsetDateTime,
-) -> std::result::Result<Leaf, crate::certificates::Error> {
+) -> std::result::Result<Leaf, govpaas_pki::Error> {
     let issuer = Issuer { ca: &trust.issuing, trust: &trust.anchors, trust_pem: &trust.bundle_pem, policy };
     let spec = LeafSpec::Server { dns_names: vec![gateway_host(platform)] };
     keep_or_issue(Stored::of(stored), &spec, &issuer, now)
@@ -110,8 +110,8 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::certificates::{PlatformCaRequest, TrustAnchors, generate_platform_ca};
-    use crate::workload::certificate::Issued;
+    use crate::certificates::leaf::Issued;
+    use govpaas_pki::{PlatformCaRequest, TrustAnchors, generate_platform_ca};
 
     fn platform_spec(host: Option<&str>) -> PlatformSpec {
         let mut spec: PlatformSpec =
@@ -143,9 +143,9 @@ mod tests {
         assert_eq!(gateway_host(&platform_spec(None)), "lgsp.danang.gov.vn");
         let leaf = decide(None, &platform_spec(None), &trust, &policy, now).unwrap();
         assert_eq!(leaf.issued, Some(Issued::New));
-        let chain = crate::certificates::verify::chain_from_pem("tls.crt", leaf.material.tls_crt.as_bytes()).unwrap();
+        let chain = govpaas_pki::verify::chain_from_pem("tls.crt", leaf.material.tls_crt.as_bytes()).unwrap();
         assert_eq!(chain.len(), 2, "the leaf and the platform CA");
-        crate::certificates::verify::verify_server_chain(&chain, &trust.anchors, "lgsp.danang.gov.vn", now).unwrap();
+        govpaas_pki::verify::verify_server_chain(&chain, &trust.anchors, "lgsp.danang.gov.vn", now).unwrap();
         assert_eq!(leaf.material.ca_crt, trust.bundle_pem);
 
         let secret = secret_of(&leaf);

@@ -11,13 +11,14 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 
+use crate::certificates::TlsMaterial;
 use crate::error::Result;
-use crate::workload::hosts::{Dated, HostClaim};
+use crate::tenancy::TenantContext;
+use crate::workload::hosts::HostClaim;
 use crate::workload::objects::{self, Owner, Placement, Rollout};
 use crate::workload::pod::{self, HTTP_PORT_NAME};
 use crate::workload::quota_fit::Usage;
-use crate::workload::tenant::TenantContext;
-use crate::workload::{Problem, TlsMaterial, names};
+use crate::workload::{Problem, names};
 
 /// The `app.kubernetes.io/component` of a Portal's objects.
 pub const COMPONENT: &str = "portal";
@@ -91,11 +92,6 @@ impl Inputs<'_> {
             message: format!("the Platform's size preset {:?} cannot be used: {err}", self.portal.spec.size),
         })
     }
-}
-
-/// A Portal's claim on its hosts, dated, for the host checks of every service.
-pub fn claim(portal: &Portal) -> Dated {
-    Dated { created: portal.metadata.creation_timestamp.clone(), claim: HostClaim::from(portal) }
 }
 
 /// Checks what needs no other object: the name can carry the children's names.
@@ -183,7 +179,7 @@ pub fn build(inputs: &Inputs<'_>, tls: &TlsMaterial) -> Result<Desired> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures::{self, Case};
+    use crate::fixtures::{self, Case};
 
     fn tls() -> TlsMaterial {
         TlsMaterial {
@@ -251,7 +247,7 @@ mod tests {
         let usage = inputs.usage().unwrap();
         assert_eq!(usage.requests_cpu.format(govpaas_crds::quantity::Style::Decimal), "200m");
         assert_eq!(usage.services, govpaas_crds::quantity::Amount::from_units(1));
-        assert_eq!(claim(&portal).claim.hosts.len(), 2);
+        assert_eq!(crate::workload::hosts::dated(&portal).claim.hosts.len(), 2);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Controller;
 
+use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
 use crate::workload::runtime::{PortalObject, ServiceWatch, Shared};
 
@@ -37,13 +38,15 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
     let (pod_disruption_budgets, budget_stream) = watch::metadata_cache::<PodDisruptionBudget>(client.clone(), &owned);
     let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
 
+    // Owned kinds wake their Portal from tasks of their own (`reconcile::triggers`).
+    let (mut triggers, owned_changed) = Triggers::<PortalObject>::new("portal");
+    triggers.owned("Deployment", deployment_stream);
+    triggers.owned("Service", service_stream);
+    triggers.owned("Ingress", ingress_stream);
+    triggers.owned("PodDisruptionBudget", budget_stream);
+    triggers.owned("Secret", secret_stream);
     let controller = Controller::for_stream(portals.stream, portals.store)
-        .owns_stream(deployment_stream)
-        .owns_stream(service_stream)
-        .owns_stream(ingress_stream)
-        .owns_stream(budget_stream)
-        .owns_stream(secret_stream)
-        .reconcile_on(portals.wake);
+        .reconcile_on(futures::stream::select(portals.wake, owned_changed));
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
     let context = Arc::new(reconcile::Context {

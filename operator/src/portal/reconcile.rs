@@ -20,16 +20,17 @@ use time::OffsetDateTime;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::build::{self, COMPONENT, Inputs, Names};
-use crate::certificates::renewal::requeue_after;
+use crate::certificates::leaf::{LeafSpec, Stored, keep_or_issue};
 use crate::error::{Error, Result};
 use crate::reconcile::apply::{self, Applier};
 use crate::reconcile::conditions;
 use crate::telemetry::CertificateKey;
-use crate::workload::certificate::{LeafSpec, Stored, keep_or_issue};
+use crate::tenancy::Scope;
 use crate::workload::quota_fit::Usage;
-use crate::workload::runtime::{PortalObject, Scope, ServiceContext};
+use crate::workload::runtime::{PortalObject, ServiceContext};
 use crate::workload::status::{self, Applied, Outcome};
 use crate::workload::{Problem, QuotaCheck, check_hosts, check_quota, hosts};
+use govpaas_pki::renewal::requeue_after;
 
 /// The safety-net resync of an unchanged Portal.
 pub const RESYNC: Duration = Duration::from_secs(3600);
@@ -271,7 +272,7 @@ async fn write_status(ctx: &Context, portal: &Portal, outcome: &Outcome<'_>, bas
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn certificate_gauges_name_the_secret_the_portal_writes() {

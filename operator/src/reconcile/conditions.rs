@@ -91,6 +91,14 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == TRUE)
 }
 
+/// A `Time` from an `time::OffsetDateTime` (whole seconds, as certificates carry them).
+pub fn time_of(at: time::OffsetDateTime) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(at.unix_timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

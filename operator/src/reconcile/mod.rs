@@ -17,4 +17,5 @@ pub mod conditions;
 pub mod events;
 pub mod labels;
 pub mod runner;
+pub mod triggers;
 pub mod watch;

@@ -10,15 +10,82 @@ use std::fmt::Debug;
 
 use std::collections::HashSet;
 
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher::{self};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 /// kubectl's client-side-apply copy of the whole object: never read by the operator.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// How long the API server keeps one watch request open before the watcher opens the next. kube's
+/// default is 290 s; after an API server restart a watch can be accepted and then deliver nothing
+/// (seen by the fault-injection test: new Tenants unseen for five minutes while the other watches
+/// had recovered), so a shorter term bounds how long any watch can stay silent. A re-watch resumes
+/// from the last resourceVersion: it costs one request, no re-list.
+pub const WATCH_TIMEOUT_SECONDS: u32 = 60;
+
+/// How long the operator's client waits for the next byte of any answer: a watch's term plus a
+/// margin. Without it (kube's default) a request the API server accepts and never answers hangs
+/// forever — seen after an API server restart: a Tenant watch sent while it was starting never got
+/// its response headers, and the tenant controller saw no new Tenant again. kube-runtime's idle
+/// timeout guards a watch only once it has started; this bounds the start, lists and writes too.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(WATCH_TIMEOUT_SECONDS as u64 + 15);
+
+/// How long a new connection to the API server may take, TLS handshake included (kube's default
+/// is 30 s). On loopback or a LAN a handshake takes milliseconds; after an API server restart some
+/// were seen hanging, and every watch waiting on one is blind meanwhile.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds a client made from `config`: every read by [`READ_TIMEOUT`], counted from the request
+/// (not from when its pooled connection went idle), and every new connection by
+/// [`CONNECT_TIMEOUT`].
+pub fn bound_reads(config: &mut kube::Config) {
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+}
+
+/// The watcher configuration every watch of the operator starts from.
+pub fn config() -> watcher::Config {
+    watcher::Config::default().timeout(WATCH_TIMEOUT_SECONDS)
+}
+
+/// kube-runtime's [`watcher`](kube::runtime::watcher()), which also recovers when the API server
+/// refuses to *resume* a watch with 410 Gone.
+///
+/// kube-runtime 5 re-lists after a 410 that arrives inside a watch, but when the request that
+/// resumes a watch is itself answered 410 (the resourceVersion is older than the restarted API
+/// server's window) it retries the same stale resourceVersion forever: that watch never delivers
+/// another event, and a controller fed by it stops seeing its objects (found by the fault-injection
+/// test: after an API server restart, new Tenants were never reconciled). Here such an error
+/// drops the watcher and starts a fresh one, which lists again; the error is still yielded, so
+/// backoff and logging see it.
+pub fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let start = move || kube::runtime::watcher(api.clone(), config.clone()).boxed();
+    let first = start();
+    futures::stream::unfold((first, start), |(mut inner, start)| async move {
+        let item = inner.next().await?;
+        if let Err(error) = &item
+            && resume_refused_as_gone(error)
+        {
+            tracing::info!(%error, kind = %std::any::type_name::<K>(), "the API server no longer has this watch's resourceVersion; listing again");
+            inner = start();
+        }
+        Some((item, (inner, start)))
+    })
+}
+
+/// A watch that could not be resumed because its resourceVersion is gone (HTTP 410).
+fn resume_refused_as_gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
+}
 
 /// Drops from a cached object what no reconcile reads.
 pub fn strip<K: Resource>(object: &mut K) {
@@ -40,11 +107,8 @@ where
 {
     let api: Api<PartialObjectMeta<K>> = Api::all(client);
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().labels(selector))
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer)
-        .touched_objects();
+    let stream =
+        watcher(api, config().labels(selector)).default_backoff().modify(strip).reflect(writer).touched_objects();
     (reader, stream)
 }
 
@@ -59,11 +123,8 @@ where
 {
     let api: Api<K> = Api::all(client);
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().labels(selector))
-        .default_backoff()
-        .modify(strip)
-        .reflect(writer)
-        .touched_objects();
+    let stream =
+        watcher(api, config().labels(selector)).default_backoff().modify(strip).reflect(writer).touched_objects();
     (reader, stream)
 }
 
@@ -78,25 +139,22 @@ where
     let api: Api<PartialObjectMeta<K>> = Api::all(client);
     let (reader, writer) = reflector::store();
     let mut known: HashSet<String> = HashSet::new();
-    let stream =
-        watcher(api, watcher::Config::default()).default_backoff().modify(strip).reflect(writer).try_filter_map(
-            move |event| {
-                let uid = |object: &PartialObjectMeta<K>| object.metadata.uid.clone().unwrap_or_default();
-                let counted = match event {
-                    watcher::Event::InitApply(object) => {
-                        known.insert(uid(&object));
-                        None
-                    }
-                    watcher::Event::Apply(object) => known.insert(uid(&object)).then_some(object),
-                    watcher::Event::Delete(object) => {
-                        known.remove(&uid(&object));
-                        Some(object)
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => None,
-                };
-                futures::future::ready(Ok(counted))
-            },
-        );
+    let stream = watcher(api, config()).default_backoff().modify(strip).reflect(writer).try_filter_map(move |event| {
+        let uid = |object: &PartialObjectMeta<K>| object.metadata.uid.clone().unwrap_or_default();
+        let counted = match event {
+            watcher::Event::InitApply(object) => {
+                known.insert(uid(&object));
+                None
+            }
+            watcher::Event::Apply(object) => known.insert(uid(&object)).then_some(object),
+            watcher::Event::Delete(object) => {
+                known.remove(&uid(&object));
+                Some(object)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        futures::future::ready(Ok(counted))
+    });
     (reader, stream)
 }
 
@@ -128,5 +186,71 @@ mod tests {
         let annotations = ns.metadata.annotations.unwrap();
         assert_eq!(annotations.len(), 1);
         assert!(annotations.contains_key("govpaas.io/domain"));
+    }
+
+    /// Answers a request of the mocked API server with `status` and `body`.
+    fn answer(
+        send: tower_test::mock::SendResponse<http::Response<kube::client::Body>>,
+        status: u16,
+        body: serde_json::Value,
+    ) {
+        let response = http::Response::builder()
+            .status(status)
+            .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        send.send_response(response);
+    }
+
+    fn config_map_list(resource_version: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": resource_version},
+            "items": [{"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "govpaas-trust", "namespace": "govpaas-system", "resourceVersion": resource_version}}]
+        })
+    }
+
+    /// A watch whose resumption the API server answers 410 Gone lists again, instead of retrying
+    /// the stale resourceVersion forever (kube-runtime's own watcher does the latter).
+    #[tokio::test]
+    async fn a_watch_refused_as_gone_lists_again() {
+        let (service, mut api_server) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(service, "default");
+        let events = watcher(Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client), watcher::Config::default());
+        let consumer = tokio::spawn(events.take(6).collect::<Vec<_>>());
+
+        let (request, send) = api_server.next_request().await.expect("the first list");
+        assert!(!request.uri().query().unwrap_or_default().contains("watch=true"), "{}", request.uri());
+        answer(send, 200, config_map_list("10"));
+
+        let (request, send) = api_server.next_request().await.expect("the watch");
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert!(query.contains("watch=true") && query.contains("resourceVersion=10"), "{query}");
+        answer(
+            send,
+            410,
+            serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                               "message": "too old resource version: 10 (25)", "reason": "Expired", "code": 410}),
+        );
+
+        // The next request lists again rather than resuming from 10.
+        let (request, send) = api_server.next_request().await.expect("a new list");
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        assert!(!query.contains("watch=true"), "the watcher resumed a gone resourceVersion: {query}");
+        answer(send, 200, config_map_list("30"));
+
+        let events = consumer.await.unwrap();
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|event| match event {
+                Ok(watcher::Event::Init) => "Init".to_owned(),
+                Ok(watcher::Event::InitApply(_)) => "InitApply".to_owned(),
+                Ok(watcher::Event::InitDone) => "InitDone".to_owned(),
+                Ok(_) => "other".to_owned(),
+                Err(error) => format!("Err({})", if resume_refused_as_gone(error) { "gone" } else { "other" }),
+            })
+            .collect();
+        assert_eq!(kinds, ["Init", "InitApply", "InitDone", "Err(gone)", "Init", "InitApply"]);
     }
 }

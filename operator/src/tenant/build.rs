@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 
 use govpaas_crds::Tenant;
-use govpaas_crds::metadata::{AGENCY_CODE_LABEL, AGENCY_LEVEL_LABEL, DOMAIN_ANNOTATION, SUSPENDED_LABEL, TENANT_LABEL};
+use govpaas_crds::metadata::{
+    AGENCY_CODE_LABEL, AGENCY_LEVEL_LABEL, ALLOW_LOAD_BALANCERS_LABEL, ALLOW_NODE_PORTS_LABEL, DOMAIN_ANNOTATION,
+    SUSPENDED_LABEL, TENANT_LABEL,
+};
 use govpaas_crds::platform::ComputeResources;
 use govpaas_crds::quota::QuotaVector;
 use k8s_openapi::api::core::v1::{
@@ -38,8 +41,6 @@ pub const AGENCY_ADMIN_CLUSTER_ROLE: &str = "govpaas-agency-admin";
 pub const RESOURCE_QUOTA: &str = "govpaas-quota";
 /// The LimitRange in each tenant namespace.
 pub const LIMIT_RANGE: &str = "govpaas-defaults";
-/// The trust bundle ConfigMap in each tenant namespace, and its key (PEM, oldest CA first).
-pub const TRUST_BUNDLE: &str = "govpaas-trust-bundle";
 pub const TRUST_BUNDLE_KEY: &str = "ca.crt";
 /// The key of the trust bundle ConfigMap that holds the tenant's own intermediate CA.
 pub const TENANT_CA_KEY: &str = "tenant-ca.crt";
@@ -77,6 +78,9 @@ pub struct Inputs {
     /// The tenant's intermediate CA certificate (PEM), for the bundle's `tenant-ca.crt`; `None`
     /// while it cannot be read.
     pub tenant_ca: Option<String>,
+    /// The tenant's whole quota these objects are written for (the ledger's plan), recorded on
+    /// each ResourceQuota in [`GRANTED_QUOTA_ANNOTATION`].
+    pub quota_hard: Option<QuotaVector>,
 }
 
 /// The desired objects of one Tenant, by kind.
@@ -104,6 +108,12 @@ pub fn owner_reference(tenant: &Tenant) -> Option<OwnerReference> {
     tenant.controller_owner_ref(&())
 }
 
+/// Annotation on each of a tenant's ResourceQuotas: the tenant's whole quota (`status.quota.hard`
+/// format, JSON) its namespaces were written for. Written in the same request as the namespace's
+/// share, so an operator killed between the ResourceQuotas and the status still finds, after its
+/// restart, what the tenant holds: the quota ledger is re-seeded from the larger of the two.
+pub const GRANTED_QUOTA_ANNOTATION: &str = "govpaas.io/tenant-quota";
+
 /// Builds the desired objects. `owner` is the Tenant's controller reference.
 pub fn build(tenant: &Tenant, owner: &OwnerReference, inputs: &Inputs) -> TenantObjects {
     let name = tenant.name_any();
@@ -111,7 +121,7 @@ pub fn build(tenant: &Tenant, owner: &OwnerReference, inputs: &Inputs) -> Tenant
     let subjects = subjects(tenant);
     for (namespace, share) in &inputs.namespaces {
         objects.namespaces.push(namespace_object(tenant, owner, namespace, &inputs.domain));
-        objects.resource_quotas.push(resource_quota(tenant, owner, namespace, share));
+        objects.resource_quotas.push(resource_quota(tenant, owner, namespace, share, inputs.quota_hard.as_ref()));
         objects.limit_ranges.push(limit_range(tenant, owner, namespace, inputs));
         objects.network_policies.extend(network_policies(tenant, owner, namespace, inputs));
         if let Some(bundle) = &inputs.trust_bundle {
@@ -171,7 +181,11 @@ pub fn trust_bundle(
     if let Some(tenant_ca) = tenant_ca_pem {
         data.insert(TENANT_CA_KEY.to_owned(), tenant_ca.to_owned());
     }
-    ConfigMap { metadata: meta(tenant, owner, TRUST_BUNDLE, Some(namespace)), data: Some(data), ..Default::default() }
+    ConfigMap {
+        metadata: meta(tenant, owner, crate::certificates::TRUST_BUNDLE, Some(namespace)),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 /// Labels, owner and name of an object of `tenant`.
@@ -197,6 +211,8 @@ fn namespace_object(tenant: &Tenant, owner: &OwnerReference, name: &str, domain:
     object_labels.insert(AGENCY_CODE_LABEL.into(), tenant.spec.agency.code.clone());
     object_labels.insert(AGENCY_LEVEL_LABEL.into(), tenant.spec.agency.level.as_str().into());
     object_labels.insert(SUSPENDED_LABEL.into(), tenant.spec.suspended.to_string());
+    object_labels.insert(ALLOW_NODE_PORTS_LABEL.into(), tenant.spec.exposure.node_ports.to_string());
+    object_labels.insert(ALLOW_LOAD_BALANCERS_LABEL.into(), tenant.spec.exposure.load_balancers.to_string());
     metadata.annotations = Some(BTreeMap::from([
         (DOMAIN_ANNOTATION.into(), domain.into()),
         (AGENCY_NAME_ANNOTATION.into(), tenant.spec.agency.display_name.clone()),
@@ -204,14 +220,25 @@ fn namespace_object(tenant: &Tenant, owner: &OwnerReference, name: &str, domain:
     Namespace { metadata, ..Default::default() }
 }
 
-fn resource_quota(tenant: &Tenant, owner: &OwnerReference, namespace: &str, share: &QuotaVector) -> ResourceQuota {
+fn resource_quota(
+    tenant: &Tenant,
+    owner: &OwnerReference,
+    namespace: &str,
+    share: &QuotaVector,
+    tenant_hard: Option<&QuotaVector>,
+) -> ResourceQuota {
     let mut hard = share.to_resource_quota_hard();
     if tenant.spec.suspended {
         // A suspended tenant starts no Pods: the API server refuses them, whoever asks.
         hard.insert("pods".into(), Quantity("0".into()));
     }
+    let mut metadata = meta(tenant, owner, RESOURCE_QUOTA, Some(namespace));
+    if let Some(granted) = tenant_hard {
+        let granted = serde_json::to_string(&granted.to_status()).expect("quantities serialise");
+        metadata.annotations = Some(BTreeMap::from([(GRANTED_QUOTA_ANNOTATION.to_owned(), granted)]));
+    }
     ResourceQuota {
-        metadata: meta(tenant, owner, RESOURCE_QUOTA, Some(namespace)),
+        metadata,
         spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
         ..Default::default()
     }
@@ -348,7 +375,24 @@ mod tests {
             default_limits: platform.spec.sizes.small.limits.clone(),
             trust_bundle: None,
             tenant_ca: None,
+            quota_hard: None,
         }
+    }
+
+    #[test]
+    fn each_resource_quota_records_the_whole_quota_it_was_written_for() {
+        let so_noi_vu = tenant("so-noi-vu");
+        let own = QuotaVector::of_tenant(&so_noi_vu.spec.quota).unwrap();
+        let owner = owner_reference(&so_noi_vu).unwrap();
+        let mut inputs = inputs_for(&so_noi_vu, &own);
+        inputs.quota_hard = Some(own);
+        let objects = build(&so_noi_vu, &owner, &inputs);
+        for quota in &objects.resource_quotas {
+            let recorded = &quota.annotations()[GRANTED_QUOTA_ANNOTATION];
+            let map: BTreeMap<String, Quantity> = serde_json::from_str(recorded).unwrap();
+            assert_eq!(QuotaVector::from_status(&map).unwrap(), own);
+        }
+        assert!(!objects.resource_quotas.is_empty());
     }
 
     fn tenant(name: &str) -> Tenant {
@@ -420,7 +464,7 @@ mod tests {
         let objects = build(&so_y_te, &owner, &inputs);
         assert_eq!(objects.config_maps, expected, "\n{}", serde_yaml::to_string(&objects.config_maps).unwrap());
         // The fixture's bundle is a rotation's: two CAs, both usable as trust anchors, oldest first.
-        let anchors = crate::certificates::TrustAnchors::from_pem(bundle.as_bytes()).unwrap();
+        let anchors = govpaas_pki::TrustAnchors::from_pem(bundle.as_bytes()).unwrap();
         assert_eq!(anchors.certificates().len(), 2);
 
         // The tenant's intermediate goes beside the anchors, never among them.

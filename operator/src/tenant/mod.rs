@@ -22,50 +22,34 @@ pub mod validate;
 #[cfg(test)]
 mod fixtures;
 
+use crate::settings::Settings;
+use crate::tenancy::TenantObject;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::TryStreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
-use futures::{StreamExt, TryStreamExt};
 use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
 use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PLATFORM_NAME;
-use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal, Tenant};
+use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::watcher::{self};
+use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::quota::Ledger;
 use crate::reconcile::events::Publisher;
+use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{conditions, labels, runner, watch};
 
 /// The `app.kubernetes.io/component` of everything the tenant controller creates.
 pub const COMPONENT: &str = "tenant";
-
-/// The controller's main kind: a Tenant, or the error of one that cannot be read (so one bad
-/// object never breaks the watch).
-pub type TenantObject = DeserializeGuard<Tenant>;
-
-/// How the tenant controller runs.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Reconcile only Tenants with these labels (`govpaas.io/scope=ci-42`); unset: all. For tests
-    /// sharing one cluster and for staged roll-outs; production runs one operator for everything.
-    pub tenant_selector: Option<String>,
-    /// The operator's namespace: where the LGSP gateway runs.
-    pub operator_namespace: String,
-    /// At most this many Tenants reconcile at once.
-    pub concurrency: u16,
-    /// This process's name in Events (its Pod name in a cluster).
-    pub instance: Option<String>,
-    /// Metrics, certificate gauges and readiness, shared with the HTTP port.
-    pub telemetry: crate::telemetry::Telemetry,
-}
 
 /// Caches of what the tenant controller owns: metadata only, except ResourceQuotas, whose usage
 /// goes into status.
@@ -176,9 +160,9 @@ impl Relations {
                     let mut ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     ledger.forget(&object.name_any());
                 }
-                let secret = crate::workload::ca_secrets::tenant_ca_secret_name(&object.name_any());
+                let secret = crate::certificates::ca_secrets::tenant_ca_secret_name(&object.name_any());
                 let namespace = &self.settings.operator_namespace;
-                let key = crate::workload::ca_secrets::ca_gauge_key(namespace, &secret, "tenant-ca");
+                let key = crate::certificates::ca_secrets::ca_gauge_key(namespace, &secret, "tenant-ca");
                 self.settings.telemetry.certificates.forget(&key);
                 self.wake_family(object);
                 if let Ok(tenant) = &object.0
@@ -271,12 +255,17 @@ fn tenant_of_namespace<K: Resource>(
     }
 }
 
+/// Maps any change to every Tenant in `tenants` (a Platform change, a step of a CA rotation).
+fn every_tenant<T>(tenants: Store<TenantObject>) -> impl Fn(T) -> Vec<ObjectRef<TenantObject>> {
+    move |_| tenants.state().iter().map(|tenant| ObjectRef::from_obj(tenant.as_ref())).collect()
+}
+
 /// Runs the tenant controller until shutdown.
 pub async fn run(client: Client, settings: Settings) {
     let (wake, woken) = unbounded();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
-    let mut tenant_watch = watcher::Config::default();
+    let mut tenant_watch = crate::reconcile::watch::config();
     if let Some(selector) = &settings.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
@@ -290,7 +279,7 @@ pub async fn run(client: Client, settings: Settings) {
         listed,
         settings: settings.clone(),
     };
-    let tenant_stream = watcher(Api::<TenantObject>::all(client.clone()), tenant_watch)
+    let tenant_stream = watch::watcher(Api::<TenantObject>::all(client.clone()), tenant_watch)
         .default_backoff()
         .modify(watch::strip)
         .reflect(tenant_writer)
@@ -299,24 +288,24 @@ pub async fn run(client: Client, settings: Settings) {
         .predicate_filter(predicates::generation, Default::default());
 
     let (platforms, platform_writer) = reflector::store::<Platform>();
-    let platform_stream = watcher(
+    let platform_stream = watch::watcher(
         Api::<Platform>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}")),
+        crate::reconcile::watch::config().fields(&format!("metadata.name={PLATFORM_NAME}")),
     )
     .default_backoff()
     .modify(watch::strip)
     .reflect(platform_writer)
     .touched_objects()
-    .predicate_filter(predicates::generation, Default::default())
-    .filter_map(|platform| futures::future::ready(platform.ok().map(|_| ())));
+    .predicate_filter(predicates::generation, Default::default());
 
     // Every step of a CA rotation changes the bundle each tenant's namespaces must carry.
-    let trust_stream =
-        watcher(Api::<ConfigMap>::all(client.clone()), crate::trust::watch_config(&settings.operator_namespace))
-            .default_backoff()
-            .modify(watch::strip)
-            .touched_objects()
-            .filter_map(|config_map| futures::future::ready(config_map.ok().map(|_| ())));
+    let trust_stream = watch::watcher(
+        Api::<ConfigMap>::all(client.clone()),
+        crate::certificates::trust_store::watch_config(&settings.operator_namespace),
+    )
+    .default_backoff()
+    .modify(watch::strip)
+    .touched_objects();
 
     let owned = labels::component_selector(COMPONENT);
     let (namespaces, namespace_stream) = watch::metadata_cache::<Namespace>(client.clone(), &owned);
@@ -335,21 +324,23 @@ pub async fn run(client: Client, settings: Settings) {
     let (document_services, document_stream) = watch::census::<DocumentService>(client.clone());
     let (data_sharing_services, data_sharing_stream) = watch::census::<DataSharingService>(client.clone());
 
-    let controller = Controller::for_stream(tenant_stream, tenants.clone())
-        .watches_stream(namespace_stream, owning_tenants(tenants.clone()))
-        .watches_stream(quota_stream, owning_tenants(tenants.clone()))
-        .watches_stream(limit_range_stream, owning_tenants(tenants.clone()))
-        .watches_stream(policy_stream, owning_tenants(tenants.clone()))
-        .watches_stream(binding_stream, owning_tenants(tenants.clone()))
-        .watches_stream(cluster_role_stream, owning_tenants(tenants.clone()))
-        .watches_stream(cluster_binding_stream, owning_tenants(tenants.clone()))
-        .watches_stream(trust_bundle_stream, owning_tenants(tenants.clone()))
-        .watches_stream(portal_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
-        .watches_stream(document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
-        .watches_stream(data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()))
-        .reconcile_all_on(platform_stream)
-        .reconcile_all_on(trust_stream)
-        .reconcile_on(woken);
+    // Every watch but the Tenant watch wakes Tenants from a task of its own (`reconcile::triggers`).
+    let (mut triggers, changed) = Triggers::<TenantObject>::new(COMPONENT);
+    triggers.watch("Namespace", namespace_stream, owning_tenants(tenants.clone()));
+    triggers.watch("ResourceQuota", quota_stream, owning_tenants(tenants.clone()));
+    triggers.watch("LimitRange", limit_range_stream, owning_tenants(tenants.clone()));
+    triggers.watch("NetworkPolicy", policy_stream, owning_tenants(tenants.clone()));
+    triggers.watch("RoleBinding", binding_stream, owning_tenants(tenants.clone()));
+    triggers.watch("ClusterRole", cluster_role_stream, owning_tenants(tenants.clone()));
+    triggers.watch("ClusterRoleBinding", cluster_binding_stream, owning_tenants(tenants.clone()));
+    triggers.watch("trust bundle", trust_bundle_stream, owning_tenants(tenants.clone()));
+    triggers.watch("Portal", portal_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
+    triggers.watch("DocumentService", document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
+    triggers.watch("DataSharingService", data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
+    triggers.watch("Platform", platform_stream, every_tenant(tenants.clone()));
+    triggers.watch("platform trust", trust_stream, every_tenant(tenants.clone()));
+    let controller =
+        Controller::for_stream(tenant_stream, tenants.clone()).reconcile_on(futures::stream::select(woken, changed));
 
     let caches = Caches {
         namespaces,
@@ -390,4 +381,5 @@ pub async fn run(client: Client, settings: Settings) {
         async move { ready.wait_for(|ready| *ready).await.is_ok() }
     };
     runner::run("tenant", controller, settings.concurrency, &telemetry, synced, reconcile::reconcile, context).await;
+    drop(triggers);
 }

@@ -2,7 +2,7 @@
 //! suspend or resume → status and Events. Only the apply steps talk to the API server; every
 //! decision before them is a pure function of what the caches hold.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +11,13 @@ use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource, split_namespaces};
 use govpaas_crds::tenant::ServiceCounts;
 use govpaas_crds::{Tenant, conditions::SUSPENDED};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -25,14 +27,15 @@ use tracing::{Instrument, info, info_span, warn};
 use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
 use super::status::{self, Outcome, Suspension};
 use super::validate;
-use super::{COMPONENT, Context, TenantObject, suspend};
-use crate::certificates::renewal::requeue_after;
+use super::{COMPONENT, Context, suspend};
+use crate::certificates::ca_secrets;
 use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
 use crate::reconcile::conditions;
-use crate::workload::ca_secrets;
-use crate::workload::tenant::TenantContext;
+use crate::tenancy::TenantContext;
+use crate::tenancy::TenantObject;
+use govpaas_pki::renewal::requeue_after;
 
 /// The safety-net resync of an unchanged Tenant.
 pub const RESYNC: Duration = Duration::from_secs(3600);
@@ -70,11 +73,7 @@ pub async fn reconcile(object: Arc<TenantObject>, ctx: Arc<Context>) -> Result<A
 /// would write a wrong status (or prune what is merely not yet seen).
 async fn wait_for_caches(ctx: &Context) -> Result<()> {
     let mut ready = ctx.caches_ready.clone();
-    ready
-        .wait_for(|ready| *ready)
-        .await
-        .map(|_| ())
-        .map_err(|_| Error::Config("the caches stopped before they were ready".into()))
+    ready.wait_for(|ready| *ready).await.map(|_| ()).map_err(|_| Error::CachesStopped(COMPONENT))
 }
 
 async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
@@ -92,7 +91,8 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     };
 
     // Validate.
-    let validation = validate::validate(tenant, &all, &platform.spec.base_domain);
+    let gateway_host = crate::lgsp::gateway_host(&platform.spec);
+    let validation = validate::validate(tenant, &all, &platform.spec.base_domain, &[gateway_host.as_str()]);
     let (Ok(member), Ok(domain)) = (&validation.member, &validation.domain) else {
         write_status(ctx, tenant, &Outcome::Invalid(&validation)).await?;
         return Ok(Action::requeue(RESYNC));
@@ -102,8 +102,11 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(RESYNC));
     }
 
-    // Decide the quota.
-    let members = family_members(tenant, &all);
+    // Decide the quota. What each tenant holds is what its status records or, if more, what its
+    // ResourceQuotas say they were written for (a kill between the two loses nothing).
+    let written = written_quotas(&ctx.caches.resource_quotas.state());
+    let member = &with_written(member.clone(), &written);
+    let members = family_members(tenant, &all, &written);
     let family = Family {
         tenant: member,
         parent: members.parent.as_ref(),
@@ -147,6 +150,7 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     // Build.
     let owner = build::owner_reference(tenant).ok_or(Error::MissingField { kind: "Tenant", field: "metadata.uid" })?;
     let mut inputs = inputs(&platform, domain, namespaces, &ctx.settings.operator_namespace);
+    inputs.quota_hard = plan.hard;
     let trust = trust_bundle(ctx, tenant, &platform, domain).await?;
     inputs.trust_bundle = trust.bundle;
     inputs.tenant_ca = trust.tenant_ca_pem;
@@ -204,7 +208,9 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let used = used(ctx, &namespace_names);
     let outcome = Outcome::Applied { domain, plan: &plan, namespaces: &namespace_names, suspension };
     write_status_with_usage(ctx, tenant, &outcome, used, trust.tenant_ca).await?;
-    let resuming = suspension.held > 0 && !suspension.suspended;
+    // Back soon while a suspension or resumption is still settling (a ReplicaSet releasing a Pod it
+    // does not select, a Pod still terminating).
+    let resuming = (suspension.held > 0 && !suspension.suspended) || suspension.settling;
     // Back at the tenant CA's renewal instant, if that comes before the resync.
     let resync =
         trust.renewal.map_or(RESYNC, |at| requeue_after(time::OffsetDateTime::now_utc(), at).min(RESYNC).max(WAITING));
@@ -233,7 +239,7 @@ struct TenantTrust {
 async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domain: &str) -> Result<TenantTrust> {
     let now = time::OffsetDateTime::now_utc();
     let operator_namespace = &ctx.settings.operator_namespace;
-    let store = crate::trust::TrustStore::new(ctx.client.clone(), operator_namespace);
+    let store = crate::certificates::trust_store::TrustStore::new(ctx.client.clone(), operator_namespace);
     let unusable = |message: String| {
         warn!(%message, "no trust bundle: the certificate authority cannot be used");
         Ok(TenantTrust::default())
@@ -242,7 +248,7 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
         Ok(policy) => policy,
         Err(message) => return unusable(message),
     };
-    let trust = match crate::trust::platform_trust(&store, platform, &policy, now).await? {
+    let trust = match crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await? {
         Ok(trust) => trust,
         Err(message) => return unusable(message),
     };
@@ -276,9 +282,33 @@ struct Members {
     children: Vec<Member>,
 }
 
-fn family_members(tenant: &Tenant, all: &[&Tenant]) -> Members {
+/// Per tenant, the largest quota its ResourceQuotas say they were written for
+/// ([`build::GRANTED_QUOTA_ANNOTATION`]).
+fn written_quotas(quotas: &[Arc<ResourceQuota>]) -> HashMap<String, QuotaVector> {
+    let mut written: HashMap<String, QuotaVector> = HashMap::new();
+    for quota in quotas {
+        let Some(tenant) = quota.labels().get(govpaas_crds::metadata::TENANT_LABEL) else { continue };
+        let Some(granted) = quota.annotations().get(build::GRANTED_QUOTA_ANNOTATION) else { continue };
+        let Ok(map) = serde_json::from_str::<BTreeMap<String, Quantity>>(granted) else { continue };
+        let Ok(granted) = QuotaVector::from_status(&map) else { continue };
+        let entry = written.entry(tenant.clone()).or_default();
+        *entry = entry.max(&granted);
+    }
+    written
+}
+
+/// `member` holding the larger of what its status records and what its ResourceQuotas were
+/// written for.
+fn with_written(mut member: Member, written: &HashMap<String, QuotaVector>) -> Member {
+    if let Some(granted) = written.get(&member.name) {
+        member.recorded = Some(member.recorded.map_or(*granted, |recorded| recorded.max(granted)));
+    }
+    member
+}
+
+fn family_members(tenant: &Tenant, all: &[&Tenant], written: &HashMap<String, QuotaVector>) -> Members {
     let name = tenant.name_any();
-    let as_member = |t: &&Tenant| validate::member(t).ok();
+    let as_member = |t: &&Tenant| validate::member(t).ok().map(|m| with_written(m, written));
     let parent_name = tenant.spec.parent.as_deref();
     Members {
         parent: parent_name.and_then(|p| all.iter().find(|t| t.name_any() == p)).and_then(as_member),
@@ -310,6 +340,7 @@ fn inputs(
         default_limits: small.limits.clone(),
         trust_bundle: None,
         tenant_ca: None,
+        quota_hard: None,
     }
 }
 
@@ -350,8 +381,8 @@ async fn taken_namespace(ctx: &Context, namespaces: &[String], uid: &str) -> Res
     Ok(None)
 }
 
-/// Scales the agency's own Deployments to zero (suspended) or back (resumed). Lists Deployments
-/// only while suspended or resuming.
+/// Stops every workload of a suspended tenant, or brings it back on resume ([`suspend`]). Lists
+/// workloads only while suspended or resuming.
 async fn suspend_or_resume(
     ctx: &Context,
     suspended: bool,
@@ -362,23 +393,89 @@ async fn suspend_or_resume(
         return Ok(Suspension::default());
     }
     let mut held = 0;
+    let mut acted = false;
     for namespace in namespaces {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-        let deployments = api.list(&ListParams::default()).await?.items;
-        let scales = suspend::plan(&deployments, suspended);
+        let workloads = suspend::Workloads {
+            deployments: list(ctx, namespace).await?,
+            stateful_sets: list(ctx, namespace).await?,
+            replica_sets: list(ctx, namespace).await?,
+            jobs: list(ctx, namespace).await?,
+            cron_jobs: list(ctx, namespace).await?,
+            pods: if suspended { list(ctx, namespace).await? } else { Vec::new() },
+        };
+        let plan = suspend::plan(&workloads, suspended);
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        for scale in &scales {
-            api.patch(&scale.name, &params, &Patch::Merge(&scale.patch)).await?;
-            info!(namespace, deployment = scale.name, suspended, "scaled");
+        for step in &plan.steps {
+            acted = true;
+            match step {
+                suspend::Step::Patch { kind, name, patch } => {
+                    let patch = Patch::Merge(patch);
+                    let client = ctx.client.clone();
+                    match kind {
+                        suspend::Kind::Deployment => {
+                            patch_named::<Deployment>(client, namespace, name, &params, &patch).await?
+                        }
+                        suspend::Kind::StatefulSet => {
+                            patch_named::<StatefulSet>(client, namespace, name, &params, &patch).await?
+                        }
+                        suspend::Kind::ReplicaSet => {
+                            patch_named::<ReplicaSet>(client, namespace, name, &params, &patch).await?
+                        }
+                        suspend::Kind::Job => patch_named::<Job>(client, namespace, name, &params, &patch).await?,
+                        suspend::Kind::CronJob => {
+                            patch_named::<CronJob>(client, namespace, name, &params, &patch).await?
+                        }
+                    }
+                    info!(namespace, ?kind, name, suspended, "suspension step");
+                }
+                suspend::Step::DeletePod { name } => {
+                    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+                    match pods.delete(name, &DeleteParams::default()).await {
+                        Ok(_) => {
+                            info!(namespace, pod = name, "deleted a Pod no workload controls: the tenant is suspended")
+                        }
+                        Err(kube::Error::Api(status)) if status.code == 404 => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
         }
-        if suspended {
-            held += deployments
-                .iter()
-                .filter(|d| suspend::is_held(d) || scales.iter().any(|s| s.name == d.name_any()))
-                .count();
-        }
+        held += plan.held;
     }
-    Ok(Suspension { suspended, held })
+    Ok(Suspension { suspended, held, settling: acted })
+}
+
+async fn list<K>(ctx: &Context, namespace: &str) -> Result<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(api.list(&ListParams::default()).await?.items)
+}
+
+async fn patch_named<K>(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    params: &PatchParams,
+    patch: &Patch<&serde_json::Value>,
+) -> Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client, namespace);
+    match api.patch(name, params, patch).await {
+        Ok(_) => Ok(()),
+        // Deleted since the list: nothing left to hold.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// What the tenant's namespaces use, summed, by quota field name.
@@ -512,17 +609,47 @@ mod tests {
     use super::*;
     use crate::tenant::fixtures;
 
+    /// A kill between a child's ResourceQuotas and its status: the next process finds what the
+    /// child holds on its ResourceQuotas, so its parent does not take the child's share back.
+    #[test]
+    fn what_resource_quotas_were_written_for_counts_when_the_status_lags() {
+        let tenants = fixtures::province();
+        let child = tenants.iter().find(|t| t.spec.parent.is_some()).unwrap();
+        let granted = QuotaVector::of_tenant(&child.spec.quota).unwrap();
+        let quota = |namespace: &str, granted: &QuotaVector| {
+            let mut quota = ResourceQuota::default();
+            quota.metadata.namespace = Some(namespace.into());
+            quota.metadata.labels =
+                Some(BTreeMap::from([(govpaas_crds::metadata::TENANT_LABEL.to_owned(), child.name_any())]));
+            quota.metadata.annotations = Some(BTreeMap::from([(
+                build::GRANTED_QUOTA_ANNOTATION.to_owned(),
+                serde_json::to_string(&granted.to_status()).unwrap(),
+            )]));
+            Arc::new(quota)
+        };
+        let smaller = QuotaVector::default();
+        let written = written_quotas(&[quota("a", &smaller), quota("b", &granted)]);
+        assert_eq!(written[&child.name_any()], granted, "the larger of a tenant's ResourceQuotas");
+
+        let mut member = validate::member(child).unwrap();
+        member.recorded = None;
+        assert_eq!(with_written(member.clone(), &written).recorded, Some(granted));
+        member.recorded = Some(smaller);
+        assert_eq!(with_written(member.clone(), &written).recorded, Some(granted));
+        assert_eq!(with_written(member, &HashMap::new()).recorded, Some(smaller));
+    }
+
     #[test]
     fn family_members_come_from_the_cache() {
         let tenants = fixtures::province();
         let mut all = fixtures::refs(&tenants);
         validate::oldest_first(&mut all);
-        let members = family_members(all[1], &all);
+        let members = family_members(all[1], &all, &HashMap::new());
         assert_eq!(members.parent.unwrap().name, "quang-nam");
         let siblings: Vec<_> = members.siblings.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(siblings, ["so-noi-vu", "so-y-te", "xa-dai-loc"]);
         assert!(members.children.is_empty());
-        let province = family_members(all[0], &all);
+        let province = family_members(all[0], &all, &HashMap::new());
         assert!(province.parent.is_none());
         assert_eq!(province.children.len(), 3);
     }

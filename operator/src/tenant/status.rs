@@ -50,8 +50,10 @@ pub enum Outcome<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Suspension {
     pub suspended: bool,
-    /// Deployments scaled to zero by the suspension and not yet restored.
+    /// Workloads held down by the suspension (scaled to zero, or suspended) and not yet restored.
     pub held: usize,
+    /// This pass still changed something: look again soon.
+    pub settling: bool,
 }
 
 /// The tenant's conditions for `outcome`, in a fixed order, with the Events they call for.
@@ -112,7 +114,7 @@ pub fn conditions(outcome: &Outcome<'_>, previous: &[Condition]) -> Vec<Desired>
                 Desired::fails(
                     READY,
                     RESUMING,
-                    format!("restoring {} Deployment(s) after the suspension", suspension.held),
+                    format!("restoring {} workload(s) after the suspension", suspension.held),
                 )
             } else if let Request::Granted = plan.request {
                 Desired::holds(READY, reasons::RECONCILED, format!("provisioned: {}", namespaces.join(", ")))
@@ -125,13 +127,13 @@ pub fn conditions(outcome: &Outcome<'_>, previous: &[Condition]) -> Vec<Desired>
                 Desired::holds(
                     SUSPENDED,
                     reasons::SUSPENDED,
-                    "Deployments scaled to zero (their replicas remembered) and new Pods refused (pods quota 0)",
+                    "workloads stopped (Deployments, StatefulSets and ReplicaSets scaled to zero and their replicas remembered, Jobs and CronJobs suspended, uncontrolled Pods deleted) and new Pods refused (pods quota 0)",
                 )
                 .with_event(EventType::Normal)
             } else if suspension.held > 0 {
-                Desired::holds(SUSPENDED, RESUMING, format!("resuming: {} Deployment(s) to restore", suspension.held))
+                Desired::holds(SUSPENDED, RESUMING, format!("resuming: {} workload(s) to restore", suspension.held))
             } else if suspended_before {
-                Desired::fails(SUSPENDED, ACTIVE, "not suspended; Deployments restored").with_event(EventType::Normal)
+                Desired::fails(SUSPENDED, ACTIVE, "not suspended; workloads restored").with_event(EventType::Normal)
             } else {
                 Desired::fails(SUSPENDED, ACTIVE, "not suspended")
             };
@@ -213,15 +215,15 @@ pub fn status(
 fn hierarchy_conditions(validation: &Validation) -> Vec<Desired> {
     let mut out = Vec::new();
     let mut problems: Vec<String> = validation.hierarchy.iter().map(ToString::to_string).collect();
-    if let Err(message) = &validation.domain {
-        problems.push(message.clone());
+    if let Err(problem) = &validation.domain {
+        problems.push(problem.message.clone());
     }
     out.push(match (validation.hierarchy.first(), &validation.domain) {
         (Some(first), _) => {
             Desired::fails(HIERARCHY_VALID, first.reason(), problems.join("; ")).with_event(EventType::Warning)
         }
-        (None, Err(message)) => {
-            Desired::fails(HIERARCHY_VALID, reasons::INVALID_SPEC, message.clone()).with_event(EventType::Warning)
+        (None, Err(problem)) => {
+            Desired::fails(HIERARCHY_VALID, problem.reason, problem.message.clone()).with_event(EventType::Warning)
         }
         (None, Ok(_)) => Desired::holds(HIERARCHY_VALID, reasons::RECONCILED, "the agency tree rules hold"),
     });
@@ -241,8 +243,11 @@ fn first_problem(validation: &Validation) -> (&'static str, String) {
     if let Some(first) = validation.hierarchy.iter().find(|e| is_parent_error(e)).or(validation.hierarchy.first()) {
         return (first.reason(), first.to_string());
     }
-    if let Err(message) = &validation.domain {
+    if let Err(message) = &validation.spec {
         return (reasons::INVALID_SPEC, message.clone());
+    }
+    if let Err(problem) = &validation.domain {
+        return (problem.reason, problem.message.clone());
     }
     if let Err(error) = &validation.member {
         return (error.reason(), error.to_string());
@@ -389,7 +394,7 @@ mod tests {
     fn an_orphan_is_reported_as_an_invalid_parent() {
         let tenants = fixtures::province();
         let orphans: Vec<_> = tenants[1..].iter().collect();
-        let validation = validate::validate(orphans[0], &orphans, "quangnam.gov.vn");
+        let validation = validate::validate(orphans[0], &orphans, "quangnam.gov.vn", &[]);
         let outcome = Outcome::Invalid(&validation);
         let desired = conditions(&outcome, &[]);
         let written = status(&outcome, &desired, None, Some(1), Observed::default(), &at(1));
@@ -409,7 +414,7 @@ mod tests {
             domain: "d",
             plan: &plan,
             namespaces: &namespaces,
-            suspension: Suspension { suspended: true, held: 2 },
+            suspension: Suspension { suspended: true, held: 2, settling: false },
         };
         let desired = conditions(&suspended, &[]);
         let written = status(&suspended, &desired, None, Some(2), Observed::default(), &at(1));
@@ -420,7 +425,7 @@ mod tests {
             domain: "d",
             plan: &plan,
             namespaces: &namespaces,
-            suspension: Suspension { suspended: false, held: 0 },
+            suspension: Suspension { suspended: false, held: 0, settling: false },
         };
         let desired = conditions(&resumed, &written.conditions);
         let events = conditions::changed_with_events(&written.conditions, &desired);

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 
-use super::state::Census;
-use crate::certificates::verify::chain_from_pem;
-use crate::certificates::{ChainAnchor, TrustRotation};
+use crate::certificates::trust_state::Census;
 use crate::lgsp;
 use crate::reconcile::labels;
+use govpaas_pki::verify::chain_from_pem;
+use govpaas_pki::{ChainAnchor, TrustRotation};
 
 /// How many waited-for objects status names.
 pub const WAITING_FOR_SHOWN: usize = 10;
@@ -99,7 +99,7 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
-    use crate::certificates::{
+    use govpaas_pki::{
         BundleCa, CertificateAuthority, IssuancePolicy, PlatformCaRequest, ServerCertificateRequest, TenantCaRequest,
         generate_platform_ca,
     };

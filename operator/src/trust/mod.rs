@@ -1,10 +1,11 @@
 //! The platform's trust: which platform CA issues, which CAs every trust bundle carries, and the
 //! CA rotation that replaces one platform CA with another without an outage.
 //!
-//! - [`state`]: the persisted state and the pure decision of a rotation's next step;
+//! - `crate::certificates::trust_state`: the persisted state and the pure decision of a rotation's
+//!   next step (a library: the tenant and service controllers read the trust too);
 //! - [`census`]: where the cluster's bundles and certificates stand, counted from listed objects;
-//! - [`store`]: the ConfigMap the state lives in, and [`PlatformTrust`], what the tenant and
-//!   service controllers issue with;
+//! - `crate::certificates::trust_store`: the ConfigMap the state lives in, and `PlatformTrust`,
+//!   what the tenant and service controllers issue with;
 //! - [`reconcile`]: the controller of the Platform's CA: starts, advances, completes or aborts a
 //!   rotation, and reports it in the Platform's status, conditions and Events.
 //!
@@ -15,16 +16,5 @@
 
 pub mod census;
 pub mod reconcile;
-pub mod state;
-pub mod store;
-
-pub use store::{PlatformTrust, TRUST_CONFIG_MAP, TrustStore, platform_trust};
-
-use kube::runtime::watcher;
-
-/// The watch of the trust ConfigMap in the operator's `namespace`.
-pub fn watch_config(namespace: &str) -> watcher::Config {
-    watcher::Config::default().fields(&format!("metadata.name={TRUST_CONFIG_MAP},metadata.namespace={namespace}"))
-}
 
 pub use reconcile::run;

@@ -5,32 +5,34 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use govpaas_crds::platform::{PLATFORM_NAME, Platform, PlatformStatus, TrustStatus, TrustedCa};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, ObjectList};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::watcher::{self};
+use kube::runtime::{WatchStreamExt, predicates, reflector};
 use kube::{Api, Client, Resource, ResourceExt};
 use time::{Duration, OffsetDateTime};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::census::{census, counted_leaf};
-use super::state::{Census, Decision, DesiredCa, Refusal, TrustState, decide, format_duration};
-use super::store::{self, Stored};
-use crate::certificates::renewal::{renewal_time, requeue_after};
-use crate::certificates::{BundleCa, TrustRotation};
+use crate::certificates::TRUST_BUNDLE;
+use crate::certificates::ca_secrets;
+use crate::certificates::leaf::Issued;
+use crate::certificates::trust_state::{Census, Decision, DesiredCa, Refusal, TrustState, decide, format_duration};
+use crate::certificates::trust_store::{self as store, Stored};
 use crate::error::Result;
 use crate::lgsp;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
+use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{apply, labels, runner, watch};
+use crate::settings::Settings;
 use crate::telemetry::CertificateKey;
-use crate::tenant::Settings;
-use crate::tenant::build::TRUST_BUNDLE;
-use crate::workload::ca_secrets;
-use crate::workload::certificate::Issued;
+use govpaas_pki::renewal::{renewal_time, requeue_after};
+use govpaas_pki::{BundleCa, TrustRotation};
 
 /// The controller's name in logs and metrics.
 pub const CONTROLLER: &str = "platform-trust";
@@ -66,9 +68,9 @@ pub async fn run(client: Client, settings: Settings) {
     // Ready once the Platform watch has listed (its InitDone), not by awaiting the store, whose
     // readiness wakes a single waiter: the controller's (see `runner::run`).
     let (listed, mut platform_listed) = tokio::sync::watch::channel(false);
-    let platform_stream = watcher(
+    let platform_stream = watch::watcher(
         Api::<Platform>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}")),
+        crate::reconcile::watch::config().fields(&format!("metadata.name={PLATFORM_NAME}")),
     )
     .default_backoff()
     .modify(watch::strip)
@@ -80,12 +82,16 @@ pub async fn run(client: Client, settings: Settings) {
     })
     .touched_objects()
     .predicate_filter(predicates::generation, Default::default());
-    let trust_stream =
-        watcher(Api::<ConfigMap>::all(client.clone()), super::watch_config(&settings.operator_namespace))
-            .default_backoff()
-            .touched_objects()
-            .filter_map(|config_map| futures::future::ready(config_map.ok().map(|_| ())));
-    let controller = Controller::for_stream(platform_stream, platforms).reconcile_all_on(trust_stream);
+    let trust_stream = watch::watcher(
+        Api::<ConfigMap>::all(client.clone()),
+        crate::certificates::trust_store::watch_config(&settings.operator_namespace),
+    )
+    .default_backoff()
+    .touched_objects();
+    // The trust ConfigMap wakes the Platform from a task of its own (`reconcile::triggers`).
+    let (mut triggers, changed) = Triggers::<Platform>::new(CONTROLLER);
+    triggers.watch("platform trust", trust_stream, |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
+    let controller = Controller::for_stream(platform_stream, platforms).reconcile_on(changed);
     let telemetry = settings.telemetry.clone();
     let context =
         Arc::new(Context { publisher: Publisher::new(client.clone(), settings.instance.clone()), client, settings });
@@ -101,7 +107,7 @@ pub async fn reconcile(platform: Arc<Platform>, ctx: Arc<Context>) -> Result<Act
 
 /// What one pass found, for status.
 struct Found {
-    desired: Option<(DesiredCa, crate::certificates::CertificateAuthority)>,
+    desired: Option<(DesiredCa, govpaas_pki::CertificateAuthority)>,
     state: Option<TrustState>,
     census: Census,
     refusal: Option<Refusal>,
@@ -238,8 +244,8 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
 async fn gateway_certificate_issued(
     ctx: &Context,
     platform: &Platform,
-    leaf: &crate::workload::certificate::Leaf,
-    policy: &crate::certificates::IssuancePolicy,
+    leaf: &crate::certificates::leaf::Leaf,
+    policy: &govpaas_pki::IssuancePolicy,
 ) {
     let key = CertificateKey {
         namespace: ctx.settings.operator_namespace.clone(),
@@ -259,7 +265,7 @@ async fn gateway_certificate_issued(
             Issued::Damaged(why) => format!("repaired ({why})"),
         },
         leaf.serial,
-        crate::workload::status::time_of(leaf.not_after).0,
+        crate::reconcile::conditions::time_of(leaf.not_after).0,
     );
     info!(%message, "gateway certificate");
     let reference = platform.object_ref(&());
@@ -318,7 +324,7 @@ fn poll_interval(certificates: usize) -> StdDuration {
 /// The platform CAs' gauges: the CA of `spec.ca.secretName`, and during a rotation the other one.
 /// A platform CA's renewal point is when the admin should rotate it: the operator never replaces
 /// it on its own.
-fn observe_gauges(ctx: &Context, state: &TrustState, policy: &crate::certificates::IssuancePolicy) {
+fn observe_gauges(ctx: &Context, state: &TrustState, policy: &govpaas_pki::IssuancePolicy) {
     let gauges = &ctx.settings.telemetry.certificates;
     let namespace = &ctx.settings.operator_namespace;
     let mut kept = Vec::new();
@@ -336,7 +342,7 @@ fn observe_gauges(ctx: &Context, state: &TrustState, policy: &crate::certificate
 }
 
 fn validity(ca: &BundleCa) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    let chain = crate::certificates::verify::chain_from_pem("ca.crt", ca.certificate_pem.as_bytes()).ok()?;
+    let chain = govpaas_pki::verify::chain_from_pem("ca.crt", ca.certificate_pem.as_bytes()).ok()?;
     let (_, certificate) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
     Some((certificate.validity().not_before.to_datetime(), certificate.validity().not_after.to_datetime()))
 }
@@ -387,7 +393,7 @@ fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformS
     let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = platform.meta().generation;
     let conditions =
-        conditions::merge(previous, &desired_conditions, generation, &crate::workload::status::time_of(now));
+        conditions::merge(previous, &desired_conditions, generation, &crate::reconcile::conditions::time_of(now));
     let status = PlatformStatus {
         observed_generation: generation,
         conditions,
@@ -427,7 +433,7 @@ fn trust_status(state: &TrustState, census: &Census, platform: &Platform) -> Tru
     TrustStatus {
         phase: state.rotation.phase().to_owned(),
         cas,
-        reissue_after: state.rotation.reissue_not_before(delay).map(crate::workload::status::time_of),
+        reissue_after: state.rotation.reissue_not_before(delay).map(crate::reconcile::conditions::time_of),
         bundles_pending: count(census.bundles_pending),
         on_old_ca: count(census.progress.on_old),
         on_new_ca: count(census.progress.on_new),

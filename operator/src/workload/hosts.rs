@@ -17,6 +17,15 @@ pub struct Dated {
     pub claim: HostClaim,
 }
 
+/// The claim of a Portal or DocumentService, with its creation time.
+pub fn dated<'a, T>(service: &'a T) -> Dated
+where
+    T: kube::Resource,
+    HostClaim: From<&'a T>,
+{
+    Dated { created: service.meta().creation_timestamp.clone(), claim: HostClaim::from(service) }
+}
+
 /// The claims, oldest first.
 pub fn oldest_first(mut dated: Vec<Dated>) -> Vec<HostClaim> {
     dated.sort_by(|a, b| {

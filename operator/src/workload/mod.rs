@@ -3,23 +3,18 @@
 //! Service, an Ingress with TLS from the tenant CA — that must fit the tenant's quota, stops while
 //! the tenant is suspended, and may not serve a host another service already serves.
 //!
-//! Everything here except [`ca_secrets`] is pure: the controllers in `portal` and `document` read
-//! the world, hand it to these functions and apply what comes back.
+//! Everything here except [`runtime`] is pure: the controllers in `portal` and `document` read
+//! the world, hand it to these functions and apply what comes back. Certificates (keep or issue,
+//! the CA Secrets) are `crate::certificates`; the tenant facts are `crate::tenancy`.
 //!
-//! - [`tenant`]: the tenant facts a service needs (domain, agency, suspension), read from the
-//!   Tenant and the Platform;
 //! - [`names`]: the child objects' names, and the check that a service's name can carry them;
 //! - [`pod`]: restricted pod templates, resources from the Platform's size presets;
 //! - [`objects`]: Service, Ingress, PodDisruptionBudget and TLS Secret builders, owner references;
 //! - [`hosts`]: which service owns a host, and how many public hosts a tenant has left;
 //! - [`quota_fit`]: whether a service fits its namespace's ResourceQuotas, naming what is short;
-//! - [`certificate`]: keep a stored leaf Secret or issue a new one from the tenant CA;
-//! - [`ca_secrets`]: load (or create, once) the platform and tenant CA Secrets;
 //! - [`status`]: the conditions, from what was applied;
 //! - [`runtime`]: the caches both controllers read and the wake-ups between objects.
 
-pub mod ca_secrets;
-pub mod certificate;
 pub mod hosts;
 pub mod names;
 pub mod objects;
@@ -27,41 +22,6 @@ pub mod pod;
 pub mod quota_fit;
 pub mod runtime;
 pub mod status;
-pub mod tenant;
-
-#[cfg(test)]
-pub(crate) mod fixtures;
-
-use std::fmt;
-
-/// The PEM texts of a `kubernetes.io/tls` Secret: what the build functions put into the TLS and
-/// signing Secrets. Issued (or read back and checked) by [`certificate`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct TlsMaterial {
-    /// The leaf followed by the tenant CA.
-    pub tls_crt: String,
-    /// The leaf's PKCS#8 private key.
-    pub tls_key: String,
-    /// The trust bundle: the platform CA.
-    pub ca_crt: String,
-    /// The resourceVersion of the stored Secret this material was decided from (kept, or issued
-    /// to replace it); `None` when there was no Secret. The Secret is applied on that condition:
-    /// one edited after it was read (by hand, mid-reconcile) is never overwritten with a decision
-    /// about its old content — the apply fails with a conflict and the next reconcile checks it.
-    pub decided_from: Option<String>,
-}
-
-impl fmt::Debug for TlsMaterial {
-    // Never print a private key, not even in a test failure.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("tls_crt", &self.tls_crt)
-            .field("tls_key", &"<redacted>")
-            .field("ca_crt", &self.ca_crt)
-            .field("decided_from", &self.decided_from)
-            .finish()
-    }
-}
 
 /// Why a service cannot be applied as declared: the reason and message of its `Ready` condition,
 /// and of the Warning Event that goes with it.
@@ -78,12 +38,8 @@ pub const HOST_NOT_IN_DOMAIN: &str = "HostNotInTenantDomain";
 /// Checks a service's hosts: each is the tenant's domain or under it, and no older service
 /// (`ordered` is every claim, oldest first) serves it already.
 pub fn check_hosts(me: &hosts::HostClaim, domain: &str, ordered: &[hosts::HostClaim]) -> Option<Problem> {
-    let outside: Vec<&str> = me
-        .hosts
-        .iter()
-        .filter(|h| !crate::certificates::identity::is_within_domain(h, domain))
-        .map(String::as_str)
-        .collect();
+    let outside: Vec<&str> =
+        me.hosts.iter().filter(|h| !govpaas_pki::identity::is_within_domain(h, domain)).map(String::as_str).collect();
     if !outside.is_empty() {
         return Some(Problem {
             reason: HOST_NOT_IN_DOMAIN,

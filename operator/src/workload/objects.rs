@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use super::TlsMaterial;
 use super::pod::{HTTP_PORT_NAME, pod_security_context, selector, selector_labels, tmp_volume};
+use crate::certificates::TlsMaterial;
 use crate::error::{Error, Result};
 use crate::reconcile::labels;
 
@@ -275,7 +275,7 @@ pub fn tls_secret(owner: &Owner, name: &str, material: &TlsMaterial) -> Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn owner_needs_a_uid() {

@@ -164,7 +164,7 @@ pub fn web_container(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn presets_become_requests_and_limits() {

@@ -13,34 +13,33 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use futures::{Stream, StreamExt, TryStreamExt};
-use govpaas_crds::conditions::{READY, reasons};
+use futures::Stream;
+use futures::channel::mpsc::UnboundedReceiver;
+use govpaas_crds::conditions::READY;
 use govpaas_crds::metadata::{SUSPENDED_LABEL, TENANT_LABEL};
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal, Tenant};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 
-use crate::trust::TrustStore;
+use crate::certificates::trust_store::TrustStore;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::utils::Predicate;
-use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
 use time::OffsetDateTime;
 
-use super::ca_secrets;
-use super::certificate::Issuer;
 use super::hosts::{self, Dated, HostClaim};
-use super::tenant::{TenantContext, tenant_of_namespace};
-use crate::certificates::{CertificateAuthority, IssuancePolicy, TrustAnchors};
+use crate::certificates::ca_secrets;
+use crate::certificates::leaf::Issuer;
 use crate::error::{Error, Result};
+use crate::reconcile::conditions;
 use crate::reconcile::events::Publisher;
-use crate::reconcile::{conditions, watch};
-use crate::telemetry::{CertificateGauges, CertificateKey};
-use crate::tenant::{Settings, TenantObject};
+use crate::settings::Settings;
+use crate::telemetry::CertificateKey;
+use crate::tenancy::{Scope, TenantContext, TenantObject, scope_of};
+use govpaas_pki::{CertificateAuthority, IssuancePolicy, TrustAnchors};
 
 /// A Portal, or the error of one that cannot be read (one bad object never breaks the watch).
 pub type PortalObject = DeserializeGuard<Portal>;
@@ -65,11 +64,11 @@ const CACHES: [&str; 8] = [
 /// awaiting `Store::wait_until_ready`: a store wakes only one waiter (kube-runtime's `DelayedInit`
 /// keeps a single waker), and each controller already waits on its own store.
 #[derive(Clone)]
-struct Listed(tokio::sync::watch::Sender<std::collections::BTreeSet<&'static str>>);
+pub(crate) struct Listed(pub(crate) tokio::sync::watch::Sender<std::collections::BTreeSet<&'static str>>);
 
 impl Listed {
     /// Records that `cache` has listed, when `event` says so.
-    fn observe<K>(&self, cache: &'static str, event: &watcher::Event<K>) {
+    pub(crate) fn observe<K>(&self, cache: &'static str, event: &watcher::Event<K>) {
         if matches!(event, watcher::Event::InitDone) {
             self.0.send_if_modified(|listed| listed.insert(cache));
         }
@@ -90,13 +89,13 @@ pub struct Shared {
     pub documents: Store<DocumentObject>,
     pub data_sharing: Store<DataSharingObject>,
     /// Woken when a DataSharingService is deleted: its route table, in the operator's namespace,
-    /// has no owner reference to go with it (see `crate::data_sharing::sweep`).
+    /// has no owner reference to go with it (the data-sharing controller sweeps it).
     pub route_tables_orphaned: Arc<tokio::sync::Notify>,
     /// Every Tenant this operator has seen since it started, deleted ones included: whose
     /// retained volumes are this operator's to announce.
     pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The caches that have listed once.
-    listed: tokio::sync::watch::Receiver<std::collections::BTreeSet<&'static str>>,
+    pub(crate) listed: tokio::sync::watch::Receiver<std::collections::BTreeSet<&'static str>>,
 }
 
 impl Shared {
@@ -148,43 +147,6 @@ impl<C> ServiceContext<C> {
     }
 }
 
-/// Where a service stands with its tenant.
-pub enum Scope {
-    /// Its namespace belongs to this Tenant, which this operator reconciles.
-    Tenant(Arc<TenantObject>),
-    /// Its namespace belongs to no Tenant this operator knows of; the message says so.
-    NoTenant(String),
-    /// Another operator's tenant (`--tenant-selector`): not this operator's business.
-    OutOfScope,
-}
-
-/// The tenant of a service in `namespace` (with these `labels`), among the `tenants` this operator
-/// caches; `selective`: the operator serves only some Tenants (`--tenant-selector`).
-pub fn scope_of(
-    namespace: &str,
-    labels: Option<&std::collections::BTreeMap<String, String>>,
-    tenants: &[Arc<TenantObject>],
-    selective: bool,
-) -> Scope {
-    let readable: Vec<&Tenant> = tenants.iter().filter_map(|t| t.0.as_ref().ok()).collect();
-    if let Some(tenant) = tenant_of_namespace(namespace, labels, readable.iter().copied()) {
-        let name = tenant.name_any();
-        if let Some(found) = tenants.iter().find(|t| t.name_any() == name) {
-            return Scope::Tenant(found.clone());
-        }
-    }
-    if selective {
-        // A tenant this operator does not select, or none: another operator's business.
-        return Scope::OutOfScope;
-    }
-    Scope::NoTenant(match labels.and_then(|l| l.get(TENANT_LABEL)) {
-        Some(tenant) => format!(
-            "namespace {namespace} is labelled for Tenant {tenant}, which does not exist or does not list the namespace"
-        ),
-        None => format!("namespace {namespace} belongs to no govpaas Tenant (its Tenant has not provisioned it yet)"),
-    })
-}
-
 /// The CA side of a service's certificates, loaded for one reconcile.
 pub struct Authority {
     pub tenant_ca: CertificateAuthority,
@@ -204,10 +166,7 @@ impl Shared {
     /// (a host conflict with a service not seen yet) would be wrong.
     pub async fn wait_until_ready(&self) -> Result<()> {
         let mut listed = self.listed.clone();
-        listed
-            .wait_for(|listed| listed.len() == CACHES.len())
-            .await
-            .map_err(|_| Error::Config("the service controllers' caches stopped before they were ready".into()))?;
+        listed.wait_for(|listed| listed.len() == CACHES.len()).await.map_err(|_| Error::CachesStopped("service"))?;
         Ok(())
     }
 
@@ -240,12 +199,12 @@ impl Shared {
         let mut dated: Vec<Dated> = Vec::new();
         for portal in self.portals.state() {
             if let Ok(portal) = &portal.0 {
-                dated.push(crate::portal::build::claim(portal));
+                dated.push(hosts::dated(portal));
             }
         }
         for service in self.documents.state() {
             if let Ok(service) = &service.0 {
-                dated.push(crate::document::build::claim(service));
+                dated.push(hosts::dated(service));
             }
         }
         hosts::oldest_first(dated)
@@ -295,10 +254,11 @@ impl Shared {
             Err(message) => return Ok(Err(message)),
         };
         let store = TrustStore::new(self.client.clone(), &self.settings.operator_namespace);
-        let platform_trust = match crate::trust::platform_trust(&store, platform, &policy, now).await? {
-            Ok(trust) => trust,
-            Err(message) => return Ok(Err(message)),
-        };
+        let platform_trust =
+            match crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await? {
+                Ok(trust) => trust,
+                Err(message) => return Ok(Err(message)),
+            };
         let base_domain = &platform.spec.base_domain;
         let tenant_ca =
             match ca_secrets::tenant_ca(&store.secrets, tenant, context, base_domain, &platform_trust, &policy, now)
@@ -307,14 +267,20 @@ impl Shared {
                 Ok(ca) => ca,
                 Err(message) => return Ok(Err(message)),
             };
-        let crate::trust::PlatformTrust { bundle_pem: trust_pem, anchors: trust, .. } = platform_trust;
+        let crate::certificates::trust_store::PlatformTrust { bundle_pem: trust_pem, anchors: trust, .. } =
+            platform_trust;
         Ok(Ok(Authority { tenant_ca, trust, trust_pem, policy }))
     }
 }
 
 impl Shared {
     /// Records a certificate's expiry and renewal time in the gauges.
-    pub fn observe_certificate(&self, key: CertificateKey, leaf: &super::certificate::Leaf, policy: &IssuancePolicy) {
+    pub fn observe_certificate(
+        &self,
+        key: CertificateKey,
+        leaf: &crate::certificates::leaf::Leaf,
+        policy: &IssuancePolicy,
+    ) {
         let renewal = leaf.renewal_time(policy).unix_timestamp();
         self.settings.telemetry.certificates.observe(key, leaf.not_after.unix_timestamp(), renewal);
     }
@@ -348,11 +314,11 @@ impl Shared {
         &self,
         regarding: &k8s_openapi::api::core::v1::ObjectReference,
         what: &str,
-        leaf: &super::certificate::Leaf,
+        leaf: &crate::certificates::leaf::Leaf,
     ) {
-        use super::certificate::Issued;
+        use crate::certificates::leaf::Issued;
         use kube::runtime::events::EventType;
-        let until = super::status::time_of(leaf.not_after).0;
+        let until = crate::reconcile::conditions::time_of(leaf.not_after).0;
         let (type_, reason, note) = match &leaf.issued {
             None => return,
             Some(Issued::New) => {
@@ -374,218 +340,6 @@ impl Shared {
     }
 }
 
-/// Where wake-ups go.
-#[derive(Clone)]
-struct Wakers {
-    portals: UnboundedSender<ObjectRef<PortalObject>>,
-    documents: UnboundedSender<ObjectRef<DocumentObject>>,
-    data_sharing: UnboundedSender<ObjectRef<DataSharingObject>>,
-}
-
-/// Whether a service is held back by something another service may release.
-fn is_blocked(conditions: &[Condition]) -> bool {
-    conditions::find(conditions, READY).is_some_and(|c| {
-        c.status == conditions::FALSE && (c.reason == reasons::HOST_CONFLICT || c.reason == reasons::QUOTA_EXCEEDED)
-    })
-}
-
-/// Sends wake-ups for the services that an object's change concerns.
-struct Fanout {
-    portals: Store<PortalObject>,
-    documents: Store<DocumentObject>,
-    data_sharing: Store<DataSharingObject>,
-    /// Tenant namespaces: a DataSharingService's agency is its namespace's agency-code label.
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    wakers: Wakers,
-    /// Each service's last seen generation, to tell a spec change from a status write.
-    generations: HashMap<String, Option<i64>>,
-    /// Each DataSharingService's last seen generation and the agencies its grants involve.
-    sharing: HashMap<String, (Option<i64>, std::collections::BTreeSet<String>)>,
-    route_tables_orphaned: Arc<tokio::sync::Notify>,
-    certificates: Arc<CertificateGauges>,
-}
-
-impl Fanout {
-    /// Wakes every service in the namespaces `wanted` accepts.
-    fn wake_where(&self, wanted: impl Fn(&str) -> bool) {
-        self.wake_workloads_where(&wanted);
-        for service in self.data_sharing.state() {
-            if service.namespace().is_some_and(|ns| wanted(&ns)) {
-                let _ = self.wakers.data_sharing.unbounded_send(ObjectRef::from_obj(service.as_ref()));
-            }
-        }
-    }
-
-    /// Wakes the Portals and DocumentServices (what runs Pods, and so depends on ResourceQuotas) in
-    /// the namespaces `wanted` accepts.
-    fn wake_workloads_where(&self, wanted: impl Fn(&str) -> bool) {
-        for portal in self.portals.state() {
-            if portal.namespace().is_some_and(|ns| wanted(&ns)) {
-                let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
-            }
-        }
-        for service in self.documents.state() {
-            if service.namespace().is_some_and(|ns| wanted(&ns)) {
-                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
-            }
-        }
-    }
-
-    fn wake_blocked(&self) {
-        for portal in self.portals.state() {
-            if portal.0.as_ref().ok().and_then(|p| p.status.as_ref()).is_some_and(|s| is_blocked(&s.conditions)) {
-                let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
-            }
-        }
-        for service in self.documents.state() {
-            if service.0.as_ref().ok().and_then(|d| d.status.as_ref()).is_some_and(|s| is_blocked(&s.conditions)) {
-                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
-            }
-        }
-    }
-
-    /// A service changed: when its spec changed or it went away, the blocked ones may now fit; a
-    /// service gone takes its certificates out of the gauges.
-    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>, certificates: fn(&K) -> Vec<CertificateKey>) {
-        if let watcher::Event::Delete(object) = event {
-            for key in certificates(object) {
-                self.certificates.forget(&key);
-            }
-        }
-        let key = |object: &K| object.meta().uid.clone().unwrap_or_default();
-        match event {
-            watcher::Event::InitApply(object) => {
-                self.generations.insert(key(object), object.meta().generation);
-            }
-            watcher::Event::Apply(object) => {
-                let previous = self.generations.insert(key(object), object.meta().generation);
-                if previous != Some(object.meta().generation) {
-                    self.wake_blocked();
-                }
-            }
-            watcher::Event::Delete(object) => {
-                self.generations.remove(&key(object));
-                self.wake_blocked();
-            }
-            watcher::Event::Init | watcher::Event::InitDone => {}
-        }
-    }
-
-    /// The agency (normalised) of the DataSharingServices in `namespace`, from its label.
-    fn agency_of(&self, namespace: &str) -> Option<String> {
-        let labels = self.namespaces.get(&ObjectRef::new(namespace))?.metadata.labels.clone()?;
-        labels.get(govpaas_crds::metadata::AGENCY_CODE_LABEL).map(|code| crate::data_sharing::grants::normalise(code))
-    }
-
-    /// A DataSharingService changed its spec or went away: its own agency's services (the API
-    /// names and the `lgspApis` quota they share), the providers it consumes from (whose route
-    /// tables list it), before and after the change, and the services that consume from its agency
-    /// (whose grants it decides) look again. A deleted one's route table is swept, and its client
-    /// certificate leaves the gauges.
-    fn data_sharing_event(&mut self, event: &watcher::Event<DataSharingObject>) {
-        let involved = |object: &DataSharingObject, own: Option<String>| {
-            let mut agencies: std::collections::BTreeSet<String> = own.into_iter().collect();
-            if let Ok(service) = &object.0 {
-                agencies.extend(
-                    service
-                        .spec
-                        .consumes
-                        .iter()
-                        .filter_map(|c| c.agency_code.as_deref())
-                        .map(crate::data_sharing::grants::normalise),
-                );
-            }
-            agencies
-        };
-        let key = |object: &DataSharingObject| object.meta().uid.clone().unwrap_or_default();
-        let (object, deleted) = match event {
-            watcher::Event::InitApply(object) => {
-                let own = object.namespace().and_then(|ns| self.agency_of(&ns));
-                self.sharing.insert(key(object), (object.meta().generation, involved(object, own)));
-                return;
-            }
-            watcher::Event::Apply(object) => (object, false),
-            watcher::Event::Delete(object) => (object, true),
-            watcher::Event::Init | watcher::Event::InitDone => return,
-        };
-        let own = object.namespace().and_then(|ns| self.agency_of(&ns));
-        let now = involved(object, own.clone());
-        let previous = if deleted {
-            self.sharing.remove(&key(object))
-        } else {
-            self.sharing.insert(key(object), (object.meta().generation, now.clone()))
-        };
-        if !deleted && previous.as_ref().map(|(generation, _)| *generation) == Some(object.meta().generation) {
-            return;
-        }
-        if deleted {
-            self.route_tables_orphaned.notify_one();
-            for key in crate::data_sharing::reconcile::certificate_keys(object) {
-                self.certificates.forget(&key);
-            }
-        }
-        let mut agencies = now;
-        agencies.extend(previous.map(|(_, before)| before).unwrap_or_default());
-        for service in self.data_sharing.state() {
-            if service.meta().uid == object.meta().uid {
-                continue;
-            }
-            let Some(namespace) = service.namespace() else { continue };
-            let theirs = self.agency_of(&namespace);
-            let provider_or_sibling = theirs.as_ref().is_some_and(|code| agencies.contains(code));
-            let consumer = own.as_ref().is_some_and(|own| {
-                service.0.as_ref().is_ok_and(|s| {
-                    s.spec.consumes.iter().any(|c| {
-                        c.agency_code.as_deref().map(crate::data_sharing::grants::normalise).as_ref() == Some(own)
-                    })
-                })
-            });
-            if provider_or_sibling || consumer {
-                let _ = self.wakers.data_sharing.unbounded_send(ObjectRef::from_obj(service.as_ref()));
-            }
-        }
-    }
-}
-
-/// Locks the fan-out (never held across an `.await`). A panic elsewhere cannot leave its map
-/// half-updated in a way that matters: at worst one wake-up too many.
-fn lock(fanout: &std::sync::Mutex<Fanout>) -> std::sync::MutexGuard<'_, Fanout> {
-    fanout.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A cache of `K` (optionally by label `selector`) and the stream that fills it, each touched object
-/// passed to `on_change`. Poll the stream or the cache stays empty.
-fn related<K>(
-    client: &Client,
-    config: watcher::Config,
-    listed: &Listed,
-    mut on_change: impl FnMut(&K) + Send + 'static,
-) -> (Store<K>, impl futures::Future<Output = ()> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let listed = listed.clone();
-    let cache = match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(_) => "object",
-    };
-    let task = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .modify(watch::strip)
-        .reflect(writer)
-        .inspect_ok(move |event| listed.observe(cache, event))
-        .touched_objects()
-        .for_each(move |touched| {
-            match touched {
-                Ok(object) => on_change(&object),
-                Err(err) => tracing::warn!(error = %err, kind = %K::kind(&()), "watch failed; retrying"),
-            }
-            futures::future::ready(())
-        });
-    (store, task)
-}
-
 /// A watched service kind: its cache and the stream that drives its controller.
 pub struct ServiceWatch<K: Resource + Clone + 'static>
 where
@@ -596,217 +350,12 @@ where
     pub wake: UnboundedReceiver<ObjectRef<K>>,
 }
 
-/// Runs the Portal, DocumentService and DataSharingService controllers until shutdown.
-pub async fn run(client: Client, settings: Settings) {
-    let (portal_wake, portal_woken) = unbounded();
-    let (document_wake, document_woken) = unbounded();
-    let (data_sharing_wake, data_sharing_woken) = unbounded();
-    let wakers = Wakers { portals: portal_wake, documents: document_wake, data_sharing: data_sharing_wake };
-
-    let (listed_tx, listed_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
-    let listed = Listed(listed_tx);
-    let (portals, portal_writer) = reflector::store::<PortalObject>();
-    let (documents, document_writer) = reflector::store::<DocumentObject>();
-    let (data_sharing, data_sharing_writer) = reflector::store::<DataSharingObject>();
-    let (namespaces, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-    let route_tables_orphaned = Arc::new(tokio::sync::Notify::new());
-    let fanout = Arc::new(std::sync::Mutex::new(Fanout {
-        portals: portals.clone(),
-        documents: documents.clone(),
-        data_sharing: data_sharing.clone(),
-        namespaces: namespaces.clone(),
-        wakers: wakers.clone(),
-        generations: HashMap::new(),
-        sharing: HashMap::new(),
-        route_tables_orphaned: route_tables_orphaned.clone(),
-        certificates: settings.telemetry.certificates.clone(),
-    }));
-
-    // Services read the Platform's spec only: its status (written on every step of a CA rotation)
-    // wakes nobody.
-    let wake_all = {
-        let fanout = fanout.clone();
-        let mut seen = None;
-        move |platform: &Platform| {
-            if seen.replace(platform.meta().generation) != Some(platform.meta().generation) {
-                lock(&fanout).wake_where(|_| true);
-            }
-        }
-    };
-    let platform_config = watcher::Config::default().fields(&format!("metadata.name={PLATFORM_NAME}"));
-    let (platforms, platform_task) = related::<Platform>(&client, platform_config, &listed, wake_all);
-    // Every step of a CA rotation changes the trust state: which CA issues, which bundle is handed
-    // out. Every service looks again.
-    let wake_on_trust = {
-        let fanout = fanout.clone();
-        move |_: &ConfigMap| lock(&fanout).wake_where(|_| true)
-    };
-    let (_, trust_task) =
-        related::<ConfigMap>(&client, crate::trust::watch_config(&settings.operator_namespace), &listed, wake_on_trust);
-
-    let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    let wake_tenant = {
-        let fanout = fanout.clone();
-        let known = known_tenants.clone();
-        // What of a Tenant its services read and its status may change: the domain. The rest they
-        // read is spec (a new generation). Its other status writes (usage) wake nobody.
-        let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
-        move |tenant: &TenantObject| {
-            known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(tenant.name_any());
-            let domain = tenant.0.as_ref().ok().and_then(|t| t.status.as_ref()).and_then(|s| s.domain.clone());
-            let now = (tenant.meta().generation, domain);
-            if seen.insert(tenant.meta().uid.clone().unwrap_or_default(), now.clone()).as_ref() == Some(&now) {
-                return;
-            }
-            let namespaces = match &tenant.0 {
-                Ok(tenant) => tenant.namespace_names(),
-                Err(_) => vec![tenant.name_any()],
-            };
-            lock(&fanout).wake_where(|ns| namespaces.iter().any(|n| n == ns));
-        }
-    };
-    let mut tenant_config = watcher::Config::default();
-    if let Some(selector) = &settings.tenant_selector {
-        tenant_config = tenant_config.labels(selector);
-    }
-    let (tenants, tenant_task) = related::<TenantObject>(&client, tenant_config, &listed, wake_tenant);
-
-    let wake_namespace = {
-        let fanout = fanout.clone();
-        move |namespace: &PartialObjectMeta<Namespace>| {
-            let name = namespace.name_any();
-            lock(&fanout).wake_where(|ns| ns == name);
-        }
-    };
-    let namespace_task = {
-        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-        let on_change = wake_namespace;
-        let listed = listed.clone();
-        watcher(api, watcher::Config::default().labels(TENANT_LABEL))
-            .default_backoff()
-            .modify(watch::strip)
-            .reflect(namespace_writer)
-            .inspect_ok(move |event| listed.observe("Namespace", event))
-            .touched_objects()
-            .for_each(move |touched| {
-                if let Ok(namespace) = touched {
-                    on_change(&namespace);
-                }
-                futures::future::ready(())
-            })
-    };
-
-    let wake_quota = {
-        let fanout = fanout.clone();
-        move |quota: &ResourceQuota| {
-            let namespace = quota.namespace().unwrap_or_default();
-            lock(&fanout).wake_workloads_where(|ns| ns == namespace);
-        }
-    };
-    let (quotas, quota_task) = related::<ResourceQuota>(&client, watcher::Config::default(), &listed, wake_quota);
-
-    let portal_stream = {
-        let fanout = fanout.clone();
-        let listed = listed.clone();
-        watcher(Api::<PortalObject>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(watch::strip)
-            .reflect(portal_writer)
-            .inspect_ok(move |event| {
-                listed.observe("Portal", event);
-                lock(&fanout).service_event(event, crate::portal::reconcile::certificate_keys);
-            })
-            .touched_objects()
-            .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
-    };
-    let document_stream = {
-        let fanout = fanout.clone();
-        let listed = listed.clone();
-        watcher(Api::<DocumentObject>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(watch::strip)
-            .reflect(document_writer)
-            .inspect_ok(move |event| {
-                listed.observe("DocumentService", event);
-                lock(&fanout).service_event(event, crate::document::reconcile::certificate_keys);
-            })
-            .touched_objects()
-            // The restore annotation is read too.
-            .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
-    };
-
-    let data_sharing_stream = {
-        let fanout = fanout.clone();
-        let listed = listed.clone();
-        watcher(Api::<DataSharingObject>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(watch::strip)
-            .reflect(data_sharing_writer)
-            .inspect_ok(move |event| {
-                listed.observe("DataSharingService", event);
-                lock(&fanout).data_sharing_event(event);
-            })
-            .touched_objects()
-            .predicate_filter(predicates::generation, Default::default())
-    };
-
-    let shared = Arc::new(Shared {
-        publisher: Publisher::new(client.clone(), settings.instance.clone()),
-        client: client.clone(),
-        settings,
-        platforms,
-        tenants,
-        namespaces,
-        quotas,
-        portals: portals.clone(),
-        documents: documents.clone(),
-        data_sharing: data_sharing.clone(),
-        route_tables_orphaned,
-        known_tenants,
-        listed: listed_rx,
-    });
-    let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
-    let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
-    let data_sharing_watch =
-        ServiceWatch { store: data_sharing, stream: Box::pin(data_sharing_stream), wake: data_sharing_woken };
-
-    // The related watchers run until their streams end, which they do not; the controllers stop
-    // on SIGTERM, and then so does this.
-    let related = async {
-        tokio::join!(platform_task, trust_task, tenant_task, namespace_task, quota_task);
-    };
-    let controllers = async {
-        tokio::join!(
-            crate::portal::run(shared.clone(), portal_watch),
-            crate::document::run(shared.clone(), document_watch),
-            crate::data_sharing::run(shared.clone(), data_sharing_watch)
-        );
-    };
-    tokio::select! {
-        () = controllers => {}
-        () = related => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn condition(reason: &str, status: &str) -> Condition {
-        Condition {
-            type_: READY.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ),
-        }
-    }
-
     fn tenants() -> Vec<Arc<TenantObject>> {
-        vec![Arc::new(DeserializeGuard(Ok(crate::workload::fixtures::tenant())))]
+        vec![Arc::new(DeserializeGuard(Ok(crate::fixtures::tenant())))]
     }
 
     fn labelled(tenant: &str) -> std::collections::BTreeMap<String, String> {
@@ -851,7 +400,7 @@ mod tests {
         }
         let reported = [
             name::<Platform>(),
-            name::<ConfigMap>(),
+            name::<k8s_openapi::api::core::v1::ConfigMap>(),
             name::<TenantObject>(),
             "Namespace",
             name::<ResourceQuota>(),
@@ -871,14 +420,5 @@ mod tests {
             listed.observe::<Platform>(cache, &watcher::Event::InitDone);
         }
         assert_eq!(rx.borrow().len(), CACHES.len(), "a re-list counts once");
-    }
-
-    #[test]
-    fn only_host_conflicts_and_quota_are_worth_a_wake_up() {
-        assert!(is_blocked(&[condition("HostConflict", "False")]));
-        assert!(is_blocked(&[condition("QuotaExceeded", "False")]));
-        assert!(!is_blocked(&[condition("Suspended", "False")]));
-        assert!(!is_blocked(&[condition("Reconciled", "True")]));
-        assert!(!is_blocked(&[]));
     }
 }

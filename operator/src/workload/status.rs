@@ -11,15 +11,16 @@
 use govpaas_crds::conditions::{AVAILABLE, CERTIFICATE_READY, READY, SUSPENDED, reasons};
 use govpaas_crds::status::CertificateStatus;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::reconcile::conditions::time_of;
 use kube::runtime::events::EventType;
-use time::OffsetDateTime;
 
 use super::Problem;
-use super::certificate::Leaf;
 use super::quota_fit::replica_failure;
-use crate::certificates::IssuancePolicy;
+use crate::certificates::leaf::Leaf;
 use crate::reconcile::conditions::{self, Desired};
+use govpaas_pki::IssuancePolicy;
 
 /// `Ready`'s reason while Pods start.
 pub const PROGRESSING: &str = "Progressing";
@@ -27,14 +28,6 @@ pub const PROGRESSING: &str = "Progressing";
 pub const CERTIFICATE_FAILED: &str = "CertificateFailed";
 /// `Ready`'s reason when a ReplicaSet cannot create Pods for a reason other than quota.
 pub const FAILED_CREATE: &str = "FailedCreate";
-
-/// A `Time` from an `OffsetDateTime` (whole seconds, as certificates carry them).
-pub fn time_of(at: OffsetDateTime) -> Time {
-    Time(
-        k8s_openapi::jiff::Timestamp::from_second(at.unix_timestamp())
-            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-    )
-}
 
 /// The status of a certificate stored in `secret_name`.
 pub fn certificate_status(secret_name: &str, leaf: &Leaf, policy: &IssuancePolicy) -> CertificateStatus {
@@ -299,7 +292,7 @@ mod tests {
         assert_eq!(find(&all, AVAILABLE).reason, "ScaledToZero");
 
         // Refused later: the suspension and availability are carried over, not forgotten.
-        let written = conditions::merge(&[], &all, Some(1), &time_of(OffsetDateTime::UNIX_EPOCH));
+        let written = conditions::merge(&[], &all, Some(1), &time_of(time::OffsetDateTime::UNIX_EPOCH));
         let problem = Problem { reason: "QuotaExceeded", message: "pods".into() };
         let refused = conditions(&Outcome::Refused(&problem), &written);
         assert_eq!(find(&refused, SUSPENDED).status, conditions::TRUE);

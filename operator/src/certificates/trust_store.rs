@@ -14,11 +14,11 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use time::OffsetDateTime;
 
-use super::state::{DesiredCa, TrustState};
-use crate::certificates::{BundleCa, CertificateAuthority, IssuancePolicy, TrustAnchors, TrustRotation};
+use super::ca_secrets;
+use super::trust_state::{DesiredCa, TrustState};
 use crate::error::Result;
 use crate::reconcile::labels;
-use crate::workload::ca_secrets;
+use govpaas_pki::{BundleCa, CertificateAuthority, IssuancePolicy, TrustAnchors, TrustRotation};
 
 /// The ConfigMap holding the trust state, in the operator's namespace.
 pub const TRUST_CONFIG_MAP: &str = "govpaas-trust";
@@ -217,4 +217,10 @@ pub async fn platform_trust(
         _ => None,
     };
     Ok(Ok(PlatformTrust { issuing: ca, retiring, bundle_pem, anchors }))
+}
+
+/// The watch of the trust ConfigMap in the operator's `namespace`.
+pub fn watch_config(namespace: &str) -> kube::runtime::watcher::Config {
+    crate::reconcile::watch::config()
+        .fields(&format!("metadata.name={TRUST_CONFIG_MAP},metadata.namespace={namespace}"))
 }

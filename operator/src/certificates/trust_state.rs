@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::certificates::{BundleCa, Progress, TrustRotation};
+use govpaas_pki::{BundleCa, Progress, TrustRotation};
 
 /// The persisted trust state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,8 +215,8 @@ fn another_rotation(state: &TrustState, new: &BundleCa, old: &BundleCa, desired:
 }
 
 /// The counted progress as the anchors [`TrustRotation::leaves_observed`] takes.
-fn census_anchors(progress: &Progress) -> impl Iterator<Item = crate::certificates::ChainAnchor> {
-    use crate::certificates::ChainAnchor;
+fn census_anchors(progress: &Progress) -> impl Iterator<Item = govpaas_pki::ChainAnchor> {
+    use govpaas_pki::ChainAnchor;
     std::iter::repeat_n(ChainAnchor::Old, progress.on_old)
         .chain(std::iter::repeat_n(ChainAnchor::New, progress.on_new))
         .chain(std::iter::repeat_n(ChainAnchor::Unknown, progress.unknown))
@@ -242,7 +242,7 @@ pub fn format_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certificates::{IssuancePolicy, PlatformCaRequest, generate_platform_ca};
+    use govpaas_pki::{IssuancePolicy, PlatformCaRequest, generate_platform_ca};
 
     fn ca(secret: &str) -> DesiredCa {
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();

@@ -10,8 +10,8 @@
 use time::OffsetDateTime;
 
 use super::TlsMaterial;
-use crate::certificates::renewal::is_due;
-use crate::certificates::{
+use govpaas_pki::renewal::is_due;
+use govpaas_pki::{
     CertificateAuthority, ClientCertificateRequest, ExpectedLeaf, IssuancePolicy, LeafKind, ServerCertificateRequest,
     SigningCertificateRequest, TrustAnchors, WorkloadIdentity, inspect_leaf,
 };
@@ -64,7 +64,7 @@ pub struct Leaf {
 impl Leaf {
     /// When the certificate is due for renewal.
     pub fn renewal_time(&self, policy: &IssuancePolicy) -> OffsetDateTime {
-        crate::certificates::renewal::renewal_time(self.not_before, self.not_after, policy.renewal)
+        govpaas_pki::renewal::renewal_time(self.not_before, self.not_after, policy.renewal)
     }
 }
 
@@ -102,7 +102,7 @@ pub fn keep_or_issue(
     spec: &LeafSpec,
     issuer: &Issuer<'_>,
     now: OffsetDateTime,
-) -> Result<Leaf, crate::certificates::Error> {
+) -> Result<Leaf, govpaas_pki::Error> {
     let reason = match (stored.tls_crt, stored.tls_key) {
         (Some(crt), Some(key)) => {
             let (dns_names, identity) = match spec {
@@ -173,7 +173,7 @@ mod tests {
     use time::Duration;
 
     use super::*;
-    use crate::certificates::{PlatformCaRequest, TenantCaRequest, generate_platform_ca};
+    use govpaas_pki::{PlatformCaRequest, TenantCaRequest, generate_platform_ca};
 
     struct World {
         platform: CertificateAuthority,
@@ -304,8 +304,8 @@ mod tests {
         let spec = LeafSpec::Client { identity: identity.clone() };
         let first = keep_or_issue(Stored::default(), &spec, &issuer(&w), now).unwrap();
         assert_eq!(first.issued, Some(Issued::New));
-        let chain = crate::certificates::verify::chain_from_pem("tls.crt", first.material.tls_crt.as_bytes()).unwrap();
-        let verified = crate::certificates::verify::verify_client_chain(&chain, &w.trust, now).unwrap();
+        let chain = govpaas_pki::verify::chain_from_pem("tls.crt", first.material.tls_crt.as_bytes()).unwrap();
+        let verified = govpaas_pki::verify::verify_client_chain(&chain, &w.trust, now).unwrap();
         assert_eq!(verified, identity);
         let kept = keep_or_issue(stored(&first), &spec, &issuer(&w), now + Duration::days(10)).unwrap();
         assert_eq!((kept.issued, kept.serial), (None, first.serial.clone()));

@@ -23,16 +23,18 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use time::{Duration, OffsetDateTime};
 
-use super::tenant::TenantContext;
-use crate::certificates::renewal::{is_due, renewal_time};
-use crate::certificates::{
-    BundleCa, CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction,
-    TenantCaRequest, generate_platform_ca,
-};
+use crate::certificates::trust_store::PlatformTrust;
+use govpaas_crds::agency::normalise;
+
 use crate::error::Result;
 use crate::reconcile::labels;
 use crate::telemetry::CertificateKey;
-use crate::trust::PlatformTrust;
+use crate::tenancy::TenantContext;
+use govpaas_pki::renewal::{is_due, renewal_time};
+use govpaas_pki::{
+    BundleCa, CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction,
+    TenantCaRequest, generate_platform_ca,
+};
 
 /// The component label of CA Secrets this module creates.
 pub const COMPONENT: &str = "certificate-authority";
@@ -51,28 +53,11 @@ pub fn tenant_ca_secret_name(tenant: &str) -> String {
 }
 
 /// A Go duration of hours, minutes and seconds (`2160h`, `1h30m`, `90s`), as the Platform's
-/// schema admits them.
+/// schema admits them: the API's one parser (`govpaas_crds::common::parse_duration`, fuzzed against
+/// the schema), as a `time::Duration`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut digits = String::new();
-    if text.is_empty() {
-        return None;
-    }
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: i64 = digits.parse().ok()?;
-        digits.clear();
-        total += match c {
-            'h' => Duration::hours(n),
-            'm' => Duration::minutes(n),
-            's' => Duration::seconds(n),
-            _ => return None,
-        };
-    }
-    digits.is_empty().then_some(total)
+    let parsed = govpaas_crds::common::parse_duration(text).ok()?;
+    Duration::try_from(parsed).ok()
 }
 
 /// The issuance policy the Platform sets: its CA key type, certificate lifetimes and renewal
@@ -113,9 +98,13 @@ pub fn ca_status(secret_name: &str, ca: &CertificateAuthority, policy: &Issuance
         .map(|(_, certificate)| certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect());
     CertificateStatus {
         secret_name: Some(secret_name.to_owned()),
-        not_after: Some(super::status::time_of(ca.not_after())),
+        not_after: Some(crate::reconcile::conditions::time_of(ca.not_after())),
         serial,
-        renewal_time: Some(super::status::time_of(renewal_time(ca.not_before(), ca.not_after(), policy.renewal))),
+        renewal_time: Some(crate::reconcile::conditions::time_of(renewal_time(
+            ca.not_before(),
+            ca.not_after(),
+            policy.renewal,
+        ))),
     }
 }
 
@@ -241,7 +230,7 @@ pub async fn tenant_ca(
     };
     // A CA issued for another domain or agency (the Tenant's domain changed) cannot certify this
     // tenant's hosts; replacing it is a CA rotation, not something to do silently.
-    let agency_matches = ca.agency().is_some_and(|a| a.agency_code() == context.agency_code);
+    let agency_matches = ca.agency().is_some_and(|a| normalise(a.agency_code()) == normalise(&context.agency_code));
     if !agency_matches || ca.permitted_domains() != [context.domain.clone()] {
         return Ok(Err(format!(
             "the tenant CA in Secret {name} is for {:?} in {:?}, but tenant {} is agency {} with domain {}: rotate the tenant CA",
@@ -261,7 +250,7 @@ pub async fn tenant_ca(
 /// Whether the CA certificate in `certificate_pem` was issued by `ca`.
 fn issued_by(ca: Option<&BundleCa>, certificate_pem: &[u8]) -> bool {
     let Some(ca) = ca else { return false };
-    crate::certificates::verify::chain_from_pem("tls.crt", certificate_pem)
+    govpaas_pki::verify::chain_from_pem("tls.crt", certificate_pem)
         .ok()
         .and_then(|chain| chain.into_iter().next())
         .is_some_and(|certificate| ca.anchors(&certificate))
@@ -315,7 +304,7 @@ async fn renew_tenant_ca(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn go_durations() {

@@ -1,12 +1,58 @@
-//! The facts about its tenant that a service needs, read from the Tenant and the Platform.
+//! Tenancy: which Tenant owns a namespace (one rule, here only), and the facts about its tenant
+//! that a service needs, read from the Tenant and the Platform.
 //!
 //! A service's namespace carries the `govpaas.io/tenant` label the tenant controller writes; that
 //! names the Tenant, which is the source of truth for the domain, the agency and suspension (the
-//! namespace's copies may lag behind it).
+//! namespace's copies may lag behind it). The label alone is never enough: the Tenant must also
+//! list the namespace, so a label copied onto another namespace gives it no tenant.
+
+use std::sync::Arc;
 
 use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::{Platform, Tenant};
 use kube::ResourceExt;
+use kube::core::DeserializeGuard;
+
+/// The controller's main kind: a Tenant, or the error of one that cannot be read (so one bad
+/// object never breaks the watch).
+pub type TenantObject = DeserializeGuard<Tenant>;
+
+/// Where an object in a namespace stands with its tenant.
+pub enum Scope {
+    /// Its namespace belongs to this Tenant, which this operator reconciles.
+    Tenant(Arc<TenantObject>),
+    /// Its namespace belongs to no Tenant this operator knows of; the message says so.
+    NoTenant(String),
+    /// Another operator's tenant (`--tenant-selector`): not this operator's business.
+    OutOfScope,
+}
+
+/// The tenant of an object in `namespace` (with these `labels`), among the `tenants` this operator
+/// caches; `selective`: the operator serves only some Tenants (`--tenant-selector`).
+pub fn scope_of(
+    namespace: &str,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+    tenants: &[Arc<TenantObject>],
+    selective: bool,
+) -> Scope {
+    let readable: Vec<&Tenant> = tenants.iter().filter_map(|t| t.0.as_ref().ok()).collect();
+    if let Some(tenant) = tenant_of_namespace(namespace, labels, readable.iter().copied()) {
+        let name = tenant.name_any();
+        if let Some(found) = tenants.iter().find(|t| t.name_any() == name) {
+            return Scope::Tenant(found.clone());
+        }
+    }
+    if selective {
+        // A tenant this operator does not select, or none: another operator's business.
+        return Scope::OutOfScope;
+    }
+    Scope::NoTenant(match labels.and_then(|l| l.get(TENANT_LABEL)) {
+        Some(tenant) => format!(
+            "namespace {namespace} is labelled for Tenant {tenant}, which does not exist or does not list the namespace"
+        ),
+        None => format!("namespace {namespace} belongs to no govpaas Tenant (its Tenant has not provisioned it yet)"),
+    })
+}
 
 /// What a Portal or DocumentService needs to know about its tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +111,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::workload::fixtures;
+    use crate::fixtures;
 
     #[test]
     fn context_reads_the_tenant_and_defaults_the_domain() {

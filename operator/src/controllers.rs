@@ -1,0 +1,456 @@
+//! The composition root: the only module that names every controller and starts them, and that
+//! routes the changes of one kind to the controllers they concern. No controller module imports
+//! another (`tests::controllers_never_import_each_other` checks it).
+//!
+//! - `trust` (the Platform's CA and its rotation) and `tenant` (Tenants) run with their own watches;
+//! - the service controllers (`portal`, `document`, `data_sharing`) share the caches of
+//!   `crate::workload::runtime::Shared`, filled here by one watch per kind, whose events are fanned
+//!   out as explicit wake-ups: a Tenant (suspended, resumed, domain) or a namespace to the services
+//!   in its namespaces; a ResourceQuota (usage freed) to the services in its namespace; the Platform
+//!   and the trust ConfigMap to every service; a service deleted or changed to the services held
+//!   back by a host conflict or by quota, which may now fit; a DataSharingService to the ones its
+//!   grants concern (`crate::data_sharing::triggers`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{StreamExt, TryStreamExt};
+use govpaas_crds::Platform;
+use govpaas_crds::conditions::{READY, reasons};
+use govpaas_crds::metadata::TENANT_LABEL;
+use govpaas_crds::platform::PLATFORM_NAME;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Predicate;
+use kube::runtime::watcher::{self};
+use kube::runtime::{WatchStreamExt, predicates};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::data_sharing::triggers;
+use crate::reconcile::events::Publisher;
+use crate::reconcile::{conditions, labels, watch};
+use crate::settings::Settings;
+use crate::telemetry::{CertificateGauges, CertificateKey};
+use crate::tenancy::TenantObject;
+use crate::workload::runtime::{DataSharingObject, DocumentObject, Listed, PortalObject, ServiceWatch, Shared};
+
+/// Runs every controller until shutdown (SIGTERM: each finishes the reconciles in flight).
+pub async fn run(client: Client, settings: Settings) {
+    tokio::join!(
+        crate::trust::run(client.clone(), settings.clone()),
+        crate::tenant::run(client.clone(), settings.clone()),
+        run_services(client, settings)
+    );
+}
+
+/// Where wake-ups go.
+#[derive(Clone)]
+struct Wakers {
+    portals: UnboundedSender<ObjectRef<PortalObject>>,
+    documents: UnboundedSender<ObjectRef<DocumentObject>>,
+    data_sharing: UnboundedSender<ObjectRef<DataSharingObject>>,
+}
+
+/// Whether a service is held back by something another service may release.
+fn is_blocked(conditions: &[Condition]) -> bool {
+    conditions::find(conditions, READY).is_some_and(|c| {
+        c.status == conditions::FALSE && (c.reason == reasons::HOST_CONFLICT || c.reason == reasons::QUOTA_EXCEEDED)
+    })
+}
+
+/// Sends wake-ups for the services that an object's change concerns.
+struct Fanout {
+    portals: Store<PortalObject>,
+    documents: Store<DocumentObject>,
+    data_sharing: Store<DataSharingObject>,
+    /// Tenant namespaces: a DataSharingService's agency is its namespace's agency-code label.
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    wakers: Wakers,
+    /// Each service's last seen generation, to tell a spec change from a status write.
+    generations: HashMap<String, Option<i64>>,
+    /// Each DataSharingService's last seen generation and the agencies its grants involve.
+    sharing: HashMap<String, (Option<i64>, std::collections::BTreeSet<String>)>,
+    route_tables_orphaned: Arc<tokio::sync::Notify>,
+    certificates: Arc<CertificateGauges>,
+}
+
+impl Fanout {
+    /// Wakes every service in the namespaces `wanted` accepts.
+    fn wake_where(&self, wanted: impl Fn(&str) -> bool) {
+        self.wake_workloads_where(&wanted);
+        for service in self.data_sharing.state() {
+            if service.namespace().is_some_and(|ns| wanted(&ns)) {
+                let _ = self.wakers.data_sharing.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
+    /// Wakes the Portals and DocumentServices (what runs Pods, and so depends on ResourceQuotas) in
+    /// the namespaces `wanted` accepts.
+    fn wake_workloads_where(&self, wanted: impl Fn(&str) -> bool) {
+        for portal in self.portals.state() {
+            if portal.namespace().is_some_and(|ns| wanted(&ns)) {
+                let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
+            }
+        }
+        for service in self.documents.state() {
+            if service.namespace().is_some_and(|ns| wanted(&ns)) {
+                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
+    fn wake_blocked(&self) {
+        for portal in self.portals.state() {
+            if portal.0.as_ref().ok().and_then(|p| p.status.as_ref()).is_some_and(|s| is_blocked(&s.conditions)) {
+                let _ = self.wakers.portals.unbounded_send(ObjectRef::from_obj(portal.as_ref()));
+            }
+        }
+        for service in self.documents.state() {
+            if service.0.as_ref().ok().and_then(|d| d.status.as_ref()).is_some_and(|s| is_blocked(&s.conditions)) {
+                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
+    /// A service changed: when its spec changed or it went away, the blocked ones may now fit; a
+    /// service gone takes its certificates out of the gauges.
+    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>, certificates: fn(&K) -> Vec<CertificateKey>) {
+        if let watcher::Event::Delete(object) = event {
+            for key in certificates(object) {
+                self.certificates.forget(&key);
+            }
+        }
+        let key = |object: &K| object.meta().uid.clone().unwrap_or_default();
+        match event {
+            watcher::Event::InitApply(object) => {
+                self.generations.insert(key(object), object.meta().generation);
+            }
+            watcher::Event::Apply(object) => {
+                let previous = self.generations.insert(key(object), object.meta().generation);
+                if previous != Some(object.meta().generation) {
+                    self.wake_blocked();
+                }
+            }
+            watcher::Event::Delete(object) => {
+                self.generations.remove(&key(object));
+                self.wake_blocked();
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    /// The agency (normalised) of the DataSharingServices in `namespace`, from its label.
+    fn agency_of(&self, namespace: &str) -> Option<String> {
+        let labels = self.namespaces.get(&ObjectRef::new(namespace))?.metadata.labels.clone()?;
+        labels.get(govpaas_crds::metadata::AGENCY_CODE_LABEL).map(|code| govpaas_crds::agency::normalise(code))
+    }
+
+    /// A DataSharingService changed its spec or went away: the ones its grants concern look
+    /// again (the rules: `crate::data_sharing::triggers`). A deleted one's route table is swept, and
+    /// its client certificate leaves the gauges.
+    fn data_sharing_event(&mut self, event: &watcher::Event<DataSharingObject>) {
+        let key = |object: &DataSharingObject| object.meta().uid.clone().unwrap_or_default();
+        let (object, deleted) = match event {
+            watcher::Event::InitApply(object) => {
+                let own = object.namespace().and_then(|ns| self.agency_of(&ns));
+                self.sharing.insert(key(object), (object.meta().generation, triggers::involved_agencies(object, own)));
+                return;
+            }
+            watcher::Event::Apply(object) => (object, false),
+            watcher::Event::Delete(object) => (object, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let own = object.namespace().and_then(|ns| self.agency_of(&ns));
+        let now = triggers::involved_agencies(object, own.clone());
+        let previous = if deleted {
+            self.sharing.remove(&key(object))
+        } else {
+            self.sharing.insert(key(object), (object.meta().generation, now.clone()))
+        };
+        if !deleted && previous.as_ref().map(|(generation, _)| *generation) == Some(object.meta().generation) {
+            return;
+        }
+        if deleted {
+            self.route_tables_orphaned.notify_one();
+            for key in crate::data_sharing::reconcile::certificate_keys(object) {
+                self.certificates.forget(&key);
+            }
+        }
+        let mut agencies = now;
+        agencies.extend(previous.map(|(_, before)| before).unwrap_or_default());
+        let services = self.data_sharing.state();
+        for service in triggers::to_wake(object, own.as_ref(), &agencies, &services, |ns| self.agency_of(ns)) {
+            let _ = self.wakers.data_sharing.unbounded_send(service);
+        }
+    }
+}
+
+/// Locks the fan-out (never held across an `.await`). A panic elsewhere cannot leave its map
+/// half-updated in a way that matters: at worst one wake-up too many.
+fn lock(fanout: &std::sync::Mutex<Fanout>) -> std::sync::MutexGuard<'_, Fanout> {
+    fanout.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A cache of `K` (optionally by label `selector`) and the stream that fills it, each touched object
+/// passed to `on_change`. Poll the stream or the cache stays empty.
+fn related<K>(
+    client: &Client,
+    config: watcher::Config,
+    listed: &Listed,
+    mut on_change: impl FnMut(&K) + Send + 'static,
+) -> (Store<K>, impl futures::Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let listed = listed.clone();
+    let cache = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    };
+    let task = watch::watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .modify(watch::strip)
+        .reflect(writer)
+        .inspect_ok(move |event| listed.observe(cache, event))
+        .touched_objects()
+        .for_each(move |touched| {
+            match touched {
+                Ok(object) => on_change(&object),
+                Err(err) => tracing::warn!(error = %err, kind = %K::kind(&()), "watch failed; retrying"),
+            }
+            futures::future::ready(())
+        });
+    (store, task)
+}
+
+/// Runs the Portal, DocumentService and DataSharingService controllers, and the watches whose
+/// changes wake them, until shutdown.
+async fn run_services(client: Client, settings: Settings) {
+    let (portal_wake, portal_woken) = unbounded();
+    let (document_wake, document_woken) = unbounded();
+    let (data_sharing_wake, data_sharing_woken) = unbounded();
+    let wakers = Wakers { portals: portal_wake, documents: document_wake, data_sharing: data_sharing_wake };
+
+    let (listed_tx, listed_rx) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    let listed = Listed(listed_tx);
+    let (portals, portal_writer) = reflector::store::<PortalObject>();
+    let (documents, document_writer) = reflector::store::<DocumentObject>();
+    let (data_sharing, data_sharing_writer) = reflector::store::<DataSharingObject>();
+    let (namespaces, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let route_tables_orphaned = Arc::new(tokio::sync::Notify::new());
+    let fanout = Arc::new(std::sync::Mutex::new(Fanout {
+        portals: portals.clone(),
+        documents: documents.clone(),
+        data_sharing: data_sharing.clone(),
+        namespaces: namespaces.clone(),
+        wakers: wakers.clone(),
+        generations: HashMap::new(),
+        sharing: HashMap::new(),
+        route_tables_orphaned: route_tables_orphaned.clone(),
+        certificates: settings.telemetry.certificates.clone(),
+    }));
+
+    // Services read the Platform's spec only: its status (written on every step of a CA rotation)
+    // wakes nobody.
+    let wake_all = {
+        let fanout = fanout.clone();
+        let mut seen = None;
+        move |platform: &Platform| {
+            if seen.replace(platform.meta().generation) != Some(platform.meta().generation) {
+                lock(&fanout).wake_where(|_| true);
+            }
+        }
+    };
+    let platform_config = crate::reconcile::watch::config().fields(&format!("metadata.name={PLATFORM_NAME}"));
+    let (platforms, platform_task) = related::<Platform>(&client, platform_config, &listed, wake_all);
+    // Every step of a CA rotation changes the trust state: which CA issues, which bundle is handed
+    // out. Every service looks again.
+    let wake_on_trust = {
+        let fanout = fanout.clone();
+        move |_: &ConfigMap| lock(&fanout).wake_where(|_| true)
+    };
+    let (_, trust_task) = related::<ConfigMap>(
+        &client,
+        crate::certificates::trust_store::watch_config(&settings.operator_namespace),
+        &listed,
+        wake_on_trust,
+    );
+
+    let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let wake_tenant = {
+        let fanout = fanout.clone();
+        let known = known_tenants.clone();
+        // What of a Tenant its services read and its status may change: the domain. The rest they
+        // read is spec (a new generation). Its other status writes (usage) wake nobody.
+        let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
+        move |tenant: &TenantObject| {
+            known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(tenant.name_any());
+            let domain = tenant.0.as_ref().ok().and_then(|t| t.status.as_ref()).and_then(|s| s.domain.clone());
+            let now = (tenant.meta().generation, domain);
+            if seen.insert(tenant.meta().uid.clone().unwrap_or_default(), now.clone()).as_ref() == Some(&now) {
+                return;
+            }
+            let namespaces = match &tenant.0 {
+                Ok(tenant) => tenant.namespace_names(),
+                Err(_) => vec![tenant.name_any()],
+            };
+            lock(&fanout).wake_where(|ns| namespaces.iter().any(|n| n == ns));
+        }
+    };
+    let mut tenant_config = crate::reconcile::watch::config();
+    if let Some(selector) = &settings.tenant_selector {
+        tenant_config = tenant_config.labels(selector);
+    }
+    let (tenants, tenant_task) = related::<TenantObject>(&client, tenant_config, &listed, wake_tenant);
+
+    let wake_namespace = {
+        let fanout = fanout.clone();
+        move |namespace: &PartialObjectMeta<Namespace>| {
+            let name = namespace.name_any();
+            lock(&fanout).wake_where(|ns| ns == name);
+        }
+    };
+    let namespace_task = {
+        let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+        let on_change = wake_namespace;
+        let listed = listed.clone();
+        watch::watcher(api, crate::reconcile::watch::config().labels(TENANT_LABEL))
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(namespace_writer)
+            .inspect_ok(move |event| listed.observe("Namespace", event))
+            .touched_objects()
+            .for_each(move |touched| {
+                if let Ok(namespace) = touched {
+                    on_change(&namespace);
+                }
+                futures::future::ready(())
+            })
+    };
+
+    let wake_quota = {
+        let fanout = fanout.clone();
+        move |quota: &ResourceQuota| {
+            let namespace = quota.namespace().unwrap_or_default();
+            lock(&fanout).wake_workloads_where(|ns| ns == namespace);
+        }
+    };
+    // Only the quotas the tenant controller writes (agency admins cannot create others): not every
+    // ResourceQuota of the cluster.
+    let quota_config = crate::reconcile::watch::config().labels(&labels::component_selector(crate::tenant::COMPONENT));
+    let (quotas, quota_task) = related::<ResourceQuota>(&client, quota_config, &listed, wake_quota);
+
+    let portal_stream = {
+        let fanout = fanout.clone();
+        let listed = listed.clone();
+        watch::watcher(Api::<PortalObject>::all(client.clone()), crate::reconcile::watch::config())
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(portal_writer)
+            .inspect_ok(move |event| {
+                listed.observe("Portal", event);
+                lock(&fanout).service_event(event, crate::portal::reconcile::certificate_keys);
+            })
+            .touched_objects()
+            .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
+    };
+    let document_stream = {
+        let fanout = fanout.clone();
+        let listed = listed.clone();
+        watch::watcher(Api::<DocumentObject>::all(client.clone()), crate::reconcile::watch::config())
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(document_writer)
+            .inspect_ok(move |event| {
+                listed.observe("DocumentService", event);
+                lock(&fanout).service_event(event, crate::document::reconcile::certificate_keys);
+            })
+            .touched_objects()
+            // The restore annotation is read too.
+            .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
+    };
+
+    let data_sharing_stream = {
+        let fanout = fanout.clone();
+        let listed = listed.clone();
+        watch::watcher(Api::<DataSharingObject>::all(client.clone()), crate::reconcile::watch::config())
+            .default_backoff()
+            .modify(watch::strip)
+            .reflect(data_sharing_writer)
+            .inspect_ok(move |event| {
+                listed.observe("DataSharingService", event);
+                lock(&fanout).data_sharing_event(event);
+            })
+            .touched_objects()
+            .predicate_filter(predicates::generation, Default::default())
+    };
+
+    let shared = Arc::new(Shared {
+        publisher: Publisher::new(client.clone(), settings.instance.clone()),
+        client: client.clone(),
+        settings,
+        platforms,
+        tenants,
+        namespaces,
+        quotas,
+        portals: portals.clone(),
+        documents: documents.clone(),
+        data_sharing: data_sharing.clone(),
+        route_tables_orphaned,
+        known_tenants,
+        listed: listed_rx,
+    });
+    let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
+    let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
+    let data_sharing_watch =
+        ServiceWatch { store: data_sharing, stream: Box::pin(data_sharing_stream), wake: data_sharing_woken };
+
+    // The related watchers run until their streams end, which they do not; the controllers stop
+    // on SIGTERM, and then so does this.
+    let related = async {
+        tokio::join!(platform_task, trust_task, tenant_task, namespace_task, quota_task);
+    };
+    let controllers = async {
+        tokio::join!(
+            crate::portal::run(shared.clone(), portal_watch),
+            crate::document::run(shared.clone(), document_watch),
+            crate::data_sharing::run(shared.clone(), data_sharing_watch)
+        );
+    };
+    tokio::select! {
+        () = controllers => {}
+        () = related => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(reason: &str, status: &str) -> Condition {
+        Condition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        }
+    }
+
+    #[test]
+    fn only_host_conflicts_and_quota_are_worth_a_wake_up() {
+        assert!(is_blocked(&[condition("HostConflict", "False")]));
+        assert!(is_blocked(&[condition("QuotaExceeded", "False")]));
+        assert!(!is_blocked(&[condition("Suspended", "False")]));
+        assert!(!is_blocked(&[condition("Reconciled", "True")]));
+        assert!(!is_blocked(&[]));
+    }
+}
