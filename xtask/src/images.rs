@@ -81,6 +81,10 @@ pub fn run_task(profile: Profile, out: Option<PathBuf>) -> Result<()> {
 pub fn build(profile: Profile, out: &Path) -> Result<Vec<Image>> {
     let umoci = tools::umoci()?;
     let work = out.join(".work");
+    if work.exists() {
+        // What an interrupted run left.
+        fs::remove_dir_all(&work)?;
+    }
     fs::create_dir_all(&work)?;
     let recipes = [
         service("govpaas-operator", install::build_binary("govpaas-operator", "operator", profile)?),
@@ -110,7 +114,8 @@ fn target_dir() -> PathBuf {
 /// The pause program, compiled static from `dist/pause/pause.c` into `work`.
 fn build_pause(work: &Path) -> Result<PathBuf> {
     let source = paths::workspace_root().join("dist").join("pause").join("pause.c");
-    let binary = work.join("pause");
+    // Beside, not in, the image's own work directory (`.work/pause`).
+    let binary = work.join("pause-program");
     run(
         Command::new("gcc")
             .args(["-static", "-Os", "-s", "-Wall", "-Wextra", "-Werror"])
@@ -125,9 +130,6 @@ fn build_pause(work: &Path) -> Result<PathBuf> {
 
 fn build_image(umoci: &Path, recipe: &Recipe, out: &Path) -> Result<Image> {
     let work = out.join(".work").join(recipe.name);
-    if work.exists() {
-        fs::remove_dir_all(&work)?;
-    }
     let rootfs = work.join("rootfs");
     assemble_rootfs(recipe, &rootfs)?;
     let layout = work.join("layout");
@@ -188,7 +190,8 @@ fn write_file(path: &Path, content: &str) -> Result<()> {
 
 /// The files the dynamic loader maps for `binary`, as `ldd` reports them; none for a static binary.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(binary).output().context("running ldd")?;
+    // As the loader resolves them with the system's configuration alone (cargo run sets a search path).
+    let out = Command::new("ldd").arg(binary).env_remove("LD_LIBRARY_PATH").output().context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // ldd fails on a static binary, saying so.
