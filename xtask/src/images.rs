@@ -64,7 +64,7 @@ pub struct Image {
 /// `cargo xtask images`: builds the three images into `out` (default `target/images`) and prints each
 /// one's name, digest, size and archive.
 pub fn run_task(profile: Profile, out: Option<PathBuf>) -> Result<()> {
-    let out = out.unwrap_or_else(|| target_dir().join("images"));
+    let out = out.unwrap_or_else(|| paths::target_dir().join("images"));
     for image in build(profile, &out)? {
         println!(
             "{}  {}  {:.1} MiB  {}",
@@ -107,10 +107,6 @@ fn service(name: &'static str, binary: PathBuf) -> Recipe {
     Recipe { name, binary, entrypoint: format!("/usr/local/bin/{name}"), user: NONROOT, accounts: true }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| paths::workspace_root().join("target"))
-}
-
 /// The pause program, compiled static from `dist/pause/pause.c` into `work`.
 fn build_pause(work: &Path) -> Result<PathBuf> {
     let source = paths::workspace_root().join("dist").join("pause").join("pause.c");
@@ -135,8 +131,11 @@ fn build_image(umoci: &Path, recipe: &Recipe, out: &Path) -> Result<Image> {
     let layout = work.join("layout");
     let reference = reference(recipe.name);
     make_image(umoci, recipe, &rootfs, &layout, &reference)?;
+    // Packed beside the layout and then renamed: an interrupted run leaves no half archive behind.
+    let packed = work.join("image.oci.tar");
+    pack_layout(&layout, &packed)?;
     let archive = out.join(format!("{}.oci.tar", recipe.name));
-    pack_layout(&layout, &archive)?;
+    fs::rename(&packed, &archive)?;
     let digest = manifest_digest(&layout)?;
     fs::remove_dir_all(&work)?;
     let size = fs::metadata(&archive)?.len();
@@ -336,12 +335,8 @@ mod tests {
                     \t/lib64/ld-linux-x86-64.so.2 (0x00007f0e1c9d0000)\n";
         assert_eq!(
             parse_ldd(text).unwrap(),
-            [
-                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-            .map(PathBuf::from)
+            ["/lib/x86_64-linux-gnu/libgcc_s.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+                .map(PathBuf::from)
         );
     }
 

@@ -136,8 +136,7 @@ pub fn build_operator() -> Result<PathBuf> {
 /// returns its path.
 pub fn build_binary(package: &str, target_subdir: &str, profile: Profile) -> Result<PathBuf> {
     let root = paths::workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = target.join(target_subdir);
+    let target = paths::target_dir().join(target_subdir);
     let mut cargo = Command::new(env!("CARGO"));
     cargo.args(["build", "--quiet", "-p", package, "--bin", package, "--target-dir"]).arg(&target);
     if profile == Profile::Release {

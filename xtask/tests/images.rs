@@ -42,10 +42,7 @@ const IMAGES: [Expected; 3] = [
 fn the_images_are_oci_archives_whose_binaries_run_from_their_own_root_filesystem() {
     let uid = run(Command::new("id").arg("-u"));
     assert_eq!(uid.trim(), "0", "this test runs the images' binaries under chroot, which needs root");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| xtask::paths::workspace_root().join("target"));
-    let dir = target.join(format!("images-test-{}", std::process::id()));
+    let dir = xtask::paths::target_dir().join(format!("images-test-{}", std::process::id()));
     let out = dir.join("out");
 
     let images = || {
@@ -173,8 +170,7 @@ fn check_blob_digests(layout: &Path) {
 /// The SHA-256 of what `source` writes, by `sha256sum`.
 fn sha256(source: &mut Command) -> String {
     let mut source = source.stdout(Stdio::piped()).spawn().expect("spawning");
-    let hashed =
-        Command::new("sha256sum").stdin(source.stdout.take().unwrap()).output().expect("running sha256sum");
+    let hashed = Command::new("sha256sum").stdin(source.stdout.take().unwrap()).output().expect("running sha256sum");
     assert!(source.wait().unwrap().success(), "{source:?}");
     String::from_utf8_lossy(&hashed.stdout).split_whitespace().next().expect("a hash").to_string()
 }
