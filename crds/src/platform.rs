@@ -113,7 +113,7 @@ fn default_document_image() -> String {
     "ghcr.io/govpaas/document-service:0.1.0".into()
 }
 fn default_gateway_image() -> String {
-    "ghcr.io/govpaas/lgsp-gateway:0.1.0".into()
+    concat!("govpaas.local/govpaas-gateway:", env!("CARGO_PKG_VERSION")).into()
 }
 
 impl Default for Images {

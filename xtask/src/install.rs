@@ -99,23 +99,28 @@ pub fn operator_kubeconfig(tools: &Tools, admin: &Path, dest: &Path, duration: &
     Ok(())
 }
 
+/// A cargo profile to build govpaas's binaries with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    /// The directory cargo puts this profile's binaries in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
 /// Builds the `govpaas-gateway` binary the way [`build_operator`] builds the operator: in a target
 /// directory of its own (`target/gateway`), so that it never waits on, nor invalidates, the test
 /// build's lock and artefacts. Returns the binary's path.
 pub fn build_gateway() -> Result<PathBuf> {
-    let root = paths::workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = target.join("gateway");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "govpaas-gateway", "--bin", "govpaas-gateway", "--target-dir"])
-        .arg(&target)
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building govpaas-gateway failed");
-    }
-    Ok(target.join("debug").join("govpaas-gateway"))
+    build_binary("govpaas-gateway", "gateway", Profile::Debug)
 }
 
 /// Builds `govpaas-operator` (a no-op when fresh) and returns the binary.
@@ -124,17 +129,22 @@ pub fn build_gateway() -> Result<PathBuf> {
 /// resolves features for that package alone, and sharing `target/` with the workspace's test build
 /// would recompile kube and its dependencies back and forth between the two.
 pub fn build_operator() -> Result<PathBuf> {
+    build_binary("govpaas-operator", "operator", Profile::Debug)
+}
+
+/// Builds the binary `package` (named as its package) in `target/<target_subdir>` with `profile` and
+/// returns its path.
+pub fn build_binary(package: &str, target_subdir: &str, profile: Profile) -> Result<PathBuf> {
     let root = paths::workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = target.join("operator");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "govpaas-operator", "--bin", "govpaas-operator", "--target-dir"])
-        .arg(&target)
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building govpaas-operator failed");
+    let target = paths::target_dir().join(target_subdir);
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "--quiet", "-p", package, "--bin", package, "--target-dir"]).arg(&target);
+    if profile == Profile::Release {
+        cargo.arg("--release");
     }
-    Ok(target.join("debug").join("govpaas-operator"))
+    let status = cargo.current_dir(&root).status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building {package} failed");
+    }
+    Ok(target.join(profile.dir()).join(package))
 }

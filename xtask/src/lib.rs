@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod codegen;
 pub mod demo;
 pub mod faults;
+pub mod images;
 pub mod install;
 pub mod paths;
 pub mod pki;

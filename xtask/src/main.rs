@@ -1,9 +1,11 @@
 //! `cargo xtask …`: see `cargo xtask --help`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xtask::install::Profile;
 use xtask::{cluster, testrun};
 
 #[derive(Parser)]
@@ -47,6 +49,16 @@ enum Task {
         /// today: docs/resilience.md).
         #[arg(long)]
         control_plane: bool,
+    },
+    /// Build the operator, gateway and pause images as OCI archives, without a container daemon or
+    /// registry, and print each one's name, digest and size.
+    Images {
+        /// The cargo profile of the binaries.
+        #[arg(long, value_enum, default_value_t = Profile::Release)]
+        profile: Profile,
+        /// Where to write the archives (default: target/images).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Generate the CRD YAML and admission policies from the Rust API types.
     Crds {
@@ -100,6 +112,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Task::Faults { tenants, services, kills, seed, leader_elect, control_plane } => {
             xtask::faults::run(xtask::faults::Sizes { tenants, services, kills, seed, leader_elect, control_plane })?
         }
+        Task::Images { profile, out } => xtask::images::run_task(profile, out)?,
         Task::Crds { check } => xtask::codegen::crds(check)?,
         Task::Test { cargo_test_args } => return test(&cargo_test_args),
     }

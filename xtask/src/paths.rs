@@ -10,6 +10,11 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `target` in this checkout.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// The cache of built tools, kept across checkouts: `$GOVPAAS_CACHE_DIR`, else `$HOME/.cache/govpaas`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GOVPAAS_CACHE_DIR") {

@@ -1,5 +1,5 @@
-//! The control plane's binaries, built from their published Go modules at pinned versions and cached
-//! under `$HOME` keyed by version, so a second run builds nothing.
+//! The control plane's binaries, and umoci for the images, built from their published Go modules at
+//! pinned versions and cached under `$HOME` keyed by version, so a second run builds nothing.
 //!
 //! `k8s.io/kubernetes` is not meant to be required as a module: its `go.mod` points every `k8s.io/*`
 //! staging module at a directory inside its own tree. We build it from a small helper module that requires
@@ -22,6 +22,9 @@ pub const KUBERNETES_STAGING_VERSION: &str = "v0.37.2";
 pub const ETCD_VERSION: &str = "v3.7.3";
 pub const KWOK_VERSION: &str = "v0.8.0";
 pub const HELM_VERSION: &str = "v3.22.0";
+/// Builds the OCI images (`cargo xtask images`): the first release that clamps timestamps to
+/// `SOURCE_DATE_EPOCH`, which reproducible digests need.
+pub const UMOCI_VERSION: &str = "v0.6.0";
 
 /// One helper module to build: a Go module at a version and the binaries to build from it.
 struct GoBuild {
@@ -75,6 +78,16 @@ const HELM: GoBuild = GoBuild {
     version: HELM_VERSION,
     binaries: &[("helm.sh/helm/v3/cmd/helm", "helm")],
     ldflags: || format!("-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
+    replace_staging: false,
+};
+
+const UMOCI: GoBuild = GoBuild {
+    name: "umoci",
+    module: "github.com/opencontainers/umoci",
+    version: UMOCI_VERSION,
+    binaries: &[("github.com/opencontainers/umoci/cmd/umoci", "umoci")],
+    // umoci embeds its version from the module's VERSION file.
+    ldflags: String::new,
     replace_staging: false,
 };
 
@@ -152,6 +165,13 @@ pub fn ensure() -> Result<Tools> {
         write_kwok_stages(&tools.kwok_stages)?;
     }
     Ok(tools)
+}
+
+/// umoci, which turns a root filesystem into an OCI image (`cargo xtask images`); built once, like the
+/// control plane's tools, but only when images are asked for.
+pub fn umoci() -> Result<PathBuf> {
+    ensure_built(&UMOCI)?;
+    Ok(tool_dir(&UMOCI).join("umoci"))
 }
 
 fn go() -> Command {
