@@ -412,6 +412,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
 
     let shared = Arc::new(Shared {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
+        status_writes: Default::default(),
         client: client.clone(),
         settings,
         platforms,

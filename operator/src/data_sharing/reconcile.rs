@@ -426,11 +426,9 @@ async fn write_status(
         conditions: conditions::merge(previous_conditions, &desired, service.metadata.generation, &now),
         ..base
     };
-    if previous != Some(&new_status) {
-        let api: Api<DataSharingService> =
-            Api::namespaced(ctx.shared.client.clone(), &service.namespace().unwrap_or_default());
-        apply::apply_status(&api, &service.name_any(), &new_status).await?;
-    }
+    let api: Api<DataSharingService> =
+        Api::namespaced(ctx.shared.client.clone(), &service.namespace().unwrap_or_default());
+    ctx.shared.status_writes.write(&api, service, previous, &new_status).await?;
     let reference = service.object_ref(&());
     ctx.shared.publish_changes(&reference, previous_conditions, &desired).await;
     let before = previous.map(|s| s.consumptions.as_slice()).unwrap_or_default();

@@ -576,11 +576,9 @@ async fn write_status(
         conditions: conditions::merge(previous_conditions, &desired, service.metadata.generation, &now),
         ..base
     };
-    if previous != Some(&new_status) {
-        let api: Api<DocumentService> =
-            Api::namespaced(ctx.shared.client.clone(), &service.namespace().unwrap_or_default());
-        apply::apply_status(&api, &service.name_any(), &new_status).await?;
-    }
+    let api: Api<DocumentService> =
+        Api::namespaced(ctx.shared.client.clone(), &service.namespace().unwrap_or_default());
+    ctx.shared.status_writes.write(&api, service, previous, &new_status).await?;
     ctx.shared.publish_changes(&service.object_ref(&()), previous_conditions, &desired).await;
     Ok(())
 }

@@ -261,10 +261,8 @@ async fn write_status(ctx: &Context, portal: &Portal, outcome: &Outcome<'_>, bas
         conditions: conditions::merge(previous_conditions, &desired, portal.metadata.generation, &now),
         ..base
     };
-    if previous != Some(&new_status) {
-        let api: Api<Portal> = Api::namespaced(ctx.shared.client.clone(), &portal.namespace().unwrap_or_default());
-        apply::apply_status(&api, &portal.name_any(), &new_status).await?;
-    }
+    let api: Api<Portal> = Api::namespaced(ctx.shared.client.clone(), &portal.namespace().unwrap_or_default());
+    ctx.shared.status_writes.write(&api, portal, previous, &new_status).await?;
     ctx.shared.publish_changes(&portal.object_ref(&()), previous_conditions, &desired).await;
     Ok(())
 }

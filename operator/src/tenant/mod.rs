@@ -97,6 +97,7 @@ pub struct Context {
     pub caches: Caches,
     pub ledger: Arc<Mutex<Ledger>>,
     pub publisher: Publisher,
+    pub status_writes: crate::reconcile::apply::StatusWrites,
     /// Turns `true` once every cache has listed (see [`Caches::wait_until_ready`]).
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     wake: UnboundedSender<ObjectRef<TenantObject>>,
@@ -365,6 +366,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         caches,
         caches_ready,
         ledger,
+        status_writes: Default::default(),
         wake,
         settings: settings.clone(),
     });

@@ -554,14 +554,12 @@ async fn write_status_with_usage(
     let services = service_counts(ctx, &tenant.namespace_names());
     let observed = status::Observed { used, children, services, ca };
     let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, observed, &now);
-    if previous != Some(&new_status) {
-        let api: Api<Tenant> = Api::all(ctx.client.clone());
-        match apply::apply_status(&api, &tenant.name_any(), &new_status).await {
-            // Deleted meanwhile: nothing left to report on.
-            Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
-            other => other?,
-        }
-    }
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    match ctx.status_writes.write(&api, tenant, previous, &new_status).await {
+        // Deleted meanwhile: nothing left to report on.
+        Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
+        other => other?,
+    };
 
     let reference = tenant.object_ref(&());
     for changed in conditions::changed_with_events(previous_conditions, &desired) {

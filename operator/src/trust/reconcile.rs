@@ -59,6 +59,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub publisher: Publisher,
+    pub status_writes: apply::StatusWrites,
 }
 
 /// Runs the platform trust controller until shutdown, fed by the shared Platform and trust
@@ -78,8 +79,12 @@ pub async fn run(
     triggers.watch("platform trust", trust.touched(), |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
     let controller = Controller::for_stream(platform_stream, store).reconcile_on(changed);
     let telemetry = settings.telemetry.clone();
-    let context =
-        Arc::new(Context { publisher: Publisher::new(client.clone(), settings.instance.clone()), client, settings });
+    let context = Arc::new(Context {
+        publisher: Publisher::new(client.clone(), settings.instance.clone()),
+        client,
+        settings,
+        status_writes: Default::default(),
+    });
     runner::run(CONTROLLER, controller, 1, &telemetry, listed.wait(), reconcile, context).await;
     drop(triggers);
 }
@@ -434,11 +439,8 @@ async fn write_status(ctx: &Context, platform: &Platform, found: &Found, now: Of
         let type_ = changed.event.unwrap_or(EventType::Normal);
         ctx.publisher.publish(&reference, type_, &changed.reason, "Reconcile", &changed.message, None).await;
     }
-    if platform.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
     let api: Api<Platform> = Api::all(ctx.client.clone());
-    apply::apply_status(&api, &platform.name_any(), &status).await.map_err(|err| {
+    ctx.status_writes.write(&api, platform, platform.status.as_ref(), &status).await.map(|_| ()).map_err(|err| {
         warn!(error = %err, "cannot write the Platform's status");
         err
     })

@@ -80,6 +80,8 @@ pub struct Shared {
     pub client: Client,
     pub settings: Settings,
     pub publisher: Publisher,
+    /// The status writes of the three service controllers (keyed by uid).
+    pub status_writes: crate::reconcile::apply::StatusWrites,
     pub platforms: Store<Platform>,
     pub tenants: Store<TenantObject>,
     /// Tenant namespaces (those labelled `govpaas.io/tenant`), metadata only.
