@@ -31,6 +31,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::data_sharing::triggers;
 use crate::reconcile::events::Publisher;
+use crate::reconcile::shared::{self, SharedWatch, Subscription};
 use crate::reconcile::{conditions, labels, watch};
 use crate::settings::Settings;
 use crate::telemetry::{CertificateGauges, CertificateKey};
@@ -39,11 +40,76 @@ use crate::workload::runtime::{DataSharingObject, DocumentObject, Listed, Portal
 
 /// Runs every controller until shutdown (SIGTERM: each finishes the reconciles in flight).
 pub async fn run(client: Client, settings: Settings) {
-    tokio::join!(
-        crate::trust::run(client.clone(), settings.clone()),
-        crate::tenant::run(client.clone(), settings.clone()),
-        run_services(client, settings)
-    );
+    // The kinds several controllers read are watched once each (`reconcile::shared`).
+    let platform_config = watch::config().fields(&format!("metadata.name={PLATFORM_NAME}"));
+    let mut platforms = SharedWatch::new("Platform", Api::<Platform>::all(client.clone()), platform_config);
+    let trust_config = crate::certificates::trust_store::watch_config(&settings.operator_namespace);
+    let mut trust = SharedWatch::new("trust ConfigMap", Api::<ConfigMap>::all(client.clone()), trust_config);
+    let mut tenant_config = watch::config();
+    if let Some(selector) = &settings.tenant_selector {
+        tenant_config = tenant_config.labels(selector);
+    }
+    let mut tenants = SharedWatch::new("Tenant", Api::<TenantObject>::all(client.clone()), tenant_config);
+    // Only the quotas the tenant controller writes (agency admins cannot create others): not every
+    // ResourceQuota of the cluster.
+    let quota_config = watch::config().labels(&labels::component_selector(crate::tenant::COMPONENT));
+    let mut quotas = SharedWatch::new("ResourceQuota", Api::<ResourceQuota>::all(client.clone()), quota_config);
+
+    let trust_controller =
+        crate::trust::run(client.clone(), settings.clone(), platforms.subscribe(), trust.subscribe());
+    let tenant_inputs = crate::tenant::SharedInputs {
+        tenants: tenants.subscribe(),
+        platforms: platforms.subscribe(),
+        trust: trust.subscribe(),
+        resource_quotas: quotas.subscribe(),
+    };
+    let tenant_controller = crate::tenant::run(client.clone(), settings.clone(), tenant_inputs);
+    let service_inputs = ServiceInputs {
+        platforms: platforms.subscribe(),
+        trust: trust.subscribe(),
+        tenants: tenants.subscribe(),
+        quotas: quotas.subscribe(),
+    };
+    let services = run_services(client, settings, service_inputs);
+    // The shared watches end only when every subscriber has gone, the controllers on SIGTERM.
+    let watches = async {
+        tokio::join!(platforms.run(), trust.run(), tenants.run(), quotas.run());
+    };
+    tokio::select! {
+        _ = async { tokio::join!(trust_controller, tenant_controller, services) } => {}
+        () = watches => {}
+    }
+}
+
+/// What the service controllers read from the shared watches.
+struct ServiceInputs {
+    platforms: Subscription<Platform>,
+    trust: Subscription<ConfigMap>,
+    tenants: Subscription<TenantObject>,
+    quotas: Subscription<ResourceQuota>,
+}
+
+/// Runs `on_change` for each object `subscription` touches, recording in `listed` when its watch
+/// has listed; poll it or the fan-out sees nothing.
+fn follow<K>(
+    subscription: Subscription<K>,
+    cache: &'static str,
+    listed: &Listed,
+    mut on_change: impl FnMut(&K) + Send + 'static,
+) -> (Store<K>, impl futures::Future<Output = ()> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let Subscription { store, events, .. } = subscription;
+    let listed = listed.clone();
+    let task = events.for_each(move |event| {
+        listed.observe(cache, &event);
+        if let Some(object) = shared::touched(event) {
+            on_change(&object);
+        }
+        futures::future::ready(())
+    });
+    (store, task)
 }
 
 /// Where wake-ups go.
@@ -195,42 +261,9 @@ fn lock(fanout: &std::sync::Mutex<Fanout>) -> std::sync::MutexGuard<'_, Fanout> 
     fanout.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A cache of `K` (optionally by label `selector`) and the stream that fills it, each touched object
-/// passed to `on_change`. Poll the stream or the cache stays empty.
-fn related<K>(
-    client: &Client,
-    config: watcher::Config,
-    listed: &Listed,
-    mut on_change: impl FnMut(&K) + Send + 'static,
-) -> (Store<K>, impl futures::Future<Output = ()> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let listed = listed.clone();
-    let cache = match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(_) => "object",
-    };
-    let task = watch::watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .modify(watch::strip)
-        .reflect(writer)
-        .inspect_ok(move |event| listed.observe(cache, event))
-        .touched_objects()
-        .for_each(move |touched| {
-            match touched {
-                Ok(object) => on_change(&object),
-                Err(err) => tracing::warn!(error = %err, kind = %K::kind(&()), "watch failed; retrying"),
-            }
-            futures::future::ready(())
-        });
-    (store, task)
-}
-
 /// Runs the Portal, DocumentService and DataSharingService controllers, and the watches whose
 /// changes wake them, until shutdown.
-async fn run_services(client: Client, settings: Settings) {
+async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs) {
     let (portal_wake, portal_woken) = unbounded();
     let (document_wake, document_woken) = unbounded();
     let (data_sharing_wake, data_sharing_woken) = unbounded();
@@ -266,20 +299,14 @@ async fn run_services(client: Client, settings: Settings) {
             }
         }
     };
-    let platform_config = crate::reconcile::watch::config().fields(&format!("metadata.name={PLATFORM_NAME}"));
-    let (platforms, platform_task) = related::<Platform>(&client, platform_config, &listed, wake_all);
+    let (platforms, platform_task) = follow(inputs.platforms, "Platform", &listed, wake_all);
     // Every step of a CA rotation changes the trust state: which CA issues, which bundle is handed
     // out. Every service looks again.
     let wake_on_trust = {
         let fanout = fanout.clone();
         move |_: &ConfigMap| lock(&fanout).wake_where(|_| true)
     };
-    let (_, trust_task) = related::<ConfigMap>(
-        &client,
-        crate::certificates::trust_store::watch_config(&settings.operator_namespace),
-        &listed,
-        wake_on_trust,
-    );
+    let (_, trust_task) = follow(inputs.trust, "ConfigMap", &listed, wake_on_trust);
 
     let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let wake_tenant = {
@@ -302,11 +329,7 @@ async fn run_services(client: Client, settings: Settings) {
             lock(&fanout).wake_where(|ns| namespaces.iter().any(|n| n == ns));
         }
     };
-    let mut tenant_config = crate::reconcile::watch::config();
-    if let Some(selector) = &settings.tenant_selector {
-        tenant_config = tenant_config.labels(selector);
-    }
-    let (tenants, tenant_task) = related::<TenantObject>(&client, tenant_config, &listed, wake_tenant);
+    let (tenants, tenant_task) = follow(inputs.tenants, "Tenant", &listed, wake_tenant);
 
     let wake_namespace = {
         let fanout = fanout.clone();
@@ -340,10 +363,7 @@ async fn run_services(client: Client, settings: Settings) {
             lock(&fanout).wake_workloads_where(|ns| ns == namespace);
         }
     };
-    // Only the quotas the tenant controller writes (agency admins cannot create others): not every
-    // ResourceQuota of the cluster.
-    let quota_config = crate::reconcile::watch::config().labels(&labels::component_selector(crate::tenant::COMPONENT));
-    let (quotas, quota_task) = related::<ResourceQuota>(&client, quota_config, &listed, wake_quota);
+    let (quotas, quota_task) = follow(inputs.quotas, "ResourceQuota", &listed, wake_quota);
 
     let portal_stream = {
         let fanout = fanout.clone();

@@ -10,6 +10,7 @@
 //! - [`labels`]: the `app.kubernetes.io/*` labels every owned object carries;
 //! - [`watch`]: watchers whose caches hold only what reconcile reads (metadata of owned kinds,
 //!   managed fields stripped);
+//! - [`shared`]: the one watch of a kind that several controllers read, feeding each of them;
 //! - [`runner`]: the controller loop with bounded concurrency and per-object backoff on errors.
 
 pub mod apply;
@@ -17,5 +18,6 @@ pub mod conditions;
 pub mod events;
 pub mod labels;
 pub mod runner;
+pub mod shared;
 pub mod triggers;
 pub mod watch;

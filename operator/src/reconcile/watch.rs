@@ -112,22 +112,6 @@ where
     (reader, stream)
 }
 
-/// A cache of whole `K` objects matching `selector` (cluster-wide) and the stream that fills it,
-/// for the few kinds whose status a reconcile reads (a ResourceQuota's usage).
-pub fn object_cache<K>(
-    client: Client,
-    selector: &str,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let api: Api<K> = Api::all(client);
-    let (reader, writer) = reflector::store();
-    let stream =
-        watcher(api, config().labels(selector)).default_backoff().modify(strip).reflect(writer).touched_objects();
-    (reader, stream)
-}
-
 /// A cache of the metadata of every `K` in the cluster, for counting, and a stream of the objects
 /// created or deleted since it listed — not of their updates, which do not change a count.
 pub fn census<K>(

@@ -27,7 +27,7 @@ use crate::tenancy::TenantObject;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
 use govpaas_crds::metadata::TENANT_LABEL;
@@ -38,13 +38,14 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self};
 use kube::runtime::{WatchStreamExt, predicates};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::quota::Ledger;
 use crate::reconcile::events::Publisher;
+use crate::reconcile::shared::{self, Subscription};
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{conditions, labels, runner, watch};
 
@@ -74,10 +75,8 @@ impl Caches {
     /// reconciles wait on [`Context::caches_ready`] instead. The Tenant store is not awaited here:
     /// the controller itself waits for it before the first reconcile, and a second waiter on it
     /// would leave one of the two asleep.
-    pub async fn wait_until_ready(&self, platforms: &Store<Platform>) -> bool {
-        platforms.wait_until_ready().await.is_ok()
-            && self.namespaces.wait_until_ready().await.is_ok()
-            && self.resource_quotas.wait_until_ready().await.is_ok()
+    pub async fn wait_until_ready(&self) -> bool {
+        self.namespaces.wait_until_ready().await.is_ok()
             && self.limit_ranges.wait_until_ready().await.is_ok()
             && self.network_policies.wait_until_ready().await.is_ok()
             && self.role_bindings.wait_until_ready().await.is_ok()
@@ -137,8 +136,6 @@ struct Relations {
     ledger: Arc<Mutex<Ledger>>,
     wake: UnboundedSender<ObjectRef<TenantObject>>,
     generations: HashMap<String, Option<i64>>,
-    /// Turns `true` when the Tenant watch has listed (its `InitDone`).
-    listed: tokio::sync::watch::Sender<bool>,
     /// A deleted Tenant's CA leaves the certificate gauges (its Secret goes with it).
     settings: Settings,
 }
@@ -183,10 +180,7 @@ impl Relations {
                     }
                 }
             }
-            watcher::Event::InitDone => {
-                self.listed.send_replace(true);
-            }
-            watcher::Event::Init => {}
+            watcher::Event::Init | watcher::Event::InitDone => {}
         }
     }
 
@@ -261,56 +255,51 @@ fn every_tenant<T>(tenants: Store<TenantObject>) -> impl Fn(T) -> Vec<ObjectRef<
     move |_| tenants.state().iter().map(|tenant| ObjectRef::from_obj(tenant.as_ref())).collect()
 }
 
+/// What the tenant controller reads from the watches it shares with other controllers
+/// (`reconcile::shared`): the composition root subscribes it.
+pub struct SharedInputs {
+    pub tenants: Subscription<TenantObject>,
+    pub platforms: Subscription<Platform>,
+    /// The platform trust ConfigMap: every step of a CA rotation changes the bundle each tenant's
+    /// namespaces must carry.
+    pub trust: Subscription<ConfigMap>,
+    /// The ResourceQuotas it writes (their usage goes into status).
+    pub resource_quotas: Subscription<ResourceQuota>,
+}
+
 /// Runs the tenant controller until shutdown.
-pub async fn run(client: Client, settings: Settings) {
+pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
+    let SharedInputs { tenants: tenant_subscription, platforms, trust, resource_quotas: quota_subscription } = shared;
     let (wake, woken) = unbounded();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
-    let mut tenant_watch = crate::reconcile::watch::config();
-    if let Some(selector) = &settings.tenant_selector {
-        tenant_watch = tenant_watch.labels(selector);
-    }
-    let (tenants, tenant_writer) = reflector::store::<TenantObject>();
-    let (listed, mut tenants_listed) = tokio::sync::watch::channel(false);
+    let tenants = tenant_subscription.store.clone();
+    let tenants_listed = tenant_subscription.listed.clone();
     let mut relations = Relations {
         tenants: tenants.clone(),
         ledger: ledger.clone(),
         wake: wake.clone(),
         generations: HashMap::new(),
-        listed,
         settings: settings.clone(),
     };
-    let tenant_stream = watch::watcher(Api::<TenantObject>::all(client.clone()), tenant_watch)
-        .default_backoff()
-        .modify(watch::strip)
-        .reflect(tenant_writer)
-        .inspect_ok(move |event| relations.observe(event))
-        .touched_objects()
+    let tenant_stream = tenant_subscription
+        .events
+        .flat_map(move |event| {
+            relations.observe(&event);
+            futures::stream::iter(shared::touched(event).map(Ok::<_, watcher::Error>))
+        })
         .predicate_filter(predicates::generation, Default::default());
 
-    let (platforms, platform_writer) = reflector::store::<Platform>();
-    let platform_stream = watch::watcher(
-        Api::<Platform>::all(client.clone()),
-        crate::reconcile::watch::config().fields(&format!("metadata.name={PLATFORM_NAME}")),
-    )
-    .default_backoff()
-    .modify(watch::strip)
-    .reflect(platform_writer)
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
-
-    // Every step of a CA rotation changes the bundle each tenant's namespaces must carry.
-    let trust_stream = watch::watcher(
-        Api::<ConfigMap>::all(client.clone()),
-        crate::certificates::trust_store::watch_config(&settings.operator_namespace),
-    )
-    .default_backoff()
-    .modify(watch::strip)
-    .touched_objects();
+    let platforms_listed = platforms.listed.clone();
+    let platform_store = platforms.store.clone();
+    let platform_stream = platforms.touched().predicate_filter(predicates::generation, Default::default());
+    let trust_stream = trust.touched();
+    let quotas_listed = quota_subscription.listed.clone();
+    let resource_quotas = quota_subscription.store.clone();
+    let quota_stream = quota_subscription.touched();
 
     let owned = labels::component_selector(COMPONENT);
     let (namespaces, namespace_stream) = watch::metadata_cache::<Namespace>(client.clone(), &owned);
-    let (resource_quotas, quota_stream) = watch::object_cache::<ResourceQuota>(client.clone(), &owned);
     let (limit_ranges, limit_range_stream) = watch::metadata_cache::<LimitRange>(client.clone(), &owned);
     let (network_policies, policy_stream) = watch::metadata_cache::<NetworkPolicy>(client.clone(), &owned);
     let (role_bindings, binding_stream) = watch::metadata_cache::<RoleBinding>(client.clone(), &owned);
@@ -357,9 +346,13 @@ pub async fn run(client: Client, settings: Settings) {
     };
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {
-        let (caches, platforms) = (caches.clone(), platforms.clone());
+        let caches = caches.clone();
         tokio::spawn(async move {
-            if caches.wait_until_ready(&platforms).await && tenants_listed.wait_for(|listed| *listed).await.is_ok() {
+            if caches.wait_until_ready().await
+                && platforms_listed.wait().await
+                && quotas_listed.wait().await
+                && tenants_listed.wait().await
+            {
                 tracing::info!(controller = COMPONENT, "caches ready");
                 let _ = ready_tx.send(true);
             }
@@ -369,7 +362,7 @@ pub async fn run(client: Client, settings: Settings) {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
         client,
         tenants,
-        platforms,
+        platforms: platform_store,
         caches,
         caches_ready,
         ledger,

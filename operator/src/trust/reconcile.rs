@@ -5,14 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use futures::TryStreamExt;
 use govpaas_crds::platform::{PLATFORM_NAME, Platform, PlatformStatus, TrustStatus, TrustedCa};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, ObjectList};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher::{self};
-use kube::runtime::{WatchStreamExt, predicates, reflector};
+use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 use time::{Duration, OffsetDateTime};
 use tracing::{Instrument, info, info_span, warn};
@@ -27,8 +25,9 @@ use crate::error::Result;
 use crate::lgsp;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
+use crate::reconcile::shared::Subscription;
 use crate::reconcile::triggers::Triggers;
-use crate::reconcile::{apply, labels, runner, watch};
+use crate::reconcile::{apply, labels, runner};
 use crate::settings::Settings;
 use crate::telemetry::CertificateKey;
 use govpaas_pki::renewal::{renewal_time, requeue_after};
@@ -63,36 +62,22 @@ pub struct Context {
     pub status_writes: apply::StatusWrites,
 }
 
-/// Runs the platform trust controller until shutdown.
-pub async fn run(client: Client, settings: Settings) {
-    let (platforms, writer) = reflector::store::<Platform>();
-    // Ready once the Platform watch has listed (its InitDone), not by awaiting the store, whose
-    // readiness wakes a single waiter: the controller's (see `runner::run`).
-    let (listed, mut platform_listed) = tokio::sync::watch::channel(false);
-    let platform_stream = watch::watcher(
-        Api::<Platform>::all(client.clone()),
-        crate::reconcile::watch::config().fields(&format!("metadata.name={PLATFORM_NAME}")),
-    )
-    .default_backoff()
-    .modify(watch::strip)
-    .reflect(writer)
-    .inspect_ok(move |event| {
-        if matches!(event, watcher::Event::InitDone) {
-            listed.send_replace(true);
-        }
-    })
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default());
-    let trust_stream = watch::watcher(
-        Api::<ConfigMap>::all(client.clone()),
-        crate::certificates::trust_store::watch_config(&settings.operator_namespace),
-    )
-    .default_backoff()
-    .touched_objects();
+/// Runs the platform trust controller until shutdown, fed by the shared Platform and trust
+/// ConfigMap watches (`reconcile::shared`).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    platforms: Subscription<Platform>,
+    trust: Subscription<ConfigMap>,
+) {
+    let store = platforms.store.clone();
+    let listed = platforms.listed.clone();
+    // Its own status writes (every step of a rotation) do not wake it: only a new generation.
+    let platform_stream = platforms.touched().predicate_filter(predicates::generation, Default::default());
     // The trust ConfigMap wakes the Platform from a task of its own (`reconcile::triggers`).
     let (mut triggers, changed) = Triggers::<Platform>::new(CONTROLLER);
-    triggers.watch("platform trust", trust_stream, |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
-    let controller = Controller::for_stream(platform_stream, platforms).reconcile_on(changed);
+    triggers.watch("platform trust", trust.touched(), |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
+    let controller = Controller::for_stream(platform_stream, store).reconcile_on(changed);
     let telemetry = settings.telemetry.clone();
     let context = Arc::new(Context {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
@@ -100,8 +85,8 @@ pub async fn run(client: Client, settings: Settings) {
         settings,
         status_writes: Default::default(),
     });
-    let synced = async move { platform_listed.wait_for(|listed| *listed).await.is_ok() };
-    runner::run(CONTROLLER, controller, 1, &telemetry, synced, reconcile, context).await;
+    runner::run(CONTROLLER, controller, 1, &telemetry, listed.wait(), reconcile, context).await;
+    drop(triggers);
 }
 
 /// Reconciles the Platform's CA.
