@@ -11,9 +11,9 @@ use std::fmt::Debug;
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::{Stream, StreamExt};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
@@ -92,7 +92,8 @@ where
     /// subscriber gets the event. Errors are the watch's own (it retries with backoff): logged.
     pub async fn run(self) {
         let SharedWatch { kind, api, config, writer, mut subscribers, listed, .. } = self;
-        let mut events = std::pin::pin!(watch::watcher(api, config).default_backoff().modify(watch::strip).reflect(writer));
+        let mut events =
+            std::pin::pin!(watch::watcher(api, config).default_backoff().modify(watch::strip).reflect(writer));
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
