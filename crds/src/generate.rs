@@ -30,9 +30,37 @@ pub struct GeneratedFile {
     pub contents: String,
 }
 
+/// Where the condition reference goes, relative to the workspace root.
+pub const CONDITIONS_DOC: &str = "docs/conditions.md";
+
 /// The five CRDs, in the order a reader meets them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Platform::crd(), Tenant::crd(), Portal::crd(), DocumentService::crd(), DataSharingService::crd()]
+    let mut crds =
+        vec![Platform::crd(), Tenant::crd(), Portal::crd(), DocumentService::crd(), DataSharingService::crd()];
+    for crd in &mut crds {
+        describe_conditions(crd);
+    }
+    crds
+}
+
+/// Writes each kind's documented conditions (`crate::conditions`) into the description of its
+/// `status.conditions`, which `kubectl explain` shows: the same list the controllers are checked
+/// against.
+fn describe_conditions(crd: &mut CustomResourceDefinition) {
+    let description = crate::conditions::description(&crd.spec.names.kind);
+    for version in &mut crd.spec.versions {
+        let conditions = version
+            .schema
+            .as_mut()
+            .and_then(|schema| schema.open_api_v3_schema.as_mut())
+            .and_then(|schema| schema.properties.as_mut())
+            .and_then(|properties| properties.get_mut("status"))
+            .and_then(|status| status.properties.as_mut())
+            .and_then(|properties| properties.get_mut("conditions"));
+        if let Some(conditions) = conditions {
+            conditions.description = Some(description.clone());
+        }
+    }
 }
 
 fn yaml_document(value: &impl Serialize) -> Result<String, serde_yaml::Error> {
@@ -84,6 +112,8 @@ pub fn files() -> Result<Vec<GeneratedFile>, serde_yaml::Error> {
         path: TENANT_OBJECTS_POLICY_FILE.into(),
         contents: template.replace(admission::OPERATOR_USER_PLACEHOLDER, OPERATOR_USER_TEMPLATE),
     });
+    // Markdown: its "generated" note is an HTML comment under the title, not the YAML header.
+    files.push(GeneratedFile { path: CONDITIONS_DOC.into(), contents: crate::conditions::markdown() });
     Ok(files)
 }
 
@@ -178,6 +208,20 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_explains_its_conditions() {
+        for crd in crds() {
+            let schema = schema(&crd);
+            let description = schema["properties"]["status"]["properties"]["conditions"]["description"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: status.conditions has no description", crd.spec.names.kind))
+                .to_owned();
+            for condition in crate::conditions::of_kind(&crd.spec.names.kind).expect("a govpaas kind") {
+                assert!(description.contains(condition.type_), "{}: {description}", crd.spec.names.kind);
+            }
+        }
+    }
+
+    #[test]
     fn files_have_the_header_and_stable_paths() {
         let files = files().unwrap();
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
@@ -191,9 +235,10 @@ mod tests {
                 "charts/govpaas/crds/datasharingservices.govpaas.io.yaml",
                 "charts/govpaas/templates/admission-policies.yaml",
                 "charts/govpaas/templates/tenant-objects-policy.yaml",
+                "docs/conditions.md",
             ]
         );
-        for file in &files {
+        for file in files.iter().filter(|file| file.path != CONDITIONS_DOC) {
             assert!(file.contents.starts_with(HEADER), "{}", file.path);
             // Helm renders templates/: the policies must not look like template actions, except
             // the one that names the operator, inside a single-quoted YAML scalar.

@@ -292,7 +292,7 @@ pub struct TenantStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `HierarchyValid`, `QuotaExceeded`, `NamespacesReady`, `CertificateAuthorityReady`.
+    /// The conditions listed for this kind in `crate::conditions` (the generated CRD describes them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,

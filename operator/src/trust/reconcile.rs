@@ -30,19 +30,14 @@ use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{apply, labels, runner};
 use crate::settings::Settings;
 use crate::telemetry::CertificateKey;
+use govpaas_crds::conditions::{CA_READY, CA_ROTATION, READY};
 use govpaas_pki::renewal::{renewal_time, requeue_after};
 use govpaas_pki::{BundleCa, TrustRotation};
 
 /// The controller's name in logs and metrics.
 pub const CONTROLLER: &str = "platform-trust";
-/// The condition that the platform CA can issue.
-pub const CA_READY: &str = "CertificateAuthorityReady";
-/// The condition that a CA rotation is under way (or why a requested one is refused).
-pub const ROTATING: &str = "CaRotation";
 /// The gauge kind of platform CAs.
 const PLATFORM_CA: &str = "platform-ca";
-/// The Platform's readiness (today: its CA).
-pub const READY: &str = "Ready";
 /// The resync of a stable platform.
 const RESYNC: StdDuration = StdDuration::from_secs(3600);
 /// How soon to look again at a CA that cannot be used (a Secret the engineer is about to create).
@@ -350,10 +345,10 @@ fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformS
     };
     let rotation_condition = match (&found.refusal, found.state.as_ref().map(|s| &s.rotation)) {
         (Some(refusal), _) => {
-            Desired::fails(ROTATING, refusal.reason, refusal.message.clone()).with_event(EventType::Warning)
+            Desired::fails(CA_ROTATION, refusal.reason, refusal.message.clone()).with_event(EventType::Warning)
         }
         (None, Some(TrustRotation::Distributing { .. })) => Desired::holds(
-            ROTATING,
+            CA_ROTATION,
             "Distributing",
             format!(
                 "the new CA is joining every trust bundle ({} bundles or certificate Secrets still to update); certificates are re-issued from it after {}",
@@ -364,14 +359,14 @@ fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformS
             ),
         ),
         (None, Some(TrustRotation::Reissuing { .. })) => Desired::holds(
-            ROTATING,
+            CA_ROTATION,
             "Reissuing",
             format!(
                 "re-issuing from the new CA: {} tenant CAs and certificates still chain to the old one, {} to the new one",
                 found.census.progress.on_old, found.census.progress.on_new
             ),
         ),
-        (None, _) => Desired::fails(ROTATING, "Stable", "no CA rotation is under way"),
+        (None, _) => Desired::fails(CA_ROTATION, "Stable", "no CA rotation is under way"),
     };
     let ready = match (&found.unusable, &found.refusal) {
         (Some(message), _) => Desired::fails(READY, "CaUnusable", message.clone()),
