@@ -214,6 +214,9 @@ struct WriterState {
     head: [u8; 32],
     /// Records appended since the last checkpoint.
     unsigned: u64,
+    /// When the chain head was last signed or found with nothing to sign (for the metrics: a
+    /// checkpoint overdue means records an attacker could still rewrite unnoticed).
+    signed_at: std::time::Instant,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,7 +263,15 @@ impl AuditLog {
         }
         let file_bytes = file.metadata().map_err(io_err)?.len();
         let sync_handle = Arc::new(file.try_clone().map_err(io_err)?);
-        let state = Arc::new(Mutex::new(WriterState { file, sync_handle, file_bytes, last_seq, head, unsigned: 0 }));
+        let state = Arc::new(Mutex::new(WriterState {
+            file,
+            sync_handle,
+            file_bytes,
+            last_seq,
+            head,
+            unsigned: 0,
+            signed_at: std::time::Instant::now(),
+        }));
         let (durable_tx, durable) = watch::channel(Durable::Through(last_seq));
         let sync = Arc::new(SyncRequests::default());
         let (thread_state, thread_sync) = (state.clone(), sync.clone());
@@ -342,6 +353,13 @@ impl AuditLog {
         }
     }
 
+    /// The records not yet covered by a checkpoint, and how long ago the chain head was last
+    /// signed (or found with nothing to sign).
+    pub fn unsigned(&self) -> (u64, std::time::Duration) {
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (state.unsigned, state.signed_at.elapsed())
+    }
+
     /// Signs the chain head, unless nothing was appended since the last checkpoint. Returns the
     /// checkpoint's sequence number. Synced before it returns.
     pub fn checkpoint(&self, signer: &CheckpointSigner) -> Result<Option<u64>, AuditError> {
@@ -355,6 +373,7 @@ impl AuditLog {
 
     fn checkpoint_locked(&self, state: &mut WriterState, signer: &CheckpointSigner) -> Result<Option<u64>, AuditError> {
         if state.unsigned == 0 {
+            state.signed_at = std::time::Instant::now();
             return Ok(None);
         }
         let seq = state.last_seq + 1;
@@ -367,6 +386,7 @@ impl AuditLog {
             Entry::Checkpoint { head, signer: signer.fingerprint.clone(), signature: hex::encode(signature.as_ref()) };
         let seq = self.write_locked(state, entry)?;
         state.unsigned = 0;
+        state.signed_at = std::time::Instant::now();
         Ok(Some(seq))
     }
 

@@ -60,6 +60,8 @@ pub struct TlsState {
     pub signer: Option<Arc<CheckpointSigner>>,
     /// SHA-256 of the gateway's certificate.
     pub certificate_fingerprint: String,
+    /// When the gateway's certificate (or the first of its chain to) expires.
+    pub certificate_not_after: Option<time::OffsetDateTime>,
 }
 
 /// Builds the TLS state from the three files.
@@ -89,12 +91,14 @@ pub fn load_tls(paths: &ConfigPaths) -> Result<TlsState, String> {
             None
         }
     };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt).filter_map(Result::ok).collect();
     Ok(TlsState {
         mutual,
         open,
         anchors: Arc::new(anchors),
         signer,
         certificate_fingerprint: govpaas_pki::verify::fingerprint(&leaf),
+        certificate_not_after: govpaas_pki::verify::chain_not_after(&chain),
     })
 }
 

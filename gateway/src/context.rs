@@ -85,6 +85,9 @@ pub struct Notes {
     pub caller: Option<Caller>,
     /// The provider code and API name the request addressed, even when it was refused.
     pub addressed: Option<(String, String)>,
+    /// The route it was matched to (provider code and API name as the route table writes them):
+    /// what metrics are labelled with, never what the path says.
+    pub route: Option<(String, String)>,
     /// The canonical form of the request path, once the routing layer has established it.
     pub canonical_path: Option<String>,
     /// The request body's length, once read (bodies of refused requests are not read).

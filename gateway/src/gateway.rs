@@ -196,6 +196,8 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningGateway> {
         (BodyBudget::new(settings.body_budget_bytes), BodyBudget::new(settings.body_budget_bytes));
     metrics.watch_budget("request", request_budget.clone());
     metrics.watch_budget("response", response_budget.clone());
+    metrics.watch_live(live.clone());
+    metrics.watch_audit(audit.clone());
     let read_body =
         ReadBodyLayer { budget: request_budget, max_bytes: settings.max_request_bytes, timeout: settings.body_timeout };
     let forward = Forward::new(settings.forward.clone(), response_budget);
@@ -440,6 +442,7 @@ impl Server {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     self.refused(RefusalReason::HandshakeRefused);
+                    self.metrics.handshake_failed(&error);
                     tracing::info!(%remote, %error, ?kind, "TLS handshake refused");
                     return;
                 }

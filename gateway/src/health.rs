@@ -63,7 +63,7 @@ pub async fn serve(listener: TcpListener, readiness: Readiness, mut stop: watch:
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let response = match request.uri().path() {
-                    "/livez" => answer(StatusCode::OK, "ok".to_owned()),
+                    "/livez" | "/healthz" => answer(StatusCode::OK, "ok".to_owned()),
                     "/readyz" => match readiness.check() {
                         Ok(()) => answer(StatusCode::OK, "ready".to_owned()),
                         Err(reason) => answer(StatusCode::SERVICE_UNAVAILABLE, reason),
@@ -78,7 +78,7 @@ pub async fn serve(listener: TcpListener, readiness: Readiness, mut stop: watch:
                         );
                         metrics
                     }
-                    _ => answer(StatusCode::NOT_FOUND, "GET /livez, /readyz or /metrics".to_owned()),
+                    _ => answer(StatusCode::NOT_FOUND, "GET /livez (or /healthz), /readyz or /metrics".to_owned()),
                 };
                 async move { Ok::<_, Infallible>(response) }
             });

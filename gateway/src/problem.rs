@@ -7,6 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+/// A response extension: the kind of problem the gateway answered with (absent when the provider
+/// answered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProblemKind(pub &'static str);
+
 /// Why the gateway answers itself. The payload is the answer's `detail`: what happened to this
 /// request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +135,8 @@ impl Problem {
         });
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = self.status();
+        // The metrics' outcome: the gateway answered this itself, and why.
+        response.extensions_mut().insert(ProblemKind(self.kind()));
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(seconds) = self.retry_after() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

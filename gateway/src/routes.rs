@@ -94,9 +94,37 @@ impl Api {
 #[derive(Clone, Debug, Default)]
 pub struct RouteSet {
     apis: HashMap<(String, String), Arc<Api>>,
+    /// Counts the route sets this process built (0: none yet), for the metrics.
+    generation: u64,
+    /// When it was built.
+    built_at: Option<std::time::SystemTime>,
 }
 
+/// The generation of the next route set built.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl RouteSet {
+    /// A route set of `apis`, with the next generation number.
+    fn built(apis: HashMap<(String, String), Arc<Api>>) -> Self {
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RouteSet { apis, generation, built_at: Some(std::time::SystemTime::now()) }
+    }
+
+    /// Which route set this is, in the order this process built them.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// When it was built (`None` for the empty set the gateway starts with).
+    pub fn built_at(&self) -> Option<std::time::SystemTime> {
+        self.built_at
+    }
+
+    /// Every API, for labels bounded by the route tables.
+    pub fn apis(&self) -> impl Iterator<Item = &Arc<Api>> {
+        self.apis.values()
+    }
+
     /// The API `api` of agency `provider`, whichever form its code is written in (`H48.12` and the
     /// legacy `000.00.12.H48` name one agency: `govpaas_crds::agency::normalise`).
     pub fn get(&self, provider: &str, api: &str) -> Option<&Arc<Api>> {
@@ -278,7 +306,7 @@ impl RouteSources {
                 apis.insert(id, Arc::new(api.clone()));
             }
         }
-        RouteSet { apis }
+        RouteSet::built(apis)
     }
 }
 

@@ -389,18 +389,46 @@ async fn the_probes_answer_live_and_ready_and_unready_while_draining_and_metrics
     let config = client_config(&h.province.trust(), Some(&finance));
     let addr = h.gateway().listen;
     h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
-    // The metrics count exchanges by status and refusals by reason.
+    // The metrics count exchanges by status, refusals by reason, and requests by the route they
+    // matched (labels from the route table), outcome and status: a granted call, a 403 and a 429
+    // each move their own series; a path that names no API is `unrouted`, whatever it says.
     assert!(send(addr, client_config(&h.province.trust(), None), &land("/"), &[]).await.is_err());
+    let other = client_config(&h.province.trust(), Some(&client_cert(&h.province.finance, "tax-portal")));
+    assert_eq!(send(addr, other, &land("/"), &[]).await.unwrap().status, StatusCode::FORBIDDEN);
+    let limited = format!("/{PROVIDER}/limited/x");
+    for _ in 0..2 {
+        assert_eq!(send(addr, config.clone(), &limited, &[]).await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(send(addr, config.clone(), &limited, &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
+    let invented = format!("/{PROVIDER}/no-such-api-{}/x", std::process::id());
+    assert_eq!(send(addr, config.clone(), &invented, &[]).await.unwrap().status, StatusCode::NOT_FOUND);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let metrics = get("/metrics").await;
+    let provider = PROVIDER;
     for expected in [
-        "lgsp_gateway_exchanges_total{status=\"200\"}",
-        "lgsp_gateway_refusals_total{reason=\"HandshakeRefused\"} 1",
-        "lgsp_gateway_connections{listener=\"mutual\"}",
-        "lgsp_gateway_body_budget_free_bytes{listener=\"request\"} 50331648",
+        "lgsp_gateway_exchanges_total{status=\"200\"}".to_owned(),
+        "lgsp_gateway_refusals_total{reason=\"HandshakeRefused\"} 1".to_owned(),
+        "lgsp_gateway_tls_handshake_failures_total{reason=\"NoCertificate\"} 1".to_owned(),
+        "lgsp_gateway_connections{listener=\"mutual\"}".to_owned(),
+        "lgsp_gateway_body_budget_free_bytes{listener=\"request\"} 50331648".to_owned(),
+        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"land-records\",outcome=\"provider\",status=\"200\"}}"),
+        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"land-records\",outcome=\"not-granted\",status=\"403\"}}"),
+        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"limited\",outcome=\"provider\",status=\"200\"}} 2"),
+        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"limited\",outcome=\"rate-limited\",status=\"429\"}} 1"),
+        "lgsp_gateway_requests_total{provider=\"unrouted\",api=\"unrouted\",outcome=\"no-such-api\",status=\"404\"} 1".to_owned(),
+        format!("lgsp_gateway_request_duration_seconds_count{{provider=\"{provider}\",api=\"limited\"}} 3"),
+        "lgsp_gateway_route_table_generation ".to_owned(),
+        "lgsp_gateway_route_table_age_seconds ".to_owned(),
+        "lgsp_gateway_certificate_not_after_seconds ".to_owned(),
+        "lgsp_gateway_audit_records_total ".to_owned(),
+        "lgsp_gateway_audit_write_failures_total 0".to_owned(),
+        "lgsp_gateway_audit_unsigned_records ".to_owned(),
+        "lgsp_gateway_audit_seconds_since_checkpoint ".to_owned(),
     ] {
-        assert!(metrics.contains(expected), "{expected} not in {metrics}");
+        assert!(metrics.contains(&expected), "{expected} not in {metrics}");
     }
+    assert!(!metrics.contains("no-such-api-"), "a label taken from the request path: {metrics}");
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
     let slow = tokio::spawn(async move { send(addr, config, &land("/slow"), &[]).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let shutdown = tokio::spawn(h.gateway.take().unwrap().shutdown());

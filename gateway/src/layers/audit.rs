@@ -18,7 +18,7 @@ use super::{BoxFuture, GatewayRequest, GatewayResponse};
 use crate::audit::{AuditLog, Entry, Exchange};
 use crate::context::{AuditNotes, Caller, Connection};
 use crate::metrics::{Metrics, StatusLabels};
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 #[derive(Clone)]
 pub struct AuditLayer {
@@ -87,16 +87,21 @@ where
                 Exchange { client, method, status: busy.status().as_u16(), ..Exchange::default() }.with_path(&path);
             return Box::pin(async move {
                 metrics.exchanges.get_or_create(&StatusLabels { status: busy.status().as_u16() }).inc();
-                Ok(match log.append_durable(Entry::Exchange(exchange)).await {
+                let written = log.append_durable(Entry::Exchange(exchange)).await;
+                metrics.audit_written(&written);
+                let response = match written {
                     Ok(_) => busy.response(),
                     Err(_) => Problem::AuditUnavailable.response(),
-                })
+                };
+                observe(&metrics, None, &response, started);
+                Ok(response)
             });
         };
         self.exchanges.spawn(async move {
             let _permit = permit;
             let Ok(response) = inner.call(request).await;
             let notes = notes.take();
+            let route = notes.route.clone();
             let (provider, api) = notes.addressed.unzip();
             let exchange = Exchange {
                 caller: match notes.caller {
@@ -118,7 +123,9 @@ where
             if exchange.client_gone {
                 metrics.client_gone.inc();
             }
-            let response = match log.append_durable(Entry::Exchange(exchange)).await {
+            let written = log.append_durable(Entry::Exchange(exchange)).await;
+            metrics.audit_written(&written);
+            let response = match written {
                 Ok(_) => response,
                 Err(error) => {
                     tracing::error!(%error, "audit record not written; answering 503");
@@ -126,6 +133,7 @@ where
                 }
             };
             metrics.exchanges.get_or_create(&StatusLabels { status: response.status().as_u16() }).inc();
+            observe(&metrics, route.as_ref(), &response, started);
             // The client may be gone: its record is written all the same.
             let _ = answer.send(response);
         });
@@ -133,6 +141,12 @@ where
             Ok(answered.await.unwrap_or_else(|_| Problem::Internal("the exchange was lost".to_owned()).response()))
         })
     }
+}
+
+/// Counts `response` to a request on `route` and its latency.
+fn observe(metrics: &Metrics, route: Option<&(String, String)>, response: &GatewayResponse, started: Instant) {
+    let problem = response.extensions().get::<ProblemKind>().map(|kind| kind.0);
+    metrics.request(route, response.status().as_u16(), problem, started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ impl Check for RoutingCheck {
             ))
             .into());
         };
+        AuditNotes::record(request, |notes| notes.route = Some((route.provider.clone(), route.name.clone())));
         // `//host/…` as a request target reads as a network-path reference to some servers and
         // frameworks: never forward one (only possible when the upstream base path is the root).
         if route.upstream_base_path.is_empty() && rest.starts_with("//") {
