@@ -181,7 +181,9 @@ impl Metrics {
             None => (UNROUTED.to_owned(), UNROUTED.to_owned()),
         };
         let outcome = problem.unwrap_or("provider");
-        self.requests.get_or_create(&RequestLabels { provider: provider.clone(), api: api.clone(), outcome, status }).inc();
+        self.requests
+            .get_or_create(&RequestLabels { provider: provider.clone(), api: api.clone(), outcome, status })
+            .inc();
         self.latency.get_or_create(&RouteLabels { provider, api }).observe(seconds);
     }
 
@@ -300,7 +302,11 @@ impl Metrics {
             );
             if let Some(built) = routes.built_at() {
                 let age = now.duration_since(built).unwrap_or_default().as_secs_f64();
-                registry.register("route_table_age_seconds", "Seconds since the route table in force was built", seconds(age));
+                registry.register(
+                    "route_table_age_seconds",
+                    "Seconds since the route table in force was built",
+                    seconds(age),
+                );
             }
             if let Some(not_after) = live.tls.load().certificate_not_after {
                 registry.register(
@@ -312,7 +318,11 @@ impl Metrics {
         }
         if let Some(audit) = audit {
             let (unsigned, since) = audit.unsigned();
-            registry.register("audit_unsigned_records", "Audit records not yet covered by a signed checkpoint", gauge(unsigned as i64));
+            registry.register(
+                "audit_unsigned_records",
+                "Audit records not yet covered by a signed checkpoint",
+                gauge(unsigned as i64),
+            );
             registry.register(
                 "audit_seconds_since_checkpoint",
                 "Seconds since the audit chain's head was last signed (or had nothing to sign)",

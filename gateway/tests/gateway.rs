@@ -411,11 +411,20 @@ async fn the_probes_answer_live_and_ready_and_unready_while_draining_and_metrics
         "lgsp_gateway_tls_handshake_failures_total{reason=\"NoCertificate\"} 1".to_owned(),
         "lgsp_gateway_connections{listener=\"mutual\"}".to_owned(),
         "lgsp_gateway_body_budget_free_bytes{listener=\"request\"} 50331648".to_owned(),
-        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"land-records\",outcome=\"provider\",status=\"200\"}}"),
-        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"land-records\",outcome=\"not-granted\",status=\"403\"}}"),
-        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"limited\",outcome=\"provider\",status=\"200\"}} 2"),
-        format!("lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"limited\",outcome=\"rate-limited\",status=\"429\"}} 1"),
-        "lgsp_gateway_requests_total{provider=\"unrouted\",api=\"unrouted\",outcome=\"no-such-api\",status=\"404\"} 1".to_owned(),
+        format!(
+            "lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"land-records\",outcome=\"provider\",status=\"200\"}}"
+        ),
+        format!(
+            "lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"land-records\",outcome=\"not-granted\",status=\"403\"}}"
+        ),
+        format!(
+            "lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"limited\",outcome=\"provider\",status=\"200\"}} 2"
+        ),
+        format!(
+            "lgsp_gateway_requests_total{{provider=\"{provider}\",api=\"limited\",outcome=\"rate-limited\",status=\"429\"}} 1"
+        ),
+        "lgsp_gateway_requests_total{provider=\"unrouted\",api=\"unrouted\",outcome=\"no-such-api\",status=\"404\"} 1"
+            .to_owned(),
         format!("lgsp_gateway_request_duration_seconds_count{{provider=\"{provider}\",api=\"limited\"}} 3"),
         "lgsp_gateway_route_table_generation ".to_owned(),
         "lgsp_gateway_route_table_age_seconds ".to_owned(),

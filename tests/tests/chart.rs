@@ -52,6 +52,24 @@ fn the_chart_lints_and_renders_manifests_the_api_server_accepts() {
     ] {
         assert!(manifests.contains(&format!("kind: {kind}\n")), "the chart renders a {kind}");
     }
+    // Prometheus scrapes the gateway's probes port: a Service for it, and ServiceMonitors on request
+    // (their CRD is prometheus-operator's, so they are rendered here, not applied).
+    assert!(manifests.contains("name: govpaas-gateway-metrics\n"), "the gateway's metrics Service");
+    let monitored = cluster
+        .helm()
+        .args(["template", "govpaas", chart, "--namespace", "govpaas-system", "--kube-version", "1.37.2"])
+        .args([
+            "--set",
+            "operator.metrics.serviceMonitor.enabled=true",
+            "--set",
+            "gateway.metrics.serviceMonitor.enabled=true",
+        ])
+        .output()
+        .expect("helm template");
+    assert!(monitored.status.success(), "helm template: {}", text(&monitored));
+    let monitored = String::from_utf8_lossy(&monitored.stdout).into_owned();
+    assert_eq!(monitored.matches("kind: ServiceMonitor\n").count(), 2, "{monitored}");
+    assert!(monitored.contains("  name: govpaas-gateway\n  namespace: govpaas-system"), "the gateway's ServiceMonitor");
     // The release namespace, as `helm install --create-namespace` makes it (other tests share it).
     cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: govpaas-system\n");
     let (ok, out, err) =
@@ -64,6 +82,7 @@ fn the_chart_lints_and_renders_manifests_the_api_server_accepts() {
         ("operator.logFormat=xml", "/operator/logFormat"),
         ("platform.create=true", "/platform/spec/baseDomain"),
         ("operator.metrics.port=80", "/operator/metrics/port"),
+        ("gateway.metrics.serviceMonitor.interval=soon", "/gateway/metrics/serviceMonitor/interval"),
     ] {
         let out = cluster.helm().args(["template", "govpaas", chart, "--set", set]).output().expect("helm template");
         assert!(!out.status.success(), "{set} was accepted");
