@@ -274,6 +274,17 @@ impl Metrics {
     }
 }
 
+/// The gauges read at scrape time (registered only once their source exists), by name without
+/// the `lgsp_gateway_` prefix: alert rules may use them, and the chart's tests check the names.
+pub const SCRAPED_GAUGES: [&str; 6] =
+    [ROUTES, ROUTE_TABLE_GENERATION, ROUTE_TABLE_AGE, CERTIFICATE_NOT_AFTER, AUDIT_UNSIGNED, AUDIT_SINCE_CHECKPOINT];
+const ROUTES: &str = "routes";
+const ROUTE_TABLE_GENERATION: &str = "route_table_generation";
+const ROUTE_TABLE_AGE: &str = "route_table_age_seconds";
+const CERTIFICATE_NOT_AFTER: &str = "certificate_not_after_seconds";
+const AUDIT_UNSIGNED: &str = "audit_unsigned_records";
+const AUDIT_SINCE_CHECKPOINT: &str = "audit_seconds_since_checkpoint";
+
 impl Metrics {
     /// The gauges read from the live configuration and the audit log at scrape time.
     fn register_scraped(&self, registry: &mut Registry) {
@@ -294,23 +305,19 @@ impl Metrics {
         };
         if let Some(live) = live {
             let routes = live.routes.load();
-            registry.register("routes", "APIs in the route table in force", gauge(routes.len() as i64));
+            registry.register(ROUTES, "APIs in the route table in force", gauge(routes.len() as i64));
             registry.register(
-                "route_table_generation",
+                ROUTE_TABLE_GENERATION,
                 "Which route table is in force (1 for the first this process built, then one more per change)",
                 gauge(routes.generation() as i64),
             );
             if let Some(built) = routes.built_at() {
                 let age = now.duration_since(built).unwrap_or_default().as_secs_f64();
-                registry.register(
-                    "route_table_age_seconds",
-                    "Seconds since the route table in force was built",
-                    seconds(age),
-                );
+                registry.register(ROUTE_TABLE_AGE, "Seconds since the route table in force was built", seconds(age));
             }
             if let Some(not_after) = live.tls.load().certificate_not_after {
                 registry.register(
-                    "certificate_not_after_seconds",
+                    CERTIFICATE_NOT_AFTER,
                     "When the gateway's own certificate expires (Unix time)",
                     gauge(not_after.unix_timestamp()),
                 );
@@ -319,12 +326,12 @@ impl Metrics {
         if let Some(audit) = audit {
             let (unsigned, since) = audit.unsigned();
             registry.register(
-                "audit_unsigned_records",
+                AUDIT_UNSIGNED,
                 "Audit records not yet covered by a signed checkpoint",
                 gauge(unsigned as i64),
             );
             registry.register(
-                "audit_seconds_since_checkpoint",
+                AUDIT_SINCE_CHECKPOINT,
                 "Seconds since the audit chain's head was last signed (or had nothing to sign)",
                 seconds(since.as_secs_f64()),
             );

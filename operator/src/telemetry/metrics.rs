@@ -24,6 +24,14 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: &'static str,
+}
+
+/// The phases of a platform CA rotation, as `govpaas_pki::TrustRotation::phase` names them.
+pub const ROTATION_PHASES: [&str; 3] = ["Stable", "Distributing", "Reissuing"];
+
 /// The operator's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +40,9 @@ pub struct Metrics {
     failures: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     managed: Family<ControllerLabels, Gauge>,
+    /// 1 for the platform CA rotation's current phase, 0 for the others (an alert on a phase
+    /// other than Stable held for days finds a stalled rotation).
+    rotation: Family<PhaseLabels, Gauge>,
     leader: Gauge,
 }
 
@@ -46,6 +57,7 @@ impl Metrics {
         });
         let managed = Family::<ControllerLabels, Gauge>::default();
         let leader = Gauge::default();
+        let rotation = Family::<PhaseLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles run, by controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -55,8 +67,13 @@ impl Metrics {
         registry.register("reconcile_duration_seconds", "How long reconciles took, by controller", duration.clone());
         registry.register("managed_objects", "Objects of the controller's kind in its cache", managed.clone());
         registry.register("leader", "1 while this instance holds the leader Lease", leader.clone());
+        registry.register(
+            "ca_rotation_phase",
+            "1 for the platform CA rotation's current phase (as this instance last saw it)",
+            rotation.clone(),
+        );
         registry.register_collector(Box::new(certificates));
-        Metrics { registry, reconciles, failures, duration, managed, leader }
+        Metrics { registry, reconciles, failures, duration, managed, leader, rotation }
     }
 
     /// Starts timing one reconcile of `controller`; the result is recorded when the timer drops.
@@ -67,6 +84,13 @@ impl Metrics {
     /// How many objects the controller's cache holds.
     pub fn set_managed(&self, controller: &'static str, count: usize) {
         self.managed.get_or_create(&ControllerLabels { controller }).set(count as i64);
+    }
+
+    /// The platform CA rotation is in `phase`.
+    pub fn set_rotation_phase(&self, phase: &str) {
+        for known in ROTATION_PHASES {
+            self.rotation.get_or_create(&PhaseLabels { phase: known }).set(i64::from(known == phase));
+        }
     }
 
     pub fn set_leader(&self, leading: bool) {

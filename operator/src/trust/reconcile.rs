@@ -310,6 +310,7 @@ fn poll_interval(certificates: usize) -> StdDuration {
 /// A platform CA's renewal point is when the admin should rotate it: the operator never replaces
 /// it on its own.
 fn observe_gauges(ctx: &Context, state: &TrustState, policy: &govpaas_pki::IssuancePolicy) {
+    ctx.settings.telemetry.metrics.set_rotation_phase(state.rotation.phase());
     let gauges = &ctx.settings.telemetry.certificates;
     let namespace = &ctx.settings.operator_namespace;
     let mut kept = Vec::new();
