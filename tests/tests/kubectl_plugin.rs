@@ -153,10 +153,16 @@ async fn kubectl_govpaas_shows_the_danang_examples() {
 }
 
 fn the_tree(cluster: &Cluster, plugin: &Plugin) {
-    // Through kubectl itself: `kubectl govpaas` finds kubectl-govpaas on PATH.
+    // Through kubectl itself: `kubectl govpaas` finds kubectl-govpaas on PATH. kubectl refuses
+    // flags before a plugin's name, so the kubeconfig comes from KUBECONFIG.
     let dir = plugin.binary.parent().expect("the binary's directory");
     let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
-    let out = cluster.kubectl().args(["govpaas", "tree"]).env("PATH", path).output().expect("running kubectl");
+    let out = std::process::Command::new(&cluster.kubectl_bin)
+        .args(["govpaas", "tree"])
+        .env("PATH", path)
+        .env("KUBECONFIG", &plugin.kubeconfig)
+        .output()
+        .expect("running kubectl");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "kubectl govpaas tree: {}", text(&out.stderr));
     let lines: Vec<&str> = stdout.lines().collect();
