@@ -252,9 +252,10 @@ pub fn render(report: &TreeReport, resources: &[Resource], colour: bool) -> Stri
         resources.iter().map(|r| column_name(*r)).collect::<Vec<_>>().join(", ")
     ));
     let counts = count_states(&report.agencies);
+    let total = counts.values().sum::<usize>();
     out.push_str(&format!(
-        "{} tenants: {} ready, {} not ready, {} suspended, {} unknown\n",
-        counts.values().sum::<usize>(),
+        "{total} {}: {} ready, {} not ready, {} suspended, {} unknown\n",
+        if total == 1 { "tenant" } else { "tenants" },
         counts.get(&AgencyState::Ready).unwrap_or(&0),
         counts.get(&AgencyState::NotReady).unwrap_or(&0),
         counts.get(&AgencyState::Suspended).unwrap_or(&0),
