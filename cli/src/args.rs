@@ -126,7 +126,7 @@ mod tests {
         assert!(matches!(args.command, Command::Certs { expiring: Some(d) } if d.as_secs() == 2_592_000));
         assert!(Args::try_parse_from(["kubectl-govpaas", "certs", "--expiring", "soon"]).is_err());
         assert!(Args::try_parse_from(["kubectl-govpaas", "quota"]).is_err(), "quota needs a tenant");
-        Args::command_for_tests().debug_assert();
+        <Args as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]
@@ -137,11 +137,5 @@ mod tests {
         );
         assert_eq!(parse_resources(&["all".into()]).unwrap().len(), 7);
         assert!(parse_resources(&["gpu".into()]).unwrap_err().contains("publicHosts"));
-    }
-
-    impl Args {
-        fn command_for_tests() -> clap::Command {
-            <Args as clap::CommandFactory>::command()
-        }
     }
 }

@@ -132,8 +132,12 @@ pub fn build(tenants: &[Tenant], scope: Scope, name: &str) -> Result<QuotaReport
     let children = kids.iter().map(|child| child_request(child, tenant, tenants)).collect();
     let mut notes = Vec::new();
     if let Some(parent) = path.first().and_then(|t| t.spec.parent.as_deref()) {
+        let why = match scope {
+            Scope::Complete => "does not exist",
+            Scope::Partial => "is not readable with your permissions",
+        };
         notes.push(format!(
-            "the carving above {:?} is not shown: Tenant {parent:?} is not readable",
+            "the carving above {:?} is not shown: its parent Tenant {parent:?} {why}",
             path[0].name_any()
         ));
     }
@@ -425,7 +429,11 @@ mod tests {
         let report = build(&tenants, Scope::Partial, "so-yte").unwrap();
         assert_eq!(report.path.len(), 1);
         assert!(report.children.is_empty());
-        assert!(report.notes.iter().any(|n| n.contains("\"ubnd\" is not readable")), "{:?}", report.notes);
+        assert!(
+            report.notes.iter().any(|n| n.contains("parent Tenant \"ubnd\" is not readable")),
+            "{:?}",
+            report.notes
+        );
         assert!(report.notes.iter().any(|n| n.contains("bv-danang")), "{:?}", report.notes);
     }
 }

@@ -107,10 +107,8 @@ pub fn build(tenants: &[Tenant], scope: Scope, root: Option<&str>) -> Result<Tre
             let mut tops: Vec<&Tenant> = tenants.iter().filter(|t| detached(t, &by_name, scope).is_some()).collect();
             tops.extend(tenants.iter().filter(|t| t.spec.parent.is_none()));
             tops.sort_by_key(|t| sort_key(t));
-            let mut agencies: Vec<AgencyNode> = tops
-                .into_iter()
-                .map(|t| walker.node(t, detached(t, &by_name, scope).filter(|_| t.spec.parent.is_some()), &mut visited))
-                .collect();
+            let mut agencies: Vec<AgencyNode> =
+                tops.into_iter().map(|t| walker.node(t, detached(t, &by_name, scope), &mut visited)).collect();
             // Whatever no top reaches hangs in a cycle of parents: shown once, from its first member.
             let mut rest: Vec<&Tenant> = tenants.iter().filter(|t| !visited.contains(&t.name_any())).collect();
             rest.sort_by_key(|t| sort_key(t));

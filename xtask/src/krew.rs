@@ -31,7 +31,8 @@ pub fn run_task(profile: Profile, out: Option<PathBuf>) -> Result<()> {
     let archive = pack(&binary, &out)?;
     let sha256 = sha256(&archive)?;
     let template_path = paths::workspace_root().join("dist/krew/govpaas.yaml");
-    let template = fs::read_to_string(&template_path).with_context(|| format!("reading {}", template_path.display()))?;
+    let template =
+        fs::read_to_string(&template_path).with_context(|| format!("reading {}", template_path.display()))?;
     let manifest = out.join("govpaas.yaml");
     fs::write(&manifest, with_sha256(&template, &sha256)?)?;
     println!("{}  sha256 {sha256}", archive.display());
