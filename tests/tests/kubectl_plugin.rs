@@ -123,15 +123,24 @@ async fn converge(cluster: &Cluster, client: &Client, operator: &OperatorProcess
     for file in EXAMPLE_SERVICES {
         cluster.apply(&example(cluster, file, &operator.scope_label()));
     }
-    eventually(WAIT, "the examples' Portals, DocumentServices and DataSharingServices Ready", || async {
-        let portals = Api::<Portal>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
-        let documents = Api::<DocumentService>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
-        let sharing = Api::<DataSharingService>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
-        let all_ready = portals.iter().all(|p| ready(&p.status.clone().unwrap_or_default().conditions))
-            && documents.iter().all(|d| ready(&d.status.clone().unwrap_or_default().conditions))
-            && sharing.iter().all(|s| ready(&s.status.clone().unwrap_or_default().conditions));
-        (portals.len() == 4 && documents.len() == 3 && sharing.len() == 2 && all_ready).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the examples' Portals, DocumentServices and DataSharingServices Ready, the grant decided",
+        || async {
+            let portals = Api::<Portal>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
+            let documents = Api::<DocumentService>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
+            let sharing = Api::<DataSharingService>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
+            let all_ready = portals.iter().all(|p| ready(&p.status.clone().unwrap_or_default().conditions))
+                && documents.iter().all(|d| ready(&d.status.clone().unwrap_or_default().conditions))
+                && sharing.iter().all(|s| ready(&s.status.clone().unwrap_or_default().conditions));
+            // Thanh Khê's consumption decided (it may be reconciled before the provider's is seen).
+            let granted = sharing
+                .iter()
+                .flat_map(|s| s.status.iter().flat_map(|st| &st.consumptions))
+                .any(|c| c.state == govpaas_crds::data_sharing::GrantState::Granted);
+            (portals.len() == 4 && documents.len() == 3 && sharing.len() == 2 && all_ready && granted).then_some(())
+        },
+    )
     .await;
 }
 
