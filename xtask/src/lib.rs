@@ -8,6 +8,7 @@ pub mod demo;
 pub mod faults;
 pub mod images;
 pub mod install;
+pub mod krew;
 pub mod paths;
 pub mod pki;
 pub mod testrun;

@@ -60,6 +60,16 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Pack the kubectl plugin for krew: target/krew/kubectl-govpaas-linux-amd64.tar.gz and the
+    /// manifest dist/krew/govpaas.yaml with its sha256 (target/krew/govpaas.yaml).
+    Krew {
+        /// The cargo profile of the binary.
+        #[arg(long, value_enum, default_value_t = Profile::Release)]
+        profile: Profile,
+        /// Where to write the archive and manifest (default: target/krew).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Generate the CRD YAML and admission policies from the Rust API types.
     Crds {
         /// Write nothing; fail if the committed files differ from what generation produces.
@@ -113,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             xtask::faults::run(xtask::faults::Sizes { tenants, services, kills, seed, leader_elect, control_plane })?
         }
         Task::Images { profile, out } => xtask::images::run_task(profile, out)?,
+        Task::Krew { profile, out } => xtask::krew::run_task(profile, out)?,
         Task::Crds { check } => xtask::codegen::crds(check)?,
         Task::Test { cargo_test_args } => return test(&cargo_test_args),
     }

@@ -1,0 +1,372 @@
+//! `kubectl govpaas` against a real control plane of its own: the chart installed, the operator
+//! running, the Đà Nẵng examples applied and converged (plus a clinic whose quota the operator
+//! refuses), then the built `kubectl-govpaas` binary run with the admin's kubeconfig — through
+//! kubectl's plugin mechanism once — and as agency admins (kubectl's `--as`), its output asserted:
+//! the tree, the carving and the refused child, the grants, the certificates, what an agency
+//! admin sees and the message for a user who may read nothing.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use govpaas_crds::{DataSharingService, DocumentService, Portal, Tenant};
+use govpaas_tests::operator::{self, OperatorProcess};
+use govpaas_tests::{Cluster, eventually, private_cluster, unique_name};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(240);
+const EXAMPLE_TENANTS: &[&str] = &["10-province.yaml", "20-departments.yaml", "30-communes.yaml", "40-units.yaml"];
+const EXAMPLE_SERVICES: &[&str] = &["50-portals.yaml", "60-document-services.yaml", "70-data-sharing.yaml"];
+/// Tenants in examples/danang: the committee, six departments, twelve communes, the hospital.
+const EXAMPLE_TENANT_COUNT: usize = 20;
+
+/// A clinic under the hospital asking for 8 CPU of the hospital's 4: refused, `QuotaExceeded`.
+const CLINIC: &str = "apiVersion: govpaas.io/v1alpha1
+kind: Tenant
+metadata:
+  name: phong-kham
+  labels:
+    SCOPE
+spec:
+  agency:
+    code: \"H17.03.01.01\"
+    displayName: \"Phòng khám đa khoa Hòa Khánh\"
+    level: Unit
+  parent: bv-danang
+  admins:
+    users: [cntt@benhviendanang.vn]
+  quota: {cpu: \"8\", memory: 4Gi, storage: 20Gi, pods: 10, services: 5, publicHosts: 1, lgspApis: 1}
+";
+
+/// The plugin binary, built like the operator (`cargo build -p kubectl-govpaas`) into the
+/// operator's target directory, whose dependencies (k8s-openapi, govpaas-crds) it shares.
+fn plugin_binary() -> PathBuf {
+    let binary = xtask::install::build_binary("kubectl-govpaas", "operator", xtask::install::Profile::Debug)
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    assert!(binary.exists(), "{} is missing after cargo build", binary.display());
+    binary
+}
+
+struct Plugin {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Plugin {
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new(&self.binary)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("running kubectl-govpaas")
+    }
+
+    /// stdout of a run that must succeed (and its stderr, for the notes).
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "kubectl govpaas {} failed:\n{stderr}\n{stdout}", args.join(" "));
+        assert!(!stdout.contains('\x1b'), "no colour when stdout is not a terminal:\n{stdout}");
+        (stdout, stderr)
+    }
+
+    fn json(&self, args: &[&str]) -> (Value, String) {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let (stdout, stderr) = self.ok(&all);
+        let value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: not JSON:\n{stdout}"));
+        (value, stderr)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An example file with the test's scope label on every Tenant (the operator selects by it).
+fn example(cluster: &Cluster, file: &str, scope_label: &str) -> String {
+    let manifest = std::fs::read_to_string(cluster.root.join("examples/danang").join(file)).expect("an example");
+    manifest.replace("kind: Tenant\nmetadata:\n", &format!("kind: Tenant\nmetadata:\n  labels:\n    {scope_label}\n"))
+}
+
+fn ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+async fn converge(cluster: &Cluster, client: &Client, operator: &OperatorProcess) {
+    cluster.apply(&example(cluster, "00-platform.yaml", &operator.scope_label()));
+    for file in EXAMPLE_TENANTS {
+        let manifest = example(cluster, file, &operator.scope_label());
+        assert!(manifest.contains(&operator.scope_label()), "{file} holds Tenants");
+        cluster.apply(&manifest);
+    }
+    cluster.apply(&CLINIC.replace("SCOPE", &operator.scope_label()));
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let selector = ListParams::default().labels(&operator.selector());
+    eventually(WAIT, "the example Tenants Ready with their CAs, the clinic refused", || async {
+        let list = tenants.list(&selector).await.ok()?.items;
+        let settled = list.iter().filter(|t| {
+            let status = t.status.clone().unwrap_or_default();
+            if t.name_any() == "phong-kham" {
+                status.conditions.iter().any(|c| c.type_ == "QuotaExceeded" && c.status == "True")
+            } else {
+                ready(&status.conditions) && status.ca.as_ref().is_some_and(|ca| ca.not_after.is_some())
+            }
+        });
+        (settled.count() == EXAMPLE_TENANT_COUNT + 1).then_some(())
+    })
+    .await;
+    for file in EXAMPLE_SERVICES {
+        cluster.apply(&example(cluster, file, &operator.scope_label()));
+    }
+    eventually(
+        WAIT,
+        "the examples' Portals, DocumentServices and DataSharingServices Ready, the grant decided",
+        || async {
+            let portals = Api::<Portal>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
+            let documents = Api::<DocumentService>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
+            let sharing = Api::<DataSharingService>::all(client.clone()).list(&ListParams::default()).await.ok()?.items;
+            let all_ready = portals.iter().all(|p| ready(&p.status.clone().unwrap_or_default().conditions))
+                && documents.iter().all(|d| ready(&d.status.clone().unwrap_or_default().conditions))
+                && sharing.iter().all(|s| ready(&s.status.clone().unwrap_or_default().conditions));
+            // Thanh Khê's consumption decided (it may be reconciled before the provider's is seen).
+            let granted = sharing
+                .iter()
+                .flat_map(|s| s.status.iter().flat_map(|st| &st.consumptions))
+                .any(|c| c.state == govpaas_crds::data_sharing::GrantState::Granted);
+            (portals.len() == 4 && documents.len() == 3 && sharing.len() == 2 && all_ready && granted).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kubectl_govpaas_shows_the_danang_examples() {
+    let private = private_cluster("kubectl-plugin");
+    let cluster = private.cluster;
+    operator::install_chart(cluster);
+    let operator = OperatorProcess::start(cluster, &unique_name("plugin"));
+    let client = cluster.client().await;
+    converge(cluster, &client, &operator).await;
+    let plugin = Plugin { binary: plugin_binary(), kubeconfig: cluster.kubeconfig.clone() };
+
+    the_tree(cluster, &plugin);
+    the_carving(&plugin);
+    the_grants(&plugin);
+    the_certificates(&plugin);
+    what_agency_admins_see(&plugin);
+}
+
+fn the_tree(cluster: &Cluster, plugin: &Plugin) {
+    // Through kubectl itself: `kubectl govpaas` finds kubectl-govpaas on PATH. kubectl refuses
+    // flags before a plugin's name, so the kubeconfig comes from KUBECONFIG.
+    let dir = plugin.binary.parent().expect("the binary's directory");
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new(&cluster.kubectl_bin)
+        .args(["govpaas", "tree"])
+        .env("PATH", path)
+        .env("KUBECONFIG", &plugin.kubeconfig)
+        .output()
+        .expect("running kubectl");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "kubectl govpaas tree: {}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("TENANT ") && lines[0].contains("READY"), "{stdout}");
+    let line = |start: &str| -> &str {
+        lines.iter().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in:\n{stdout}"))
+    };
+    assert!(line("ubnd ").contains(" H17 ") && line("ubnd ").contains("Province"), "{stdout}");
+    assert!(line("ubnd ").contains("Ủy ban nhân dân thành phố Đà Nẵng"), "{stdout}");
+    // Children in code order: the six departments (H17.01–06), then the communes (H17.31–42).
+    let order: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("├── ").or_else(|| l.strip_prefix("└── ")))
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(order.len(), 18, "{stdout}");
+    assert_eq!(&order[..3], ["so-noivu", "so-taichinh", "so-yte"], "{stdout}");
+    assert_eq!(order[6], "hai-chau", "{stdout}");
+    assert!(line("└── hoang-sa ").contains("H17.42"), "{stdout}");
+    assert!(line("├── so-noivu ").contains("Ready"), "{stdout}");
+    // The hospital under the Department of Health, the refused clinic under it, marked.
+    assert!(line("├── so-yte ").contains("Ready, 1 below not ready"), "{stdout}");
+    assert!(line("│   └── bv-danang ").contains("H17.03.01"), "{stdout}");
+    assert!(line("│       └── phong-kham ").contains("NotReady: QuotaExceeded"), "{stdout}");
+    assert!(stdout.contains("21 tenants: 20 ready, 1 not ready, 0 suspended, 0 unknown"), "{stdout}");
+    // Quota cells: the committee carved 144 of its 200 CPU (72%).
+    assert!(line("ubnd ").contains("/72%"), "{stdout}");
+    // Aligned by display width: every line's AGENCY column starts at the same terminal column.
+    let agency_column = |l: &str, agency: &str| unicode_column(l, l.find(agency).expect("the agency"));
+    let committee = agency_column(line("ubnd "), "Ủy ban");
+    assert_eq!(agency_column(line("│   └── bv-danang "), "Bệnh viện"), committee, "{stdout}");
+    assert_eq!(agency_column(line("├── so-noivu "), "Sở Nội vụ"), committee, "{stdout}");
+
+    let (json, _) = plugin.json(&["tree"]);
+    assert_eq!(json["apiVersion"], "kubectl.govpaas.io/v1");
+    assert_eq!(json["kind"], "AgencyTree");
+    assert_eq!(json["complete"], true);
+    let top = &json["agencies"][0];
+    assert_eq!(
+        (top["name"].as_str(), top["code"].as_str(), top["state"].as_str()),
+        (Some("ubnd"), Some("H17"), Some("Ready"))
+    );
+    assert_eq!(top["children"].as_array().map(Vec::len), Some(18));
+    let so_yte = &top["children"][2];
+    assert_eq!(so_yte["name"], "so-yte");
+    assert_eq!(so_yte["children"][0]["name"], "bv-danang");
+    assert_eq!(so_yte["children"][0]["children"][0]["state"], "NotReady");
+    let cpu = &top["quota"][0];
+    assert_eq!(
+        (cpu["resource"].as_str(), cpu["hard"].as_str(), cpu["carved"].as_str()),
+        (Some("cpu"), Some("200"), Some("144"))
+    );
+    assert_eq!(cpu["carvedPercent"], 72.0);
+
+    let (subtree, _) = plugin.json(&["tree", "so-yte"]);
+    assert_eq!(subtree["agencies"].as_array().map(Vec::len), Some(1));
+    assert_eq!(subtree["agencies"][0]["name"], "so-yte");
+    let missing = plugin.run(&["tree", "khong-co"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("Tenant \"khong-co\" not found"), "{}", text(&missing.stderr));
+}
+
+/// The terminal column at byte `index` of `line`.
+fn unicode_column(line: &str, index: usize) -> usize {
+    // Box-drawing characters and Vietnamese letters are one column each, combining marks none;
+    // the examples are written precomposed, so counting chars is the display width here.
+    line[..index].chars().count()
+}
+
+fn the_carving(plugin: &Plugin) {
+    let (text, _) = plugin.ok(&["quota", "bv-danang"]);
+    assert!(text.starts_with("ubnd  H17  Province  Ủy ban nhân dân thành phố Đà Nẵng  Ready\n"), "{text}");
+    assert!(text.contains("└─ so-yte  H17.03  Department"), "{text}");
+    assert!(text.contains("└─ bv-danang  H17.03.01  Unit"), "{text}");
+    assert!(text.contains("children of bv-danang: 1"), "{text}");
+    assert!(text.contains("blocked: phong-kham: QuotaExceeded (cpu asks 8, 4 left)"), "{text}");
+    let (json, _) = plugin.json(&["quota", "bv-danang"]);
+    assert_eq!(json["kind"], "QuotaCarving");
+    let path: Vec<&str> = json["path"].as_array().unwrap().iter().filter_map(|h| h["name"].as_str()).collect();
+    assert_eq!(path, ["ubnd", "so-yte", "bv-danang"]);
+    let hospital_cpu = &json["path"][2]["resources"][0];
+    assert_eq!((hospital_cpu["quota"].as_str(), hospital_cpu["own"].as_str()), (Some("4"), Some("4")));
+    let so_yte_cpu = &json["path"][1]["resources"][0];
+    assert_eq!((so_yte_cpu["quota"].as_str(), so_yte_cpu["carved"].as_str()), (Some("16"), Some("4")));
+    let clinic = &json["children"][0];
+    assert_eq!(clinic["name"], "phong-kham");
+    assert_eq!(clinic["blocked"]["reason"], "QuotaExceeded");
+    assert_eq!(
+        clinic["blocked"]["short"][0],
+        serde_json::json!({"resource": "cpu", "requested": "8", "available": "4"})
+    );
+    assert!(clinic["blocked"]["message"].as_str().is_some_and(|m| m.contains("cpu 8 > 4")), "{clinic}");
+}
+
+fn the_grants(plugin: &Plugin) {
+    let (json, _) = plugin.json(&["grants"]);
+    assert_eq!(json["kind"], "LgspGrants");
+    let grants = json["grants"].as_array().expect("grants");
+    assert_eq!(grants.len(), 1, "{json}");
+    let grant = &grants[0];
+    assert_eq!(grant["consumer"]["code"], "H17.32");
+    assert_eq!(grant["consumer"]["tenant"], "thanh-khe");
+    assert_eq!(grant["consumerService"], "thanh-khe/mot-cua");
+    assert_eq!(grant["provider"]["code"], "H17.01");
+    assert_eq!(grant["provider"]["tenant"], "so-noivu");
+    assert_eq!(grant["api"], "can-bo-cong-chuc");
+    assert_eq!((grant["state"].as_str(), grant["reason"].as_str()), (Some("Granted"), Some("Approved")));
+    assert!(grant["url"].as_str().is_some_and(|u| u.ends_with("/H17.01/can-bo-cong-chuc/")), "{grant}");
+    let api = &json["providedApis"][0];
+    assert_eq!(
+        (api["api"].as_str(), api["providerService"].as_str()),
+        (Some("can-bo-cong-chuc"), Some("so-noivu/du-lieu-noi-vu"))
+    );
+    assert_eq!(api["consumers"].as_array().map(Vec::len), Some(2));
+
+    let (filtered, _) = plugin.json(&["grants", "--agency", "000.00.32.H17"]);
+    assert_eq!(filtered["grants"].as_array().map(Vec::len), Some(1), "the legacy form names Thanh Khê too");
+    let (none, _) = plugin.json(&["grants", "--agency", "H17.40"]);
+    assert_eq!(none["grants"].as_array().map(Vec::len), Some(0));
+    let (dot, _) = plugin.ok(&["grants", "-o", "dot"]);
+    assert!(dot.starts_with("digraph lgsp {"), "{dot}");
+    assert!(dot.contains("\"H17.32\" -> \"H17.01\" [label=\"can-bo-cong-chuc\\nGranted (Approved)\""), "{dot}");
+    let refused = plugin.run(&["tree", "-o", "dot"]);
+    assert!(!refused.status.success() && text(&refused.stderr).contains("-o dot is for `grants` only"));
+}
+
+fn the_certificates(plugin: &Plugin) {
+    let (json, _) = plugin.json(&["certs"]);
+    assert_eq!(json["kind"], "Certificates");
+    let certificates = json["certificates"].as_array().expect("certificates");
+    let count = |kind: &str| certificates.iter().filter(|c| c["kind"] == kind).count();
+    assert_eq!(count("PlatformCA"), 1, "{json}");
+    assert_eq!(count("TenantCA"), EXAMPLE_TENANT_COUNT, "every applied Tenant's intermediate CA: {json}");
+    assert_eq!(count("PortalTLS"), 4, "{json}");
+    assert_eq!(count("DocumentServiceTLS"), 3, "{json}");
+    assert_eq!(count("DocumentSigning"), 3, "{json}");
+    assert_eq!(count("LgspClient"), 1, "{json}");
+    for certificate in certificates {
+        assert!(certificate["notAfter"].is_string() && certificate["renewalTime"].is_string(), "{certificate}");
+        assert_eq!(
+            (certificate["state"].as_str(), certificate["overdue"].as_bool()),
+            (Some("Valid"), Some(false)),
+            "{certificate}"
+        );
+        assert!(certificate["daysLeft"].as_i64().is_some_and(|d| d > 1), "{certificate}");
+    }
+    let client = certificates.iter().find(|c| c["kind"] == "LgspClient").unwrap();
+    assert_eq!(
+        (client["object"].as_str(), client["tenant"].as_str()),
+        (Some("DataSharingService/thanh-khe/mot-cua"), Some("thanh-khe"))
+    );
+    assert_eq!(client["secretName"], "mot-cua-lgsp-client");
+    let portal =
+        certificates.iter().find(|c| c["object"] == "Portal/so-yte/cong-thong-tin").expect("the health portal");
+    assert_eq!(portal["tenant"], "so-yte");
+    assert_eq!(json["trust"]["phase"], "Stable");
+    // Soonest first.
+    let ends: Vec<&str> = certificates.iter().filter_map(|c| c["notAfter"].as_str()).collect();
+    assert!(ends.windows(2).all(|w| w[0] <= w[1]), "{ends:?}");
+    let (soon, _) = plugin.json(&["certs", "--expiring", "1d"]);
+    assert_eq!(soon["certificates"].as_array().map(Vec::len), Some(0), "nothing expires within a day");
+    assert_eq!(soon["expiringWithinSeconds"], 86_400);
+    let (table, _) = plugin.ok(&["certs"]);
+    assert!(table.contains(&format!("{} certificates, 0 overdue", certificates.len())), "{table}");
+}
+
+fn what_agency_admins_see(plugin: &Plugin) {
+    // The Department of Health's admin may get its own Tenant only: its subtree, its unreadable
+    // child named, and a note saying why.
+    let (stdout, stderr) = plugin.ok(&["--as", "cntt.so-yte@danang.gov.vn", "tree"]);
+    assert!(stderr.contains("You may not list Tenants (tenants.govpaas.io) at cluster scope"), "{stderr}");
+    assert!(stderr.contains("`list` on `tenants` in API group `govpaas.io`"), "{stderr}");
+    assert!(stderr.contains("Showing the Tenants you may read: so-yte."), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[1].starts_with("so-yte ") && lines[1].contains("H17.03"), "{stdout}");
+    assert!(lines[1].contains("its parent Tenant \"ubnd\" is not readable"), "{stdout}");
+    assert!(lines[2].starts_with("└── bv-danang ") && lines[2].contains("(a child you may not read)"), "{stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("ubnd") || l.contains("so-noivu")), "{stdout}");
+    let (json, _) = plugin.json(&["--as", "cntt.so-yte@danang.gov.vn", "tree"]);
+    assert_eq!(json["complete"], false);
+    assert_eq!(json["agencies"][0]["unreadableChildren"], serde_json::json!(["bv-danang"]));
+    assert!(json["notes"][0].as_str().is_some_and(|n| n.contains("at cluster scope")), "{json}");
+
+    // The Department of Home Affairs' admin sees its provided API, in its own namespace only.
+    let (grants, stderr) = plugin.json(&["--as", "cntt.so-noivu@danang.gov.vn", "grants"]);
+    assert!(stderr.contains("you may not list datasharingservices.govpaas.io in all namespaces"), "{stderr}");
+    assert_eq!(grants["complete"], false);
+    assert_eq!(grants["providedApis"][0]["api"], "can-bo-cong-chuc");
+    assert_eq!(grants["grants"].as_array().map(Vec::len), Some(0), "Thanh Khê's consumption is not its to read");
+
+    // Someone who is nobody's admin gets told what is missing, and no output.
+    let out = plugin.run(&["--as", "khach@danang.gov.vn", "tree"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).is_empty());
+    assert!(stderr.starts_with("error: You may not list Tenants (tenants.govpaas.io) at cluster scope"), "{stderr}");
+    assert!(stderr.contains("ask the provincial admin to list you there"), "{stderr}");
+}
