@@ -50,6 +50,8 @@ pub async fn run(client: Client, settings: Settings) {
         tenant_config = tenant_config.labels(selector);
     }
     let mut tenants = SharedWatch::new("Tenant", Api::<TenantObject>::all(client.clone()), tenant_config);
+    // Quota per tenant is read from this cache when /metrics is scraped.
+    settings.telemetry.tenant_quota.read_from(tenants.store());
     // Only the quotas the tenant controller writes (agency admins cannot create others): not every
     // ResourceQuota of the cluster.
     let quota_config = watch::config().labels(&labels::component_selector(crate::tenant::COMPONENT));

@@ -5,9 +5,13 @@
 //! `Desired::holds`/`Desired::fails` in the controller's modules (comments and tests left out) —
 //! a short check, not a compiler.
 
+mod source;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use source::{rust_files, source_dir};
 
 use govpaas_crds::conditions::{self, Documented};
 
@@ -20,22 +24,6 @@ const KINDS: [(&str, &[Documented], &[&str]); 5] = [
     ("DocumentService", conditions::DOCUMENT_SERVICE, &["document", "workload"]),
     ("DataSharingService", conditions::DATA_SHARING_SERVICE, &["data_sharing"]),
 ];
-
-fn rust_files(path: &Path) -> Vec<PathBuf> {
-    if path.is_file() {
-        return vec![path.to_path_buf()];
-    }
-    let mut files = Vec::new();
-    for entry in fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files
-}
 
 /// The source of `file` without its `#[cfg(test)]` module and without comments.
 fn code(file: &Path) -> String {
@@ -65,7 +53,7 @@ fn condition_constants() -> BTreeMap<String, String> {
 fn written(modules: &[&str], constants: &BTreeMap<String, String>) -> BTreeSet<String> {
     let mut types = BTreeSet::new();
     for module in modules {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(module);
+        let source = source_dir().join(module);
         let path = if source.is_dir() { source } else { source.with_extension("rs") };
         for file in rust_files(&path) {
             let code = code(&file);

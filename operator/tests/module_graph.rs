@@ -3,34 +3,18 @@
 //! (`controllers.rs`, called by `main.rs`) names every controller. Read from the `crate::…` paths
 //! of the source (comments left out): a short check, not a compiler.
 
+mod source;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use source::{rust_files, source_dir};
 
 /// Modules that reconcile a kind: each stands alone.
 const CONTROLLERS: [&str; 5] = ["portal", "document", "data_sharing", "tenant", "trust"];
 /// The composition root: the one module that may name them all.
 const ROOT: &str = "controllers";
-
-fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(path: &Path) -> Vec<PathBuf> {
-    if path.is_file() {
-        return vec![path.to_path_buf()];
-    }
-    let mut files = Vec::new();
-    for entry in fs::read_dir(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files
-}
 
 /// The top-level modules of the crate and the files of each (`main.rs` and `lib.rs` left out).
 fn modules() -> BTreeMap<String, Vec<PathBuf>> {

@@ -187,6 +187,21 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
         .await;
     }
 
+    // Quota per tenant, read from the Tenant cache at scrape time: what its status says.
+    let hard_cpu = eventually(WAIT, "the Tenant's quota in status", || async {
+        let tenants: Api<Tenant> = Api::all(world.client.clone());
+        let quota = tenants.get(&world.tenant).await.ok()?.status?.quota?;
+        quota.hard.get("cpu").map(|q| govpaas_crds::quantity::Amount::of(q).expect("a quantity").nanos() as f64 / 1e9)
+    })
+    .await;
+    let expected =
+        format!("govpaas_tenant_quota{{tenant=\"{}\",resource=\"cpu\",share=\"hard\"}} {hard_cpu:?}", world.tenant);
+    eventually(WAIT, "the tenant's quota gauge", || async {
+        let metrics = world.metrics().await;
+        metrics.lines().any(|line| line == expected).then_some(())
+    })
+    .await;
+
     // The tenant's intermediate is in its trust bundle ConfigMap too, beside (not among) the anchors.
     eventually(WAIT, "the tenant CA in the trust bundle ConfigMap", || async {
         let data = bundles.get(TRUST_BUNDLE).await.ok()?.data?;

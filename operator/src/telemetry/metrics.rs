@@ -48,6 +48,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(certificates: Arc<CertificateGauges>) -> Self {
+        Self::with_tenants(certificates, Arc::default())
+    }
+
+    /// The registry with the certificate gauges and the per-tenant quota gauges.
+    pub fn with_tenants(certificates: Arc<CertificateGauges>, tenant_quota: Arc<super::TenantQuotaGauges>) -> Self {
         let mut registry = Registry::with_prefix("govpaas");
         let reconciles = Family::<ControllerLabels, Counter>::default();
         let failures = Family::<ErrorLabels, Counter>::default();
@@ -73,6 +78,7 @@ impl Metrics {
             rotation.clone(),
         );
         registry.register_collector(Box::new(certificates));
+        registry.register_collector(Box::new(tenant_quota));
         Metrics { registry, reconciles, failures, duration, managed, leader, rotation }
     }
 

@@ -7,26 +7,31 @@
 mod certificates;
 mod metrics;
 mod server;
+mod tenants;
 
 use std::sync::Arc;
 
 pub use certificates::{CertificateGauges, CertificateKey};
 pub use metrics::{Metrics, ReconcileTimer};
 pub use server::{Health, router};
+pub use tenants::TenantQuotaGauges;
 
 /// Metrics, certificate gauges and health, shared by the controllers and the HTTP server.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub certificates: Arc<CertificateGauges>,
+    /// Quota per tenant, read from the shared Tenant cache once the controllers start.
+    pub tenant_quota: Arc<TenantQuotaGauges>,
     pub health: Arc<Health>,
 }
 
 impl Telemetry {
     pub fn new() -> Self {
         let certificates = Arc::new(CertificateGauges::default());
-        let metrics = Arc::new(Metrics::new(certificates.clone()));
-        Telemetry { metrics, certificates, health: Arc::new(Health::default()) }
+        let tenant_quota = Arc::new(TenantQuotaGauges::default());
+        let metrics = Arc::new(Metrics::with_tenants(certificates.clone(), tenant_quota.clone()));
+        Telemetry { metrics, certificates, tenant_quota, health: Arc::new(Health::default()) }
     }
 }
 
