@@ -314,13 +314,16 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
     let wake_tenant = {
         let fanout = fanout.clone();
         let known = known_tenants.clone();
-        // What of a Tenant its services read and its status may change: the domain. The rest they
-        // read is spec (a new generation). Its other status writes (usage) wake nobody.
-        let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
+        // What of a Tenant its services read and its status may change: the domain, and its CA
+        // (issued or renewed by the tenant controller, its one writer: the services wait for it).
+        // The rest they read is spec (a new generation). Its other status writes (usage) wake nobody.
+        let mut seen: HashMap<String, (Option<i64>, Option<String>, Option<String>)> = HashMap::new();
         move |tenant: &TenantObject| {
             known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(tenant.name_any());
-            let domain = tenant.0.as_ref().ok().and_then(|t| t.status.as_ref()).and_then(|s| s.domain.clone());
-            let now = (tenant.meta().generation, domain);
+            let status = tenant.0.as_ref().ok().and_then(|t| t.status.as_ref());
+            let domain = status.and_then(|s| s.domain.clone());
+            let ca = status.and_then(|s| s.ca.as_ref()).and_then(|ca| ca.serial.clone());
+            let now = (tenant.meta().generation, domain, ca);
             if seen.insert(tenant.meta().uid.clone().unwrap_or_default(), now.clone()).as_ref() == Some(&now) {
                 return;
             }

@@ -247,6 +247,48 @@ pub async fn tenant_ca(
     Ok(Ok(ca))
 }
 
+/// `tenant`'s CA as the tenant controller — its one writer — last issued it, for the service
+/// controllers: never created nor renewed here, so two controllers never race to write a CA. A CA
+/// not issued yet, expired, or from a platform CA that a rotation retires is waited for (the
+/// tenant controller issues it, and its new `status.ca` wakes the services); one that is merely
+/// due for renewal still certifies until then.
+pub async fn issued_tenant_ca(
+    api: &Api<Secret>,
+    context: &TenantContext,
+    trust: &PlatformTrust,
+    now: OffsetDateTime,
+) -> Result<std::result::Result<CertificateAuthority, String>> {
+    let name = tenant_ca_secret_name(&context.name);
+    let waiting =
+        |what: &str| Ok(Err(format!("waiting for the tenant controller to {what} the CA of tenant {}", context.name)));
+    let Some(stored) = api.get_opt(&name).await? else {
+        return waiting("issue");
+    };
+    let (Some(crt), Some(key)) = (secret_data(&stored, "tls.crt"), secret_data(&stored, "tls.key")) else {
+        return Ok(Err(format!("the tenant CA Secret {name} lacks tls.crt or tls.key")));
+    };
+    let ca = match CertificateAuthority::load_tenant_ca(&crt, &key, &trust.issuing, now) {
+        Ok(ca) => ca,
+        Err(err) if err.label() == "Expired" => return waiting("renew"),
+        Err(err) if err.label() == "IssuerMismatch" && issued_by(trust.retiring.as_ref(), &crt) => {
+            return waiting("re-issue (a platform CA rotation is under way)");
+        }
+        Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
+    };
+    let agency_matches = ca.agency().is_some_and(|a| normalise(a.agency_code()) == normalise(&context.agency_code));
+    if !agency_matches || ca.permitted_domains() != [context.domain.clone()] {
+        return Ok(Err(format!(
+            "the tenant CA in Secret {name} is for {:?} in {:?}, but tenant {} is agency {} with domain {}: rotate the tenant CA",
+            ca.agency().map(|a| a.agency_code().to_owned()),
+            ca.permitted_domains(),
+            context.name,
+            context.agency_code,
+            context.domain
+        )));
+    }
+    Ok(Ok(ca))
+}
+
 /// Whether the CA certificate in `certificate_pem` was issued by `ca`.
 fn issued_by(ca: Option<&BundleCa>, certificate_pem: &[u8]) -> bool {
     let Some(ca) = ca else { return false };

@@ -181,7 +181,7 @@ async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Resul
         None
     } else {
         let tenant_context = shared.tenant_context(tenant, &platform, &namespace);
-        let authority = match shared.authority(tenant, &tenant_context, &platform, now).await? {
+        let authority = match shared.authority(&tenant_context, &platform, now).await? {
             Ok(authority) => authority,
             Err(message) => return not_applied(ctx, service, &Outcome::Waiting(message)).await,
         };

@@ -169,7 +169,7 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
 
     // Certificates: TLS for the host and the exchange name, and the agency's signing certificate.
     let now = OffsetDateTime::now_utc();
-    let authority = match shared.authority(tenant, &tenant_context, &platform, now).await? {
+    let authority = match shared.authority(&tenant_context, &platform, now).await? {
         Ok(authority) => authority,
         Err(message) => return not_applied(ctx, service, &Outcome::Waiting(message)).await,
     };

@@ -137,7 +137,7 @@ async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
 
     // The certificate of the hosts: kept while it is right, else issued by the tenant CA.
     let now = OffsetDateTime::now_utc();
-    let authority = match shared.authority(tenant, &tenant_context, &platform, now).await? {
+    let authority = match shared.authority(&tenant_context, &platform, now).await? {
         Ok(authority) => authority,
         Err(message) => return waiting(ctx, portal, message).await,
     };

@@ -33,7 +33,7 @@ use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
 use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -309,6 +309,10 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     // Trust bundles are never pruned, so nothing reads their cache: the watch only brings a
     // hand-edited or deleted bundle back at once (agency admins may edit ConfigMaps).
     let (_, trust_bundle_stream) = watch::metadata_cache::<ConfigMap>(client.clone(), &owned);
+    // The tenant controller is the one writer of tenant CAs: a CA Secret deleted or edited by hand
+    // wakes its Tenant (its owner), which issues it again.
+    let ca_selector = labels::component_selector(crate::certificates::ca_secrets::COMPONENT);
+    let (_, ca_secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &ca_selector);
 
     let (portals, portal_stream) = watch::census::<Portal>(client.clone());
     let (document_services, document_stream) = watch::census::<DocumentService>(client.clone());
@@ -324,6 +328,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     triggers.watch("ClusterRole", cluster_role_stream, owning_tenants(tenants.clone()));
     triggers.watch("ClusterRoleBinding", cluster_binding_stream, owning_tenants(tenants.clone()));
     triggers.watch("trust bundle", trust_bundle_stream, owning_tenants(tenants.clone()));
+    triggers.watch("tenant CA Secret", ca_secret_stream, owning_tenants(tenants.clone()));
     triggers.watch("Portal", portal_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
     triggers.watch("DocumentService", document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
     triggers.watch("DataSharingService", data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));

@@ -243,10 +243,10 @@ impl Shared {
             .collect()
     }
 
-    /// The platform CA and `tenant`'s CA (created on first use), or why they cannot be used.
+    /// The platform CA and `tenant`'s CA as the tenant controller issued it, or why they cannot be
+    /// used yet.
     pub async fn authority(
         &self,
-        tenant: &Tenant,
         context: &TenantContext,
         platform: &Platform,
         now: OffsetDateTime,
@@ -261,14 +261,10 @@ impl Shared {
                 Ok(trust) => trust,
                 Err(message) => return Ok(Err(message)),
             };
-        let base_domain = &platform.spec.base_domain;
-        let tenant_ca =
-            match ca_secrets::tenant_ca(&store.secrets, tenant, context, base_domain, &platform_trust, &policy, now)
-                .await?
-            {
-                Ok(ca) => ca,
-                Err(message) => return Ok(Err(message)),
-            };
+        let tenant_ca = match ca_secrets::issued_tenant_ca(&store.secrets, context, &platform_trust, now).await? {
+            Ok(ca) => ca,
+            Err(message) => return Ok(Err(message)),
+        };
         let crate::certificates::trust_store::PlatformTrust { bundle_pem: trust_pem, anchors: trust, .. } =
             platform_trust;
         Ok(Ok(Authority { tenant_ca, trust, trust_pem, policy }))
