@@ -83,6 +83,14 @@ pub async fn run(client: Client, settings: Settings) {
     }
 }
 
+/// What of a Tenant its services depend on: its spec (generation), its domain and its CA.
+#[derive(Clone, PartialEq, Eq)]
+struct TenantSeen {
+    generation: Option<i64>,
+    domain: Option<String>,
+    ca_serial: Option<String>,
+}
+
 /// What the service controllers read from the shared watches.
 struct ServiceInputs {
     platforms: Subscription<Platform>,
@@ -317,13 +325,13 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         // What of a Tenant its services read and its status may change: the domain, and its CA
         // (issued or renewed by the tenant controller, its one writer: the services wait for it).
         // The rest they read is spec (a new generation). Its other status writes (usage) wake nobody.
-        let mut seen: HashMap<String, (Option<i64>, Option<String>, Option<String>)> = HashMap::new();
+        let mut seen: HashMap<String, TenantSeen> = HashMap::new();
         move |tenant: &TenantObject| {
             known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(tenant.name_any());
             let status = tenant.0.as_ref().ok().and_then(|t| t.status.as_ref());
             let domain = status.and_then(|s| s.domain.clone());
             let ca = status.and_then(|s| s.ca.as_ref()).and_then(|ca| ca.serial.clone());
-            let now = (tenant.meta().generation, domain, ca);
+            let now = TenantSeen { generation: tenant.meta().generation, domain, ca_serial: ca };
             if seen.insert(tenant.meta().uid.clone().unwrap_or_default(), now.clone()).as_ref() == Some(&now) {
                 return;
             }
