@@ -418,4 +418,109 @@ mod tests {
     fn tenant_ca_secret_names() {
         assert_eq!(tenant_ca_secret_name("so-noi-vu"), "govpaas-tenant-ca-so-noi-vu");
     }
+
+    /// The service controllers' read of a tenant CA: never a write, whatever it finds.
+    mod issued_tenant_ca_reads_only {
+        use super::*;
+
+        type ApiServer =
+            tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>;
+
+        struct World {
+            context: TenantContext,
+            trust: PlatformTrust,
+            issued: CertificateAuthority,
+            now: OffsetDateTime,
+        }
+
+        fn world() -> World {
+            let platform = fixtures::platform();
+            let tenant = fixtures::tenant();
+            let context = TenantContext::of(&tenant, &platform);
+            let policy = issuance_policy(&platform.spec).unwrap();
+            let now = OffsetDateTime::now_utc();
+            let request = PlatformCaRequest::new(&platform.spec.base_domain, "Trung tâm Dữ liệu");
+            let issuing = generate_platform_ca(&request, &policy, now).unwrap();
+            let tenant_request = TenantCaRequest {
+                base_domain: platform.spec.base_domain.clone(),
+                agency_code: context.agency_code.clone(),
+                display_name: context.display_name.clone(),
+                domain: context.domain.clone(),
+            };
+            let issued = issuing.issue_tenant_ca(&tenant_request, &policy, now).unwrap();
+            let bundle_pem = issuing.certificate_pem().to_owned();
+            let anchors = govpaas_pki::TrustAnchors::from_pem(bundle_pem.as_bytes()).unwrap();
+            World { context, trust: PlatformTrust { issuing, retiring: None, bundle_pem, anchors }, issued, now }
+        }
+
+        /// Answers the next request, which must be a GET of the tenant CA Secret, with `secret`
+        /// (404 without one).
+        async fn answer_get(api_server: &mut ApiServer, secret: Option<&Secret>) {
+            let (request, send) = api_server.next_request().await.expect("a request");
+            assert_eq!(request.method(), http::Method::GET, "{}", request.uri());
+            assert!(request.uri().path().ends_with("/secrets/govpaas-tenant-ca-so-noi-vu"), "{}", request.uri());
+            let (status, body) = match secret {
+                Some(secret) => (200, serde_json::to_vec(secret).unwrap()),
+                None => (
+                    404,
+                    serde_json::to_vec(&serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"}))
+                    .unwrap(),
+                ),
+            };
+            let response = http::Response::builder().status(status).body(kube::client::Body::from(body)).unwrap();
+            send.send_response(response);
+        }
+
+        /// No request follows: the read wrote nothing.
+        async fn nothing_more(api_server: &mut ApiServer) {
+            let next = tokio::time::timeout(std::time::Duration::from_millis(100), api_server.next_request()).await;
+            assert!(next.is_err(), "a request after the read: {:?}", next.ok().flatten().map(|(r, _)| r.uri().clone()));
+        }
+
+        fn stored(world: &World) -> Secret {
+            let meta = ObjectMeta {
+                name: Some(tenant_ca_secret_name(&world.context.name)),
+                namespace: Some("govpaas-system".into()),
+                ..Default::default()
+            };
+            ca_secret(meta, &world.issued)
+        }
+
+        #[tokio::test]
+        async fn a_missing_or_expired_ca_is_waited_for_and_a_current_one_is_used() {
+            let world = world();
+            assert_eq!(world.context.name, "so-noi-vu", "the fixture tenant");
+            let (service, mut api_server) =
+                tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+            let api: Api<Secret> = Api::namespaced(kube::Client::new(service, "govpaas-system"), "govpaas-system");
+            let secret = stored(&world);
+
+            let read = {
+                let (api, context, trust, now) = (api.clone(), world.context.clone(), world.trust, world.now);
+                tokio::spawn(async move {
+                    let missing = issued_tenant_ca(&api, &context, &trust, now).await.unwrap();
+                    // Ten years on, the CA has expired: renewing it is the tenant controller's job.
+                    let later = now + Duration::days(3650);
+                    let expired = issued_tenant_ca(&api, &context, &trust, later).await.unwrap();
+                    let current = issued_tenant_ca(&api, &context, &trust, now).await.unwrap();
+                    (missing.err(), expired.err(), current.map(|ca| ca.certificate_pem().to_owned()))
+                })
+            };
+            answer_get(&mut api_server, None).await;
+            answer_get(&mut api_server, Some(&secret)).await;
+            answer_get(&mut api_server, Some(&secret)).await;
+            let (missing, expired, current) = read.await.unwrap();
+            nothing_more(&mut api_server).await;
+            assert!(
+                missing.as_deref().is_some_and(|m| m.contains("waiting for the tenant controller to issue")),
+                "{missing:?}"
+            );
+            assert!(
+                expired.as_deref().is_some_and(|m| m.contains("waiting for the tenant controller to renew")),
+                "{expired:?}"
+            );
+            assert_eq!(current.as_deref(), Ok(world.issued.certificate_pem()));
+        }
+    }
 }
