@@ -4,6 +4,11 @@
 //! their data, PKI, logs and recorded process ids in [`paths::cluster_dir`]. kwok plays the kubelets of
 //! three fake nodes. Volumes come from kube-controller-manager's own hostPath provisioner behind a default
 //! StorageClass (see docs/development.md for why).
+//!
+//! As root, a real node joins them ([`crate::node`]): containerd, the kubelet, kube-proxy, CoreDNS and
+//! kube-network-policies, for the tests and the demo that need Pods that run and packets that flow. The
+//! API server then listens on the node's address instead of 127.0.0.1 (Pods reach it through the
+//! `kubernetes` Service). `GOVPAAS_REAL_NODE=0` keeps the kwok nodes alone.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::node::{self, NodeState};
 use crate::paths;
 use crate::pki;
 use crate::tools::{self, Tools};
@@ -37,6 +43,9 @@ pub struct State {
     pub server: String,
     pub kubeconfig: PathBuf,
     pub processes: Vec<ProcessRecord>,
+    /// The real node, when one was asked for: whether it came up, or why not.
+    #[serde(default)]
+    pub node: Option<NodeState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,7 +107,7 @@ fn readyz(tools: &Tools, kubeconfig: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn start(name: &str, binary: &Path, args: &[String], logs: &Path) -> Result<ProcessRecord> {
+pub fn start_process(name: &str, binary: &Path, args: &[String], logs: &Path) -> Result<ProcessRecord> {
     let log = logs.join(format!("{name}.log"));
     let out = fs::File::create(&log)?;
     let child = Command::new(binary)
@@ -145,6 +154,9 @@ fn up_locked(tools: &Tools) -> Result<State> {
         }
         eprintln!("xtask: a previous control plane is recorded but not healthy; replacing it");
         stop(&state);
+        if let Some(node) = &state.node {
+            node::cleanup(&node.sysctls);
+        }
     }
     let dir = paths::cluster_dir();
     if dir.exists() {
@@ -153,12 +165,26 @@ fn up_locked(tools: &Tools) -> Result<State> {
     let (logs, data) = (dir.join("logs"), dir.join("data"));
     fs::create_dir_all(&logs)?;
     fs::create_dir_all(&data)?;
-    let pki = pki::create(&dir.join("pki"))?;
+    // The real node, unless told otherwise: checked (and its packages installed) before anything starts,
+    // as the API server's address depends on it.
+    let mut node_state = None;
+    if std::env::var("GOVPAAS_REAL_NODE").as_deref() != Ok("0") {
+        match node::preflight().and_then(|()| node::prepare_host()) {
+            Ok(sysctls) => node_state = Some(NodeState { sysctls, ..NodeState::default() }),
+            Err(err) => {
+                eprintln!("xtask: WARNING: no real node: {err:#}");
+                node_state = Some(NodeState { error: Some(format!("{err:#}")), ..NodeState::default() });
+            }
+        }
+    }
+    let real_node = node_state.as_ref().is_some_and(|n| n.error.is_none());
+    let host = if real_node { node::ADDRESS } else { "127.0.0.1" };
+    let pki = pki::create(&dir.join("pki"), &[node::ADDRESS])?;
 
     let etcd_client = free_port()?;
     let etcd_peer = free_port()?;
     let apiserver_port = free_port()?;
-    let server = format!("https://127.0.0.1:{apiserver_port}");
+    let server = format!("https://{host}:{apiserver_port}");
     let kubeconfig = kubeconfig_path();
     fs::write(&kubeconfig, pki::kubeconfig(&server, &pki.ca.cert, &pki.admin, "admin"))?;
     let component_kubeconfig = |name: &str, files: &pki::CertFiles| -> Result<PathBuf> {
@@ -172,9 +198,10 @@ fn up_locked(tools: &Tools) -> Result<State> {
     let p = |path: &Path| path.display().to_string();
 
     let mut processes = Vec::new();
-    let mut state = State { server: server.clone(), kubeconfig: kubeconfig.clone(), processes: vec![] };
+    let mut state =
+        State { server: server.clone(), kubeconfig: kubeconfig.clone(), processes: vec![], node: node_state };
     let result = (|| -> Result<()> {
-        processes.push(start(
+        processes.push(start_process(
             "etcd",
             &tools.etcd,
             &[
@@ -192,38 +219,53 @@ fn up_locked(tools: &Tools) -> Result<State> {
             &logs,
         )?);
         record(&mut state, &processes)?;
-        processes.push(start(
+        let mut apiserver_args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            format!("--bind-address={host}"),
+            format!("--advertise-address={host}"),
+        ];
+        if real_node {
+            // `kubectl logs` and `exec` on the real node's Pods.
+            apiserver_args.extend([
+                format!("--kubelet-client-certificate={}", p(&pki.apiserver_kubelet_client.cert)),
+                format!("--kubelet-client-key={}", p(&pki.apiserver_kubelet_client.key)),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            // The endpoint reconciler refuses a loopback address; nothing in the cluster dials the API
+            // server through the `kubernetes` Service without a real node.
+            apiserver_args.push("--endpoint-reconciler-type=none".into());
+        }
+        processes.push(start_process(
             "kube-apiserver",
             &tools.kube_apiserver,
             &[
-                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                // The endpoint reconciler refuses a loopback address; nothing in the cluster dials the
-                // API server through the `kubernetes` Service here (the operator runs as a local process).
-                "--endpoint-reconciler-type=none".into(),
-                format!("--secure-port={apiserver_port}"),
-                format!("--cert-dir={}", p(&dir.join("pki"))),
-                format!("--tls-cert-file={}", p(&pki.apiserver.cert)),
-                format!("--tls-private-key-file={}", p(&pki.apiserver.key)),
-                format!("--client-ca-file={}", p(&pki.ca.cert)),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", p(&pki.service_account_pub)),
-                format!("--service-account-signing-key-file={}", p(&pki.service_account_key)),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--authorization-mode=Node,RBAC".into(),
-                format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-                "--v=1".into(),
-            ],
+                apiserver_args,
+                vec![
+                    format!("--secure-port={apiserver_port}"),
+                    format!("--cert-dir={}", p(&dir.join("pki"))),
+                    format!("--tls-cert-file={}", p(&pki.apiserver.cert)),
+                    format!("--tls-private-key-file={}", p(&pki.apiserver.key)),
+                    format!("--client-ca-file={}", p(&pki.ca.cert)),
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                    format!("--service-account-key-file={}", p(&pki.service_account_pub)),
+                    format!("--service-account-signing-key-file={}", p(&pki.service_account_key)),
+                    "--service-cluster-ip-range=10.96.0.0/16".into(),
+                    "--authorization-mode=Node,RBAC".into(),
+                    format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
+                    "--allow-privileged=true".into(),
+                    "--profiling=false".into(),
+                    "--v=1".into(),
+                ],
+            ]
+            .concat(),
             &logs,
         )?);
         record(&mut state, &processes)?;
         wait_for(&processes, Duration::from_secs(120), "the API server to become ready", || {
             readyz(tools, &kubeconfig)
         })?;
-        processes.push(start(
+        processes.push(start_process(
             "kube-controller-manager",
             &tools.kube_controller_manager,
             &[
@@ -241,7 +283,7 @@ fn up_locked(tools: &Tools) -> Result<State> {
             ],
             &logs,
         )?);
-        processes.push(start(
+        processes.push(start_process(
             "kube-scheduler",
             &tools.kube_scheduler,
             &[
@@ -255,7 +297,7 @@ fn up_locked(tools: &Tools) -> Result<State> {
             ],
             &logs,
         )?);
-        processes.push(start(
+        processes.push(start_process(
             "kwok",
             &tools.kwok,
             &[
@@ -280,10 +322,69 @@ fn up_locked(tools: &Tools) -> Result<State> {
     })();
     if let Err(err) = result {
         stop(&state);
+        if let Some(node) = &state.node {
+            node::cleanup(&node.sysctls);
+        }
         return Err(err);
     }
     eprintln!("xtask: the control plane is up at {server} with {NODES} kwok nodes");
+    if real_node {
+        // A node that does not come up leaves the control plane and the kwok nodes working: what needs
+        // the node fails on its own, with the reason recorded here.
+        if let Err(err) = start_node(tools, &pki, &dir, &logs, &kubeconfig, &server, &mut processes, &mut state) {
+            eprintln!("xtask: WARNING: the real node did not come up: {err:#}");
+            if let Some(node) = state.node.as_mut() {
+                node.error = Some(format!("{err:#}"));
+            }
+            record(&mut state, &processes)?;
+        }
+    }
     Ok(state)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_node(
+    tools: &Tools,
+    pki: &pki::Pki,
+    dir: &Path,
+    logs: &Path,
+    kubeconfig: &Path,
+    server: &str,
+    processes: &mut Vec<ProcessRecord>,
+    state: &mut State,
+) -> Result<()> {
+    let node_tools = tools::node_tools()?;
+    let credentials = node::Credentials {
+        kubelet_kubeconfig: dir.join("kubelet.kubeconfig"),
+        kube_proxy_kubeconfig: dir.join("kube-proxy.kubeconfig"),
+        kube_router_kubeconfig: dir.join("kube-router.kubeconfig"),
+        ca_cert: pki.ca.cert.clone(),
+    };
+    fs::write(&credentials.kubelet_kubeconfig, pki::kubeconfig(server, &pki.ca.cert, &pki.kubelet, "kubelet"))?;
+    fs::write(
+        &credentials.kube_proxy_kubeconfig,
+        pki::kubeconfig(server, &pki.ca.cert, &pki.kube_proxy, "kube-proxy"),
+    )?;
+    fs::write(
+        &credentials.kube_router_kubeconfig,
+        pki::kubeconfig(server, &pki.ca.cert, &pki.kube_router, "kube-router"),
+    )?;
+    if let Some(node) = state.node.as_mut() {
+        node.containerd_socket = Some(node::dir().join("containerd.sock"));
+    }
+    node::start(tools, &node_tools, &credentials, kubeconfig, logs, &mut |process| {
+        processes.push(process);
+        record(state, processes)
+    })?;
+    wait_for(processes, Duration::from_secs(300), "the real node and its add-ons to be Ready", || {
+        node::ready(tools, kubeconfig)
+    })?;
+    if let Some(node) = state.node.as_mut() {
+        node.ready = true;
+    }
+    record(state, processes)?;
+    eprintln!("xtask: the real node {} is Ready (Pods on {})", node::NAME, node::POD_SUBNET);
+    Ok(())
 }
 
 fn record(state: &mut State, processes: &[ProcessRecord]) -> Result<()> {
@@ -372,7 +473,7 @@ fn kubectl(tools: &Tools, kubeconfig: &Path) -> Command {
     cmd
 }
 
-fn kubectl_apply(tools: &Tools, kubeconfig: &Path, manifest: &str) -> Result<()> {
+pub fn kubectl_apply(tools: &Tools, kubeconfig: &Path, manifest: &str) -> Result<()> {
     use std::io::Write;
     let mut child = kubectl(tools, kubeconfig)
         .args(["apply", "--server-side", "--field-manager=govpaas-xtask", "-f", "-"])
@@ -388,7 +489,7 @@ fn kubectl_apply(tools: &Tools, kubeconfig: &Path, manifest: &str) -> Result<()>
     Ok(())
 }
 
-fn kubectl_output(tools: &Tools, kubeconfig: &Path, args: &[&str]) -> Option<String> {
+pub fn kubectl_output(tools: &Tools, kubeconfig: &Path, args: &[&str]) -> Option<String> {
     let out = kubectl(tools, kubeconfig).args(args).stderr(Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -463,6 +564,12 @@ pub fn down() -> Result<()> {
     if !survivors.is_empty() {
         bail!("could not stop: {:?}", survivors.iter().map(|p| (&p.name, p.pid)).collect::<Vec<_>>());
     }
+    if let Some(node) = &state.node {
+        let left = node::cleanup(&node.sysctls);
+        if !left.is_empty() {
+            eprintln!("xtask: WARNING: the real node left: {}", left.join("; "));
+        }
+    }
     for dir in volume_dirs.iter().flat_map(|s| s.lines()) {
         // Only what the hostPath provisioner made (it refuses anything outside /tmp as well).
         if dir.starts_with("/tmp/hostpath_pv/") {
@@ -495,6 +602,12 @@ pub fn status() -> Result<()> {
                 log_tail(&p.log, 20)
             );
         }
+    }
+    match &state.node {
+        Some(NodeState { ready: true, .. }) => println!("  {:<24} Ready", format!("real node {}", node::NAME)),
+        Some(NodeState { error: Some(error), .. }) => println!("  {:<24} NOT UP: {error}", "real node"),
+        Some(_) => println!("  {:<24} starting", "real node"),
+        None => println!("  {:<24} not asked for (GOVPAAS_REAL_NODE=0)", "real node"),
     }
     let tools = tools::cached().context("the tools are not built (run `cargo xtask cluster up`)")?;
     let ready = readyz(&tools, &state.kubeconfig);

@@ -34,13 +34,29 @@ pub const PAUSE_USER: u32 = 65535;
 
 /// The full name of one of the images: `govpaas.local/<name>:<version>`.
 pub fn reference(name: &str) -> String {
-    format!("{REGISTRY}/{name}:{VERSION}")
+    tagged(name, VERSION)
+}
+
+fn tagged(name: &str, tag: &str) -> String {
+    format!("{REGISTRY}/{name}:{tag}")
+}
+
+/// The agency workload image (`dist/echo`): what Portals, DocumentServices and the APIs of tests and the
+/// demo run on a real node.
+pub const ECHO: &str = "agency-echo";
+/// The real node's cluster DNS, tagged with its upstream version.
+pub const COREDNS: &str = "coredns";
+
+pub fn coredns_reference() -> String {
+    tagged(COREDNS, tools::COREDNS_VERSION)
 }
 
 /// What goes into one image.
 struct Recipe {
     /// The repository under [`REGISTRY`], also the archive's name.
     name: &'static str,
+    /// The tag: the workspace's version for govpaas's own images, the upstream's for the node add-ons.
+    tag: &'static str,
     /// The binary on this machine.
     binary: PathBuf,
     /// Where the binary lives in the image; the image's entrypoint.
@@ -89,12 +105,33 @@ pub fn build(profile: Profile, out: &Path) -> Result<Vec<Image>> {
     let recipes = [
         service("govpaas-operator", install::build_binary("govpaas-operator", "operator", profile)?),
         service("govpaas-gateway", install::build_binary("govpaas-gateway", "gateway", profile)?),
+        pause(&work)?,
+        echo(&work)?,
+    ];
+    let images = recipes.iter().map(|recipe| build_image(&umoci, recipe, out)).collect::<Result<Vec<_>>>()?;
+    fs::remove_dir_all(&work)?;
+    Ok(images)
+}
+
+/// What a real node needs before any of govpaas runs on it: the pause image, the agency workload image,
+/// and CoreDNS (a static Go binary built by [`tools::node_tools`]).
+pub fn build_node_images(node: &tools::NodeTools, out: &Path) -> Result<Vec<Image>> {
+    let umoci = tools::umoci()?;
+    let work = out.join(".work-node");
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
+    }
+    fs::create_dir_all(&work)?;
+    let recipes = [
+        pause(&work)?,
+        echo(&work)?,
         Recipe {
-            name: "pause",
-            binary: build_pause(&work)?,
-            entrypoint: "/pause".into(),
-            user: PAUSE_USER,
-            accounts: false,
+            name: COREDNS,
+            tag: tools::COREDNS_VERSION,
+            binary: node.coredns.clone(),
+            entrypoint: "/coredns".into(),
+            user: NONROOT,
+            accounts: true,
         },
     ];
     let images = recipes.iter().map(|recipe| build_image(&umoci, recipe, out)).collect::<Result<Vec<_>>>()?;
@@ -102,9 +139,49 @@ pub fn build(profile: Profile, out: &Path) -> Result<Vec<Image>> {
     Ok(images)
 }
 
+fn pause(work: &Path) -> Result<Recipe> {
+    Ok(Recipe {
+        name: "pause",
+        tag: VERSION,
+        binary: build_pause(work)?,
+        entrypoint: "/pause".into(),
+        user: PAUSE_USER,
+        accounts: false,
+    })
+}
+
+fn echo(work: &Path) -> Result<Recipe> {
+    Ok(Recipe {
+        name: ECHO,
+        tag: VERSION,
+        binary: build_echo(work)?,
+        entrypoint: "/usr/local/bin/agency-echo".into(),
+        user: NONROOT,
+        accounts: true,
+    })
+}
+
+/// The agency workload program, `go build` of `dist/echo` (standard library only, static).
+fn build_echo(work: &Path) -> Result<PathBuf> {
+    let source = paths::workspace_root().join("dist").join("echo");
+    let binary = work.join("agency-echo-program");
+    run(
+        Command::new("go")
+            .args(["build", "-trimpath", &format!("-ldflags=-s -w -X main.version={VERSION}"), "-o"])
+            .arg(&binary)
+            .arg(".")
+            .current_dir(&source)
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-buildvcs=false")
+            .env("GOTOOLCHAIN", "auto"),
+        "building the agency workload program (go build in dist/echo)",
+    )?;
+    Ok(binary)
+}
+
 /// The operator or the gateway: its binary in /usr/local/bin, run as the non-root user.
 fn service(name: &'static str, binary: PathBuf) -> Recipe {
-    Recipe { name, binary, entrypoint: format!("/usr/local/bin/{name}"), user: NONROOT, accounts: true }
+    Recipe { name, tag: VERSION, binary, entrypoint: format!("/usr/local/bin/{name}"), user: NONROOT, accounts: true }
 }
 
 /// The pause program, compiled static from `dist/pause/pause.c` into `work`.
@@ -129,7 +206,7 @@ fn build_image(umoci: &Path, recipe: &Recipe, out: &Path) -> Result<Image> {
     let rootfs = work.join("rootfs");
     assemble_rootfs(recipe, &rootfs)?;
     let layout = work.join("layout");
-    let reference = reference(recipe.name);
+    let reference = tagged(recipe.name, recipe.tag);
     make_image(umoci, recipe, &rootfs, &layout, &reference)?;
     // Packed beside the layout and then renamed: an interrupted run leaves no half archive behind.
     let packed = work.join("image.oci.tar");

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod images;
 pub mod install;
 pub mod krew;
+pub mod node;
 pub mod paths;
 pub mod pki;
 pub mod testrun;

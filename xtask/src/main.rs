@@ -94,6 +94,9 @@ enum ClusterAction {
     Status,
     /// Print the lines that point kubectl at the cluster: eval "$(cargo xtask cluster env)".
     Env,
+    /// Build what the real node runs (kubelet, kube-proxy, CoreDNS, kube-network-policies) ahead of
+    /// `up`, which would otherwise build them on first use.
+    NodeTools,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +119,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ClusterAction::Down => cluster::down()?,
             ClusterAction::Status => cluster::status()?,
             ClusterAction::Env => print!("{}", cluster::env()?),
+            ClusterAction::NodeTools => {
+                let tools = xtask::tools::node_tools()?;
+                println!("{tools:#?}");
+            }
         },
         Task::Demo => xtask::demo::run()?,
         Task::Bench { what } => xtask::bench::run(&what)?,

@@ -30,6 +30,14 @@ pub struct Pki {
     pub controller_manager: CertFiles,
     pub scheduler: CertFiles,
     pub kwok: CertFiles,
+    /// The real node's kubelet (`system:node:<name>` in `system:nodes`, which the Node authorizer and
+    /// NodeRestriction admit), kube-proxy (`system:kube-proxy`, bound to `system:node-proxier` by the
+    /// API server's default RBAC), and the API server's own client certificate towards kubelets.
+    pub kubelet: CertFiles,
+    pub kube_proxy: CertFiles,
+    /// kube-router's firewall ([`crate::node::KUBE_ROUTER_USER`], bound to its ClusterRole).
+    pub kube_router: CertFiles,
+    pub apiserver_kubelet_client: CertFiles,
     pub service_account_key: PathBuf,
     pub service_account_pub: PathBuf,
 }
@@ -55,8 +63,9 @@ fn write(dir: &Path, name: &str, cert_pem: &str, key: &KeyPair) -> Result<CertFi
     Ok(files)
 }
 
-/// Creates a fresh PKI in `dir`.
-pub fn create(dir: &Path) -> Result<Pki> {
+/// Creates a fresh PKI in `dir`; `extra_ips` are more addresses the API server serves on (the real
+/// node's).
+pub fn create(dir: &Path, extra_ips: &[&str]) -> Result<Pki> {
     fs::create_dir_all(dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca_params = params("govpaas-local-cluster-ca", None, vec![])?;
@@ -87,7 +96,9 @@ pub fn create(dir: &Path) -> Result<Pki> {
         "kubernetes.default.svc.cluster.local",
     ]
     .map(String::from)
-    .to_vec();
+    .into_iter()
+    .chain(extra_ips.iter().map(|ip| ip.to_string()))
+    .collect();
     let apiserver = leaf("apiserver", "kube-apiserver", None, apiserver_sans, true)?;
     let admin = leaf("admin", "govpaas-local-admin", Some("system:masters"), vec![], false)?;
     let controller_manager = leaf("controller-manager", "system:kube-controller-manager", None, vec![], false)?;
@@ -95,13 +106,32 @@ pub fn create(dir: &Path) -> Result<Pki> {
     // kwok plays every kubelet: it writes Node and Pod status across the cluster.
     let kwok = leaf("kwok", "kwok-controller", Some("system:masters"), vec![], false)?;
 
+    let kubelet = leaf("kubelet", &format!("system:node:{}", crate::node::NAME), Some("system:nodes"), vec![], false)?;
+    let kube_proxy = leaf("kube-proxy", "system:kube-proxy", None, vec![], false)?;
+    let kube_router = leaf("kube-router", crate::node::KUBE_ROUTER_USER, None, vec![], false)?;
+    let apiserver_kubelet_client =
+        leaf("apiserver-kubelet-client", "kube-apiserver-kubelet-client", Some("system:masters"), vec![], false)?;
+
     let sa_key = KeyPair::generate()?;
     let service_account_key = dir.join("service-account.key");
     let service_account_pub = dir.join("service-account.pub");
     fs::write(&service_account_key, sa_key.serialize_pem())?;
     fs::write(&service_account_pub, sa_key.public_key_pem())?;
 
-    Ok(Pki { ca, apiserver, admin, controller_manager, scheduler, kwok, service_account_key, service_account_pub })
+    Ok(Pki {
+        ca,
+        apiserver,
+        admin,
+        controller_manager,
+        scheduler,
+        kwok,
+        kubelet,
+        kube_proxy,
+        kube_router,
+        apiserver_kubelet_client,
+        service_account_key,
+        service_account_pub,
+    })
 }
 
 /// A kubeconfig for one identity, with files referenced by absolute path.
@@ -121,7 +151,7 @@ mod tests {
     #[test]
     fn creates_a_pki_whose_files_parse_as_pem() {
         let dir = std::env::temp_dir().join(format!("govpaas-pki-test-{}", std::process::id()));
-        let pki = create(&dir).unwrap();
+        let pki = create(&dir, &["10.201.0.1"]).unwrap();
         for f in [&pki.ca.cert, &pki.apiserver.cert, &pki.admin.cert] {
             assert!(fs::read_to_string(f).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
         }

@@ -25,6 +25,11 @@ pub const HELM_VERSION: &str = "v3.22.0";
 /// Builds the OCI images (`cargo xtask images`): the first release that clamps timestamps to
 /// `SOURCE_DATE_EPOCH`, which reproducible digests need.
 pub const UMOCI_VERSION: &str = "v0.6.0";
+/// The real node's cluster DNS, run as a Pod from an image built here (`cluster::node`).
+pub const COREDNS_VERSION: &str = "v1.14.7";
+/// The real node's NetworkPolicy implementation: kube-router's firewall alone (iptables and ipset), run
+/// beside the kubelet. docs/development.md says why this one.
+pub const KUBE_ROUTER_VERSION: &str = "v2.10.0";
 
 /// One helper module to build: a Go module at a version and the binaries to build from it.
 struct GoBuild {
@@ -38,6 +43,9 @@ struct GoBuild {
     ldflags: fn() -> String,
     /// Replace k8s.io/kubernetes's staging modules with their published releases.
     replace_staging: bool,
+    /// Dependencies pinned to another release: (module, version). For a pseudo-version the module proxy
+    /// here does not serve.
+    replace: &'static [(&'static str, &'static str)],
 }
 
 const KUBERNETES: GoBuild = GoBuild {
@@ -52,6 +60,41 @@ const KUBERNETES: GoBuild = GoBuild {
     ],
     ldflags: kubernetes_ldflags,
     replace_staging: true,
+    replace: &[],
+};
+
+/// The real node's kubelet and kube-proxy, from the same module and release as the control plane; a
+/// tool directory of their own, so that a kwok-only machine never builds them.
+const KUBERNETES_NODE: GoBuild = GoBuild {
+    name: "kubernetes-node",
+    module: "k8s.io/kubernetes",
+    version: KUBERNETES_VERSION,
+    binaries: &[("k8s.io/kubernetes/cmd/kubelet", "kubelet"), ("k8s.io/kubernetes/cmd/kube-proxy", "kube-proxy")],
+    ldflags: kubernetes_ldflags,
+    replace_staging: true,
+    replace: &[],
+};
+
+const COREDNS: GoBuild = GoBuild {
+    name: "coredns",
+    module: "github.com/coredns/coredns",
+    version: COREDNS_VERSION,
+    binaries: &[("github.com/coredns/coredns", "coredns")],
+    ldflags: String::new,
+    replace_staging: false,
+    replace: &[],
+};
+
+const KUBE_ROUTER: GoBuild = GoBuild {
+    name: "kube-router",
+    module: "github.com/cloudnativelabs/kube-router/v2",
+    version: KUBE_ROUTER_VERSION,
+    binaries: &[("github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", "kube-router")],
+    ldflags: || format!("-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={KUBE_ROUTER_VERSION}"),
+    replace_staging: false,
+    // v2.10.0 requires a netlink pseudo-version that the module proxy reachable here does not serve; the
+    // release before it builds kube-router, and the real-node tests prove its firewall.
+    replace: &[("github.com/vishvananda/netlink", "v1.3.1")],
 };
 
 const ETCD: GoBuild = GoBuild {
@@ -61,6 +104,7 @@ const ETCD: GoBuild = GoBuild {
     binaries: &[("go.etcd.io/etcd/server/v3", "etcd")],
     ldflags: || format!("-X go.etcd.io/etcd/api/v3/version.GitSHA={ETCD_VERSION}"),
     replace_staging: false,
+    replace: &[],
 };
 
 const KWOK: GoBuild = GoBuild {
@@ -70,6 +114,7 @@ const KWOK: GoBuild = GoBuild {
     binaries: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
     ldflags: || format!("-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK_VERSION}"),
     replace_staging: false,
+    replace: &[],
 };
 
 const HELM: GoBuild = GoBuild {
@@ -79,6 +124,7 @@ const HELM: GoBuild = GoBuild {
     binaries: &[("helm.sh/helm/v3/cmd/helm", "helm")],
     ldflags: || format!("-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
     replace_staging: false,
+    replace: &[],
 };
 
 const UMOCI: GoBuild = GoBuild {
@@ -89,6 +135,7 @@ const UMOCI: GoBuild = GoBuild {
     // umoci embeds its version from the module's VERSION file.
     ldflags: String::new,
     replace_staging: false,
+    replace: &[],
 };
 
 fn kubernetes_ldflags() -> String {
@@ -174,6 +221,28 @@ pub fn umoci() -> Result<PathBuf> {
     Ok(tool_dir(&UMOCI).join("umoci"))
 }
 
+/// What the real node runs besides the Debian packages (`cluster::node`): built once, on first use.
+#[derive(Debug, Clone)]
+pub struct NodeTools {
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
+    pub coredns: PathBuf,
+    pub kube_router: PathBuf,
+}
+
+pub fn node_tools() -> Result<NodeTools> {
+    for build in [&KUBERNETES_NODE, &COREDNS, &KUBE_ROUTER] {
+        ensure_built(build)?;
+    }
+    let k = tool_dir(&KUBERNETES_NODE);
+    Ok(NodeTools {
+        kubelet: k.join("kubelet"),
+        kube_proxy: k.join("kube-proxy"),
+        coredns: tool_dir(&COREDNS).join("coredns"),
+        kube_router: tool_dir(&KUBE_ROUTER).join("kube-router"),
+    })
+}
+
 fn go() -> Command {
     let mut cmd = Command::new("go");
     // A module that needs a newer Go than the machine's gets it through the module proxy.
@@ -210,6 +279,9 @@ fn ensure_built(build: &GoBuild) -> Result<()> {
     );
     if build.replace_staging {
         go_mod.push_str(&staging_replacements(build)?);
+    }
+    for (module, version) in build.replace {
+        go_mod.push_str(&format!("\nreplace {module} => {module} {version}\n"));
     }
     fs::write(src.join("go.mod"), go_mod)?;
     let imports: String = build.binaries.iter().map(|(pkg, _)| format!("\t_ \"{pkg}\"\n")).collect();
