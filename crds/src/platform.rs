@@ -86,6 +86,25 @@ pub struct PlatformSpec {
     /// national data exchange platform (NDXP).
     #[serde(default)]
     pub lgsp: LgspSettings,
+
+    /// The nodes agency workloads (the Pods of Portals and DocumentServices) run on, e.g. the Data
+    /// Integration Centre's node pool for agencies. Unset: any node the scheduler picks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_nodes: Option<NodePool>,
+}
+
+/// A set of nodes: the labels they carry and the taints Pods placed on them tolerate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePool {
+    /// Node labels the Pods require (a nodeSelector).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    /// Taints of those nodes the Pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
 }
 
 /// Default container images, one per kind of service.

@@ -12,11 +12,14 @@
 //
 //	agency-echo connect HOST:PORT [TIMEOUT]   one TCP connection; exit 0 if it opened, 1 if not
 //	agency-echo lookup NAME                   resolve NAME with the Pod's DNS; exit 1 if it fails
-//	agency-echo get URL [--cert F --key F --ca F] [--timeout D]
-//	                                          one HTTP(S) GET, printing the status line and the body
+//	agency-echo get URL [--cert F --key F --ca F] [--connect HOST:PORT] [--timeout D]
+//	                                          one HTTP(S) GET, printing the status line and the body;
+//	                                          --connect dials that address for the URL's host (like
+//	                                          curl --connect-to), the URL's host still naming the server
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -158,7 +161,7 @@ func lookup(args []string) int {
 }
 
 func get(args []string) int {
-	var url, certFile, keyFile, caFile string
+	var url, certFile, keyFile, caFile, connectTo string
 	timeout := 10 * time.Second
 	for i := 0; i < len(args); i++ {
 		value := func() string {
@@ -175,6 +178,8 @@ func get(args []string) int {
 			keyFile = value()
 		case "--ca":
 			caFile = value()
+		case "--connect":
+			connectTo = value()
 		case "--timeout":
 			parsed, err := time.ParseDuration(value())
 			if err != nil {
@@ -208,7 +213,14 @@ func get(args []string) int {
 		}
 		config.Certificates = []tls.Certificate{cert}
 	}
-	client := &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: config}}
+	transport := &http.Transport{TLSClientConfig: config}
+	if connectTo != "" {
+		dialer := &net.Dialer{Timeout: timeout}
+		transport.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, connectTo)
+		}
+	}
+	client := &http.Client{Timeout: timeout, Transport: transport}
 	response, err := client.Get(url)
 	if err != nil {
 		fmt.Printf("failed %s: %v\n", url, err)

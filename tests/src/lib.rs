@@ -56,6 +56,8 @@ pub fn private_cluster(name: &str) -> PrivateCluster {
     // SAFETY: set before the cluster or any thread of this process reads the environment; the
     // binary's tests all run on this one cluster.
     unsafe { std::env::set_var("GOVPAAS_CLUSTER_DIR", &dir) };
+    // The machine's one real node stays with the shared cluster.
+    unsafe { std::env::set_var("GOVPAAS_REAL_NODE", "0") };
     PrivateCluster { cluster: cluster(), dir }
 }
 

@@ -155,7 +155,7 @@ fn up_locked(tools: &Tools) -> Result<State> {
         eprintln!("xtask: a previous control plane is recorded but not healthy; replacing it");
         stop(&state);
         if let Some(node) = &state.node {
-            node::cleanup(&node.sysctls);
+            node.tear_down(&paths::cluster_dir());
         }
     }
     let dir = paths::cluster_dir();
@@ -169,9 +169,10 @@ fn up_locked(tools: &Tools) -> Result<State> {
     // as the API server's address depends on it.
     let mut node_state = None;
     if std::env::var("GOVPAAS_REAL_NODE").as_deref() != Ok("0") {
-        match node::preflight().and_then(|()| node::prepare_host()) {
-            Ok(sysctls) => node_state = Some(NodeState { sysctls, ..NodeState::default() }),
+        match node::preflight().and_then(|()| node::claim(&dir)).and_then(|()| node::prepare_host()) {
+            Ok(sysctls) => node_state = Some(NodeState { sysctls, owned: true, ..NodeState::default() }),
             Err(err) => {
+                node::release(&dir);
                 eprintln!("xtask: WARNING: no real node: {err:#}");
                 node_state = Some(NodeState { error: Some(format!("{err:#}")), ..NodeState::default() });
             }
@@ -323,7 +324,7 @@ fn up_locked(tools: &Tools) -> Result<State> {
     if let Err(err) = result {
         stop(&state);
         if let Some(node) = &state.node {
-            node::cleanup(&node.sysctls);
+            node.tear_down(&paths::cluster_dir());
         }
         return Err(err);
     }
@@ -565,7 +566,7 @@ pub fn down() -> Result<()> {
         bail!("could not stop: {:?}", survivors.iter().map(|p| (&p.name, p.pid)).collect::<Vec<_>>());
     }
     if let Some(node) = &state.node {
-        let left = node::cleanup(&node.sysctls);
+        let left = node.tear_down(&paths::cluster_dir());
         if !left.is_empty() {
             eprintln!("xtask: WARNING: the real node left: {}", left.join("; "));
         }

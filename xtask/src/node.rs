@@ -77,9 +77,24 @@ pub struct NodeState {
     pub error: Option<String>,
     /// The containerd socket, for loading images.
     pub containerd_socket: Option<PathBuf>,
+    /// This cluster owns the machine's real node and changed the host for it: `down` must undo it.
+    #[serde(default)]
+    pub owned: bool,
     /// The sysctls' values before `up`.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+}
+
+impl NodeState {
+    /// Undoes what `up` changed on the host, if this cluster owns the node; says what stayed.
+    pub fn tear_down(&self, cluster_dir: &Path) -> Vec<String> {
+        if !self.owned {
+            return Vec::new();
+        }
+        let left = cleanup(&self.sysctls);
+        release(cluster_dir);
+        left
+    }
 }
 
 /// The node's own directory: containerd's root and state, the kubelet's root, CNI's configuration.
@@ -89,6 +104,39 @@ pub fn dir() -> PathBuf {
 
 fn containerd_socket() -> PathBuf {
     dir().join("containerd.sock")
+}
+
+/// The machine has one real node (one bridge, one kube-proxy, one firewall): the file naming the cluster
+/// directory that owns it.
+fn owner_file() -> PathBuf {
+    PathBuf::from("/run/govpaas-real-node.owner")
+}
+
+/// Takes the real node for the cluster in `cluster_dir`, unless another cluster that still runs has it.
+pub fn claim(cluster_dir: &Path) -> Result<()> {
+    if let Ok(owner) = fs::read_to_string(owner_file()) {
+        let owner = PathBuf::from(owner.trim());
+        let alive = fs::read_to_string(owner.join("state.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<crate::cluster::State>(&text).ok())
+            .is_some_and(|state| state.processes.iter().any(crate::cluster::ProcessRecord::is_alive));
+        if owner != cluster_dir && alive {
+            bail!(
+                "the machine's one real node belongs to the cluster in {} (stop it with                  `GOVPAAS_CLUSTER_DIR={} cargo xtask cluster down`)",
+                owner.display(),
+                owner.display()
+            );
+        }
+    }
+    fs::write(owner_file(), cluster_dir.display().to_string()).context("recording the real node's owner")?;
+    Ok(())
+}
+
+/// Gives the real node back (`down`).
+pub fn release(cluster_dir: &Path) {
+    if fs::read_to_string(owner_file()).is_ok_and(|owner| Path::new(owner.trim()) == cluster_dir) {
+        let _ = fs::remove_file(owner_file());
+    }
 }
 
 /// Checks that this machine can run a node, installing the pinned packages when they are missing.

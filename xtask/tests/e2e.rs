@@ -32,6 +32,7 @@ impl Drop for PrivateCluster {
     fn drop(&mut self) {
         let _ = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["cluster", "down"])
+            .env("GOVPAAS_REAL_NODE", "0")
             .env("GOVPAAS_CLUSTER_DIR", &self.0)
             .status();
     }
@@ -45,8 +46,12 @@ fn helm_install_converges_the_examples_then_upgrade_and_uninstall() {
     let kubeconfig = dir.join("kubeconfig");
 
     // The demo waits until every Tenant, Portal and DocumentService is Ready, and fails otherwise.
-    let demo =
-        Command::new(env!("CARGO_BIN_EXE_xtask")).arg("demo").env("GOVPAAS_CLUSTER_DIR", &dir).output().expect("demo");
+    let demo = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("demo")
+        .env("GOVPAAS_REAL_NODE", "0")
+        .env("GOVPAAS_CLUSTER_DIR", &dir)
+        .output()
+        .expect("demo");
     assert!(demo.status.success(), "cargo xtask demo failed: {}", text(&demo));
     let shown = text(&demo);
     assert!(shown.contains("└── thanh-khe  H17.32  Commune  \"Phường Thanh Khê\"  [Ready]"), "{shown}");
@@ -74,8 +79,12 @@ fn helm_install_converges_the_examples_then_upgrade_and_uninstall() {
     assert!(operator_kubeconfig.contains("token:") && !operator_kubeconfig.contains("client-key"));
 
     // Running the demo again is safe.
-    let again =
-        Command::new(env!("CARGO_BIN_EXE_xtask")).arg("demo").env("GOVPAAS_CLUSTER_DIR", &dir).output().expect("demo");
+    let again = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("demo")
+        .env("GOVPAAS_REAL_NODE", "0")
+        .env("GOVPAAS_CLUSTER_DIR", &dir)
+        .output()
+        .expect("demo");
     assert!(again.status.success(), "a second cargo xtask demo failed: {}", text(&again));
 
     // helm upgrade with changed values takes effect.

@@ -9,6 +9,7 @@ use xtask::cluster::{ProcessRecord, State};
 fn xtask(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
+        .env("GOVPAAS_REAL_NODE", "0")
         .env("GOVPAAS_CLUSTER_DIR", dir)
         .output()
         .expect("running xtask")

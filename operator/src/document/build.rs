@@ -279,6 +279,7 @@ pub fn build(
             inputs.replicas(storage_ready),
             Rollout::Recreate,
             Placement::OneNode,
+            inputs.platform.workload_nodes.as_ref(),
             container,
             volumes,
         ),

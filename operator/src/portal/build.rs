@@ -159,6 +159,7 @@ pub fn build(inputs: &Inputs<'_>, tls: &TlsMaterial) -> Result<Desired> {
             replicas,
             Rollout::OneAtATime,
             Placement::Spread,
+            inputs.platform.workload_nodes.as_ref(),
             container,
             vec![],
         ),
@@ -224,6 +225,23 @@ mod tests {
         assert_eq!(pod.containers[0].image.as_deref(), Some("registry.quangnam.gov.vn/cong-dvc:2.3.1"));
         assert_eq!(pod.containers[0].resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "250m");
         assert!(desired.ingress.spec.unwrap().ingress_class_name.is_none(), "the cluster default class");
+    }
+
+    #[test]
+    fn the_platform_workload_nodes_place_the_pods() {
+        let mut case = fixtures::case("portal/two-hosts.yaml");
+        let unplaced = built(&case).deployment.spec.template.spec.unwrap();
+        assert!(unplaced.node_selector.is_none() && unplaced.tolerations.is_none(), "any node by default");
+        case.platform.spec.workload_nodes = Some(
+            serde_json::from_value(serde_json::json!({
+                "nodeSelector": {"govpaas.io/pool": "agencies"},
+                "tolerations": [{"key": "govpaas.io/pool", "operator": "Exists", "effect": "NoSchedule"}],
+            }))
+            .unwrap(),
+        );
+        let pod = built(&case).deployment.spec.template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["govpaas.io/pool"], "agencies");
+        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("govpaas.io/pool"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use govpaas_crds::platform::NodePool;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
@@ -97,12 +98,15 @@ pub enum Rollout {
 
 /// The service's Deployment: `replicas` Pods of `container` (plus `/tmp`), `restricted` pod
 /// security, no service-account token (the workloads never call the API), `volumes` added.
+// Each argument is one decision of the caller's (the Deployment has no smaller part that varies alone).
+#[allow(clippy::too_many_arguments)]
 pub fn deployment(
     owner: &Owner,
     name: &str,
     replicas: i32,
     rollout: Rollout,
     placement: Placement,
+    nodes: Option<&NodePool>,
     container: Container,
     volumes: Vec<Volume>,
 ) -> Deployment {
@@ -163,6 +167,8 @@ pub fn deployment(
                     volumes: Some(all_volumes),
                     topology_spread_constraints,
                     affinity,
+                    node_selector: nodes.filter(|n| !n.node_selector.is_empty()).map(|n| n.node_selector.clone()),
+                    tolerations: nodes.filter(|n| !n.tolerations.is_empty()).map(|n| n.tolerations.clone()),
                     ..Default::default()
                 }),
             },
