@@ -411,7 +411,6 @@ pub fn verify_signers(
     Ok(())
 }
 
-
 /// The files of `logs` (directories expanded to their log files: every file whose name contains
 /// `.jsonl`, torn records set aside after a crash excepted), in chain order: by the sequence
 /// number of their first record. Empty files hold nothing to verify and are left out.
