@@ -174,7 +174,7 @@ async fn kubectl_govpaas_shows_the_danang_examples() {
 /// purpose (the top Tenant's parent) and the clinic, whose quota was refused: it was never applied.
 async fn every_printer_column_has_a_value(cluster: &Cluster, client: &Client) {
     for plural in ["platforms", "tenants", "portals", "documentservices", "datasharingservices"] {
-        let request = http::Request::get(format!("/apis/govpaas.io/v1alpha1/{plural}"))
+        let request = http::Request::get(format!("/apis/govpaas.io/v1alpha1/{plural}?includeObject=None"))
             .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
             .body(Vec::new())
             .expect("a request");
