@@ -64,7 +64,7 @@ pub struct AuditReport {
     /// Tampered: the first bad record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
-    /// The certificates that may have signed checkpoints, and where each came from.
+    /// The certificates that may have signed checkpoints, with their chains, and where each came from.
     pub certificates: Vec<CertificateOrigin>,
     /// The platform CA bundle signers must chain to, and where each CA came from.
     pub ca_bundle: Vec<CertificateOrigin>,
@@ -195,10 +195,10 @@ pub fn report(verification: &Verification, certificates: &[Source], ca: &[Source
 pub fn render(report: &AuditReport) -> String {
     let mut out = format!("{}\n", report.message);
     for certificate in &report.certificates {
-        out.push_str(&format!("  gateway certificate {} from {}\n", certificate.fingerprint, certificate.source));
+        out.push_str(&format!("  certificate {} from {}\n", certificate.fingerprint, certificate.source));
     }
     for ca in &report.ca_bundle {
-        out.push_str(&format!("  platform CA {} from {}\n", ca.fingerprint, ca.source));
+        out.push_str(&format!("  trusted CA {} from {}\n", ca.fingerprint, ca.source));
     }
     out
 }

@@ -260,7 +260,7 @@ async fn the_audit_verification(cluster: &Cluster, client: &Client, plugin: &Plu
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.starts_with(&format!(
-            "{}: TAMPERED at line 1 (record 1): its hash does not match its contents: the record was altered",
+            "{0}: TAMPERED at {0}: line 1 (record 1): its hash does not match its contents: the record was altered",
             tampered.display()
         )),
         "{stdout}"
