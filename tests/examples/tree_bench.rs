@@ -55,6 +55,14 @@ fn quantities(values: [i64; 7]) -> Value {
     })
 }
 
+/// The same in `spec.quota`'s form: counts are integers there, quantities in status.
+fn spec_quota(values: [i64; 7]) -> Value {
+    json!({
+        "cpu": values[0].to_string(), "memory": format!("{}Gi", values[1]), "storage": format!("{}Gi", values[2]),
+        "pods": values[3], "services": values[4], "publicHosts": values[5], "lgspApis": values[6],
+    })
+}
+
 fn agencies() -> Vec<Agency> {
     let communes = TENANTS - PROVINCES * (1 + DEPARTMENTS);
     let mut all = Vec::with_capacity(TENANTS);
@@ -97,7 +105,7 @@ fn manifest(agency: &Agency) -> Tenant {
     let mut spec = json!({
         "agency": {"code": agency.code, "displayName": format!("Cơ quan {} ({})", agency.code, agency.level), "level": agency.level},
         "admins": {"users": [format!("cntt.{}@bench.gov.vn", agency.name)]},
-        "quota": quantities(quota_of(agency.level)),
+        "quota": spec_quota(quota_of(agency.level)),
     });
     if let Some(parent) = &agency.parent {
         spec["parent"] = json!(parent);
