@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use govpaas_crds::{Platform, Tenant};
 use k8s_openapi::api::authorization::v1::{ResourceRule, SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -178,6 +179,32 @@ impl Reader {
         }
     }
 
+    /// The bytes under `key` of the Secret `name` in `namespace`; `None` when the Secret or the
+    /// key is missing.
+    pub async fn secret_key(&self, namespace: &str, name: &str, key: &str) -> Result<Option<Vec<u8>>, AccessError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(secret) => Ok(secret.and_then(|s| s.data).and_then(|mut d| d.remove(key)).map(|v| v.0)),
+            Err(error) if status_code(&error) == Some(403) => {
+                Err(AccessError::Forbidden(cannot_get("Secret", "secrets", namespace, name)))
+            }
+            Err(error) => Err(classify(error, "secrets")),
+        }
+    }
+
+    /// The text under `key` of the ConfigMap `name` in `namespace`; `None` when the ConfigMap or
+    /// the key is missing.
+    pub async fn config_map_key(&self, namespace: &str, name: &str, key: &str) -> Result<Option<String>, AccessError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(config_map) => Ok(config_map.and_then(|c| c.data).and_then(|mut d| d.remove(key))),
+            Err(error) if status_code(&error) == Some(403) => {
+                Err(AccessError::Forbidden(cannot_get("ConfigMap", "configmaps", namespace, name)))
+            }
+            Err(error) => Err(classify(error, "configmaps")),
+        }
+    }
+
     /// The Tenants the user may get by name, from the API server's own account of its rules.
     async fn readable_tenant_names(&mut self) -> Result<Vec<String>, AccessError> {
         let review = SelfSubjectRulesReview {
@@ -241,6 +268,13 @@ pub fn cannot_list_namespaced(plural: &str, namespaces: &[String]) -> String {
         ));
     }
     message
+}
+
+/// The message for a user who may not get one object of a core kind.
+pub fn cannot_get(kind: &str, resource: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "You may not read the {kind} {name} in namespace {namespace}: that needs RBAC `get` on `{resource}` (API group \"\"), resource name {name}, in namespace {namespace} (a Role bound by a RoleBinding there)"
+    )
 }
 
 fn status_code(error: &kube::Error) -> Option<u16> {

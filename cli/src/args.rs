@@ -71,6 +71,37 @@ pub enum Command {
         #[arg(long, value_name = "WINDOW", value_parser = crate::certs::parse_window)]
         expiring: Option<std::time::Duration>,
     },
+    /// The LGSP gateway's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify the audit log's hash chain and every checkpoint signature, with the gateway's
+    /// certificate (Secret govpaas-gateway-tls) and the platform CA bundle (ConfigMap
+    /// govpaas-trust) read from the cluster: OK, or the first tampered record (exit status 1).
+    Verify {
+        /// The audit log copied off the gateway's volume: a file, or a directory holding the log
+        /// and its rotated files; repeatable. Verified as one chain, in the order of their first records.
+        #[arg(long = "log", required = true, value_name = "PATH")]
+        logs: Vec<PathBuf>,
+        /// The gateway's earlier certificates (PEM; each `tls.crt` it held before a renewal): the
+        /// cluster holds only the current one. Repeatable.
+        #[arg(long = "certificate", value_name = "FILE")]
+        certificates: Vec<PathBuf>,
+        /// More platform CAs to trust (PEM), e.g. one a completed CA rotation retired: the
+        /// cluster's bundle holds only the CAs trusted now. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        ca: Vec<PathBuf>,
+        /// Accept a set that does not start at the first record (older files deleted or kept
+        /// elsewhere); the report says where it starts.
+        #[arg(long)]
+        partial: bool,
+        /// govpaas's namespace (the Helm release's), where the Secret and the ConfigMap are.
+        #[arg(short = 'n', long, default_value = "govpaas-system")]
+        namespace: String,
+    },
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +157,24 @@ mod tests {
         assert!(matches!(args.command, Command::Certs { expiring: Some(d) } if d.as_secs() == 2_592_000));
         assert!(Args::try_parse_from(["kubectl-govpaas", "certs", "--expiring", "soon"]).is_err());
         assert!(Args::try_parse_from(["kubectl-govpaas", "quota"]).is_err(), "quota needs a tenant");
+        let args = Args::try_parse_from([
+            "kubectl-govpaas",
+            "audit",
+            "verify",
+            "--log",
+            "a.jsonl",
+            "--log",
+            "dir",
+            "-n",
+            "lgsp",
+        ])
+        .unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Audit(AuditCommand::Verify { ref logs, ref namespace, partial: false, .. })
+                if logs.len() == 2 && namespace == "lgsp"
+        ));
+        assert!(Args::try_parse_from(["kubectl-govpaas", "audit", "verify"]).is_err(), "verify needs a log");
         <Args as clap::CommandFactory>::command().debug_assert();
     }
 

@@ -4,10 +4,12 @@
 //! Every command lists each kind it needs once ([`access`], the only part that talks to the API
 //! server) and hands the lists to a pure function that builds a report ([`tree`], [`quota`],
 //! [`grants`], [`certs`]): a serialisable value with stable field names (`-o json|yaml`), which
-//! the same module renders as a table ([`table`]) or, for grants, as Graphviz.
+//! the same module renders as a table ([`table`]) or, for grants, as Graphviz. [`audit`] verifies
+//! the LGSP gateway's audit log with the certificates it reads from the cluster.
 
 pub mod access;
 pub mod args;
+pub mod audit;
 pub mod certs;
 pub mod grants;
 pub mod objects;

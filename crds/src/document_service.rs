@@ -27,10 +27,10 @@ use crate::{
     derive = "PartialEq",
     doc = "Document management and electronic document exchange (edXML over the LGSP) for an agency.",
     printcolumn(
-        name = "Endpoint",
+        name = "Routes",
         type_ = "string",
-        json_path = ".status.endpoint",
-        description = "The LGSP exchange endpoint"
+        json_path = ".status.conditions[?(@.type==\"RoutesRegistered\")].reason",
+        description = "Whether the exchange endpoint is on the LGSP (the RoutesRegistered condition's reason)"
     ),
     printcolumn(name = "Exchange", type_ = "boolean", json_path = ".spec.exchange.enabled"),
     printcolumn(name = "Storage", type_ = "string", json_path = ".spec.storage.size"),

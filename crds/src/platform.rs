@@ -37,6 +37,7 @@ pub const PLATFORM_NAME: &str = "default";
     printcolumn(name = "CA Expires", type_ = "string", json_path = ".status.ca.notAfter", description = "When the platform CA certificate expires"),
     printcolumn(name = "Trust", type_ = "string", json_path = ".status.trust.phase", description = "Stable, or the phase of a CA rotation under way"),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants", description = "Tenants on the platform"),
+    printcolumn(name = "Tenants Ready", type_ = "integer", json_path = ".status.readyTenants", description = "Tenants whose Ready condition is True"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -454,9 +455,13 @@ pub struct PlatformStatus {
     /// The LGSP gateway's public URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
-    /// Tenants on the platform.
+    /// Tenants on the platform. Counted by the operator that reconciles every Tenant (one run
+    /// without `--tenant-selector`); an operator scoped to some Tenants leaves it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<i32>,
+    /// Of those, the Tenants whose `Ready` condition is `True`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_tenants: Option<i32>,
 }
 
 /// The platform trust bundle and its rotation.

@@ -1,134 +1,26 @@
 //! The tamper-evident audit log: one JSON line per exchange, each hash-chained to the one before,
 //! with checkpoints that sign the chain head (X-Road's message log, in one file).
 //!
-//! A line is the record's canonical JSON with its own hash appended as the last field:
-//!
-//! ```text
-//! {"seq":7,"time":"2026-03-01T08:00:00.123Z","kind":"exchange",…,"prev":"<hex>","hash":"<hex>"}
-//! ```
-//!
-//! - canonical bytes = the line without `,"hash":"…"` (exactly as written, byte for byte);
-//! - `hash` = SHA-256(previous record's hash (32 bytes; zeros before the first record) ‖ canonical bytes);
-//! - a `checkpoint` record carries `head` (= its `prev`, the chain head), the SHA-256 fingerprint
-//!   of the signing certificate, and an ECDSA P-256/SHA-256 signature (ASN.1 DER, hex) over
-//!   `govpaas-lgsp-audit-checkpoint/v1\n<seq>\n<head>`.
-//!
-//! What [`verify_log`] detects, reporting the first bad line: an edited byte anywhere in a record
-//! (its hash no longer matches), a deleted, inserted or reordered record (sequence numbers and
-//! the `prev` links break), a rewritten chain whose hashes were all recomputed (the next
-//! checkpoint's signature no longer covers its head), and a forged checkpoint (the signature does
-//! not verify with the given certificate, or it names an unknown one).
-//!
-//! What it cannot detect: records removed from the end after the last checkpoint (truncation, or
-//! a whole file cut back to an earlier checkpoint). Hashes alone need no secret, so anything after
-//! the last checkpoint is only as trustworthy as the file's storage; a shorter checkpoint interval
-//! narrows that window. Copying checkpoints elsewhere (not done yet) would close it.
+//! The record format, the chain and the verifier are the crate `govpaas_audit` (shared with
+//! `kubectl govpaas audit verify`), re-exported here; this module writes the log: appends,
+//! checkpoints, syncs, rotation and the repair of a torn last record.
 
+pub use govpaas_audit::{
+    Canonical, Entry, Exchange, GENESIS, HASH_FIELD, ParsedLine, RefusalCounts, Verdict, Verification, VerifyFailure,
+    VerifyReport, chain_hash, checkpoint_message, encode_line, log_files, parse_line, verify_files, verify_log,
+    verify_logs, verify_signers,
+};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use rustls::pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
-
-const GENESIS: [u8; 32] = [0; 32];
-const HASH_FIELD: &str = ",\"hash\":\"";
-/// Longest request path recorded; longer ones are cut (and marked with `…`).
-const MAX_RECORDED_PATH: usize = 2048;
-
-/// What a record says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum Entry {
-    /// The gateway opened the log (a start or restart).
-    #[serde(rename_all = "camelCase")]
-    Start { gateway_version: String },
-    /// One request and its answer.
-    #[serde(rename_all = "camelCase")]
-    Exchange(Exchange),
-    /// A signature over the chain head.
-    #[serde(rename_all = "camelCase")]
-    Checkpoint { head: String, signer: String, signature: String },
-    /// What was refused before a request could be audited one by one (a refused or timed-out
-    /// TLS handshake, a request head hyper could not parse, a connection over a cap or idle too
-    /// long), counted since the previous such record.
-    #[serde(rename_all = "camelCase")]
-    Refusals(RefusalCounts),
-}
-
-/// The counts of a `refusals` record.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RefusalCounts {
-    pub handshakes_refused: u64,
-    pub handshakes_timed_out: u64,
-    pub over_listener_cap: u64,
-    pub over_address_cap: u64,
-    /// Requests hyper answered itself (400, 414, 431): their heads could not be parsed.
-    pub malformed_requests: u64,
-    pub headers_timed_out: u64,
-    pub idle_closed: u64,
-}
-
-impl RefusalCounts {
-    pub fn is_empty(&self) -> bool {
-        *self == RefusalCounts::default()
-    }
-}
-
-/// One request through the gateway and its result.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Exchange {
-    /// The verified identity URI of the caller; absent on the open-data listener or when refused.
-    pub caller: Option<String>,
-    /// The client's address and port.
-    pub client: String,
-    pub provider: Option<String>,
-    pub api: Option<String>,
-    pub method: String,
-    /// The request path (the query string is not recorded: it may carry personal data).
-    pub path: String,
-    pub status: u16,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    pub duration_micros: u64,
-    /// The client was gone (closed the connection, reset the stream) before the answer was
-    /// ready: the exchange happened, the client did not get its answer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub client_gone: bool,
-}
-
-impl Exchange {
-    pub fn with_path(mut self, path: &str) -> Self {
-        self.path = if path.len() > MAX_RECORDED_PATH {
-            let mut end = MAX_RECORDED_PATH;
-            while !path.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}…", &path[..end])
-        } else {
-            path.to_owned()
-        };
-        self
-    }
-}
-
-/// The canonical form: field order is the order of this struct.
-#[derive(Serialize, Deserialize)]
-struct Canonical {
-    seq: u64,
-    time: String,
-    #[serde(flatten)]
-    entry: Entry,
-    prev: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -158,17 +50,6 @@ impl CheckpointSigner {
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
-}
-
-fn checkpoint_message(seq: u64, head: &str) -> Vec<u8> {
-    format!("govpaas-lgsp-audit-checkpoint/v1\n{seq}\n{head}").into_bytes()
-}
-
-fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(prev);
-    ctx.update(canonical);
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// How the log is written.
@@ -405,12 +286,7 @@ impl AuditLog {
         let seq = state.last_seq + 1;
         let time = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_else(|_| "unknown".to_owned());
         let canonical = Canonical { seq, time, entry, prev: hex::encode(state.head) };
-        let mut line = serde_json::to_vec(&canonical).expect("audit records serialise");
-        let hash = chain_hash(&state.head, &line);
-        line.pop(); // the closing brace
-        line.extend_from_slice(HASH_FIELD.as_bytes());
-        line.extend_from_slice(hex::encode(hash).as_bytes());
-        line.extend_from_slice(b"\"}\n");
+        let (line, hash) = encode_line(&state.head, &canonical);
         state.file.write_all(&line).map_err(|source| AuditError::Io { path: self.display.clone(), source })?;
         state.file_bytes += line.len() as u64;
         state.last_seq = seq;
@@ -588,256 +464,6 @@ fn last_record(file: &mut File) -> Result<(u64, [u8; 32]), TailError> {
     let line = std::str::from_utf8(line).map_err(|_| TailError::Bad("its last record is not UTF-8".to_owned()))?;
     let parsed = parse_line(line).map_err(TailError::Bad)?;
     Ok((parsed.canonical.seq, parsed.hash))
-}
-
-struct ParsedLine {
-    canonical: Canonical,
-    canonical_bytes: Vec<u8>,
-    hash: [u8; 32],
-}
-
-fn parse_line(line: &str) -> Result<ParsedLine, String> {
-    let (head, tail) = line.rsplit_once(HASH_FIELD).ok_or("no hash field at the end of the record")?;
-    let hash_hex = tail.strip_suffix("\"}").ok_or("the record does not end with its hash")?;
-    let hash: [u8; 32] = hex::decode(hash_hex)
-        .ok()
-        .and_then(|h| h.try_into().ok())
-        .ok_or("the hash field is not 64 hexadecimal digits")?;
-    let mut canonical_bytes = head.as_bytes().to_vec();
-    canonical_bytes.push(b'}');
-    let canonical: Canonical =
-        serde_json::from_slice(&canonical_bytes).map_err(|e| format!("not an audit record: {e}"))?;
-    Ok(ParsedLine { canonical, canonical_bytes, hash })
-}
-
-/// What a successful verification found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub records: u64,
-    pub checkpoints: u64,
-    pub last_checkpoint_seq: Option<u64>,
-    /// Records after the last checkpoint: chained, but not signed yet.
-    pub unsigned_tail: u64,
-    /// The first record's sequence number (1 unless earlier files were left out).
-    pub first_seq: u64,
-    /// Every certificate that signed a checkpoint (by fingerprint), with the times of its
-    /// first and last checkpoint.
-    pub signers: std::collections::BTreeMap<String, (OffsetDateTime, OffsetDateTime)>,
-}
-
-impl std::fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} records verified, {} signed checkpoints", self.records, self.checkpoints)?;
-        match self.last_checkpoint_seq {
-            Some(seq) => write!(f, ", the last at record {seq}")?,
-            None => write!(f, " (nothing in this log is signed yet)")?,
-        }
-        if self.unsigned_tail > 0 {
-            write!(
-                f,
-                "; the {} records after it are chained but not signed (truncation there cannot be detected)",
-                self.unsigned_tail
-            )?;
-        }
-        if self.first_seq > 1 {
-            write!(f, "; it starts at record {} (the files before it were not given)", self.first_seq)?;
-        }
-        Ok(())
-    }
-}
-
-/// The first bad record.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}line {line}{}: {reason}", file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(), seq.map(|s| format!(" (record {s})")).unwrap_or_default())]
-pub struct VerifyFailure {
-    /// The file, when a set of files was verified.
-    pub file: Option<String>,
-    /// 1-based line number in the file.
-    pub line: u64,
-    /// The sequence number the line claims, when it could be read.
-    pub seq: Option<u64>,
-    pub reason: String,
-}
-
-/// Verifies the whole chain and every checkpoint signature against `certificates` (the gateway's
-/// certificates over the log's lifetime; a checkpoint names the one that signed it).
-pub fn verify_log(log: impl BufRead, certificates: &[CertificateDer<'_>]) -> Result<VerifyReport, VerifyFailure> {
-    let mut verifier = Verifier::new(certificates, false);
-    verifier.file(None, log)?;
-    Ok(verifier.report)
-}
-
-/// Verifies a rotated log as one chain: `files` in chain order (the rotated files, oldest
-/// first, then the current one). The chain must start at record 1 unless `partial` (older files
-/// deleted or kept elsewhere), and continue across files.
-pub fn verify_logs<R: BufRead>(
-    files: Vec<(String, R)>,
-    certificates: &[CertificateDer<'_>],
-    partial: bool,
-) -> Result<VerifyReport, VerifyFailure> {
-    let mut verifier = Verifier::new(certificates, partial);
-    for (name, reader) in files {
-        verifier.file(Some(name), reader)?;
-    }
-    Ok(verifier.report)
-}
-
-/// The chain as it is read, record after record, file after file.
-struct Verifier<'a> {
-    signers: Vec<(String, &'a CertificateDer<'a>)>,
-    report: VerifyReport,
-    /// The previous record's hash; `None` before the first record.
-    prev: Option<[u8; 32]>,
-    partial: bool,
-}
-
-impl<'a> Verifier<'a> {
-    fn new(certificates: &'a [CertificateDer<'a>], partial: bool) -> Self {
-        Verifier {
-            signers: certificates.iter().map(|c| (govpaas_pki::verify::fingerprint(c), c)).collect(),
-            report: VerifyReport {
-                records: 0,
-                checkpoints: 0,
-                last_checkpoint_seq: None,
-                unsigned_tail: 0,
-                first_seq: 1,
-                signers: Default::default(),
-            },
-            prev: None,
-            partial,
-        }
-    }
-
-    fn file(&mut self, name: Option<String>, reader: impl BufRead) -> Result<(), VerifyFailure> {
-        for (index, line) in reader.lines().enumerate() {
-            let fail = |seq, reason: String| VerifyFailure { file: name.clone(), line: index as u64 + 1, seq, reason };
-            let line = line.map_err(|e| fail(None, format!("cannot be read: {e}")))?;
-            self.record(&line).map_err(|(seq, reason)| fail(seq, reason))?;
-        }
-        Ok(())
-    }
-
-    fn record(&mut self, line: &str) -> Result<(), (Option<u64>, String)> {
-        let parsed = parse_line(line).map_err(|reason| (None, reason))?;
-        let record = &parsed.canonical;
-        let seq = Some(record.seq);
-        let prev = match self.prev {
-            Some(prev) => prev,
-            // The first record given: the genesis, or (partial) wherever the given files start.
-            None if self.partial => {
-                self.report.first_seq = record.seq;
-                hex::decode(&record.prev)
-                    .ok()
-                    .and_then(|h| h.try_into().ok())
-                    .ok_or((seq, "its prev is not a hash".to_owned()))?
-            }
-            None => GENESIS,
-        };
-        let expected_seq = self.report.first_seq + self.report.records;
-        if record.seq != expected_seq {
-            let reason = if self.prev.is_none() {
-                format!(
-                    "the log starts at record {} where 1 was expected: the files before it are missing (give them all, or --partial)",
-                    record.seq
-                )
-            } else {
-                format!(
-                    "sequence number {} where {expected_seq} was expected: a record was deleted, inserted or reordered",
-                    record.seq
-                )
-            };
-            return Err((seq, reason));
-        }
-        if record.prev != hex::encode(prev) {
-            return Err((
-                seq,
-                "its prev does not match the previous record's hash: the chain is broken here".to_owned(),
-            ));
-        }
-        if chain_hash(&prev, &parsed.canonical_bytes) != parsed.hash {
-            return Err((seq, "its hash does not match its contents: the record was altered".to_owned()));
-        }
-        if let Entry::Checkpoint { head, signer, signature } = &record.entry {
-            if *head != record.prev {
-                return Err((seq, "the checkpoint's head is not the chain head before it".to_owned()));
-            }
-            let Some((_, certificate)) = self.signers.iter().find(|(fp, _)| fp == signer) else {
-                return Err((seq, format!("checkpoint signed by an unknown certificate (SHA-256 {signer})")));
-            };
-            let signature =
-                hex::decode(signature).map_err(|_| (seq, "checkpoint signature is not hexadecimal".to_owned()))?;
-            webpki::EndEntityCert::try_from(*certificate)
-                .and_then(|cert| {
-                    cert.verify_signature(
-                        webpki::ring::ECDSA_P256_SHA256,
-                        &checkpoint_message(record.seq, head),
-                        &signature,
-                    )
-                })
-                .map_err(|e| (seq, format!("checkpoint signature does not verify ({e:?}): forged or altered")))?;
-            let time = OffsetDateTime::parse(&record.time, &Rfc3339)
-                .map_err(|e| (seq, format!("the checkpoint's time {:?} is not RFC 3339: {e}", record.time)))?;
-            let span = self.report.signers.entry(signer.clone()).or_insert((time, time));
-            span.0 = span.0.min(time);
-            span.1 = span.1.max(time);
-            self.report.checkpoints += 1;
-            self.report.last_checkpoint_seq = Some(record.seq);
-            self.report.unsigned_tail = 0;
-        } else {
-            self.report.unsigned_tail += 1;
-        }
-        self.report.records += 1;
-        self.prev = Some(parsed.hash);
-        Ok(())
-    }
-}
-
-/// Checks that every certificate that signed checkpoints chains to `ca` (the platform CA
-/// bundle) and was valid when it signed (at its first and last checkpoint). `certificates` are
-/// all the certificates given (the gateway's, with their chains): any of them may serve as an
-/// intermediate.
-pub fn verify_signers(
-    report: &VerifyReport,
-    certificates: &[CertificateDer<'_>],
-    ca: &[CertificateDer<'_>],
-) -> Result<(), String> {
-    let anchors: Vec<_> = ca
-        .iter()
-        .map(|der| webpki::anchor_from_trusted_cert(der).map_err(|e| format!("the CA bundle: {e:?}")))
-        .collect::<Result<_, _>>()?;
-    if anchors.is_empty() {
-        return Err("the CA bundle holds no certificate".to_owned());
-    }
-    for (fingerprint, (first, last)) in &report.signers {
-        let Some(leaf) = certificates.iter().find(|c| govpaas_pki::verify::fingerprint(c) == *fingerprint) else {
-            return Err(format!("the certificate {fingerprint} that signed checkpoints was not given"));
-        };
-        let intermediates: Vec<CertificateDer<'_>> =
-            certificates.iter().filter(|c| *c != leaf).map(|c| c.clone().into_owned()).collect();
-        let end_entity =
-            webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("certificate {fingerprint}: {e:?}"))?;
-        for at in [first, last] {
-            let time = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-                u64::try_from(at.unix_timestamp()).unwrap_or_default(),
-            ));
-            end_entity
-                .verify_for_usage(
-                    webpki::ALL_VERIFICATION_ALGS,
-                    &anchors,
-                    &intermediates,
-                    time,
-                    webpki::KeyUsage::server_auth(),
-                    None,
-                    None,
-                )
-                .map_err(|e| {
-                    format!(
-                        "the certificate {fingerprint} that signed checkpoints does not chain to the platform CA (at {at}): {e:?}"
-                    )
-                })?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

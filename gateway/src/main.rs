@@ -256,40 +256,6 @@ fn read_certificates(path: &PathBuf) -> Result<Vec<rustls::pki_types::Certificat
     govpaas_pki::verify::chain_from_pem("certificate", &pem).map_err(|error| format!("{}: {error}", path.display()))
 }
 
-/// The files of `logs` (directories expanded to their log files), in chain order: by the
-/// sequence number of their first record. Empty files hold nothing to verify.
-fn log_files(logs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
-    for log in logs {
-        if log.is_dir() {
-            let entries = std::fs::read_dir(log).map_err(|error| format!("{}: {error}", log.display()))?;
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // Torn records set aside after a crash are not part of the chain.
-                if entry.path().is_file() && name.contains(".jsonl") && !name.contains(".torn.") {
-                    files.push(entry.path());
-                }
-            }
-        } else {
-            files.push(log.clone());
-        }
-    }
-    let mut ordered = Vec::new();
-    for file in files {
-        let text = std::fs::File::open(&file).map_err(|error| format!("{}: {error}", file.display()))?;
-        let mut first = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(text), &mut first)
-            .map_err(|error| format!("{}: {error}", file.display()))?;
-        if first.is_empty() {
-            continue;
-        }
-        let seq = serde_json::from_str::<serde_json::Value>(&first).ok().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
-        ordered.push((seq, file));
-    }
-    ordered.sort();
-    Ok(ordered.into_iter().map(|(_, file)| file).collect())
-}
-
 fn verify(logs: &[PathBuf], certificates: &[PathBuf], ca: &PathBuf, partial: bool) -> ExitCode {
     let mut certs = Vec::new();
     for path in certificates {
@@ -308,43 +274,26 @@ fn verify(logs: &[PathBuf], certificates: &[PathBuf], ca: &PathBuf, partial: boo
             return ExitCode::from(2);
         }
     };
-    let files = match log_files(logs) {
-        Ok(files) if !files.is_empty() => files,
-        Ok(_) => {
-            eprintln!("no audit records in {logs:?}");
-            return ExitCode::from(2);
-        }
+    let verification = match audit::verify_files(logs, &certs, &anchors, partial) {
+        Ok(verification) => verification,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(2);
         }
     };
-    let mut readers = Vec::new();
-    for file in &files {
-        match std::fs::File::open(file) {
-            Ok(opened) => readers.push((file.display().to_string(), std::io::BufReader::new(opened))),
-            Err(error) => {
-                eprintln!("{}: {error}", file.display());
-                return ExitCode::from(2);
-            }
+    let name = verification.name;
+    match verification.verdict {
+        audit::Verdict::Verified(report) => {
+            println!("{name}: OK, {report}; every checkpoint signer chains to {}", ca.display());
+            ExitCode::SUCCESS
         }
-    }
-    let name = match files.as_slice() {
-        [one] => one.display().to_string(),
-        [first, .., last] => format!("{} … {} ({} files)", first.display(), last.display(), files.len()),
-        [] => String::new(),
-    };
-    let report = match audit::verify_logs(readers, &certs, partial) {
-        Ok(report) => report,
-        Err(failure) => {
+        audit::Verdict::Tampered(failure) => {
             println!("{name}: TAMPERED at {failure}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    if let Err(reason) = audit::verify_signers(&report, &certs, &anchors) {
-        println!("{name}: UNTRUSTED SIGNER: {reason} (CA bundle {})", ca.display());
-        return ExitCode::FAILURE;
+        audit::Verdict::UntrustedSigner(reason) => {
+            println!("{name}: UNTRUSTED SIGNER: {reason} (CA bundle {})", ca.display());
+            ExitCode::FAILURE
+        }
     }
-    println!("{name}: OK, {report}; every checkpoint signer chains to {}", ca.display());
-    ExitCode::SUCCESS
 }

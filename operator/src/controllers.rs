@@ -72,6 +72,18 @@ pub async fn run(client: Client, settings: Settings) {
         tenants: tenants.subscribe(),
         quotas: quotas.subscribe(),
     };
+    // The Platform's tenant count: only an operator that sees every Tenant counts them.
+    let census = settings
+        .tenant_selector
+        .is_none()
+        .then(|| crate::tenant::census::run(client.clone(), tenants.subscribe(), platforms.subscribe()));
+    // It stops with the controllers (dropped at shutdown), and never ends by itself before them.
+    let census = async {
+        match census {
+            Some(census) => census.await,
+            None => std::future::pending().await,
+        }
+    };
     let services = run_services(client, settings, service_inputs);
     // The shared watches end only when every subscriber has gone, the controllers on SIGTERM.
     let watches = async {
@@ -79,6 +91,7 @@ pub async fn run(client: Client, settings: Settings) {
     };
     tokio::select! {
         _ = async { tokio::join!(trust_controller, tenant_controller, services) } => {}
+        () = census => {}
         () = watches => {}
     }
 }

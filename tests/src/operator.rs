@@ -152,6 +152,8 @@ pub fn service_account_kubeconfig(cluster: &Cluster, service_account: &str, name
 pub struct OperatorProcess {
     child: Option<Child>,
     scope: String,
+    /// Run without `--tenant-selector` (every Tenant): on a private control plane only.
+    unscoped: bool,
     log: PathBuf,
     binary: PathBuf,
     kubeconfig: PathBuf,
@@ -172,7 +174,23 @@ impl OperatorProcess {
         let suffix = if replica.is_empty() { String::new() } else { format!("-{replica}") };
         let log = work_dir(cluster).join(format!("operator-{scope}{suffix}.log"));
         let _ = fs::remove_file(&log);
-        let mut process = OperatorProcess { child: None, scope: scope.to_owned(), log, binary, kubeconfig };
+        let mut process =
+            OperatorProcess { child: None, scope: scope.to_owned(), unscoped: false, log, binary, kubeconfig };
+        process.spawn();
+        process
+    }
+
+    /// An operator for every Tenant (no `--tenant-selector`), as production runs it: only on a
+    /// control plane of the test's own ([`crate::private_cluster`]), where it cannot reconcile
+    /// another test's Tenants. Its Tenants still carry `scope`'s label, so [`Self::selector`]
+    /// lists them. It alone writes what needs every Tenant (the Platform's tenant count).
+    pub fn start_unscoped(cluster: &Cluster, scope: &str) -> Self {
+        let kubeconfig = operator_kubeconfig(cluster);
+        let binary = operator_binary(cluster);
+        let log = work_dir(cluster).join(format!("operator-{scope}.log"));
+        let _ = fs::remove_file(&log);
+        let mut process =
+            OperatorProcess { child: None, scope: scope.to_owned(), unscoped: true, log, binary, kubeconfig };
         process.spawn();
         process
     }
@@ -182,10 +200,12 @@ impl OperatorProcess {
         writeln!(log, "===== govpaas-operator starting (scope {}) =====", self.scope)
             .expect("writing the operator log");
         let stderr = log.try_clone().expect("cloning the log handle");
-        let child = Command::new(&self.binary)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--tenant-selector", &format!("{SCOPE_LABEL}={}", self.scope)])
+        let mut command = Command::new(&self.binary);
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        if !self.unscoped {
+            command.args(["--tenant-selector", &format!("{SCOPE_LABEL}={}", self.scope)]);
+        }
+        let child = command
             .args(["--namespace", NAMESPACE])
             // GOVPAAS_TEST_OPERATOR_LOG overrides the level, e.g. to add kube_runtime=debug.
             .env(

@@ -149,6 +149,41 @@ fn the_dashboard_is_valid_json_whose_panels_read_exported_series() {
             check_expression(target["expr"].as_str().expect("an expression"), &known, title);
         }
     }
+
+    // Quota for capacity planning, from the operator's govpaas_tenant_quota: what is in use against
+    // each tenant's own share, for the resource the `resource` variable picks.
+    let expressions = |panel: &serde_json::Value| -> Vec<String> {
+        panel["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let quota_panels: Vec<&serde_json::Value> = panels
+        .iter()
+        .filter(|p| expressions(p).iter().any(|e| series_in(e).contains("govpaas_tenant_quota")))
+        .collect();
+    assert!(quota_panels.len() >= 3, "{} quota panels", quota_panels.len());
+    let all: Vec<String> = quota_panels.iter().flat_map(|p| expressions(p)).collect();
+    assert!(
+        all.iter().any(|e| e.contains("share=\"used\"") && e.contains("share=\"own\"") && e.contains(" / ")),
+        "a panel of use against the own share: {all:?}"
+    );
+    assert!(all.iter().any(|e| e.contains("resource=\"$resource\"")), "{all:?}");
+    let variable = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["name"] == "resource")
+        .expect("a `resource` variable");
+    let offered: Vec<&str> =
+        variable["options"].as_array().expect("options").iter().filter_map(|o| o["value"].as_str()).collect();
+    let resources: Vec<&str> = govpaas_crds::quota::Resource::ALL.iter().map(|r| r.field()).collect();
+    assert_eq!(
+        offered, resources,
+        "the variable offers each quota resource, as the metric's `resource` label names it"
+    );
 }
 
 #[test]

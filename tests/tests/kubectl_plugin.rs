@@ -10,8 +10,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use govpaas_crds::{DataSharingService, DocumentService, Portal, Tenant};
+use govpaas_operator::lgsp::GATEWAY_TLS_SECRET;
+use govpaas_tests::gateway::GatewayProcess;
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, eventually, private_cluster, unique_name};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
@@ -149,7 +152,9 @@ async fn kubectl_govpaas_shows_the_danang_examples() {
     let private = private_cluster("kubectl-plugin");
     let cluster = private.cluster;
     operator::install_chart(cluster);
-    let operator = OperatorProcess::start(cluster, &unique_name("plugin"));
+    // Every Tenant, as production runs it: the control plane is this test's alone, and only such an
+    // operator counts the Platform's Tenants.
+    let operator = OperatorProcess::start_unscoped(cluster, &unique_name("plugin"));
     let client = cluster.client().await;
     converge(cluster, &client, &operator).await;
     let plugin = Plugin { binary: plugin_binary(), kubeconfig: cluster.kubeconfig.clone() };
@@ -159,6 +164,114 @@ async fn kubectl_govpaas_shows_the_danang_examples() {
     the_grants(&plugin);
     the_certificates(&plugin);
     what_agency_admins_see(&plugin);
+    every_printer_column_has_a_value(cluster, &client).await;
+    the_audit_verification(cluster, &client, &plugin).await;
+}
+
+/// What `kubectl get <kind> -A -o wide` prints, as the API server's Table (server-side printing:
+/// the CRDs' printer columns, wide ones included), for every govpaas kind once the examples
+/// converged: each cell holds a value. The exceptions are values the object's spec leaves out on
+/// purpose (the top Tenant's parent) and the clinic, whose quota was refused: it was never applied.
+async fn every_printer_column_has_a_value(cluster: &Cluster, client: &Client) {
+    for plural in ["platforms", "tenants", "portals", "documentservices", "datasharingservices"] {
+        let request = http::Request::get(format!("/apis/govpaas.io/v1alpha1/{plural}?includeObject=None"))
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .body(Vec::new())
+            .expect("a request");
+        let table: Value = client.request(request).await.unwrap_or_else(|e| panic!("the {plural} Table: {e}"));
+        let columns: Vec<&str> =
+            table["columnDefinitions"].as_array().expect("columns").iter().filter_map(|c| c["name"].as_str()).collect();
+        let rows = table["rows"].as_array().expect("rows");
+        assert!(!rows.is_empty(), "no {plural}");
+        for row in rows {
+            let cells = row["cells"].as_array().expect("cells");
+            let name = cells[0].as_str().unwrap_or_default();
+            if name == "phong-kham" {
+                continue;
+            }
+            for (column, cell) in columns.iter().zip(cells) {
+                if plural == "tenants" && *column == "Parent" && name == "ubnd" {
+                    continue;
+                }
+                let empty = cell.is_null() || cell.as_str() == Some("") || cell.as_str() == Some("<none>");
+                assert!(!empty, "{plural} {name}: column {column} is empty: {row}");
+            }
+        }
+        let wide = cluster.kubectl_ok(&["get", plural, "-A", "-o", "wide"]);
+        let header = wide.lines().next().unwrap_or_default();
+        for column in &columns {
+            assert!(header.contains(&column.to_uppercase()), "{column} not in {header}");
+        }
+    }
+    // The Platform's count: the twenty example Tenants Ready, the refused clinic not.
+    let platform =
+        cluster.kubectl_ok(&["get", "platform", "default", "-o", "jsonpath={.status.tenants}/{.status.readyTenants}"]);
+    assert_eq!(platform, format!("{}/{}", EXAMPLE_TENANT_COUNT + 1, EXAMPLE_TENANT_COUNT));
+}
+
+/// `kubectl govpaas audit verify` of a real audit log: the gateway run with the certificate the
+/// operator issued (as the LGSP tests run it), refused a handshake, signed checkpoints and
+/// stopped; the plugin reads that certificate and the platform CA bundle from the cluster.
+async fn the_audit_verification(cluster: &Cluster, client: &Client, plugin: &Plugin) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), operator::NAMESPACE);
+    let secret = secrets.get(GATEWAY_TLS_SECRET).await.expect("the gateway's TLS Secret");
+    let dir = tempfile::tempdir().expect("a directory");
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::write(dir.path().join(key), govpaas_tests::secret_data(&secret, key)).expect("writing the TLS files");
+    }
+    let mut gateway = GatewayProcess::start(cluster, "plugin-audit", dir.path(), &[]);
+    // Not a TLS client: a refused handshake, counted in a `refusals` record before the checkpoint.
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(gateway.listen).expect("connecting to the gateway");
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: lgsp\r\n\r\n");
+        let _ = stream.read_to_end(&mut Vec::new());
+    }
+    // A checkpoint every 2 s; another at shutdown.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(gateway.stop(), "the gateway stops cleanly:\n{}", gateway.log());
+    let log = std::fs::read_to_string(&gateway.audit_log).expect("the audit log");
+    assert!(log.contains("\"kind\":\"refusals\"") && log.contains("\"kind\":\"checkpoint\""), "{log}");
+    let path = gateway.audit_log.display().to_string();
+
+    let (report, _) = plugin.ok(&["audit", "verify", "--log", &path]);
+    assert!(report.starts_with(&format!("{path}: OK, ")), "{report}");
+    assert!(report.contains("signed checkpoints"), "{report}");
+    assert!(
+        report.contains("every checkpoint signer chains to the platform CA of ConfigMap govpaas-system/govpaas-trust"),
+        "{report}"
+    );
+    assert!(report.contains("from Secret govpaas-system/govpaas-gateway-tls"), "{report}");
+    let (json, _) = plugin.json(&["audit", "verify", "--log", &path]);
+    assert_eq!((json["kind"].as_str(), json["result"].as_str()), (Some("AuditVerification"), Some("Verified")));
+    let leaf = govpaas_pki::verify::chain_from_pem("tls.crt", &govpaas_tests::secret_data(&secret, "tls.crt"))
+        .expect("the gateway's chain");
+    assert_eq!(json["chain"]["signers"], serde_json::json!([govpaas_pki::verify::fingerprint(&leaf[0])]), "{json}");
+    assert!(json["chain"]["checkpoints"].as_u64().is_some_and(|n| n >= 1), "{json}");
+    assert_eq!(json["chain"]["unsignedTail"], 0, "stopped cleanly: everything signed");
+
+    // One byte of the first record changed: refused, naming the record, exit status 1.
+    let tampered = dir.path().join("tampered.jsonl");
+    let edited = log.replacen("\"kind\":\"start\"", "\"kind\":\"start\" ", 1);
+    assert_ne!(edited, log);
+    std::fs::write(&tampered, &edited).expect("writing the tampered copy");
+    let out = plugin.run(&["audit", "verify", "--log", &tampered.display().to_string()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with(&format!(
+            "{0}: TAMPERED at {0}: line 1 (record 1): its hash does not match its contents: the record was altered",
+            tampered.display()
+        )),
+        "{stdout}"
+    );
+
+    // An agency admin may not read the gateway's Secret: told so, nothing verified, exit status 2.
+    let out = plugin.run(&["--as", "cntt.so-yte@danang.gov.vn", "audit", "verify", "--log", &path]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("You may not read the Secret govpaas-gateway-tls in namespace govpaas-system"), "{stderr}");
+    assert!(stderr.contains("--certificate"), "{stderr}");
 }
 
 fn the_tree(cluster: &Cluster, plugin: &Plugin) {

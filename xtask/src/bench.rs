@@ -11,12 +11,13 @@ use serde_json::Value;
 use crate::paths;
 
 /// The benchmarks `run` knows.
-pub const BENCHMARKS: &[&str] = &["certificates"];
+pub const BENCHMARKS: &[&str] = &["certificates", "tree"];
 
 /// Runs the named benchmark and updates its section of `docs/benchmarks.md`.
 pub fn run(what: &str) -> Result<()> {
     match what {
         "certificates" => certificates(),
+        "tree" => tree(),
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     }
 }
@@ -31,28 +32,47 @@ fn certificates() -> Result<()> {
     Ok(())
 }
 
+/// `kubectl govpaas tree` over 4,000 Tenants on a control plane of its own
+/// (`tests/examples/tree_bench.rs`). The driver is a debug build (it only creates objects and
+/// times processes); the plugin it times is the release build, as `cargo install` makes it.
+fn tree() -> Result<()> {
+    let machine = Machine::describe();
+    let result = run_cargo(&["run", "-p", "govpaas-tests", "--example", "tree_bench"], "tree_bench")?;
+    let section = tree_section(&result, &machine)?;
+    let path = paths::workspace_root().join("docs").join("benchmarks.md");
+    write_section(&path, "tree", &section)?;
+    println!("xtask: results written to {}", path.display());
+    Ok(())
+}
+
 /// Runs `cargo bench -p <package> --bench <bench>`, echoing its output, and returns the JSON of its
 /// `BENCH-RESULT` line.
 fn run_cargo_bench(package: &str, bench: &str) -> Result<Value> {
+    run_cargo(&["bench", "-p", package, "--bench", bench], bench)
+}
+
+/// Runs cargo with `args`, echoing its output, and returns the JSON of the `BENCH-RESULT` line
+/// that `bench` printed.
+fn run_cargo(args: &[&str], bench: &str) -> Result<Value> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_owned());
     let mut child = Command::new(cargo)
-        .args(["bench", "-p", package, "--bench", bench])
+        .args(args)
         .current_dir(paths::workspace_root())
         .stdout(Stdio::piped())
         .spawn()
-        .context("starting cargo bench")?;
-    let stdout = child.stdout.take().context("cargo bench's stdout")?;
+        .with_context(|| format!("starting cargo {}", args.join(" ")))?;
+    let stdout = child.stdout.take().context("cargo's stdout")?;
     let mut result = None;
     for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo bench's output")?;
+        let line = line.context("reading cargo's output")?;
         match line.strip_prefix("BENCH-RESULT ") {
             Some(json) => result = Some(serde_json::from_str(json).context("parsing BENCH-RESULT")?),
             None => println!("{line}"),
         }
     }
-    let status = child.wait().context("waiting for cargo bench")?;
+    let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
-        bail!("cargo bench -p {package} --bench {bench} failed: {status}");
+        bail!("cargo {} failed: {status}", args.join(" "));
     }
     result.with_context(|| format!("the {bench} benchmark printed no BENCH-RESULT line"))
 }
@@ -178,6 +198,66 @@ fn certificates_section(r: &Value, m: &Machine) -> Result<String> {
     ))
 }
 
+fn tree_section(r: &Value, m: &Machine) -> Result<String> {
+    let num = |key: &str| r[key].as_f64().with_context(|| format!("BENCH-RESULT lacks {key}"));
+    let count = |key: &str| num(key).map(|v| thousands(v.round() as u64));
+    let secs = |key: &str| num(key).map(|v| format!("{v:.3} s"));
+    let date = time::OffsetDateTime::now_utc().date();
+    let tree = num("tree_seconds")?;
+    let verdict = if tree < 1.0 {
+        format!("under the issue's bound of one second at {} tenants", count("tenants")?)
+    } else {
+        format!("**over** the issue's bound of one second at {} tenants", count("tenants")?)
+    };
+    Ok(format!(
+        "## kubectl govpaas tree\n\
+         \n\
+         `cargo xtask bench tree` (`tests/examples/tree_bench.rs`), run on {date}.\n\
+         \n\
+         Machine: {model}; {cpus} CPUs (`nproc`); {memory} memory; {rustc}; Linux {kernel}; load average \
+         {load} when the run started (the machine is shared with other builds; the API server, etcd and the \
+         timed processes share its cores).\n\
+         \n\
+         {tenants} Tenants on a local control plane of the benchmark's own (`cargo xtask cluster`'s, kwok \
+         nodes): {provinces} provinces, each with 20 departments and 96 or 97 communes. No operator runs: the \
+         benchmark creates the Tenants ({in_flight} requests in flight, {create}) and writes their statuses \
+         itself as the operator would once converged (Ready, the quota carved down the tree, a fifth of it \
+         in use; {status}). The list is {list_mb:.1} MB of JSON. Each command ran {runs} times after a warm-up, \
+         its output read through a pipe; the median wall time is shown. The plugin is the release build.\n\
+         \n\
+         | what | median |\n\
+         |---|---:|\n\
+         | `kubectl get --raw /apis/govpaas.io/v1alpha1/tenants` (the API server's answer, not decoded) | {raw} |\n\
+         | `kubectl get tenants -o json` (the same list, decoded and printed) | {kubectl} |\n\
+         | **`kubectl govpaas tree`** (one list, the tree, a {tenants}-line table) | **{tree_s}** |\n\
+         | `kubectl govpaas tree -o json` | {tree_json} |\n\
+         \n\
+         **Ratios, same run:** `tree` ÷ `kubectl get tenants -o json` = **{ratio:.2}**; ÷ the raw list = \
+         {ratio_raw:.2}; `tree -o json` ÷ `kubectl get tenants -o json` = {ratio_json:.2}. `tree` answered in \
+         {tree_s}: {verdict}.\n",
+        model = m.cpu_model,
+        cpus = m.cpus,
+        memory = m.memory,
+        rustc = m.rustc,
+        kernel = m.kernel,
+        load = m.load_average,
+        tenants = count("tenants")?,
+        provinces = count("provinces")?,
+        in_flight = count("in_flight")?,
+        create = secs("create_seconds")?,
+        status = secs("status_seconds")?,
+        list_mb = num("list_bytes")? / 1e6,
+        runs = count("runs")?,
+        raw = secs("raw_list_seconds")?,
+        kubectl = secs("kubectl_get_json_seconds")?,
+        tree_s = secs("tree_seconds")?,
+        tree_json = secs("tree_json_seconds")?,
+        ratio = num("tree_to_kubectl_ratio")?,
+        ratio_raw = num("tree_to_raw_list_ratio")?,
+        ratio_json = num("tree_json_to_kubectl_ratio")?,
+    ))
+}
+
 /// `12345` → `12,345`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -245,6 +325,32 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(12_345_678), "12,345,678");
+    }
+
+    #[test]
+    fn the_tree_section_shows_the_machine_the_ratio_and_the_bound() {
+        let result = serde_json::json!({
+            "tenants": 4000, "provinces": 34, "runs": 7, "in_flight": 32, "create_seconds": 20.0,
+            "status_seconds": 15.0, "list_bytes": 12_500_000, "tree_seconds": 0.62, "tree_json_seconds": 0.7,
+            "kubectl_get_json_seconds": 1.24, "raw_list_seconds": 0.31, "tree_to_kubectl_ratio": 0.5,
+            "tree_to_raw_list_ratio": 2.0, "tree_json_to_kubectl_ratio": 0.56
+        });
+        let machine = Machine {
+            cpus: "2".into(),
+            cpu_model: "Test CPU".into(),
+            memory: "24.0 GiB".into(),
+            rustc: "rustc 1.95.0".into(),
+            kernel: "6.1".into(),
+            load_average: "0.5 0.4 0.3".into(),
+        };
+        let text = tree_section(&result, &machine).unwrap();
+        for needle in ["Test CPU", "4,000 Tenants", "12.5 MB", "**0.620 s**", "**0.50**", "under the issue's bound"] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        let mut slow = result.clone();
+        slow["tree_seconds"] = serde_json::json!(1.5);
+        assert!(tree_section(&slow, &machine).unwrap().contains("**over** the issue's bound"));
+        assert!(tree_section(&serde_json::json!({}), &machine).is_err());
     }
 
     #[test]

@@ -207,6 +207,15 @@ pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) 
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
+    apply_status_as(api, name, status, FIELD_MANAGER).await
+}
+
+/// [`apply_status`] under another field manager: for status fields one writer owns apart from
+/// the controller that writes the rest (whose applies, omitting them, then leave them alone).
+pub async fn apply_status_as<K>(api: &Api<K>, name: &str, status: &impl Serialize, manager: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
     let status = serde_json::to_value(status).map_err(|source| Error::Serialize {
         kind: kind_of::<K>(),
         name: name.to_owned(),
@@ -217,7 +226,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(name, &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await?;
     Ok(())
 }
 
@@ -234,9 +243,16 @@ where
 #[derive(Default)]
 pub struct StatusWrites {
     last: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The field manager of the writes; unset: [`FIELD_MANAGER`].
+    manager: Option<&'static str>,
 }
 
 impl StatusWrites {
+    /// Status writes under their own field manager ([`apply_status_as`]).
+    pub fn as_manager(manager: &'static str) -> Self {
+        StatusWrites { last: Default::default(), manager: Some(manager) }
+    }
+
     /// Writes `status` for `object` unless `cached` (its status as the cache shows it) already
     /// equals it and it is what was last written. Returns whether it wrote.
     pub async fn write<K, S>(&self, api: &Api<K>, object: &K, cached: Option<&S>, status: &S) -> Result<bool>
@@ -250,7 +266,7 @@ impl StatusWrites {
         if cached == Some(status) && self.last_written(&key).is_none_or(|last| last == fingerprint) {
             return Ok(false);
         }
-        apply_status(api, &name, status).await?;
+        apply_status_as(api, &name, status, self.manager.unwrap_or(FIELD_MANAGER)).await?;
         self.lock().insert(key, fingerprint);
         Ok(true)
     }

@@ -14,6 +14,7 @@
 //! parent and child when the quota ledger moves. Everything is resynced hourly as a safety net.
 
 pub mod build;
+pub mod census;
 pub mod reconcile;
 pub mod status;
 pub mod suspend;

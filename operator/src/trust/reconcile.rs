@@ -436,7 +436,10 @@ async fn write_status(ctx: &Context, platform: &Platform, found: &Found, now: Of
         ctx.publisher.publish(&reference, type_, &changed.reason, "Reconcile", &changed.message, None).await;
     }
     let api: Api<Platform> = Api::all(ctx.client.clone());
-    ctx.status_writes.write(&api, platform, platform.status.as_ref(), &status).await.map(|_| ()).map_err(|err| {
+    // The tenant count is the census's (`tenant::census`, a field manager of its own): compared
+    // without it, and never stated here.
+    let cached = platform.status.clone().map(|s| PlatformStatus { tenants: None, ready_tenants: None, ..s });
+    ctx.status_writes.write(&api, platform, cached.as_ref(), &status).await.map(|_| ()).map_err(|err| {
         warn!(error = %err, "cannot write the Platform's status");
         err
     })
