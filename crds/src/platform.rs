@@ -101,11 +101,60 @@ pub struct NodePool {
     /// Node labels the Pods require (a nodeSelector).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": 63, "description": "The label's value."}))]
     pub node_selector: std::collections::BTreeMap<String, String>,
     /// Taints of those nodes the Pods tolerate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    pub tolerations: Vec<NodeToleration>,
+}
+
+/// One taint the Pods tolerate, as a Pod's `tolerations[]` entry says it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeToleration {
+    /// The taint's key (a label key). Unset with `operator: Exists`: every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 316))]
+    pub key: Option<String>,
+    /// `Exists` (any value) or `Equal` (the value below). Unset: `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    /// The taint's value, for `Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub value: Option<String>,
+    /// The taint effect tolerated. Unset: every effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+}
+
+/// How a toleration matches a taint's value.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TolerationOperator {
+    Exists,
+    Equal,
+}
+
+/// What a taint does to Pods that do not tolerate it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl NodeToleration {
+    /// The Pod's toleration.
+    pub fn to_toleration(&self) -> k8s_openapi::api::core::v1::Toleration {
+        k8s_openapi::api::core::v1::Toleration {
+            key: self.key.clone(),
+            operator: self.operator.map(|o| format!("{o:?}")),
+            value: self.value.clone(),
+            effect: self.effect.map(|e| format!("{e:?}")),
+            toleration_seconds: None,
+        }
+    }
 }
 
 /// Default container images, one per kind of service.

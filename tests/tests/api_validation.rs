@@ -483,7 +483,7 @@ fn kubectl_get_govpaas_lists_every_kind_with_useful_columns() {
         "URL".to_owned(),
         "MODE".to_owned(),
         "Partial".to_owned(),
-        "ENDPOINT".to_owned(),
+        "ROUTES".to_owned(),
         "EXCHANGE".to_owned(),
         "STORAGE".to_owned(),
         "50Gi".to_owned(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use govpaas_crds::platform::NodePool;
+use govpaas_crds::platform::{NodePool, NodeToleration};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
@@ -168,7 +168,9 @@ pub fn deployment(
                     topology_spread_constraints,
                     affinity,
                     node_selector: nodes.filter(|n| !n.node_selector.is_empty()).map(|n| n.node_selector.clone()),
-                    tolerations: nodes.filter(|n| !n.tolerations.is_empty()).map(|n| n.tolerations.clone()),
+                    tolerations: nodes
+                        .filter(|n| !n.tolerations.is_empty())
+                        .map(|n| n.tolerations.iter().map(NodeToleration::to_toleration).collect()),
                     ..Default::default()
                 }),
             },
