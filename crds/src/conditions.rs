@@ -167,4 +167,14 @@ pub mod reasons {
     pub const SUSPENDED: &str = "Suspended";
     /// Waiting for something else (the Tenant, the Platform, a certificate).
     pub const PENDING: &str = "Pending";
+    /// The Platform's certificate settings (lifetimes, renewal point, key type) cannot be used.
+    pub const CERTIFICATE_POLICY_INVALID: &str = "CertificatePolicyInvalid";
+    /// The platform CA or its trust state cannot be used (missing, damaged, another CA).
+    pub const PLATFORM_CA_NOT_READY: &str = "PlatformCaNotReady";
+    /// The tenant controller has not issued, renewed or re-issued the tenant CA yet.
+    pub const TENANT_CA_PENDING: &str = "TenantCaPending";
+    /// The tenant CA Secret does not hold a usable CA.
+    pub const TENANT_CA_INVALID: &str = "TenantCaInvalid";
+    /// The tenant CA was issued for another agency code or domain than the Tenant now has.
+    pub const TENANT_CA_MISMATCH: &str = "TenantCaMismatch";
 }

@@ -4,7 +4,7 @@
 //!
 //! - `trust` (the Platform's CA and its rotation) and `tenant` (Tenants) run with their own watches;
 //! - the service controllers (`portal`, `document`, `data_sharing`) share the caches of
-//!   `crate::workload::runtime::Shared`, filled here by one watch per kind, whose events are fanned
+//!   `crate::service::runtime::Shared`, filled here by one watch per kind, whose events are fanned
 //!   out as explicit wake-ups: a Tenant (suspended, resumed, domain) or a namespace to the services
 //!   in its namespaces; a ResourceQuota (usage freed) to the services in its namespace; the Platform
 //!   and the trust ConfigMap to every service; a service deleted or changed to the services held
@@ -33,10 +33,10 @@ use crate::data_sharing::triggers;
 use crate::reconcile::events::Publisher;
 use crate::reconcile::shared::{self, SharedWatch, Subscription};
 use crate::reconcile::{conditions, labels, watch};
+use crate::service::runtime::{DataSharingObject, DocumentObject, Listed, PortalObject, ServiceWatch, Shared};
 use crate::settings::Settings;
 use crate::telemetry::{CertificateGauges, CertificateKey};
 use crate::tenancy::TenantObject;
-use crate::workload::runtime::{DataSharingObject, DocumentObject, Listed, PortalObject, ServiceWatch, Shared};
 
 /// Runs every controller until shutdown (SIGTERM: each finishes the reconciles in flight).
 pub async fn run(client: Client, settings: Settings) {

@@ -12,6 +12,7 @@ pub mod lgsp;
 pub mod portal;
 pub mod quota;
 pub mod reconcile;
+pub mod service;
 pub mod settings;
 pub mod telemetry;
 pub mod tenancy;

@@ -19,10 +19,11 @@ use govpaas_crds::conditions::{self, Documented};
 const KINDS: [(&str, &[Documented], &[&str]); 5] = [
     ("Tenant", conditions::TENANT, &["tenant"]),
     ("Platform", conditions::PLATFORM, &["trust"]),
-    // The workload library computes the conditions both Deployment-backed kinds share.
-    ("Portal", conditions::PORTAL, &["portal", "workload"]),
-    ("DocumentService", conditions::DOCUMENT_SERVICE, &["document", "workload"]),
-    ("DataSharingService", conditions::DATA_SHARING_SERVICE, &["data_sharing"]),
+    // The service pipeline writes `Ready` and a failed `CertificateReady` for the three service
+    // kinds; the workload library the conditions both Deployment-backed kinds share.
+    ("Portal", conditions::PORTAL, &["portal", "workload", "service"]),
+    ("DocumentService", conditions::DOCUMENT_SERVICE, &["document", "workload", "service"]),
+    ("DataSharingService", conditions::DATA_SHARING_SERVICE, &["data_sharing", "service"]),
 ];
 
 /// The source of `file` without its `#[cfg(test)]` module and without comments.

@@ -28,8 +28,10 @@ use govpaas_crds::agency::normalise;
 
 use crate::error::Result;
 use crate::reconcile::labels;
+use crate::reconcile::outcome::{Step, Stop};
 use crate::telemetry::CertificateKey;
 use crate::tenancy::TenantContext;
+use govpaas_crds::conditions::reasons;
 use govpaas_pki::renewal::{is_due, renewal_time};
 use govpaas_pki::{
     BundleCa, CertificateAuthority, IssuancePolicy, KeyAlgorithm, Lifetimes, PlatformCaRequest, RenewalFraction,
@@ -221,9 +223,11 @@ pub async fn tenant_ca(
     let ca = match CertificateAuthority::load_tenant_ca(&crt, &key, platform_ca, now) {
         Ok(ca) => ca,
         // An expired tenant CA certifies nothing any more: replacing it loses nothing.
-        Err(err) if err.label() == "Expired" => return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await,
+        Err(govpaas_pki::Error::Expired { .. }) => {
+            return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
+        }
         // A platform CA rotation is re-issuing: a tenant CA of the retiring CA moves to the new one.
-        Err(err) if err.label() == "IssuerMismatch" && issued_by(trust.retiring.as_ref(), &crt) => {
+        Err(govpaas_pki::Error::IssuerMismatch { .. }) if issued_by(trust.retiring.as_ref(), &crt) => {
             return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
         }
         Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
@@ -257,36 +261,45 @@ pub async fn issued_tenant_ca(
     context: &TenantContext,
     trust: &PlatformTrust,
     now: OffsetDateTime,
-) -> Result<std::result::Result<CertificateAuthority, String>> {
+) -> Step<CertificateAuthority> {
     let name = tenant_ca_secret_name(&context.name);
-    let waiting =
-        |what: &str| Ok(Err(format!("waiting for the tenant controller to {what} the CA of tenant {}", context.name)));
+    let waiting = |what: &str| {
+        Err(Stop::waiting(
+            reasons::TENANT_CA_PENDING,
+            format!("waiting for the tenant controller to {what} the CA of tenant {}", context.name),
+        ))
+    };
     let Some(stored) = api.get_opt(&name).await? else {
         return waiting("issue");
     };
     let (Some(crt), Some(key)) = (secret_data(&stored, "tls.crt"), secret_data(&stored, "tls.key")) else {
-        return Ok(Err(format!("the tenant CA Secret {name} lacks tls.crt or tls.key")));
+        let message = format!("the tenant CA Secret {name} lacks tls.crt or tls.key");
+        return Err(Stop::waiting(reasons::TENANT_CA_INVALID, message));
     };
     let ca = match CertificateAuthority::load_tenant_ca(&crt, &key, &trust.issuing, now) {
         Ok(ca) => ca,
-        Err(err) if err.label() == "Expired" => return waiting("renew"),
-        Err(err) if err.label() == "IssuerMismatch" && issued_by(trust.retiring.as_ref(), &crt) => {
+        Err(govpaas_pki::Error::Expired { .. }) => return waiting("renew"),
+        Err(govpaas_pki::Error::IssuerMismatch { .. }) if issued_by(trust.retiring.as_ref(), &crt) => {
             return waiting("re-issue (a platform CA rotation is under way)");
         }
-        Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
+        Err(err) => {
+            let message = format!("the tenant CA Secret {name} does not hold a usable CA: {err}");
+            return Err(Stop::waiting(reasons::TENANT_CA_INVALID, message));
+        }
     };
     let agency_matches = ca.agency().is_some_and(|a| normalise(a.agency_code()) == normalise(&context.agency_code));
     if !agency_matches || ca.permitted_domains() != [context.domain.clone()] {
-        return Ok(Err(format!(
-            "the tenant CA in Secret {name} is for {:?} in {:?}, but tenant {} is agency {} with domain {}: rotate the tenant CA",
+        let message = format!(
+            "the tenant CA in Secret {name} is for {:?} in {:?}, but tenant {} is agency {} with domain {}: the tenant controller re-issues it",
             ca.agency().map(|a| a.agency_code().to_owned()),
             ca.permitted_domains(),
             context.name,
             context.agency_code,
             context.domain
-        )));
+        );
+        return Err(Stop::waiting(reasons::TENANT_CA_MISMATCH, message));
     }
-    Ok(Ok(ca))
+    Ok(ca)
 }
 
 /// Whether the CA certificate in `certificate_pem` was issued by `ca`.
@@ -499,12 +512,17 @@ mod tests {
             let read = {
                 let (api, context, trust, now) = (api.clone(), world.context.clone(), world.trust, world.now);
                 tokio::spawn(async move {
-                    let missing = issued_tenant_ca(&api, &context, &trust, now).await.unwrap();
+                    let missing = issued_tenant_ca(&api, &context, &trust, now).await;
                     // Ten years on, the CA has expired: renewing it is the tenant controller's job.
                     let later = now + Duration::days(3650);
-                    let expired = issued_tenant_ca(&api, &context, &trust, later).await.unwrap();
-                    let current = issued_tenant_ca(&api, &context, &trust, now).await.unwrap();
-                    (missing.err(), expired.err(), current.map(|ca| ca.certificate_pem().to_owned()))
+                    let expired = issued_tenant_ca(&api, &context, &trust, later).await;
+                    let current = issued_tenant_ca(&api, &context, &trust, now).await;
+                    let waiting = |step: Step<CertificateAuthority>| match step {
+                        Err(Stop::Halt(crate::reconcile::outcome::Halt::Waiting(problem))) => Some(problem),
+                        _ => None,
+                    };
+                    let current = current.map(|ca| ca.certificate_pem().to_owned()).map_err(|_| "not current");
+                    (waiting(missing), waiting(expired), current)
                 })
             };
             answer_get(&mut api_server, None).await;
@@ -513,11 +531,13 @@ mod tests {
             let (missing, expired, current) = read.await.unwrap();
             nothing_more(&mut api_server).await;
             assert!(
-                missing.as_deref().is_some_and(|m| m.contains("waiting for the tenant controller to issue")),
+                missing.as_ref().is_some_and(|p| p.reason == reasons::TENANT_CA_PENDING
+                    && p.message.contains("waiting for the tenant controller to issue")),
                 "{missing:?}"
             );
             assert!(
-                expired.as_deref().is_some_and(|m| m.contains("waiting for the tenant controller to renew")),
+                expired.as_ref().is_some_and(|p| p.reason == reasons::TENANT_CA_PENDING
+                    && p.message.contains("waiting for the tenant controller to renew")),
                 "{expired:?}"
             );
             assert_eq!(current.as_deref(), Ok(world.issued.certificate_pem()));

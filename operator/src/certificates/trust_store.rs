@@ -18,6 +18,8 @@ use super::ca_secrets;
 use super::trust_state::{DesiredCa, TrustState};
 use crate::error::Result;
 use crate::reconcile::labels;
+use crate::reconcile::outcome::{Step, Stop};
+use govpaas_crds::conditions::reasons;
 use govpaas_pki::{BundleCa, CertificateAuthority, IssuancePolicy, TrustAnchors, TrustRotation};
 
 /// The ConfigMap holding the trust state, in the operator's namespace.
@@ -176,47 +178,48 @@ pub async fn platform_trust(
     platform: &Platform,
     policy: &IssuancePolicy,
     now: OffsetDateTime,
-) -> Result<std::result::Result<PlatformTrust, String>> {
+) -> Step<PlatformTrust> {
+    let unusable = |message: String| Err(Stop::waiting(reasons::PLATFORM_CA_NOT_READY, message));
     let secrets = &store.secrets;
     let stored = match current(store, platform, policy, now).await? {
         Ok(stored) => stored,
-        Err(message) => return Ok(Err(message)),
+        Err(message) => return unusable(message),
     };
     let state = &stored.state;
     let issuing = state.rotation.issuing();
     let Some(secret_name) = state.secret_of(issuing) else {
-        return Ok(Err(format!("the trust state names no Secret for the issuing CA {}", issuing.fingerprint)));
+        return unusable(format!("the trust state names no Secret for the issuing CA {}", issuing.fingerprint));
     };
     let Some(secret) = secrets.get_opt(secret_name).await? else {
-        return Ok(Err(format!(
+        return unusable(format!(
             "the platform CA Secret {secret_name} is gone: the issuing CA's key was in it (restore it; see docs/certificates.md)"
-        )));
+        ));
     };
     let data = |key: &str| secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone());
     let (Some(crt), Some(key)) = (data("tls.crt"), data("tls.key")) else {
-        return Ok(Err(format!("the platform CA Secret {secret_name} lacks tls.crt or tls.key")));
+        return unusable(format!("the platform CA Secret {secret_name} lacks tls.crt or tls.key"));
     };
     let ca = match CertificateAuthority::import_platform_ca(&crt, &key, now) {
         Ok(ca) => ca,
-        Err(err) => return Ok(Err(format!("the platform CA Secret {secret_name} does not hold a usable CA: {err}"))),
+        Err(err) => return unusable(format!("the platform CA Secret {secret_name} does not hold a usable CA: {err}")),
     };
     if ca.fingerprint() != issuing.fingerprint {
-        return Ok(Err(format!(
+        return unusable(format!(
             "the platform CA Secret {secret_name} holds another CA than the issuing one every certificate chains to (fingerprint {} instead of {}): put the original back; a new CA goes into a new Secret named by spec.ca.secretName",
             ca.fingerprint(),
             issuing.fingerprint
-        )));
+        ));
     }
     let bundle_pem = state.rotation.bundle_pem();
     let anchors = match TrustAnchors::from_pem(bundle_pem.as_bytes()) {
         Ok(anchors) => anchors,
-        Err(err) => return Ok(Err(format!("the trust bundle cannot anchor trust: {err}"))),
+        Err(err) => return unusable(format!("the trust bundle cannot anchor trust: {err}")),
     };
     let retiring = match &state.rotation {
         TrustRotation::Reissuing { old, .. } => Some(old.clone()),
         _ => None,
     };
-    Ok(Ok(PlatformTrust { issuing: ca, retiring, bundle_pem, anchors }))
+    Ok(PlatformTrust { issuing: ca, retiring, bundle_pem, anchors })
 }
 
 /// The watch of the trust ConfigMap in the operator's `namespace`.

@@ -26,8 +26,8 @@ use kube::ResourceExt;
 use super::grants::{Decision, Directory, IDENTITY_KIND, Member};
 use crate::certificates::TlsMaterial;
 use crate::error::Result;
+use crate::reconcile::Problem;
 use crate::reconcile::labels;
-use crate::workload::Problem;
 use crate::workload::objects::{self, Owner};
 use govpaas_pki::AgencyIdentity;
 

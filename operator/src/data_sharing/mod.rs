@@ -12,7 +12,7 @@
 //! Triggers: a DataSharingService's spec changing (a generation predicate); its NetworkPolicies
 //! and client Secret changing (metadata watchers); its route table changing or vanishing; a
 //! Service of its namespace changing (it may be the one behind an API); the wake-ups of
-//! [`crate::workload::runtime`]: its tenant, namespace, the Platform, the trust state, and the
+//! [`crate::service::runtime`]: its tenant, namespace, the Platform, the trust state, and the
 //! DataSharingServices on the other side of its grants. Everything is resynced hourly, and at the
 //! client certificate's renewal time.
 
@@ -35,7 +35,7 @@ use kube::{Api, ResourceExt};
 
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
-use crate::workload::runtime::{DataSharingObject, ServiceWatch, Shared};
+use crate::service::runtime::{DataSharingObject, ServiceWatch, Shared};
 
 /// Runs the DataSharingService controller, and the sweep of orphaned route tables, until shutdown.
 pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>) {
@@ -92,14 +92,19 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
     let telemetry = shared.settings.telemetry.clone();
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
-        caches: reconcile::Caches { network_policies, secrets, route_tables: route_tables.clone() },
+        caches: reconcile::Caches {
+            network_policies,
+            secrets,
+            route_tables: route_tables.clone(),
+            operator_namespace: shared.settings.operator_namespace.clone(),
+        },
     });
     let synced = {
         let shared = shared.clone();
         async move { shared.wait_until_ready().await.is_ok() }
     };
-    let controller =
-        runner::run("data-sharing", controller, concurrency, &telemetry, synced, reconcile::reconcile, context);
+    let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DataSharingService>;
+    let controller = runner::run("data-sharing", controller, concurrency, &telemetry, synced, reconcile, context);
     tokio::select! {
         () = controller => {}
         () = sweep::run(shared, route_tables) => {}

@@ -1,43 +1,41 @@
-//! One reconcile of one DataSharingService: read (its tenant, the Platform, every
-//! DataSharingService's grants, the Services behind its APIs) → validate (name, `lgspApis` quota)
-//! → client certificate → build → apply → prune → status and Events. Only the reads of Services
+//! One reconcile of one DataSharingService, its part of `crate::service::pipeline`: read every
+//! DataSharingService's grants and the Services behind its APIs → validate (name, `lgspApis`
+//! quota) → client certificate → build → apply and prune → status. Only the reads of Services
 //! and the client Secret, the CA Secrets and the writes talk to the API server; every decision is a
 //! pure function ([`super::grants`], [`super::build`]).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use govpaas_crds::conditions::{CERTIFICATE_READY, READY, ROUTES_REGISTERED, reasons};
+use govpaas_crds::conditions::{
+    CERTIFICATE_READY, DATA_SHARING_SERVICE, Documented, READY, ROUTES_REGISTERED, reasons,
+};
 use govpaas_crds::data_sharing::{
     ConsumptionStatus, DataSharingService, DataSharingServiceStatus, GrantState, ProvidedApi,
 };
 use govpaas_crds::lgsp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{debug, info};
 
 use super::build::{self, COMPONENT, Inputs};
 use super::grants::{self, Directory};
-use crate::certificates::leaf::{Leaf, LeafSpec, Stored, keep_or_issue};
-use crate::error::{Error, Result};
-use crate::reconcile::apply::{self, Applier};
-use crate::reconcile::conditions::{self, Desired};
+use crate::certificates::leaf::{Leaf, LeafSpec};
+use crate::error::Result;
+use crate::reconcile::Problem;
+use crate::reconcile::apply::Applier;
+use crate::reconcile::conditions::Desired;
+use crate::reconcile::outcome::{Halt, Step, Stop};
+use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
+use crate::service::pipeline::{self, Applied, Read, ServiceKind, StatusEvent};
+use crate::service::runtime::{DataSharingObject, ServiceContext};
+use crate::service::workload;
 use crate::telemetry::CertificateKey;
-use crate::tenancy::Scope;
-use crate::workload::Problem;
-use crate::workload::runtime::{DataSharingObject, ServiceContext};
-use crate::workload::status::{self as workload_status, CERTIFICATE_FAILED};
+use crate::workload::status as workload_status;
 use govpaas_pki::renewal::requeue_after;
 
-/// The safety-net resync of an unchanged DataSharingService.
-pub const RESYNC: Duration = Duration::from_secs(3600);
 /// `RoutesRegistered`'s reason when it is in the route table.
 pub const REGISTERED: &str = "Registered";
 /// `RoutesRegistered`'s reason when there is nothing for the gateway.
@@ -50,36 +48,117 @@ pub struct Caches {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Route tables, in the operator's namespace.
     pub route_tables: Store<PartialObjectMeta<ConfigMap>>,
+    /// The operator's namespace, where route tables live.
+    pub operator_namespace: String,
 }
 
 /// What every reconcile shares.
 pub type Context = ServiceContext<Caches>;
 
-/// Reconciles one DataSharingService.
-pub async fn reconcile(object: Arc<DataSharingObject>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        controller = COMPONENT,
-        namespace = %object.namespace().unwrap_or_default(),
-        data_sharing_service = %object.name_any()
-    );
-    ctx.when_readable(&object, "DataSharingService", |service| reconcile_service(service, &ctx)).instrument(span).await
+/// A DataSharingService's desired objects, with the name of its route table (wanted or not).
+pub struct DesiredObjects {
+    pub objects: build::Desired,
+    /// The route table's name, which exists only while it is wanted.
+    pub route_table: String,
 }
 
-/// What a reconcile did.
-enum Outcome<'a> {
-    /// Waiting for the Platform, the tenant or its CA.
-    Waiting(String),
-    /// Refused as declared (name, quota): nothing was changed.
-    Refused(&'a Problem),
-    /// The client certificate could not be issued: nothing was changed.
-    CertificateFailed(String),
-    /// Applied.
-    Applied(Applied<'a>),
+impl DesiredSet for DesiredObjects {
+    type Caches = Caches;
+
+    fn owned<'a>(&'a self, caches: &'a Caches) -> Vec<Box<dyn OwnedKind + 'a>> {
+        let build::Desired { network_policies, client_secret, route_table } = &self.objects;
+        let Caches { network_policies: policies, secrets, route_tables, operator_namespace } = caches;
+        vec![
+            Owned::boxed(client_secret.as_slice(), secrets),
+            Owned::boxed(network_policies.as_slice(), policies),
+            Box::new(RouteTable {
+                wanted: route_table.as_ref(),
+                name: &self.route_table,
+                namespace: operator_namespace,
+                cached: route_tables,
+            }),
+        ]
+    }
+}
+
+/// The route table: in the operator's namespace, with no owner reference (a namespaced owner
+/// cannot own it there), so it is found by name and deleted when no longer wanted; the sweep
+/// ([`super::sweep`]) deletes those of DataSharingServices that are gone.
+struct RouteTable<'a> {
+    wanted: Option<&'a ConfigMap>,
+    name: &'a str,
+    namespace: &'a str,
+    cached: &'a Store<PartialObjectMeta<ConfigMap>>,
+}
+
+impl OwnedKind for RouteTable<'_> {
+    fn apply<'a>(&'a self, applier: &'a mut Applier) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if let Some(table) = self.wanted {
+                applier.apply(table).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn prune<'a>(
+        &'a self,
+        applier: &'a Applier,
+        _: &'a OwnedKey<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            if self.wanted.is_some() {
+                return Ok(Vec::new());
+            }
+            let Some(stale) = self.cached.get(&ObjectRef::new(self.name).within(self.namespace)) else {
+                return Ok(Vec::new());
+            };
+            let stale = super::sweep::Stale {
+                name: self.name.to_owned(),
+                uid: stale.metadata.uid.clone().unwrap_or_default(),
+                resource_version: stale.metadata.resource_version.clone(),
+            };
+            let api = Api::namespaced(applier.client().clone(), self.namespace);
+            Ok(if super::sweep::delete(&api, &stale).await? {
+                vec![format!("{}/{}", self.namespace, self.name)]
+            } else {
+                Vec::new()
+            })
+        })
+    }
+}
+
+impl ServiceKind for DataSharingService {
+    type Status = DataSharingServiceStatus;
+    type Caches = Caches;
+    const KIND: &'static str = "DataSharingService";
+    const COMPONENT: &'static str = COMPONENT;
+    const CONDITIONS: &'static [Documented] = DATA_SHARING_SERVICE;
+
+    fn status(&self) -> Option<&DataSharingServiceStatus> {
+        self.status.as_ref()
+    }
+
+    async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Applied<DataSharingServiceStatus>> {
+        apply(read, ctx).await
+    }
+
+    fn status_events(previous: Option<&DataSharingServiceStatus>, new: &DataSharingServiceStatus) -> Vec<StatusEvent> {
+        let before = previous.map(|s| s.consumptions.as_slice()).unwrap_or_default();
+        consumption_events(before, &new.consumptions)
+            .into_iter()
+            .map(|(type_, reason, consumption)| StatusEvent {
+                type_,
+                reason,
+                action: "Grant",
+                note: format!("consumption {}: {}", consumption.name, consumption.message),
+            })
+            .collect()
+    }
 }
 
 /// What was applied.
-struct Applied<'a> {
+struct Registered<'a> {
     /// The provided APIs that are in the route table.
     registered: usize,
     /// The provided APIs that are not, and why.
@@ -93,38 +172,22 @@ struct Applied<'a> {
     consumptions: &'a [ConsumptionStatus],
 }
 
-async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Result<Action> {
+async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Applied<DataSharingServiceStatus>> {
     let shared = &ctx.shared;
-    if service.metadata.deletion_timestamp.is_some() {
-        // Its NetworkPolicies and Secret carry owner references; its route table is swept.
-        return Ok(Action::await_change());
-    }
-    let namespace =
-        service.namespace().ok_or(Error::MissingField { kind: "DataSharingService", field: "metadata.namespace" })?;
-    let uid = service.uid().ok_or(Error::MissingField { kind: "DataSharingService", field: "metadata.uid" })?;
-    let name = service.name_any();
+    let (service, namespace, name) = (read.service, read.namespace.as_str(), read.name.as_str());
+    let platform = &read.platform;
 
-    // Read: the tenant, the Platform, and every DataSharingService with its agency.
-    let tenant = match shared.scope(&namespace) {
-        Scope::OutOfScope => return Ok(Action::await_change()),
-        Scope::NoTenant(message) => return not_applied(ctx, service, &Outcome::Waiting(message)).await,
-        Scope::Tenant(tenant) => tenant,
-    };
-    let Ok(tenant) = &tenant.0 else {
-        let message = format!("the Tenant of namespace {namespace} cannot be read");
-        return not_applied(ctx, service, &Outcome::Waiting(message)).await;
-    };
-    let Some(platform) = shared.platform() else {
-        return not_applied(ctx, service, &Outcome::Waiting("no Platform named default exists yet".into())).await;
-    };
+    // Read every DataSharingService with its agency.
     let everyone = shared.data_sharing.state();
     let agencies = shared.tenant_agencies();
     let members = grants::members(everyone.iter().filter_map(|s| s.0.as_ref().ok()), |ns| agencies.get(ns).cloned());
     let codes: Vec<String> = agencies.values().map(|(_, code)| code.clone()).collect();
     let directory = Directory::new(members, codes, platform.spec.lgsp.ndxp.is_some());
-    let Some(member) = directory.member(&namespace, &name) else {
-        let message = format!("namespace {namespace} is not provisioned by its Tenant yet");
-        return not_applied(ctx, service, &Outcome::Waiting(message)).await;
+    let Some(member) = directory.member(namespace, name) else {
+        return Err(Stop::waiting(
+            reasons::PENDING,
+            format!("namespace {namespace} is not provisioned by its Tenant yet"),
+        ));
     };
     let inputs = Inputs {
         service,
@@ -136,29 +199,28 @@ async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Resul
 
     // Validate: the name, the tenant's lgspApis (only growth is checked, oldest services first).
     if let Some(problem) = build::validate(service) {
-        return refused(ctx, service, &problem).await;
+        return Err(Stop::refused(problem));
     }
     let wanted = service.spec.provides.len();
     let current = service.status.as_ref().and_then(|s| s.provided_apis).unwrap_or(0);
     if i64::try_from(wanted).unwrap_or(i64::MAX) > i64::from(current) {
         let before = directory.lgsp_apis_before(member);
-        let quota = i64::from(tenant.spec.quota.lgsp_apis);
+        let quota = i64::from(read.tenant().spec.quota.lgsp_apis);
         let wanted = i64::try_from(wanted).unwrap_or(i64::MAX);
         if before.saturating_add(wanted) > quota {
-            let problem = Problem {
+            return Err(Stop::refused(Problem {
                 reason: reasons::QUOTA_EXCEEDED,
                 message: format!(
                     "tenant {} may provide {quota} LGSP APIs (quota.lgspApis); its older DataSharingServices provide {before} and this one asks for {wanted}. Nothing was changed; provide fewer APIs or ask the provincial admin to raise the quota",
                     member.tenant
                 ),
-            };
-            return refused(ctx, service, &problem).await;
+            }));
         }
     }
 
     // The Services behind the provided APIs.
     let client = shared.client.clone();
-    let services_api: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let services_api: Api<Service> = Api::namespaced(client.clone(), namespace);
     let mut found: Vec<Service> = Vec::new();
     for wanted in service.spec.provides.iter().map(|api| api.service.as_str()) {
         if found.iter().any(|s| s.name_any() == wanted) {
@@ -175,87 +237,37 @@ async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Resul
 
     // The client certificate, when it consumes anything.
     let now = OffsetDateTime::now_utc();
-    let secret_name = build::client_secret_name(&name);
-    let mut renewal = None;
+    let secret_name = build::client_secret_name(name);
     let client_leaf = if service.spec.consumes.is_empty() {
         None
     } else {
-        let tenant_context = shared.tenant_context(tenant, &platform, &namespace);
-        let authority = match shared.authority(&tenant_context, &platform, now).await? {
-            Ok(authority) => authority,
-            Err(message) => return not_applied(ctx, service, &Outcome::Waiting(message)).await,
-        };
-        let identity = match inputs.identity() {
-            Ok(identity) => identity,
-            Err(err) => {
-                let message = format!("cannot name the client identity: {err}");
-                return not_applied(ctx, service, &Outcome::CertificateFailed(message)).await;
-            }
-        };
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        let stored = secrets.get_opt(&secret_name).await?;
+        let authority = shared.authority(&read.tenant_context, platform, now).await?;
+        let identity = inputs
+            .identity()
+            .map_err(|err| Halt::CertificateFailed(format!("cannot name the client identity: {err}")))?;
         let spec = LeafSpec::Client { identity: identity.clone() };
-        match keep_or_issue(Stored::of(stored.as_ref()), &spec, &authority.issuer(), now) {
-            Ok(leaf) => {
-                renewal = Some(leaf.renewal_time(&authority.policy));
-                Some((identity.uri(), leaf, authority.policy))
-            }
-            Err(err) => {
-                let message = format!("cannot issue the LGSP client certificate for {}: {err}", identity.uri());
-                return not_applied(ctx, service, &Outcome::CertificateFailed(message)).await;
-            }
-        }
+        let what = format!("the LGSP client certificate for {}", identity.uri());
+        let leaf = workload::certificate(&client, namespace, &secret_name, &spec, &authority, now, &what).await?;
+        Some((identity.uri(), leaf, authority.policy))
     };
 
-    // Build and apply; prune what it made before and no longer wants.
-    let table = build::route_table(&inputs, &registered, &consumptions, &uid);
-    let desired =
+    // Build, apply and prune from the same set.
+    let table = build::route_table(&inputs, &registered, &consumptions, &read.uid);
+    let objects =
         build::build(&inputs, &provided, client_leaf.as_ref().map(|(_, leaf, _)| &leaf.material), table.as_ref())?;
+    let table_name = lgsp::route_table_name(namespace, name);
+    let desired = DesiredObjects { objects, route_table: table_name.clone() };
     let mut applier = Applier::new(client.clone());
-    let applied = async {
-        if let Some(secret) = &desired.client_secret {
-            applier.apply(secret).await?;
-        }
-        applier.apply_all(&desired.network_policies).await?;
-        if let Some(table) = &desired.route_table {
-            applier.apply(table).await?;
-        }
-        Ok::<(), Error>(())
-    }
-    .await;
-    match applied {
-        Ok(()) => {}
-        Err(err) if apply::is_conflict(&err) => return Ok(workload_status::changed_meanwhile(&err)),
-        Err(Error::Kube(err)) => match workload_status::refusal(&err, "applying the DataSharingService's objects") {
-            Some(problem) => return refused(ctx, service, &problem).await,
-            None => return Err(Error::Kube(err)),
-        },
-        Err(other) => return Err(other),
-    }
-    let caches = &ctx.caches;
-    let mut pruned = Vec::new();
-    pruned.extend(applier.prune(&caches.network_policies.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.secrets.state(), COMPONENT, &name, &uid).await?);
-    let table_name = lgsp::route_table_name(&namespace, &name);
-    if desired.route_table.is_none() {
-        let operator_namespace = &shared.settings.operator_namespace;
-        if let Some(stale) = caches.route_tables.get(&ObjectRef::new(&table_name).within(operator_namespace)) {
-            let stale = super::sweep::Stale {
-                name: table_name.clone(),
-                uid: stale.metadata.uid.clone().unwrap_or_default(),
-                resource_version: stale.metadata.resource_version.clone(),
-            };
-            if super::sweep::delete(&Api::namespaced(client.clone(), operator_namespace), &stale).await? {
-                pruned.push(format!("{operator_namespace}/{table_name}"));
-            }
-        }
-    }
+    let owner = OwnedKey { component: COMPONENT, name, uid: &read.uid };
+    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
+        .await
+        .map_err(|err| pipeline::apply_failed(err, "applying the DataSharingService's objects"))?;
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the DataSharingService no longer wants");
     }
 
     let reference = service.object_ref(&());
-    let key = certificate_key(&namespace, &name);
+    let key = certificate_key(namespace, name);
     let client = match &client_leaf {
         Some((identity, leaf, policy)) => {
             let what = format!("LGSP client certificate for {identity}");
@@ -269,23 +281,30 @@ async fn reconcile_service(service: &DataSharingService, ctx: &Context) -> Resul
         }
     };
     let statuses: Vec<ConsumptionStatus> = consumptions.iter().map(|(c, _)| c.clone()).collect();
-    let outcome = Outcome::Applied(Applied {
+    let applied = Registered {
         registered: registered.len(),
         unregistered,
         national: table.as_ref().map_or(0, |t| t.national.len()),
-        table: desired.route_table.as_ref().map(|_| format!("{}/{table_name}", shared.settings.operator_namespace)),
+        table: desired
+            .objects
+            .route_table
+            .as_ref()
+            .map(|_| format!("{}/{table_name}", shared.settings.operator_namespace)),
         client,
         consumptions: &statuses,
-    });
+    };
     let certificate = client_leaf
         .as_ref()
         .zip(client)
         .map(|((_, _, policy), (secret, _, leaf))| workload_status::certificate_status(secret, leaf, policy));
-    let base = build::status(&inputs, &registered, &consumptions, certificate);
-    write_status(ctx, service, &outcome, base).await?;
+    let status = build::status(&inputs, &registered, &consumptions, certificate);
     debug!("applied DataSharingService {namespace}/{name}");
-    let next = renewal.map_or(RESYNC, |at| requeue_after(now, at).min(RESYNC));
-    Ok(Action::requeue(next))
+    let renewal = client_leaf.as_ref().map(|(_, leaf, policy)| leaf.renewal_time(policy));
+    Ok(Applied {
+        conditions: conditions_of(&applied),
+        status,
+        requeue: renewal.map_or(pipeline::RESYNC, |at| requeue_after(now, at)),
+    })
 }
 
 /// The gauge key of a DataSharingService's client certificate.
@@ -297,68 +316,23 @@ fn certificate_key(namespace: &str, name: &str) -> CertificateKey {
     CertificateKey { namespace: namespace.to_owned(), secret: build::client_secret_name(name), kind: "client" }
 }
 
-async fn refused(ctx: &Context, service: &DataSharingService, problem: &Problem) -> Result<Action> {
-    info!(reason = problem.reason, message = %problem.message, "DataSharingService not applied");
-    not_applied(ctx, service, &Outcome::Refused(problem)).await
-}
-
-/// Writes the status of an outcome that applied nothing: what was registered is described as
-/// before.
-async fn not_applied(ctx: &Context, service: &DataSharingService, outcome: &Outcome<'_>) -> Result<Action> {
-    let base = service.status.clone().unwrap_or_default();
-    write_status(ctx, service, outcome, base).await?;
-    // What it waits for (the Platform, the Tenant, the quota, the other side) wakes it.
-    Ok(Action::requeue(RESYNC))
-}
-
-fn carried_over(previous: &[Condition], type_: &str) -> Option<Desired> {
-    conditions::find(previous, type_).map(|c| Desired {
-        type_: c.type_.clone(),
-        status: if c.status == conditions::TRUE { conditions::TRUE } else { conditions::FALSE },
-        reason: c.reason.clone(),
-        message: c.message.clone(),
-        event: None,
-    })
-}
-
-/// The conditions of `outcome`; `previous` are those in status now.
-fn conditions_of(outcome: &Outcome<'_>, previous: &[Condition]) -> Vec<Desired> {
-    let mut all = Vec::new();
-    match outcome {
-        Outcome::Waiting(message) => {
-            all.push(Desired::fails(READY, reasons::PENDING, message.clone()));
-            all.extend(carried_over(previous, ROUTES_REGISTERED));
-            all.extend(carried_over(previous, CERTIFICATE_READY));
-        }
-        Outcome::Refused(problem) => {
-            all.push(Desired::fails(READY, problem.reason, problem.message.clone()).with_event(EventType::Warning));
-            all.extend(carried_over(previous, ROUTES_REGISTERED));
-            all.extend(carried_over(previous, CERTIFICATE_READY));
-        }
-        Outcome::CertificateFailed(message) => {
-            all.push(Desired::fails(READY, CERTIFICATE_FAILED, message.clone()).with_event(EventType::Warning));
-            all.extend(carried_over(previous, ROUTES_REGISTERED));
-            all.push(Desired::fails(CERTIFICATE_READY, CERTIFICATE_FAILED, message.clone()));
-        }
-        Outcome::Applied(applied) => {
-            all.push(ready(applied));
-            all.push(routes_registered(applied));
-            if let Some((secret, identity, leaf)) = applied.client {
-                all.push(Desired::holds(
-                    CERTIFICATE_READY,
-                    "Issued",
-                    format!(
-                        "LGSP client certificate for {identity} in Secret {secret}, issued by the tenant CA, valid until {}",
-                        crate::reconcile::conditions::time_of(leaf.not_after).0
-                    ),
-                ));
-            }
-        }
+/// The conditions of what was applied.
+fn conditions_of(applied: &Registered<'_>) -> Vec<Desired> {
+    let mut all = vec![ready(applied), routes_registered(applied)];
+    if let Some((secret, identity, leaf)) = applied.client {
+        all.push(Desired::holds(
+            CERTIFICATE_READY,
+            "Issued",
+            format!(
+                "LGSP client certificate for {identity} in Secret {secret}, issued by the tenant CA, valid until {}",
+                crate::reconcile::conditions::time_of(leaf.not_after).0
+            ),
+        ));
     }
     all
 }
 
-fn ready(applied: &Applied<'_>) -> Desired {
+fn ready(applied: &Registered<'_>) -> Desired {
     if let Some(first) = applied.unregistered.first() {
         let message = applied.unregistered.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
         return Desired::fails(READY, first.reason, message).with_event(EventType::Warning);
@@ -375,7 +349,7 @@ fn ready(applied: &Applied<'_>) -> Desired {
     Desired::holds(READY, reasons::RECONCILED, message).with_event(EventType::Normal)
 }
 
-fn routes_registered(applied: &Applied<'_>) -> Desired {
+fn routes_registered(applied: &Registered<'_>) -> Desired {
     let not_served = "the LGSP gateway serves the provided APIs (national APIs are not served yet)";
     let registered = match &applied.table {
         Some(table) => format!(
@@ -409,39 +383,10 @@ fn consumption_events<'a>(
         .collect()
 }
 
-/// Writes the status for `outcome` over `base`, a no-op on the server when nothing changed, and
-/// publishes the Events of what changed.
-async fn write_status(
-    ctx: &Context,
-    service: &DataSharingService,
-    outcome: &Outcome<'_>,
-    base: DataSharingServiceStatus,
-) -> Result<()> {
-    let previous = service.status.as_ref();
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let desired = conditions_of(outcome, previous_conditions);
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = DataSharingServiceStatus {
-        observed_generation: service.metadata.generation,
-        conditions: conditions::merge(previous_conditions, &desired, service.metadata.generation, &now),
-        ..base
-    };
-    let api: Api<DataSharingService> =
-        Api::namespaced(ctx.shared.client.clone(), &service.namespace().unwrap_or_default());
-    ctx.shared.status_writes.write(&api, service, previous, &new_status).await?;
-    let reference = service.object_ref(&());
-    ctx.shared.publish_changes(&reference, previous_conditions, &desired).await;
-    let before = previous.map(|s| s.consumptions.as_slice()).unwrap_or_default();
-    for (type_, reason, consumption) in consumption_events(before, &new_status.consumptions) {
-        let note = format!("consumption {}: {}", consumption.name, consumption.message);
-        ctx.shared.publisher.publish(&reference, type_, reason, "Grant", &note, None).await;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::conditions;
 
     fn consumption(name: &str, state: GrantState, reason: &str) -> ConsumptionStatus {
         ConsumptionStatus {
@@ -457,8 +402,8 @@ mod tests {
         unregistered: Vec<Problem>,
         table: Option<&str>,
         consumptions: &'a [ConsumptionStatus],
-    ) -> Applied<'a> {
-        Applied {
+    ) -> Registered<'a> {
+        Registered {
             registered: 2,
             unregistered,
             national: 0,
@@ -478,10 +423,7 @@ mod tests {
             consumption("a", GrantState::Granted, "Approved"),
             consumption("b", GrantState::Pending, "WaitingForProvider"),
         ];
-        let all = conditions_of(
-            &Outcome::Applied(applied(vec![], Some("govpaas-system/lgsp-routes.x.y"), &consumptions)),
-            &[],
-        );
+        let all = conditions_of(&applied(vec![], Some("govpaas-system/lgsp-routes.x.y"), &consumptions));
         let routes = find(&all, ROUTES_REGISTERED);
         assert_eq!((routes.status, routes.reason.as_str()), (conditions::TRUE, "Registered"));
         assert!(routes.message.contains("lgsp-routes.x.y"), "{}", routes.message);
@@ -498,7 +440,7 @@ mod tests {
             reason: build::SERVICE_NOT_FOUND,
             message: "Service so-tu-phap/ho-tich of API x does not exist".into(),
         };
-        let all = conditions_of(&Outcome::Applied(applied(vec![problem.clone()], None, &[])), &[]);
+        let all = conditions_of(&applied(vec![problem.clone()], None, &[]));
         assert_eq!(find(&all, READY).reason, "ServiceNotFound");
         assert_eq!(find(&all, READY).event, Some(EventType::Warning));
         let routes = find(&all, ROUTES_REGISTERED);
@@ -507,14 +449,14 @@ mod tests {
         let written =
             conditions::merge(&[], &all, Some(1), &crate::reconcile::conditions::time_of(OffsetDateTime::UNIX_EPOCH));
         let quota = Problem { reason: "QuotaExceeded", message: "lgspApis".into() };
-        let refused = conditions_of(&Outcome::Refused(&quota), &written);
+        let refused = pipeline::not_applied(&Halt::Refused(quota), &written, DATA_SHARING_SERVICE);
         assert_eq!(find(&refused, READY).reason, "QuotaExceeded");
         assert_eq!(find(&refused, ROUTES_REGISTERED).reason, "ServiceNotFound", "carried over");
     }
 
     #[test]
     fn nothing_to_register_is_said_so() {
-        let all = conditions_of(&Outcome::Applied(applied(vec![], None, &[])), &[]);
+        let all = conditions_of(&applied(vec![], None, &[]));
         assert_eq!(find(&all, ROUTES_REGISTERED).reason, NO_ROUTES);
     }
 

@@ -23,7 +23,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource};
 
-use crate::workload::runtime::Shared;
+use crate::service::runtime::Shared;
 
 /// The safety net between wake-ups.
 const INTERVAL: Duration = Duration::from_secs(300);

@@ -14,7 +14,7 @@ use govpaas_crds::agency::normalise;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use crate::workload::runtime::DataSharingObject;
+use crate::service::runtime::DataSharingObject;
 
 /// The agencies (normalised) a DataSharingService's grants involve: its own (`own`) and every
 /// provider it consumes from.

@@ -4,12 +4,12 @@
 //!
 //! [`build`] validates and builds the desired objects with no client; [`retention`] decides what
 //! happens to the documents' volume; [`reconcile`] applies them and writes the status computed from
-//! what it applied. Alongside the controller, [`announce_retained`] watches the document volumes
+//! what it applied, as its step of the service pipeline (`crate::service::pipeline`). Alongside the controller, [`announce_retained`] watches the document volumes
 //! it marked and, when one is released and retained (its service or tenant deleted), publishes an
 //! Event on the volume (in the `default` namespace, where Events of cluster-scoped objects go) saying whose documents it holds and how to restore them.
 //!
 //! Triggers: as for Portals (spec and annotations, owned objects including the claim, the
-//! wake-ups of [`crate::workload::runtime`]), and every 10 s while the volume binds.
+//! wake-ups of [`crate::service::runtime`]), and every 10 s while the volume binds.
 
 pub mod build;
 pub mod reconcile;
@@ -31,7 +31,7 @@ use serde_json::json;
 use crate::reconcile::apply::FIELD_MANAGER;
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
-use crate::workload::runtime::{DocumentObject, ServiceWatch, Shared};
+use crate::service::runtime::{DocumentObject, ServiceWatch, Shared};
 
 /// Runs the DocumentService controller, and the announcer of retained volumes, until shutdown.
 pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
@@ -62,8 +62,8 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
         let shared = shared.clone();
         async move { shared.wait_until_ready().await.is_ok() }
     };
-    let controller =
-        runner::run("document-service", controller, concurrency, &telemetry, synced, reconcile::reconcile, context);
+    let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DocumentService>;
+    let controller = runner::run("document-service", controller, concurrency, &telemetry, synced, reconcile, context);
     tokio::select! {
         () = controller => {}
         () = announce_retained(shared) => {}

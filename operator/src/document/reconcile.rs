@@ -1,46 +1,44 @@
-//! One reconcile of one DocumentService: read → validate (name, size, host, quota) → certificates
-//! → the volume (restore a retained one if asked, apply the claim, mark the bound volume with the
-//! delete policy) → build → apply → prune → status and Events.
+//! One reconcile of one DocumentService, its part of `crate::service::pipeline`: validate (name,
+//! size, host, quota) → certificates → the volume (restore a retained one if asked, apply the
+//! claim, mark the bound volume with the delete policy) → build → apply and prune → status.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use govpaas_crds::DocumentService;
-use govpaas_crds::conditions::{ROUTES_REGISTERED, STORAGE_BOUND, reasons};
+use govpaas_crds::conditions::{DOCUMENT_SERVICE, Documented, ROUTES_REGISTERED, STORAGE_BOUND, reasons};
 use govpaas_crds::document_service::{DeletePolicy, DocumentServiceStatus, StorageStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{debug, info};
 
 use super::build::{self, COMPONENT, ClaimBinding, EXCHANGE_LABEL, IDENTITY_KIND, Inputs, Names};
 use super::retention::{self, RESTORE_ANNOTATION, RestoreTarget, VolumeOwner};
-use crate::certificates::leaf::{Leaf, LeafSpec, Stored, keep_or_issue};
+use crate::certificates::leaf::LeafSpec;
 use crate::error::{Error, Result};
-use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
-use crate::reconcile::conditions::{self, Desired};
+use crate::reconcile::Problem;
+use crate::reconcile::apply::{Applier, FIELD_MANAGER};
+use crate::reconcile::conditions::Desired;
+use crate::reconcile::outcome::{Halt, Step, Stop};
+use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
+use crate::service::pipeline::{self, Applied, Read, ServiceKind};
+use crate::service::runtime::{DocumentObject, ServiceContext};
+use crate::service::workload::{self, Ask};
 use crate::telemetry::CertificateKey;
-use crate::tenancy::Scope;
 use crate::workload::objects::Owner;
 use crate::workload::quota_fit::Usage;
-use crate::workload::runtime::{DocumentObject, ServiceContext};
-use crate::workload::status::{self, Applied, Outcome};
-use crate::workload::{Problem, QuotaCheck, check_hosts, check_quota, hosts};
+use crate::workload::status::{self, Running};
 use govpaas_pki::AgencyIdentity;
 use govpaas_pki::renewal::requeue_after;
 
-/// The safety-net resync of an unchanged DocumentService.
-pub const RESYNC: Duration = Duration::from_secs(3600);
 /// How soon to look again while the volume binds (the claim's watch usually comes first).
 const BINDING: Duration = Duration::from_secs(10);
 /// `Ready`'s and `StorageBound`'s reason while the volume is not ready for documents.
@@ -64,15 +62,39 @@ pub struct Caches {
 /// What every DocumentService reconcile shares.
 pub type Context = ServiceContext<Caches>;
 
-/// Reconciles one DocumentService.
-pub async fn reconcile(object: Arc<DocumentObject>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        controller = COMPONENT,
-        namespace = %object.namespace().unwrap_or_default(),
-        document_service = %object.name_any()
-    );
-    ctx.when_readable(&object, "DocumentService", |service| reconcile_service(service, &ctx)).instrument(span).await
+impl DesiredSet for build::Desired {
+    type Caches = Caches;
+
+    fn owned<'a>(&'a self, caches: &'a Caches) -> Vec<Box<dyn OwnedKind + 'a>> {
+        // The claim is applied before the set (whether its volume is bound decides whether Pods
+        // run) and never pruned: it always has the one name, and it holds the documents.
+        let build::Desired { claim: _, deployment, service, ingress, tls_secret, signing_secret } = self;
+        let Caches { deployments, services, ingresses, secrets, claims: _ } = caches;
+        let certificates: Vec<Secret> = std::iter::once(tls_secret).chain(signing_secret).cloned().collect();
+        vec![
+            // Secrets before the Deployment and Ingress that mount or name them.
+            Owned::boxed(certificates, secrets),
+            Owned::boxed(std::slice::from_ref(service), services),
+            Owned::boxed(std::slice::from_ref(deployment), deployments),
+            Owned::boxed(ingress.as_slice(), ingresses),
+        ]
+    }
+}
+
+impl ServiceKind for DocumentService {
+    type Status = DocumentServiceStatus;
+    type Caches = Caches;
+    const KIND: &'static str = "DocumentService";
+    const COMPONENT: &'static str = COMPONENT;
+    const CONDITIONS: &'static [Documented] = DOCUMENT_SERVICE;
+
+    fn status(&self) -> Option<&DocumentServiceStatus> {
+        self.status.as_ref()
+    }
+
+    async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<DocumentServiceStatus>> {
+        apply(read, ctx).await
+    }
 }
 
 /// What the volume is ready for, and the `StorageBound` condition that says so.
@@ -83,125 +105,63 @@ struct Storage {
     status: StorageStatus,
 }
 
-async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<Action> {
+async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<DocumentServiceStatus>> {
     let shared = &ctx.shared;
-    if service.metadata.deletion_timestamp.is_some() {
-        // Children carry owner references; the volume keeps the reclaim policy it was given.
-        return Ok(Action::await_change());
-    }
-    let namespace =
-        service.namespace().ok_or(Error::MissingField { kind: "DocumentService", field: "metadata.namespace" })?;
-    let uid = service.uid().ok_or(Error::MissingField { kind: "DocumentService", field: "metadata.uid" })?;
-    let name = service.name_any();
-
-    // Read: the tenant and the Platform.
-    let tenant = match shared.scope(&namespace) {
-        Scope::OutOfScope => return Ok(Action::await_change()),
-        Scope::NoTenant(message) => return not_applied(ctx, service, &Outcome::Waiting(message)).await,
-        Scope::Tenant(tenant) => tenant,
-    };
-    let Ok(tenant) = &tenant.0 else {
-        let message = format!("the Tenant of namespace {namespace} cannot be read");
-        return not_applied(ctx, service, &Outcome::Waiting(message)).await;
-    };
-    let Some(platform) = shared.platform() else {
-        return not_applied(ctx, service, &Outcome::Waiting("no Platform named default exists yet".into())).await;
-    };
-    let tenant_context = shared.tenant_context(tenant, &platform, &namespace);
-    let inputs = Inputs { service, platform: &platform.spec, tenant: &tenant_context };
+    let (service, namespace, name) = (read.service, read.namespace.as_str(), read.name.as_str());
+    let tenant_context = &read.tenant_context;
+    let inputs = Inputs { service, platform: &read.platform.spec, tenant: tenant_context };
     let names = Names::of(service);
     let client = shared.client.clone();
 
-    // Validate: the name and size, the host, the quota.
+    // Validate: the name and size, the host, the quota (its claim's size counts).
     if let Some(problem) = build::validate(&inputs) {
-        return refused(ctx, service, &problem).await;
+        return Err(Stop::refused(problem));
     }
-    let ordered = shared.host_claims();
     let claim = inputs.host_claim();
-    if let Some(problem) = check_hosts(&claim, &tenant_context.domain, &ordered) {
-        return refused(ctx, service, &problem).await;
-    }
-    let wanted = match inputs.usage() {
-        Ok(usage) => usage,
-        Err(problem) => return refused(ctx, service, &problem).await,
-    };
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
+    let ordered = workload::hosts_free(shared, tenant_context, &claim)?;
+    let wanted = inputs.usage().map_err(Stop::refused)?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let stored_claim = claims.get_opt(&names.claim).await?;
-    let deployment = deployments.get_opt(&names.workload).await?;
-    let mut admitted = deployment.as_ref().map(Usage::admitted_by).unwrap_or_default();
-    let mut held = deployment.as_ref().map(Usage::held_by).unwrap_or_default();
-    if ctx.caches.services.get(&ObjectRef::new(&names.workload).within(&namespace)).is_some() {
-        admitted = admitted.plus(Usage::one_service());
-        held = held.plus(Usage::one_service());
+    let mut current = workload::current(&client, &ctx.caches.services, namespace, &names.workload).await?;
+    let stored_spec = stored_claim.as_ref().and_then(|c| c.spec.as_ref());
+    if let Some(size) = stored_spec.and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage")) {
+        current = current.plus(Usage::one_claim(govpaas_crds::quantity::Amount::of(size).unwrap_or_default()));
     }
-    if let Some(size) = stored_claim
-        .as_ref()
-        .and_then(|c| c.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").cloned())
-    {
-        let claim = Usage::one_claim(govpaas_crds::quantity::Amount::of(&size).unwrap_or_default());
-        admitted = admitted.plus(claim);
-        held = held.plus(claim);
-    }
-    let current_public_hosts =
-        ingresses.get_opt(&names.workload).await?.and_then(|i| i.spec.and_then(|s| s.rules)).map_or(0, |r| r.len());
-    let quotas = shared.quotas_in(&namespace);
-    let storage_class = stored_claim
-        .as_ref()
-        .and_then(|c| c.spec.as_ref()?.storage_class_name.clone())
-        .or_else(|| inputs.storage_class().map(str::to_owned));
-    let check = QuotaCheck {
-        namespace: &namespace,
-        quotas: &quotas,
+    let storage_class =
+        stored_spec.and_then(|s| s.storage_class_name.clone()).or_else(|| inputs.storage_class().map(str::to_owned));
+    let ask = Ask {
+        claim: &claim,
+        ordered: &ordered,
         wanted,
-        admitted,
-        held,
-        storage_class: storage_class.as_deref(),
-        public_hosts_quota: tenant_context.public_hosts,
-        public_hosts_used_before: hosts::used_before(&claim, &ordered, &tenant_context.namespaces),
         public_hosts: inputs.host().map_or(0, |_| 1),
-        current_public_hosts,
+        storage_class: storage_class.as_deref(),
     };
-    if let Some(problem) = check_quota(&check) {
-        return refused(ctx, service, &problem).await;
-    }
+    workload::fits(shared, tenant_context, namespace, &ask, &current)?;
 
     // Certificates: TLS for the host and the exchange name, and the agency's signing certificate.
     let now = OffsetDateTime::now_utc();
-    let authority = match shared.authority(&tenant_context, &platform, now).await? {
-        Ok(authority) => authority,
-        Err(message) => return not_applied(ctx, service, &Outcome::Waiting(message)).await,
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let authority = shared.authority(tenant_context, &read.platform, now).await?;
     let tls_names = inputs.tls_names();
-    let tls =
-        match leaf_in(&secrets, &names.tls_secret, &LeafSpec::Server { dns_names: tls_names.clone() }, &authority, now)
-            .await?
-        {
-            Ok(leaf) => leaf,
-            Err(err) => {
-                let message = format!("cannot issue the TLS certificate for {}: {err}", tls_names.join(", "));
-                return not_applied(ctx, service, &Outcome::CertificateFailed(message)).await;
-            }
-        };
+    let tls_what = format!("TLS certificate for {}", tls_names.join(", "));
+    let spec = LeafSpec::Server { dns_names: tls_names.clone() };
+    let tls = workload::certificate(
+        &client,
+        namespace,
+        &names.tls_secret,
+        &spec,
+        &authority,
+        now,
+        &format!("the {tls_what}"),
+    )
+    .await?;
+    let signing_what = format!("document-signing certificate of agency {}", tenant_context.agency_code);
     let signing = if service.spec.signing.enabled {
-        let identity = AgencyIdentity::new(&platform.spec.base_domain, &tenant_context.agency_code)
-            .and_then(|agency| agency.workload(IDENTITY_KIND, &name));
-        let spec = match identity {
-            Ok(identity) => LeafSpec::Signing { identity, signer_name: tenant_context.display_name.clone() },
-            Err(err) => {
-                let message = format!("cannot name the signing identity: {err}");
-                return not_applied(ctx, service, &Outcome::CertificateFailed(message)).await;
-            }
-        };
-        match leaf_in(&secrets, &names.signing_secret, &spec, &authority, now).await? {
-            Ok(leaf) => Some(leaf),
-            Err(err) => {
-                let message = format!("cannot issue the document-signing certificate: {err}");
-                return not_applied(ctx, service, &Outcome::CertificateFailed(message)).await;
-            }
-        }
+        let identity = AgencyIdentity::new(&read.platform.spec.base_domain, &tenant_context.agency_code)
+            .and_then(|agency| agency.workload(IDENTITY_KIND, name))
+            .map_err(|err| Halt::CertificateFailed(format!("cannot name the signing identity: {err}")))?;
+        let spec = LeafSpec::Signing { identity, signer_name: tenant_context.display_name.clone() };
+        let what = "the document-signing certificate";
+        Some(workload::certificate(&client, namespace, &names.signing_secret, &spec, &authority, now, what).await?)
     } else {
         None
     };
@@ -209,50 +169,32 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
     // The volume: restore a retained one if asked, then the claim, then its volume's marking.
     let mut applier = Applier::new(client.clone());
     let owner = Owner::of(service, COMPONENT)?;
-    let binding = match claim_binding(ctx, &inputs, &names, stored_claim.as_ref()).await? {
-        Ok(binding) => binding,
-        Err(problem) => return refused(ctx, service, &problem).await,
-    };
-    let applied_claim = match applier.apply(&build::volume_claim(&inputs, &owner, &binding)).await {
-        Ok(claim) => claim,
-        Err(Error::Kube(err)) => match status::refusal(&err, &format!("the volume claim {}", names.claim)) {
-            Some(problem) => return refused(ctx, service, &problem).await,
-            None => return Err(Error::Kube(err)),
-        },
-        Err(other) => return Err(other),
-    };
+    let binding = claim_binding(ctx, &inputs, &names, stored_claim.as_ref()).await?;
+    let applied_claim = applier
+        .apply(&build::volume_claim(&inputs, &owner, &binding))
+        .await
+        .map_err(|err| pipeline::apply_failed(err, &format!("the volume claim {}", names.claim)))?;
     let storage = storage(ctx, &inputs, &names, &applied_claim, &mut applier).await?;
 
-    // Build and apply the rest; prune what this service made before and no longer wants.
+    // Build, apply and prune the rest from the same set.
     let desired = build::build(&inputs, &binding, storage.ready, &tls.material, signing.as_ref().map(|l| &l.material))?;
-    let applied = match apply_desired(&mut applier, &desired).await {
-        Ok(deployment) => deployment,
-        Err(err) if apply::is_conflict(&err) => return Ok(status::changed_meanwhile(&err)),
-        Err(Error::Kube(err)) => match status::refusal(&err, "applying the DocumentService's objects") {
-            Some(problem) => return refused(ctx, service, &problem).await,
-            None => return Err(Error::Kube(err)),
-        },
-        Err(other) => return Err(other),
-    };
-    let caches = &ctx.caches;
-    let mut pruned = Vec::new();
-    pruned.extend(applier.prune(&caches.ingresses.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.services.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.deployments.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.secrets.state(), COMPONENT, &name, &uid).await?);
-    // The claim is never pruned: it always has the one name, and it holds the documents.
+    let owner = OwnedKey { component: COMPONENT, name, uid: &read.uid };
+    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
+        .await
+        .map_err(|err| pipeline::apply_failed(err, "applying the DocumentService's objects"))?;
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the DocumentService no longer wants");
     }
+    let deployment = applier
+        .applied::<Deployment>(Some(namespace), &names.workload)
+        .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
 
     let reference = service.object_ref(&());
-    let tls_what = format!("TLS certificate for {}", tls_names.join(", "));
     shared.publish_issued(&reference, &tls_what, &tls).await;
-    let signing_what = format!("document-signing certificate of agency {}", tenant_context.agency_code);
     if let Some(leaf) = &signing {
         shared.publish_issued(&reference, &signing_what, leaf).await;
     }
-    for key in certificate_keys_of(&namespace, &names) {
+    for key in certificate_keys_of(namespace, &names) {
         match key.kind {
             "server" => shared.observe_certificate(key, &tls, &authority.policy),
             _ => match &signing {
@@ -267,8 +209,8 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
     if let Some(leaf) = &signing {
         certificates.push((signing_what.as_str(), leaf));
     }
-    let outcome = Outcome::Applied(Applied {
-        deployment: &applied,
+    let running = Running {
+        deployment,
         replicas: inputs.replicas(storage.ready),
         declared_replicas: service.spec.replicas,
         suspended: tenant_context.suspended.then_some(tenant_context.name.as_str()),
@@ -282,10 +224,10 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
         }),
         url: url.as_deref(),
         certificates,
-    });
-    let base = DocumentServiceStatus {
+    };
+    let status = DocumentServiceStatus {
         url: url.clone(),
-        ready_replicas: Some(status::replica_counts(&applied).0),
+        ready_replicas: Some(status::replica_counts(deployment).0),
         storage: Some(storage.status.clone()),
         certificate: Some(status::certificate_status(&names.tls_secret, &tls, &authority.policy)),
         signing_certificate: signing
@@ -293,11 +235,13 @@ async fn reconcile_service(service: &DocumentService, ctx: &Context) -> Result<A
             .map(|leaf| status::certificate_status(&names.signing_secret, leaf, &authority.policy)),
         ..DocumentServiceStatus::default()
     };
-    write_status(ctx, service, &outcome, vec![storage.condition, routes(service, &names)], base).await?;
+    let mut conditions = status::conditions(&running);
+    conditions.push(storage.condition);
+    conditions.push(routes(service, &names));
     debug!("applied DocumentService {namespace}/{name}");
-    let renewals = std::iter::once(&tls).chain(signing.as_ref()).map(|leaf| leaf.renewal_time(&authority.policy)).min();
-    let next = renewals.map_or(RESYNC, |at| requeue_after(now, at).min(RESYNC));
-    Ok(Action::requeue(if storage.ready { next } else { next.min(BINDING) }))
+    let renewal = std::iter::once(&tls).chain(signing.as_ref()).map(|leaf| leaf.renewal_time(&authority.policy)).min();
+    let next = renewal.map_or(pipeline::RESYNC, |at| requeue_after(now, at));
+    Ok(Applied { conditions, status, requeue: if storage.ready { next } else { next.min(BINDING) } })
 }
 
 /// The gauge keys of a DocumentService's certificates (TLS and signing).
@@ -318,18 +262,6 @@ fn certificate_keys_of(namespace: &str, names: &Names) -> Vec<CertificateKey> {
     vec![key(&names.tls_secret, "server"), key(&names.signing_secret, "signing")]
 }
 
-/// The stored leaf in `secret` if it is still right, else a new one.
-async fn leaf_in(
-    secrets: &Api<Secret>,
-    secret: &str,
-    spec: &LeafSpec,
-    authority: &crate::workload::runtime::Authority,
-    now: OffsetDateTime,
-) -> Result<std::result::Result<Leaf, govpaas_pki::Error>> {
-    let stored_secret = secrets.get_opt(secret).await?;
-    Ok(keep_or_issue(Stored::of(stored_secret.as_ref()), spec, &authority.issuer(), now))
-}
-
 /// What the claim binds to: the volume it is bound to already, or, for a new claim of a service
 /// that asks to restore a retained volume, that volume's class (the volume is promised to the
 /// claim through its `claimRef`; the claim never names it).
@@ -338,23 +270,23 @@ async fn claim_binding(
     inputs: &Inputs<'_>,
     names: &Names,
     stored: Option<&PersistentVolumeClaim>,
-) -> Result<std::result::Result<ClaimBinding, Problem>> {
+) -> Step<ClaimBinding> {
     let stored_spec = stored.and_then(|c| c.spec.as_ref());
     let mut binding = ClaimBinding {
         volume_name: stored_spec.and_then(|s| s.volume_name.clone()),
         storage_class: stored_spec.and_then(|s| s.storage_class_name.clone()),
     };
     let restore = inputs.service.annotations().get(RESTORE_ANNOTATION).cloned();
-    let Some(volume_name) = restore else { return Ok(Ok(binding)) };
+    let Some(volume_name) = restore else { return Ok(binding) };
     if let Some(bound) = &binding.volume_name {
         // The claim exists and names its volume: a claim's volume never changes.
         if bound != &volume_name {
             info!(bound, requested = volume_name, "restore annotation ignored: the claim is bound already");
         }
-        return Ok(Ok(binding));
+        return Ok(binding);
     }
     if stored.is_some() {
-        return Ok(Err(Problem {
+        return Err(Stop::refused(Problem {
             reason: VOLUME_NOT_RESTORABLE,
             message: format!(
                 "{RESTORE_ANNOTATION}: {volume_name} came after the claim {} was created with a new volume; delete this DocumentService (with deletePolicy Retain its new volume is kept) and create it again with the annotation",
@@ -365,7 +297,7 @@ async fn claim_binding(
     let namespace = inputs.service.namespace().unwrap_or_default();
     let volumes: Api<PersistentVolume> = Api::all(ctx.shared.client.clone());
     let Some(volume) = volumes.get_opt(&volume_name).await? else {
-        return Ok(Err(Problem {
+        return Err(Stop::refused(Problem {
             reason: VOLUME_NOT_RESTORABLE,
             message: format!(
                 "{RESTORE_ANNOTATION}: PersistentVolume {volume_name} does not exist (kubectl get pv -l {}={} lists the tenant's retained volumes)",
@@ -376,11 +308,14 @@ async fn claim_binding(
     };
     let size = match inputs.storage_size() {
         Ok(size) => size,
-        Err(problem) => return Ok(Err(problem)),
+        Err(problem) => return Err(Stop::refused(problem)),
     };
     let target = RestoreTarget { tenant: inputs.tenant, namespace: &namespace, claim: &names.claim, size };
     if let Err(message) = retention::check_restorable(&volume, &target) {
-        return Ok(Err(Problem { reason: VOLUME_NOT_RESTORABLE, message: format!("{RESTORE_ANNOTATION}: {message}") }));
+        return Err(Stop::refused(Problem {
+            reason: VOLUME_NOT_RESTORABLE,
+            message: format!("{RESTORE_ANNOTATION}: {message}"),
+        }));
     }
     if !retention::is_promised_to(&volume, &namespace, &names.claim) {
         // A merge patch, not an apply: claimRef is the volume controller's to complete (it adds the
@@ -397,7 +332,7 @@ async fn claim_binding(
     // govpaas-tenant-volume-claims): the volume's claimRef, pre-bound above, makes the volume
     // controller bind exactly this volume to the new claim. The claim must ask for its class.
     binding.storage_class = retention::storage_class_of(&volume);
-    Ok(Ok(binding))
+    Ok(binding)
 }
 
 /// The volume's state after the claim was applied: once bound, the volume is marked with the
@@ -518,71 +453,6 @@ fn routes(service: &DocumentService, names: &Names) -> Desired {
     }
 }
 
-/// Applies the objects in dependency order (Secrets before the Deployment and Ingress that mount
-/// or name them) and returns the Deployment as stored.
-async fn apply_desired(applier: &mut Applier, desired: &build::Desired) -> Result<Deployment> {
-    applier.apply(&desired.tls_secret).await?;
-    if let Some(secret) = &desired.signing_secret {
-        applier.apply(secret).await?;
-    }
-    applier.apply(&desired.service).await?;
-    let deployment = applier.apply(&desired.deployment).await?;
-    if let Some(ingress) = &desired.ingress {
-        applier.apply(ingress).await?;
-    }
-    Ok(deployment)
-}
-
-async fn refused(ctx: &Context, service: &DocumentService, problem: &Problem) -> Result<Action> {
-    info!(reason = problem.reason, message = %problem.message, "DocumentService not applied");
-    not_applied(ctx, service, &Outcome::Refused(problem)).await
-}
-
-/// Writes the status of an outcome that applied nothing: what runs is described as before.
-async fn not_applied(ctx: &Context, service: &DocumentService, outcome: &Outcome<'_>) -> Result<Action> {
-    let previous = service.status.clone().unwrap_or_default();
-    let kept: Vec<Desired> = [STORAGE_BOUND, ROUTES_REGISTERED]
-        .iter()
-        .filter_map(|type_| conditions::find(&previous.conditions, type_))
-        .map(|c| Desired {
-            type_: c.type_.clone(),
-            status: if c.status == conditions::TRUE { conditions::TRUE } else { conditions::FALSE },
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-            event: None,
-        })
-        .collect();
-    write_status(ctx, service, outcome, kept, previous).await?;
-    // What it waits for (the Platform, the Tenant, the quota, a host) wakes it when it changes.
-    Ok(Action::requeue(RESYNC))
-}
-
-/// Writes the status for `outcome` plus the kind's own conditions over `base`, a no-op on the
-/// server when nothing changed, and publishes the Events of the conditions that changed.
-async fn write_status(
-    ctx: &Context,
-    service: &DocumentService,
-    outcome: &Outcome<'_>,
-    own: Vec<Desired>,
-    base: DocumentServiceStatus,
-) -> Result<()> {
-    let previous = service.status.as_ref();
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut desired = status::conditions(outcome, previous_conditions);
-    desired.extend(own);
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = DocumentServiceStatus {
-        observed_generation: service.metadata.generation,
-        conditions: conditions::merge(previous_conditions, &desired, service.metadata.generation, &now),
-        ..base
-    };
-    let api: Api<DocumentService> =
-        Api::namespaced(ctx.shared.client.clone(), &service.namespace().unwrap_or_default());
-    ctx.shared.status_writes.write(&api, service, previous, &new_status).await?;
-    ctx.shared.publish_changes(&service.object_ref(&()), previous_conditions, &desired).await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,7 +472,7 @@ mod tests {
         let mut service: DocumentService = fixtures::case("document/retained.yaml").one("DocumentService");
         let names = Names::of(&service);
         let enabled = routes(&service, &names);
-        assert_eq!((enabled.status, enabled.reason.as_str()), (conditions::FALSE, reasons::PENDING));
+        assert_eq!((enabled.status, enabled.reason.as_str()), (crate::reconcile::conditions::FALSE, reasons::PENDING));
         assert!(enabled.message.contains("govpaas.io/document-exchange=enabled"), "{}", enabled.message);
         service.spec.exchange.enabled = false;
         assert_eq!(routes(&service, &names).reason, "ExchangeDisabled");

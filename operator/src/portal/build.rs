@@ -13,12 +13,13 @@ use kube::ResourceExt;
 
 use crate::certificates::TlsMaterial;
 use crate::error::Result;
+use crate::reconcile::Problem;
 use crate::tenancy::TenantContext;
 use crate::workload::hosts::HostClaim;
+use crate::workload::names;
 use crate::workload::objects::{self, Owner, Placement, Rollout};
 use crate::workload::pod::{self, HTTP_PORT_NAME};
 use crate::workload::quota_fit::Usage;
-use crate::workload::{Problem, names};
 
 /// The `app.kubernetes.io/component` of a Portal's objects.
 pub const COMPONENT: &str = "portal";

@@ -2,14 +2,15 @@
 //! and an Ingress with a TLS certificate from the tenant CA, with a PodDisruptionBudget when it has
 //! replicas to spare.
 //!
-//! [`build`] validates and builds the desired objects with no client; [`reconcile`] applies them
-//! by server-side apply, prunes what is no longer wanted and writes the status computed from what
-//! it applied.
+//! [`build`] validates and builds the desired objects with no client; [`reconcile`] is the
+//! Portal's step of the service pipeline (`crate::service::pipeline`): it applies them by
+//! server-side apply and prunes what is no longer wanted, from one typed set; the pipeline writes
+//! the status computed from what it applied.
 //!
 //! Triggers: a Portal's spec or annotations changing (a generation predicate: its own status
 //! writes do not retrigger it); any owned object changing or vanishing (metadata watchers, so a
 //! deleted Ingress or an edited Deployment is repaired at once, and a Deployment's progress
-//! reaches status); and the wake-ups of [`crate::workload::runtime`] (its tenant, namespace,
+//! reaches status); and the wake-ups of [`crate::service::runtime`] (its tenant, namespace,
 //! quota, the Platform, a service that freed a host or quota). Everything is resynced hourly, and
 //! at each certificate's renewal time.
 
@@ -26,7 +27,7 @@ use kube::runtime::controller::Controller;
 
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
-use crate::workload::runtime::{PortalObject, ServiceWatch, Shared};
+use crate::service::runtime::{PortalObject, ServiceWatch, Shared};
 
 /// Runs the Portal controller until shutdown.
 pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
@@ -57,5 +58,6 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
         let shared = context.shared.clone();
         async move { shared.wait_until_ready().await.is_ok() }
     };
-    runner::run("portal", controller, concurrency, &telemetry, synced, reconcile::reconcile, context).await;
+    let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::Portal>;
+    runner::run("portal", controller, concurrency, &telemetry, synced, reconcile, context).await;
 }

@@ -1,39 +1,33 @@
-//! One reconcile of one Portal: read → validate (name, hosts, quota) → certificate → build →
-//! apply → prune → status and Events. Only the reads of the Portal's own objects, the CA Secrets
-//! and the applies talk to the API server; every decision is a pure function.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! One reconcile of one Portal, the Portal's part of `crate::service::pipeline`: validate (name,
+//! hosts, quota) → certificate → build → apply and prune → status. Only the reads of the Portal's
+//! own objects, the CA Secrets and the applies talk to the API server; every decision is a pure
+//! function.
 
 use govpaas_crds::Portal;
+use govpaas_crds::conditions::PORTAL;
 use govpaas_crds::portal::PortalStatus;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
 use time::OffsetDateTime;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{debug, info};
 
 use super::build::{self, COMPONENT, Inputs, Names};
-use crate::certificates::leaf::{LeafSpec, Stored, keep_or_issue};
-use crate::error::{Error, Result};
-use crate::reconcile::apply::{self, Applier};
-use crate::reconcile::conditions;
+use crate::certificates::leaf::LeafSpec;
+use crate::error::Error;
+use crate::reconcile::apply::Applier;
+use crate::reconcile::outcome::{Step, Stop};
+use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
+use crate::service::pipeline::{self, Applied, Read, ServiceKind};
+use crate::service::runtime::{PortalObject, ServiceContext};
+use crate::service::workload::{self, Ask};
 use crate::telemetry::CertificateKey;
-use crate::tenancy::Scope;
-use crate::workload::quota_fit::Usage;
-use crate::workload::runtime::{PortalObject, ServiceContext};
-use crate::workload::status::{self, Applied, Outcome};
-use crate::workload::{Problem, QuotaCheck, check_hosts, check_quota, hosts};
+use crate::workload::status::{self, Running};
 use govpaas_pki::renewal::requeue_after;
-
-/// The safety-net resync of an unchanged Portal.
-pub const RESYNC: Duration = Duration::from_secs(3600);
 
 /// Caches of what the Portal controller owns: metadata only, for wake-ups and pruning.
 #[derive(Clone)]
@@ -48,161 +42,115 @@ pub struct Caches {
 /// What every Portal reconcile shares.
 pub type Context = ServiceContext<Caches>;
 
-/// Reconciles one Portal.
-pub async fn reconcile(object: Arc<PortalObject>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        controller = COMPONENT,
-        namespace = %object.namespace().unwrap_or_default(),
-        portal = %object.name_any()
-    );
-    ctx.when_readable(&object, "Portal", |portal| reconcile_portal(portal, &ctx)).instrument(span).await
-}
+impl DesiredSet for build::Desired {
+    type Caches = Caches;
 
-/// What status keeps from what runs when a reconcile applies nothing.
-fn kept(portal: &Portal) -> PortalStatus {
-    portal.status.clone().unwrap_or_default()
-}
-
-async fn reconcile_portal(portal: &Portal, ctx: &Context) -> Result<Action> {
-    let shared = &ctx.shared;
-    if portal.metadata.deletion_timestamp.is_some() {
-        // Its children carry owner references: the garbage collector removes them.
-        return Ok(Action::await_change());
+    fn owned<'a>(&'a self, caches: &'a Caches) -> Vec<Box<dyn OwnedKind + 'a>> {
+        let build::Desired { deployment, service, ingress, pod_disruption_budget, tls_secret } = self;
+        let Caches { deployments, services, ingresses, pod_disruption_budgets, secrets } = caches;
+        vec![
+            // The Secret before the Ingress that names it.
+            Owned::boxed(std::slice::from_ref(tls_secret), secrets),
+            Owned::boxed(std::slice::from_ref(service), services),
+            Owned::boxed(std::slice::from_ref(deployment), deployments),
+            Owned::boxed(std::slice::from_ref(ingress), ingresses),
+            Owned::boxed(pod_disruption_budget.as_slice(), pod_disruption_budgets),
+        ]
     }
-    let namespace = portal.namespace().ok_or(Error::MissingField { kind: "Portal", field: "metadata.namespace" })?;
-    let uid = portal.uid().ok_or(Error::MissingField { kind: "Portal", field: "metadata.uid" })?;
-    let name = portal.name_any();
+}
 
-    // Read: the tenant and the Platform.
-    let tenant = match shared.scope(&namespace) {
-        Scope::OutOfScope => return Ok(Action::await_change()),
-        Scope::NoTenant(message) => return waiting(ctx, portal, message).await,
-        Scope::Tenant(tenant) => tenant,
-    };
-    let Ok(tenant) = &tenant.0 else {
-        return waiting(ctx, portal, format!("the Tenant of namespace {namespace} cannot be read")).await;
-    };
-    let Some(platform) = shared.platform() else {
-        return waiting(ctx, portal, "no Platform named default exists yet".into()).await;
-    };
-    let tenant_context = shared.tenant_context(tenant, &platform, &namespace);
-    let inputs = Inputs { portal, platform: &platform.spec, tenant: &tenant_context };
+impl ServiceKind for Portal {
+    type Status = PortalStatus;
+    type Caches = Caches;
+    const KIND: &'static str = "Portal";
+    const COMPONENT: &'static str = COMPONENT;
+    const CONDITIONS: &'static [govpaas_crds::conditions::Documented] = PORTAL;
+
+    fn status(&self) -> Option<&PortalStatus> {
+        self.status.as_ref()
+    }
+
+    async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalStatus>> {
+        apply(read, ctx).await
+    }
+}
+
+async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalStatus>> {
+    let shared = &ctx.shared;
+    let (portal, namespace) = (read.service, read.namespace.as_str());
+    let inputs = Inputs { portal, platform: &read.platform.spec, tenant: &read.tenant_context };
     let names = Names::of(portal);
 
     // Validate: the name, the hosts, the quota.
     if let Some(problem) = build::validate(&inputs) {
-        return refused(ctx, portal, &problem).await;
+        return Err(Stop::refused(problem));
     }
-    let ordered = shared.host_claims();
     let claim = inputs.host_claim();
-    if let Some(problem) = check_hosts(&claim, &tenant_context.domain, &ordered) {
-        return refused(ctx, portal, &problem).await;
-    }
-    let wanted = match inputs.usage() {
-        Ok(usage) => usage,
-        Err(problem) => return refused(ctx, portal, &problem).await,
-    };
-    let client = shared.client.clone();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let deployment = deployments.get_opt(&names.workload).await?;
-    let mut admitted = deployment.as_ref().map(Usage::admitted_by).unwrap_or_default();
-    let mut held = deployment.as_ref().map(Usage::held_by).unwrap_or_default();
-    if ctx.caches.services.get(&ObjectRef::new(&names.workload).within(&namespace)).is_some() {
-        admitted = admitted.plus(Usage::one_service());
-        held = held.plus(Usage::one_service());
-    }
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
-    let current_public_hosts = ingresses
-        .get_opt(&names.workload)
-        .await?
-        .and_then(|i| i.spec.and_then(|s| s.rules))
-        .map_or(0, |rules| rules.len());
-    let quotas = shared.quotas_in(&namespace);
-    let check = QuotaCheck {
-        namespace: &namespace,
-        quotas: &quotas,
-        wanted,
-        admitted,
-        held,
-        storage_class: None,
-        public_hosts_quota: tenant_context.public_hosts,
-        public_hosts_used_before: hosts::used_before(&claim, &ordered, &tenant_context.namespaces),
-        public_hosts: inputs.hosts().len(),
-        current_public_hosts,
-    };
-    if let Some(problem) = check_quota(&check) {
-        return refused(ctx, portal, &problem).await;
-    }
+    let ordered = workload::hosts_free(shared, &read.tenant_context, &claim)?;
+    let wanted = inputs.usage().map_err(Stop::refused)?;
+    let hosts = inputs.hosts();
+    let current = workload::current(&shared.client, &ctx.caches.services, namespace, &names.workload).await?;
+    let ask = Ask { claim: &claim, ordered: &ordered, wanted, public_hosts: hosts.len(), storage_class: None };
+    workload::fits(shared, &read.tenant_context, namespace, &ask, &current)?;
 
     // The certificate of the hosts: kept while it is right, else issued by the tenant CA.
     let now = OffsetDateTime::now_utc();
-    let authority = match shared.authority(&tenant_context, &platform, now).await? {
-        Ok(authority) => authority,
-        Err(message) => return waiting(ctx, portal, message).await,
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let stored_secret = secrets.get_opt(&names.tls_secret).await?;
-    let stored = Stored::of(stored_secret.as_ref());
-    let hosts = inputs.hosts();
-    let leaf = match keep_or_issue(stored, &LeafSpec::Server { dns_names: hosts.clone() }, &authority.issuer(), now) {
-        Ok(leaf) => leaf,
-        Err(err) => {
-            let message = format!("cannot issue the TLS certificate for {}: {err}", hosts.join(", "));
-            return certificate_failed(ctx, portal, message).await;
-        }
-    };
+    let authority = shared.authority(&read.tenant_context, &read.platform, now).await?;
+    let what = format!("TLS certificate for {}", hosts.join(", "));
+    let spec = LeafSpec::Server { dns_names: hosts.clone() };
+    let leaf = workload::certificate(
+        &shared.client,
+        namespace,
+        &names.tls_secret,
+        &spec,
+        &authority,
+        now,
+        &format!("the {what}"),
+    )
+    .await?;
 
-    // Build and apply; then prune what this Portal made before and no longer wants.
+    // Build, apply and prune from the same set.
     let desired = build::build(&inputs, &leaf.material)?;
-    let mut applier = Applier::new(client.clone());
-    let applied = match apply_desired(&mut applier, &desired).await {
-        Ok(deployment) => deployment,
-        Err(err) if apply::is_conflict(&err) => return Ok(status::changed_meanwhile(&err)),
-        Err(Error::Kube(err)) => match status::refusal(&err, "applying the Portal's objects") {
-            Some(problem) => return refused(ctx, portal, &problem).await,
-            None => return Err(Error::Kube(err)),
-        },
-        Err(other) => return Err(other),
-    };
-    let caches = &ctx.caches;
-    let mut pruned = Vec::new();
-    pruned.extend(applier.prune(&caches.pod_disruption_budgets.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.ingresses.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.services.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.deployments.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.secrets.state(), COMPONENT, &name, &uid).await?);
+    let mut applier = Applier::new(shared.client.clone());
+    let owner = OwnedKey { component: COMPONENT, name: &read.name, uid: &read.uid };
+    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
+        .await
+        .map_err(|err| pipeline::apply_failed(err, "applying the Portal's objects"))?;
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the Portal no longer wants");
     }
+    let deployment = applier
+        .applied::<Deployment>(Some(namespace), &names.workload)
+        .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
 
     let reference = portal.object_ref(&());
-    let what = format!("TLS certificate for {}", hosts.join(", "));
     shared.publish_issued(&reference, &what, &leaf).await;
-    for key in certificate_keys_of(&namespace, &name) {
+    for key in certificate_keys_of(namespace, &read.name) {
         shared.observe_certificate(key, &leaf, &authority.policy);
     }
 
     let url = inputs.url();
-    let outcome = Outcome::Applied(Applied {
-        deployment: &applied,
+    let running = Running {
+        deployment,
         replicas: inputs.replicas(),
         declared_replicas: portal.spec.replicas,
-        suspended: tenant_context.suspended.then_some(tenant_context.name.as_str()),
+        suspended: read.tenant_context.suspended.then_some(read.tenant_context.name.as_str()),
         held_by: None,
         url: url.as_deref(),
         certificates: vec![(what.as_str(), &leaf)],
-    });
+    };
     let status = PortalStatus {
         url: url.clone(),
-        ready_replicas: Some(status::replica_counts(&applied).0),
+        ready_replicas: Some(status::replica_counts(deployment).0),
         certificate: Some(status::certificate_status(&names.tls_secret, &leaf, &authority.policy)),
         ..PortalStatus::default()
     };
-    write_status(ctx, portal, &outcome, status).await?;
-    debug!("applied Portal {namespace}/{name}");
-    let renewal = requeue_after(now, leaf.renewal_time(&authority.policy));
-    Ok(Action::requeue(renewal.min(RESYNC)))
+    debug!("applied Portal {namespace}/{}", read.name);
+    Ok(Applied {
+        conditions: status::conditions(&running),
+        status,
+        requeue: requeue_after(now, leaf.renewal_time(&authority.policy)),
+    })
 }
 
 /// The gauge keys of a Portal's certificates.
@@ -216,55 +164,6 @@ fn certificate_keys_of(namespace: &str, name: &str) -> Vec<CertificateKey> {
         secret: format!("{name}{}-tls", build::SUFFIX),
         kind: "server",
     }]
-}
-
-/// Applies the objects in dependency order (the Secret before the Ingress that names it) and
-/// returns the Deployment as stored.
-async fn apply_desired(applier: &mut Applier, desired: &build::Desired) -> Result<Deployment> {
-    applier.apply(&desired.tls_secret).await?;
-    applier.apply(&desired.service).await?;
-    let deployment = applier.apply(&desired.deployment).await?;
-    applier.apply(&desired.ingress).await?;
-    if let Some(budget) = &desired.pod_disruption_budget {
-        applier.apply(budget).await?;
-    }
-    Ok(deployment)
-}
-
-async fn waiting(ctx: &Context, portal: &Portal, message: String) -> Result<Action> {
-    write_status(ctx, portal, &Outcome::Waiting(message), kept(portal)).await?;
-    // What it waits for (the Platform, the Tenant, its namespace) wakes it when it comes.
-    Ok(Action::requeue(RESYNC))
-}
-
-async fn refused(ctx: &Context, portal: &Portal, problem: &Problem) -> Result<Action> {
-    info!(reason = problem.reason, message = %problem.message, "Portal not applied");
-    write_status(ctx, portal, &Outcome::Refused(problem), kept(portal)).await?;
-    // A change of the Portal, its quota or the services in its way wakes it.
-    Ok(Action::requeue(RESYNC))
-}
-
-async fn certificate_failed(ctx: &Context, portal: &Portal, message: String) -> Result<Action> {
-    write_status(ctx, portal, &Outcome::CertificateFailed(message), kept(portal)).await?;
-    Ok(Action::requeue(RESYNC))
-}
-
-/// Writes the status for `outcome` over `base` (url, replicas, certificate), a no-op on the
-/// server when nothing changed, and publishes the Events of the conditions that changed.
-async fn write_status(ctx: &Context, portal: &Portal, outcome: &Outcome<'_>, base: PortalStatus) -> Result<()> {
-    let previous = portal.status.as_ref();
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let desired = status::conditions(outcome, previous_conditions);
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = PortalStatus {
-        observed_generation: portal.metadata.generation,
-        conditions: conditions::merge(previous_conditions, &desired, portal.metadata.generation, &now),
-        ..base
-    };
-    let api: Api<Portal> = Api::namespaced(ctx.shared.client.clone(), &portal.namespace().unwrap_or_default());
-    ctx.shared.status_writes.write(&api, portal, previous, &new_status).await?;
-    ctx.shared.publish_changes(&portal.object_ref(&()), previous_conditions, &desired).await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! left alone. Applying an object identical to what is stored changes nothing on the server — no
 //! new resourceVersion — which is what keeps a resync of an unchanged world silent.
 
-use std::collections::BTreeSet;
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -85,12 +86,18 @@ impl ObjectKey {
 /// delete what the owner created before and no longer wants.
 pub struct Applier {
     client: Client,
-    applied: BTreeSet<ObjectKey>,
+    /// What this reconcile applied, as the API server returned it.
+    applied: BTreeMap<ObjectKey, Arc<dyn Any + Send + Sync>>,
 }
 
 impl Applier {
     pub fn new(client: Client) -> Self {
-        Applier { client, applied: BTreeSet::new() }
+        Applier { client, applied: BTreeMap::new() }
+    }
+
+    /// The client it applies with.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Server-side applies `object` (it must carry its name and, if namespaced, its namespace).
@@ -100,7 +107,7 @@ impl Applier {
         let namespace = object.meta().namespace.clone();
         let api = K::Scope::api::<K>(self.client.clone(), namespace.as_deref());
         let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await?;
-        self.applied.insert(ObjectKey::of::<K>(namespace, name));
+        self.applied.insert(ObjectKey::of::<K>(namespace, name), Arc::new(applied.clone()));
         Ok(applied)
     }
 
@@ -115,7 +122,12 @@ impl Applier {
 
     /// Whether this reconcile applied the object.
     pub fn was_applied<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) -> bool {
-        self.applied.contains(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))
+        self.applied.contains_key(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))
+    }
+
+    /// The object this reconcile applied, as the API server returned it (with its status).
+    pub fn applied<K: Applicable>(&self, namespace: Option<&str>, name: &str) -> Option<&K> {
+        self.applied.get(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))?.downcast_ref::<K>()
     }
 
     /// Deletes the objects of kind `K` in `cached` (a cache's state) that controller `component` created for the owner

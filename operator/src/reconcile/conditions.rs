@@ -86,6 +86,31 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The condition of `type_` in `previous`, re-stated as it is (no Event): what a reconcile that
+/// changed nothing it describes says of it.
+pub fn carried_over(previous: &[Condition], type_: &str) -> Option<Desired> {
+    find(previous, type_).map(carry)
+}
+
+/// Every condition in `previous`, re-stated as it is.
+pub fn carried(previous: &[Condition]) -> Vec<Desired> {
+    previous.iter().map(carry).collect()
+}
+
+fn carry(condition: &Condition) -> Desired {
+    Desired {
+        type_: condition.type_.clone(),
+        status: match condition.status.as_str() {
+            TRUE => TRUE,
+            FALSE => FALSE,
+            _ => UNKNOWN,
+        },
+        reason: condition.reason.clone(),
+        message: condition.message.clone(),
+        event: None,
+    }
+}
+
 /// Whether the condition of `type_` is present and `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == TRUE)

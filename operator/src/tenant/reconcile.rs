@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
 use crate::reconcile::conditions;
+use crate::reconcile::outcome::{Halt, Stop};
 use crate::tenancy::TenantContext;
 use crate::tenancy::TenantObject;
 use govpaas_pki::renewal::requeue_after;
@@ -248,9 +249,11 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
         Ok(policy) => policy,
         Err(message) => return unusable(message),
     };
-    let trust = match crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await? {
+    let trust = match crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await {
         Ok(trust) => trust,
-        Err(message) => return unusable(message),
+        Err(Stop::Halt(Halt::Waiting(problem))) => return unusable(problem.message),
+        Err(Stop::Halt(other)) => return unusable(format!("{other:?}")),
+        Err(Stop::Failed(error)) => return Err(error),
     };
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();

@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::lgsp;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
+use crate::reconcile::outcome::{Halt, Stop};
 use crate::reconcile::shared::Subscription;
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{apply, labels, runner};
@@ -186,7 +187,7 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     // The issuing CA must load from its Secret (a hand edit there breaks every issuance); it
     // issues the LGSP gateway's certificate.
     if found.unusable.is_none() {
-        match store::platform_trust(&store, platform, &policy, now).await? {
+        match store::platform_trust(&store, platform, &policy, now).await {
             Ok(trust) => {
                 let namespace = &ctx.settings.operator_namespace;
                 match lgsp::ensure_certificate(&ctx.client, namespace, &platform.spec, &trust, &policy, now).await {
@@ -215,10 +216,14 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
                     Err(err) => return Err(err),
                 }
             }
-            Err(message) => {
-                found.unusable = Some(message);
+            Err(Stop::Halt(halt)) => {
+                found.unusable = Some(match halt {
+                    Halt::Waiting(problem) | Halt::Refused(problem) => problem.message,
+                    other => format!("{other:?}"),
+                });
                 requeue = requeue.min(NOT_READY);
             }
+            Err(Stop::Failed(error)) => return Err(error),
         }
     }
     write_status(ctx, platform, &found, now).await?;

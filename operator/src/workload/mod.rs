@@ -3,8 +3,8 @@
 //! Service, an Ingress with TLS from the tenant CA — that must fit the tenant's quota, stops while
 //! the tenant is suspended, and may not serve a host another service already serves.
 //!
-//! Everything here except [`runtime`] is pure: the controllers in `portal` and `document` read
-//! the world, hand it to these functions and apply what comes back. Certificates (keep or issue,
+//! Everything here is pure: the controllers in `portal` and `document` read the world (through
+//! `crate::service`), hand it to these functions and apply what comes back. Certificates (keep or issue,
 //! the CA Secrets) are `crate::certificates`; the tenant facts are `crate::tenancy`.
 //!
 //! - [`names`]: the child objects' names, and the check that a service's name can carry them;
@@ -12,24 +12,16 @@
 //! - [`objects`]: Service, Ingress, PodDisruptionBudget and TLS Secret builders, owner references;
 //! - [`hosts`]: which service owns a host, and how many public hosts a tenant has left;
 //! - [`quota_fit`]: whether a service fits its namespace's ResourceQuotas, naming what is short;
-//! - [`status`]: the conditions, from what was applied;
-//! - [`runtime`]: the caches both controllers read and the wake-ups between objects.
+//! - [`status`]: the conditions of a running workload, from what was applied.
 
 pub mod hosts;
 pub mod names;
 pub mod objects;
 pub mod pod;
 pub mod quota_fit;
-pub mod runtime;
 pub mod status;
 
-/// Why a service cannot be applied as declared: the reason and message of its `Ready` condition,
-/// and of the Warning Event that goes with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
+use crate::reconcile::Problem;
 
 /// The condition reason for hosts outside the tenant's domain (the admission policy refuses them;
 /// this catches a tenant whose domain changed afterwards).

@@ -30,15 +30,17 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use time::OffsetDateTime;
 
-use super::hosts::{self, Dated, HostClaim};
 use crate::certificates::ca_secrets;
 use crate::certificates::leaf::Issuer;
 use crate::error::{Error, Result};
 use crate::reconcile::conditions;
 use crate::reconcile::events::Publisher;
+use crate::reconcile::outcome::{Step, Stop};
 use crate::settings::Settings;
 use crate::telemetry::CertificateKey;
 use crate::tenancy::{Scope, TenantContext, TenantObject, scope_of};
+use crate::workload::hosts::{self, Dated, HostClaim};
+use govpaas_crds::conditions::reasons;
 use govpaas_pki::{CertificateAuthority, IssuancePolicy, TrustAnchors};
 
 /// A Portal, or the error of one that cannot be read (one bad object never breaks the watch).
@@ -126,27 +128,6 @@ impl Shared {
 pub struct ServiceContext<C> {
     pub shared: Arc<Shared>,
     pub caches: C,
-}
-
-impl<C> ServiceContext<C> {
-    /// Runs `reconcile` on the service in `object` once it can be read (else [`Shared::readable`]
-    /// reported why, and nothing is done until it changes) and every cache has listed.
-    pub async fn when_readable<'a, K, Fut>(
-        &self,
-        object: &'a DeserializeGuard<K>,
-        kind: &str,
-        reconcile: impl FnOnce(&'a K) -> Fut,
-    ) -> Result<kube::runtime::controller::Action>
-    where
-        K: Resource<DynamicType = ()>,
-        Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>>,
-    {
-        let Some(service) = self.shared.readable(object, kind).await else {
-            return Ok(kube::runtime::controller::Action::await_change());
-        };
-        self.shared.wait_until_ready().await?;
-        reconcile(service).await
-    }
 }
 
 /// The CA side of a service's certificates, loaded for one reconcile.
@@ -244,30 +225,22 @@ impl Shared {
     }
 
     /// The platform CA and `tenant`'s CA as the tenant controller issued it, or why they cannot be
-    /// used yet.
+    /// used yet (each with its own reason: the policy, the platform CA, the tenant CA pending,
+    /// damaged or issued for another domain).
     pub async fn authority(
         &self,
         context: &TenantContext,
         platform: &Platform,
         now: OffsetDateTime,
-    ) -> Result<std::result::Result<Authority, String>> {
-        let policy = match ca_secrets::issuance_policy(&platform.spec) {
-            Ok(policy) => policy,
-            Err(message) => return Ok(Err(message)),
-        };
+    ) -> Step<Authority> {
+        let policy = ca_secrets::issuance_policy(&platform.spec)
+            .map_err(|message| Stop::waiting(reasons::CERTIFICATE_POLICY_INVALID, message))?;
         let store = TrustStore::new(self.client.clone(), &self.settings.operator_namespace);
-        let platform_trust =
-            match crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await? {
-                Ok(trust) => trust,
-                Err(message) => return Ok(Err(message)),
-            };
-        let tenant_ca = match ca_secrets::issued_tenant_ca(&store.secrets, context, &platform_trust, now).await? {
-            Ok(ca) => ca,
-            Err(message) => return Ok(Err(message)),
-        };
+        let platform_trust = crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await?;
+        let tenant_ca = ca_secrets::issued_tenant_ca(&store.secrets, context, &platform_trust, now).await?;
         let crate::certificates::trust_store::PlatformTrust { bundle_pem: trust_pem, anchors: trust, .. } =
             platform_trust;
-        Ok(Ok(Authority { tenant_ca, trust, trust_pem, policy }))
+        Ok(Authority { tenant_ca, trust, trust_pem, policy })
     }
 }
 
