@@ -111,9 +111,7 @@ pub async fn run<K, Ctx, Fut>(
         let mut timer = metrics.reconcile(name);
         let reconciled = reconcile(object, ctx);
         async move {
-            let result = tokio::time::timeout(RECONCILE_TIMEOUT, reconciled)
-                .await
-                .unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)));
+            let result = bounded(reconciled).await;
             if let Err(error) = &result {
                 timer.failed(error.metric_label());
             }
@@ -189,4 +187,10 @@ mod tests {
         backoff.succeeded(&ns);
         assert_eq!(backoff.failed(ns), Duration::from_secs(2));
     }
+}
+
+/// A reconcile, cancelled after [`RECONCILE_TIMEOUT`] with [`Error::Timeout`]: a hung request never
+/// stalls its object (it is retried with backoff, and every step is an idempotent apply).
+pub async fn bounded<T>(reconciled: impl Future<Output = crate::error::Result<T>>) -> crate::error::Result<T> {
+    tokio::time::timeout(RECONCILE_TIMEOUT, reconciled).await.unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)))
 }

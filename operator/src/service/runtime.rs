@@ -62,6 +62,15 @@ const CACHES: [&str; 8] = [
     "DataSharingService",
 ];
 
+/// Every cache listed, for tests that fill the stores by hand.
+#[cfg(test)]
+pub(crate) fn all_listed() -> tokio::sync::watch::Receiver<std::collections::BTreeSet<&'static str>> {
+    let (listed, receiver) = tokio::sync::watch::channel(CACHES.into_iter().collect());
+    // Kept open: a closed channel would read as caches that stopped.
+    std::mem::forget(listed);
+    receiver
+}
+
 /// Which caches have listed once. Readiness is tracked from the watch streams' `InitDone`, not by
 /// awaiting `Store::wait_until_ready`: a store wakes only one waiter (kube-runtime's `DelayedInit`
 /// keeps a single waker), and each controller already waits on its own store.
