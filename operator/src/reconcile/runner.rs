@@ -166,6 +166,12 @@ where
     ObjectRef::from_obj_with(object, K::DynamicType::default())
 }
 
+/// A reconcile, cancelled after [`RECONCILE_TIMEOUT`] with [`Error::Timeout`]: a hung request never
+/// stalls its object (it is retried with backoff, and every step is an idempotent apply).
+pub async fn bounded<T>(reconciled: impl Future<Output = crate::error::Result<T>>) -> crate::error::Result<T> {
+    tokio::time::timeout(RECONCILE_TIMEOUT, reconciled).await.unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)))
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::Namespace;
@@ -187,10 +193,4 @@ mod tests {
         backoff.succeeded(&ns);
         assert_eq!(backoff.failed(ns), Duration::from_secs(2));
     }
-}
-
-/// A reconcile, cancelled after [`RECONCILE_TIMEOUT`] with [`Error::Timeout`]: a hung request never
-/// stalls its object (it is retried with backoff, and every step is an idempotent apply).
-pub async fn bounded<T>(reconciled: impl Future<Output = crate::error::Result<T>>) -> crate::error::Result<T> {
-    tokio::time::timeout(RECONCILE_TIMEOUT, reconciled).await.unwrap_or(Err(Error::Timeout(RECONCILE_TIMEOUT)))
 }
