@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use govpaas_crds::conditions::{HIERARCHY_VALID, QUOTA_EXCEEDED};
-use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret};
@@ -238,16 +237,19 @@ fn owning_tenants<K: Resource>(tenants: Store<TenantObject>) -> impl Fn(K) -> Ve
     }
 }
 
-/// Maps a service (a Portal, DocumentService or DataSharingService) to the Tenant whose namespace
-/// it is in, by the namespace's `govpaas.io/tenant` label.
-fn tenant_of_namespace<K: Resource>(
+/// Maps a service (a Portal, DocumentService or DataSharingService) to the Tenant that owns its
+/// namespace, by the one rule of [`crate::tenancy::tenant_of_namespace`].
+fn tenant_of_service<K: Resource>(
     namespaces: Store<PartialObjectMeta<Namespace>>,
     tenants: Store<TenantObject>,
 ) -> impl Fn(K) -> Option<ObjectRef<TenantObject>> {
     move |object: K| {
-        let namespace = namespaces.get(&ObjectRef::new(object.meta().namespace.as_deref()?))?;
-        let tenant = ObjectRef::new(namespace.metadata.labels.as_ref()?.get(TENANT_LABEL)?);
-        tenants.get(&tenant).map(|_| tenant)
+        let name = object.meta().namespace.as_deref()?;
+        let namespace = namespaces.get(&ObjectRef::new(name))?;
+        let all = tenants.state();
+        let readable = all.iter().filter_map(|tenant| tenant.0.as_ref().ok());
+        let tenant = crate::tenancy::tenant_of_namespace(name, namespace.metadata.labels.as_ref(), readable)?;
+        Some(ObjectRef::new(&tenant.name_any()))
     }
 }
 
@@ -330,9 +332,9 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     triggers.watch("ClusterRoleBinding", cluster_binding_stream, owning_tenants(tenants.clone()));
     triggers.watch("trust bundle", trust_bundle_stream, owning_tenants(tenants.clone()));
     triggers.watch("tenant CA Secret", ca_secret_stream, owning_tenants(tenants.clone()));
-    triggers.watch("Portal", portal_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
-    triggers.watch("DocumentService", document_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
-    triggers.watch("DataSharingService", data_sharing_stream, tenant_of_namespace(namespaces.clone(), tenants.clone()));
+    triggers.watch("Portal", portal_stream, tenant_of_service(namespaces.clone(), tenants.clone()));
+    triggers.watch("DocumentService", document_stream, tenant_of_service(namespaces.clone(), tenants.clone()));
+    triggers.watch("DataSharingService", data_sharing_stream, tenant_of_service(namespaces.clone(), tenants.clone()));
     triggers.watch("Platform", platform_stream, every_tenant(tenants.clone()));
     triggers.watch("platform trust", trust_stream, every_tenant(tenants.clone()));
     let controller =
