@@ -33,9 +33,9 @@ use crate::data_sharing::triggers;
 use crate::reconcile::events::Publisher;
 use crate::reconcile::shared::{self, SharedWatch, Subscription};
 use crate::reconcile::{conditions, labels, watch};
+use crate::service::pipeline;
 use crate::service::runtime::{DataSharingObject, DocumentObject, Listed, PortalObject, ServiceWatch, Shared};
 use crate::settings::Settings;
-use crate::telemetry::{CertificateGauges, CertificateKey};
 use crate::tenancy::TenantObject;
 
 /// Runs every controller until shutdown (SIGTERM: each finishes the reconciles in flight).
@@ -163,7 +163,6 @@ struct Fanout {
     /// Each DataSharingService's last seen generation and the agencies its grants involve.
     sharing: HashMap<String, (Option<i64>, std::collections::BTreeSet<String>)>,
     route_tables_orphaned: Arc<tokio::sync::Notify>,
-    certificates: Arc<CertificateGauges>,
 }
 
 impl Fanout {
@@ -205,14 +204,8 @@ impl Fanout {
         }
     }
 
-    /// A service changed: when its spec changed or it went away, the blocked ones may now fit; a
-    /// service gone takes its certificates out of the gauges.
-    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>, certificates: fn(&K) -> Vec<CertificateKey>) {
-        if let watcher::Event::Delete(object) = event {
-            for key in certificates(object) {
-                self.certificates.forget(&key);
-            }
-        }
+    /// A service changed: when its spec changed or it went away, the blocked ones may now fit.
+    fn service_event<K: Resource>(&mut self, event: &watcher::Event<K>) {
         let key = |object: &K| object.meta().uid.clone().unwrap_or_default();
         match event {
             watcher::Event::InitApply(object) => {
@@ -239,8 +232,7 @@ impl Fanout {
     }
 
     /// A DataSharingService changed its spec or went away: the ones its grants concern look
-    /// again (the rules: `crate::data_sharing::triggers`). A deleted one's route table is swept, and
-    /// its client certificate leaves the gauges.
+    /// again (the rules: `crate::data_sharing::triggers`). A deleted one's route table is swept.
     fn data_sharing_event(&mut self, event: &watcher::Event<DataSharingObject>) {
         let key = |object: &DataSharingObject| object.meta().uid.clone().unwrap_or_default();
         let (object, deleted) = match event {
@@ -265,9 +257,6 @@ impl Fanout {
         }
         if deleted {
             self.route_tables_orphaned.notify_one();
-            for key in crate::data_sharing::reconcile::certificate_keys(object) {
-                self.certificates.forget(&key);
-            }
         }
         let mut agencies = now;
         agencies.extend(previous.map(|(_, before)| before).unwrap_or_default());
@@ -308,7 +297,6 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         generations: HashMap::new(),
         sharing: HashMap::new(),
         route_tables_orphaned: route_tables_orphaned.clone(),
-        certificates: settings.telemetry.certificates.clone(),
     }));
 
     // Services read the Platform's spec only: its status (written on every step of a CA rotation)
@@ -400,7 +388,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
             .reflect(portal_writer)
             .inspect_ok(move |event| {
                 listed.observe("Portal", event);
-                lock(&fanout).service_event(event, crate::portal::reconcile::certificate_keys);
+                lock(&fanout).service_event(event);
             })
             .touched_objects()
             .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
@@ -414,7 +402,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
             .reflect(document_writer)
             .inspect_ok(move |event| {
                 listed.observe("DocumentService", event);
-                lock(&fanout).service_event(event, crate::document::reconcile::certificate_keys);
+                lock(&fanout).service_event(event);
             })
             .touched_objects()
             // The restore annotation is read too.
@@ -452,6 +440,14 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         known_tenants,
         listed: listed_rx,
     });
+    // The services' certificate gauges are read from their statuses in these caches at each scrape.
+    let gauges = &shared.settings.telemetry.certificates;
+    let (reader, services) = (shared.clone(), portals.clone());
+    gauges.read_from(move || pipeline::certificate_gauges(&reader, &services));
+    let (reader, services) = (shared.clone(), documents.clone());
+    gauges.read_from(move || pipeline::certificate_gauges(&reader, &services));
+    let (reader, services) = (shared.clone(), data_sharing.clone());
+    gauges.read_from(move || pipeline::certificate_gauges(&reader, &services));
     let portal_watch = ServiceWatch { store: portals, stream: Box::pin(portal_stream), wake: portal_woken };
     let document_watch = ServiceWatch { store: documents, stream: Box::pin(document_stream), wake: document_woken };
     let data_sharing_watch =

@@ -11,6 +11,7 @@ use govpaas_crds::data_sharing::{
     ConsumptionStatus, DataSharingService, DataSharingServiceStatus, GrantState, ProvidedApi,
 };
 use govpaas_crds::lgsp;
+use govpaas_crds::status::CertificateStatus;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
@@ -30,9 +31,8 @@ use crate::reconcile::conditions::Desired;
 use crate::reconcile::outcome::{Halt, Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind, StatusEvent};
-use crate::service::runtime::{DataSharingObject, ServiceContext};
+use crate::service::runtime::ServiceContext;
 use crate::service::workload;
-use crate::telemetry::CertificateKey;
 use crate::workload::status as workload_status;
 use govpaas_pki::renewal::requeue_after;
 
@@ -137,6 +137,10 @@ impl ServiceKind for DataSharingService {
 
     fn status(&self) -> Option<&DataSharingServiceStatus> {
         self.status.as_ref()
+    }
+
+    fn certificates(status: &DataSharingServiceStatus) -> Vec<(&'static str, &CertificateStatus)> {
+        status.client_certificate.iter().map(|certificate| ("client", certificate)).collect()
     }
 
     async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Applied<DataSharingServiceStatus>> {
@@ -267,18 +271,13 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
     }
 
     let reference = service.object_ref(&());
-    let key = certificate_key(namespace, name);
     let client = match &client_leaf {
-        Some((identity, leaf, policy)) => {
+        Some((identity, leaf, _)) => {
             let what = format!("LGSP client certificate for {identity}");
             shared.publish_issued(&reference, &what, leaf).await;
-            shared.observe_certificate(key, leaf, policy);
             Some((secret_name.as_str(), identity.as_str(), leaf))
         }
-        None => {
-            shared.settings.telemetry.certificates.forget(&key);
-            None
-        }
+        None => None,
     };
     let statuses: Vec<ConsumptionStatus> = consumptions.iter().map(|(c, _)| c.clone()).collect();
     let applied = Registered {
@@ -305,15 +304,6 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
         status,
         requeue: renewal.map_or(pipeline::RESYNC, |at| requeue_after(now, at)),
     })
-}
-
-/// The gauge key of a DataSharingService's client certificate.
-pub fn certificate_keys(service: &DataSharingObject) -> Vec<CertificateKey> {
-    vec![certificate_key(&service.namespace().unwrap_or_default(), &service.name_any())]
-}
-
-fn certificate_key(namespace: &str, name: &str) -> CertificateKey {
-    CertificateKey { namespace: namespace.to_owned(), secret: build::client_secret_name(name), kind: "client" }
 }
 
 /// The conditions of what was applied.
@@ -477,14 +467,10 @@ mod tests {
     }
 
     #[test]
-    fn the_gauge_names_the_client_secret() {
-        let service: DataSharingService = crate::fixtures::case("data-sharing/grants.yaml")
-            .all::<DataSharingService>("DataSharingService")[1]
-            .clone();
-        let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(service)));
-        assert_eq!(
-            (keys[0].secret.as_str(), keys[0].kind, keys[0].namespace.as_str()),
-            ("mot-cua-lgsp-client", "client", "xa-hoa-vang")
-        );
+    fn the_gauge_reads_the_client_certificate_the_status_records() {
+        let client = CertificateStatus { secret_name: Some("mot-cua-lgsp-client".into()), ..Default::default() };
+        let status = DataSharingServiceStatus { client_certificate: Some(client.clone()), ..Default::default() };
+        assert_eq!(DataSharingService::certificates(&status), [("client", &client)]);
+        assert!(DataSharingService::certificates(&DataSharingServiceStatus::default()).is_empty());
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use govpaas_crds::DocumentService;
 use govpaas_crds::conditions::{DOCUMENT_SERVICE, Documented, ROUTES_REGISTERED, STORAGE_BOUND, reasons};
 use govpaas_crds::document_service::{DeletePolicy, DocumentServiceStatus, StorageStatus};
+use govpaas_crds::status::CertificateStatus;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -30,9 +31,8 @@ use crate::reconcile::conditions::Desired;
 use crate::reconcile::outcome::{Halt, Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind};
-use crate::service::runtime::{DocumentObject, ServiceContext};
+use crate::service::runtime::ServiceContext;
 use crate::service::workload::{self, Ask};
-use crate::telemetry::CertificateKey;
 use crate::workload::objects::Owner;
 use crate::workload::quota_fit::Usage;
 use crate::workload::status::{self, Running};
@@ -90,6 +90,11 @@ impl ServiceKind for DocumentService {
 
     fn status(&self) -> Option<&DocumentServiceStatus> {
         self.status.as_ref()
+    }
+
+    fn certificates(status: &DocumentServiceStatus) -> Vec<(&'static str, &CertificateStatus)> {
+        let server = status.certificate.iter().map(|certificate| ("server", certificate));
+        server.chain(status.signing_certificate.iter().map(|certificate| ("signing", certificate))).collect()
     }
 
     async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<DocumentServiceStatus>> {
@@ -194,15 +199,6 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     if let Some(leaf) = &signing {
         shared.publish_issued(&reference, &signing_what, leaf).await;
     }
-    for key in certificate_keys_of(namespace, &names) {
-        match key.kind {
-            "server" => shared.observe_certificate(key, &tls, &authority.policy),
-            _ => match &signing {
-                Some(leaf) => shared.observe_certificate(key, leaf, &authority.policy),
-                None => shared.settings.telemetry.certificates.forget(&key),
-            },
-        }
-    }
 
     let url = inputs.url();
     let mut certificates = vec![(tls_what.as_str(), &tls)];
@@ -242,24 +238,6 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     let renewal = std::iter::once(&tls).chain(signing.as_ref()).map(|leaf| leaf.renewal_time(&authority.policy)).min();
     let next = renewal.map_or(pipeline::RESYNC, |at| requeue_after(now, at));
     Ok(Applied { conditions, status, requeue: if storage.ready { next } else { next.min(BINDING) } })
-}
-
-/// The gauge keys of a DocumentService's certificates (TLS and signing).
-pub fn certificate_keys(service: &DocumentObject) -> Vec<CertificateKey> {
-    let name = service.name_any();
-    let workload = format!("{name}{}", build::SUFFIX);
-    let names = Names {
-        claim: format!("{workload}-data"),
-        tls_secret: format!("{workload}-tls"),
-        signing_secret: format!("{workload}-signing"),
-        workload,
-    };
-    certificate_keys_of(&service.namespace().unwrap_or_default(), &names)
-}
-
-fn certificate_keys_of(namespace: &str, names: &Names) -> Vec<CertificateKey> {
-    let key = |secret: &str, kind| CertificateKey { namespace: namespace.to_owned(), secret: secret.to_owned(), kind };
-    vec![key(&names.tls_secret, "server"), key(&names.signing_secret, "signing")]
 }
 
 /// What the claim binds to: the volume it is bound to already, or, for a new claim of a service
@@ -459,12 +437,13 @@ mod tests {
     use crate::fixtures;
 
     #[test]
-    fn certificate_gauges_name_the_secrets_the_service_writes() {
-        let service: DocumentService = fixtures::case("document/retained.yaml").one("DocumentService");
-        let names = Names::of(&service);
-        let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(service)));
-        let secrets: Vec<(&str, &str)> = keys.iter().map(|k| (k.secret.as_str(), k.kind)).collect();
-        assert_eq!(secrets, [(names.tls_secret.as_str(), "server"), (names.signing_secret.as_str(), "signing")]);
+    fn the_gauges_read_both_certificates_the_status_records() {
+        let tls = CertificateStatus { secret_name: Some("a-tls".into()), ..Default::default() };
+        let signing = CertificateStatus { secret_name: Some("a-signing".into()), ..Default::default() };
+        let mut status = DocumentServiceStatus { certificate: Some(tls.clone()), ..Default::default() };
+        assert_eq!(DocumentService::certificates(&status), [("server", &tls)]);
+        status.signing_certificate = Some(signing.clone());
+        assert_eq!(DocumentService::certificates(&status), [("server", &tls), ("signing", &signing)]);
     }
 
     #[test]

@@ -17,6 +17,9 @@
 pub mod build;
 pub mod reconcile;
 
+#[cfg(test)]
+mod error_paths;
+
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;

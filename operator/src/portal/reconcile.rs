@@ -6,13 +6,14 @@
 use govpaas_crds::Portal;
 use govpaas_crds::conditions::PORTAL;
 use govpaas_crds::portal::PortalStatus;
+use govpaas_crds::status::CertificateStatus;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
-use kube::{Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{debug, info};
 
@@ -23,9 +24,8 @@ use crate::reconcile::apply::Applier;
 use crate::reconcile::outcome::{Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind};
-use crate::service::runtime::{PortalObject, ServiceContext};
+use crate::service::runtime::ServiceContext;
 use crate::service::workload::{self, Ask};
-use crate::telemetry::CertificateKey;
 use crate::workload::status::{self, Running};
 use govpaas_pki::renewal::requeue_after;
 
@@ -68,6 +68,10 @@ impl ServiceKind for Portal {
 
     fn status(&self) -> Option<&PortalStatus> {
         self.status.as_ref()
+    }
+
+    fn certificates(status: &PortalStatus) -> Vec<(&'static str, &CertificateStatus)> {
+        status.certificate.iter().map(|certificate| ("server", certificate)).collect()
     }
 
     async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalStatus>> {
@@ -125,9 +129,6 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
 
     let reference = portal.object_ref(&());
     shared.publish_issued(&reference, &what, &leaf).await;
-    for key in certificate_keys_of(namespace, &read.name) {
-        shared.observe_certificate(key, &leaf, &authority.policy);
-    }
 
     let url = inputs.url();
     let running = Running {
@@ -153,30 +154,19 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     })
 }
 
-/// The gauge keys of a Portal's certificates.
-pub fn certificate_keys(portal: &PortalObject) -> Vec<CertificateKey> {
-    certificate_keys_of(&portal.namespace().unwrap_or_default(), &portal.name_any())
-}
-
-fn certificate_keys_of(namespace: &str, name: &str) -> Vec<CertificateKey> {
-    vec![CertificateKey {
-        namespace: namespace.to_owned(),
-        secret: format!("{name}{}-tls", build::SUFFIX),
-        kind: "server",
-    }]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures;
 
     #[test]
-    fn certificate_gauges_name_the_secret_the_portal_writes() {
-        let portal = fixtures::portal();
-        let keys = certificate_keys(&kube::core::DeserializeGuard(Ok(portal.clone())));
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].secret, Names::of(&portal).tls_secret);
-        assert_eq!(keys[0].namespace, "so-noi-vu");
+    fn the_gauges_read_the_certificate_the_status_records() {
+        let mut portal = fixtures::portal();
+        assert!(Portal::certificates(&PortalStatus::default()).is_empty(), "no status, no gauge");
+        let names = Names::of(&portal);
+        let recorded = CertificateStatus { secret_name: Some(names.tls_secret.clone()), ..Default::default() };
+        portal.status = Some(PortalStatus { certificate: Some(recorded.clone()), ..Default::default() });
+        let certificates = Portal::certificates(portal.status.as_ref().unwrap());
+        assert_eq!(certificates, [("server", &recorded)]);
     }
 }

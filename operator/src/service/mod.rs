@@ -8,6 +8,3 @@ pub mod owned;
 pub mod pipeline;
 pub mod runtime;
 pub mod workload;
-
-#[cfg(test)]
-mod error_paths;

@@ -19,11 +19,13 @@ use std::time::Duration;
 
 use govpaas_crds::Platform;
 use govpaas_crds::conditions::{CERTIFICATE_READY, Documented, READY, reasons};
+use govpaas_crds::status::CertificateStatus;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,6 +36,8 @@ use crate::error::{Error, Result};
 use crate::reconcile::Problem;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::outcome::{Halt, Step, Stop};
+use crate::telemetry::CertificateKey;
+use crate::telemetry::Observed;
 use crate::tenancy::{Scope, TenantContext, TenantObject};
 
 /// The safety-net resync of an unchanged service, and how soon one that applied nothing looks
@@ -101,6 +105,10 @@ pub trait ServiceKind:
     const CONDITIONS: &'static [Documented];
 
     fn status(&self) -> Option<&Self::Status>;
+
+    /// The certificates its status records, each with its gauge kind (`server`, `signing`,
+    /// `client`): the certificate gauges read them at scrape time ([`certificate_gauges`]).
+    fn certificates(status: &Self::Status) -> Vec<(&'static str, &CertificateStatus)>;
 
     /// Validates, builds, applies and prunes; the status of what was applied.
     fn apply(
@@ -192,6 +200,36 @@ pub async fn reconcile<K: ServiceKind>(
     }
     .instrument(span)
     .await
+}
+
+/// The certificates of every service of kind `K` this operator serves, as their statuses record
+/// them: what the certificate gauges show at scrape time. A service gone from the cache is gone
+/// from the gauges.
+pub fn certificate_gauges<K: ServiceKind>(shared: &Shared, services: &Store<DeserializeGuard<K>>) -> Vec<Observed> {
+    let seconds = |time: Option<&Time>| time.map(|t| t.0.as_second());
+    let mut observed = Vec::new();
+    for service in services.state() {
+        let Ok(service) = &service.0 else { continue };
+        let Some(namespace) = service.meta().namespace.as_deref() else { continue };
+        if shared.settings.tenant_selector.is_some() && !shared.serves_namespace(namespace) {
+            continue;
+        }
+        for (kind, certificate) in service.status().map(K::certificates).unwrap_or_default() {
+            let (Some(secret), Some(not_after), Some(renewal)) = (
+                certificate.secret_name.clone(),
+                seconds(certificate.not_after.as_ref()),
+                seconds(certificate.renewal_time.as_ref()),
+            ) else {
+                continue;
+            };
+            observed.push(Observed {
+                key: CertificateKey { namespace: namespace.to_owned(), secret, kind },
+                not_after,
+                renewal,
+            });
+        }
+    }
+    observed
 }
 
 /// The first step of every service: its namespace and uid, its tenant, the Platform.

@@ -37,7 +37,6 @@ use crate::reconcile::conditions;
 use crate::reconcile::events::Publisher;
 use crate::reconcile::outcome::{Step, Stop};
 use crate::settings::Settings;
-use crate::telemetry::CertificateKey;
 use crate::tenancy::{Scope, TenantContext, TenantObject, scope_of};
 use crate::workload::hosts::{self, Dated, HostClaim};
 use govpaas_crds::conditions::reasons;
@@ -254,15 +253,13 @@ impl Shared {
 }
 
 impl Shared {
-    /// Records a certificate's expiry and renewal time in the gauges.
-    pub fn observe_certificate(
-        &self,
-        key: CertificateKey,
-        leaf: &crate::certificates::leaf::Leaf,
-        policy: &IssuancePolicy,
-    ) {
-        let renewal = leaf.renewal_time(policy).unix_timestamp();
-        self.settings.telemetry.certificates.observe(key, leaf.not_after.unix_timestamp(), renewal);
+    /// Whether the Tenant of `namespace` (by its label) is one this operator serves: the Tenant
+    /// cache holds only those.
+    pub fn serves_namespace(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|ns| ns.metadata.labels.as_ref()?.get(TENANT_LABEL).cloned())
+            .is_some_and(|tenant| self.tenants.get(&ObjectRef::new(&tenant)).is_some())
     }
 
     /// Whether this operator serves (or served, before it was deleted) the Tenant `name`.

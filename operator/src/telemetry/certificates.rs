@@ -1,6 +1,10 @@
-//! Certificate gauges, computed at scrape time from what the controllers last saw (cert-manager's
-//! model): `govpaas_certificate_expiration_timestamp_seconds` and
+//! Certificate gauges, computed at scrape time (cert-manager's model):
+//! `govpaas_certificate_expiration_timestamp_seconds` and
 //! `govpaas_certificate_renewal_timestamp_seconds`, labelled by the Secret holding the certificate.
+//! The services' certificates are read, at each scrape, from the statuses in the controllers'
+//! caches ([`CertificateGauges::read_from`]): an object gone from the cache is gone from the
+//! gauges, with no bookkeeping. The CAs, which no status lists in full (a rotation holds two
+//! platform CAs), are recorded by their controllers as they load them.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -24,10 +28,32 @@ struct Times {
     renewal: i64,
 }
 
-/// The certificates the operator keeps, as last seen.
-#[derive(Debug, Default)]
+/// A certificate as a status records it: expiry and planned renewal, in unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub key: CertificateKey,
+    pub not_after: i64,
+    pub renewal: i64,
+}
+
+/// Reads certificates from a cache, at scrape time.
+type Source = Box<dyn Fn() -> Vec<Observed> + Send + Sync>;
+
+/// The certificates the operator keeps: the CAs as last loaded, the rest read from caches.
+#[derive(Default)]
 pub struct CertificateGauges {
     certificates: RwLock<BTreeMap<CertificateKey, Times>>,
+    sources: RwLock<Vec<Source>>,
+}
+
+impl std::fmt::Debug for CertificateGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sources = self.sources.read().map_or(0, |s| s.len());
+        f.debug_struct("CertificateGauges")
+            .field("certificates", &self.certificates)
+            .field("sources", &sources)
+            .finish()
+    }
 }
 
 impl CertificateGauges {
@@ -35,6 +61,22 @@ impl CertificateGauges {
     pub fn observe(&self, key: CertificateKey, not_after: i64, renewal: i64) {
         let mut map = self.certificates.write().unwrap_or_else(|p| p.into_inner());
         map.insert(key, Times { not_after, renewal });
+    }
+
+    /// Reads certificates from `source` at every scrape (the statuses in a controller's cache).
+    pub fn read_from(&self, source: impl Fn() -> Vec<Observed> + Send + Sync + 'static) {
+        self.sources.write().unwrap_or_else(|p| p.into_inner()).push(Box::new(source));
+    }
+
+    /// Every certificate now: those recorded, and those the sources read.
+    fn snapshot(&self) -> BTreeMap<CertificateKey, Times> {
+        let mut all = self.certificates.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for source in self.sources.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            for observed in source() {
+                all.insert(observed.key, Times { not_after: observed.not_after, renewal: observed.renewal });
+            }
+        }
+        all
     }
 
     /// Forgets every certificate `unwanted` picks.
@@ -55,7 +97,7 @@ type GaugeSeries = (&'static str, &'static str, fn(&Times) -> i64);
 
 impl Collector for CertificateGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let map = self.certificates.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.snapshot();
         let series: [GaugeSeries; 2] = [
             ("certificate_expiration_timestamp_seconds", "The certificate's notAfter, in unix seconds", |t| {
                 t.not_after
@@ -88,8 +130,14 @@ mod tests {
     fn gauges_are_computed_at_scrape_time() {
         let gauges = Arc::new(CertificateGauges::default());
         let metrics = Metrics::new(gauges.clone());
-        let key = CertificateKey { namespace: "so-yte".into(), secret: "portal-tls".into(), kind: "server" };
-        gauges.observe(key.clone(), 2_000_000_000, 1_900_000_000);
+        // A cache whose content changes between scrapes, as a controller's does.
+        let cache = Arc::new(std::sync::Mutex::new(vec![Observed {
+            key: CertificateKey { namespace: "so-yte".into(), secret: "portal-tls".into(), kind: "server" },
+            not_after: 2_000_000_000,
+            renewal: 1_900_000_000,
+        }]));
+        let source = cache.clone();
+        gauges.read_from(move || source.lock().unwrap().clone());
         let text = metrics.render();
         assert!(
             text.contains(
@@ -98,7 +146,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("govpaas_certificate_renewal_timestamp_seconds{namespace=\"so-yte\",secret=\"portal-tls\",kind=\"server\"} 1900000000"), "{text}");
-        gauges.forget(&key);
+        // Renewed: the next scrape reads the new times; gone from the cache: gone from the gauges.
+        cache.lock().unwrap()[0].not_after = 2_100_000_000;
+        assert!(metrics.render().contains("secret=\"portal-tls\",kind=\"server\"} 2100000000"));
+        cache.lock().unwrap().clear();
         assert!(!metrics.render().contains("portal-tls"));
+
+        // A CA, recorded by its controller as it loads it, until forgotten.
+        let ca =
+            CertificateKey { namespace: "govpaas-system".into(), secret: "platform-ca".into(), kind: "platform-ca" };
+        gauges.observe(ca.clone(), 2_200_000_000, 2_150_000_000);
+        assert!(metrics.render().contains("secret=\"platform-ca\",kind=\"platform-ca\"} 2200000000"));
+        gauges.forget(&ca);
+        assert!(!metrics.render().contains("platform-ca"));
     }
 }

@@ -11,7 +11,7 @@ mod tenants;
 
 use std::sync::Arc;
 
-pub use certificates::{CertificateGauges, CertificateKey};
+pub use certificates::{CertificateGauges, CertificateKey, Observed};
 pub use metrics::{Metrics, ReconcileTimer};
 pub use server::{Health, router};
 pub use tenants::TenantQuotaGauges;

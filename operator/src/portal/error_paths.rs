@@ -1,4 +1,4 @@
-//! The service pipeline's error paths on one Portal reconcile, against a mocked API server
+//! The service pipeline's (`crate::service::pipeline`) error paths on one Portal reconcile, against a mocked API server
 //! (tower-test, as kube-rs's controller-rs fixtures do): a conflict, a quota refusal, a missing
 //! status subresource and a timeout. The mock answers what a real API server would for a tenant
 //! whose CAs are issued (the trust ConfigMap, the platform and tenant CA Secrets), echoes applies,
@@ -20,15 +20,15 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::pipeline;
-use super::runtime::{ServiceContext, Shared, all_listed};
+use super::reconcile::Caches;
 use crate::certificates::ca_secrets::{issuance_policy, tenant_ca_secret_name};
 use crate::certificates::trust_state::{DesiredCa, TrustState};
 use crate::certificates::trust_store;
 use crate::error::Error;
 use crate::fixtures;
-use crate::portal::reconcile::Caches;
 use crate::reconcile::runner;
+use crate::service::pipeline;
+use crate::service::runtime::{ServiceContext, Shared, all_listed};
 use crate::settings::Settings;
 use crate::tenancy::TenantContext;
 use govpaas_pki::{BundleCa, PlatformCaRequest, TenantCaRequest, generate_platform_ca};
