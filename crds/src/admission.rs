@@ -44,6 +44,21 @@ pub const TENANT_SERVICES_POLICY: &str = "govpaas-tenant-services";
 /// can mount another agency's retained documents.
 pub const TENANT_VOLUME_CLAIMS_POLICY: &str = "govpaas-tenant-volume-claims";
 
+/// The policies that keep an agency's Pods, and the Pod templates of its workloads, on the nodes
+/// the platform gives agencies: no `nodeName` (it skips the scheduler and every taint), and only
+/// the tolerations the Platform's `spec.workloadNodes` lists (plus the API server's own defaults),
+/// so no agency schedules onto control-plane nodes, the real node of another pool, or every node
+/// at once with a key-less `Exists`. Three policies, one per place a Pod spec lives.
+pub const TENANT_POD_PLACEMENT_POLICY: &str = "govpaas-tenant-pod-placement";
+/// Deployments, StatefulSets, DaemonSets, ReplicaSets and Jobs: `spec.template.spec`.
+pub const TENANT_WORKLOAD_PLACEMENT_POLICY: &str = "govpaas-tenant-workload-placement";
+/// CronJobs: `spec.jobTemplate.spec.template.spec`.
+pub const TENANT_CRONJOB_PLACEMENT_POLICY: &str = "govpaas-tenant-cronjob-placement";
+
+/// Tolerations every Pod may carry: those the API server's `DefaultTolerationSeconds` admission
+/// plugin adds (evict after 5 minutes on a node that is not ready or unreachable).
+pub const DEFAULT_TOLERATIONS: &[&str] = &["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
 /// The policy that keeps the objects govpaas writes in a tenant namespace (its NetworkPolicies and
 /// RoleBindings, whose rights agency admins otherwise hold for their own) the operator's, and keeps
 /// an agency's own RoleBindings from granting its namespace to system groups or foreign accounts.
@@ -406,6 +421,97 @@ fn tenant_volume_claims() -> ValidatingAdmissionPolicy {
     )
 }
 
+/// A placement policy for the Pod spec at `path` (a CEL path from `object`) of the objects `rules`
+/// match, the Platform as its parameter.
+fn placement(name: &str, rules: MatchResources, path: &str) -> ValidatingAdmissionPolicy {
+    let defaults = DEFAULT_TOLERATIONS.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ");
+    let text = |o: &str, field: &str| format!("(has({o}.{field}) ? {o}.{field} : '')");
+    // A Pod's toleration is allowed when it is a default one, or no wider than one the Platform
+    // lists: the same key, the Platform's `Exists` or the same value, and the same effect unless
+    // the Platform's covers every effect.
+    let allowed = format!(
+        "({key} in [{defaults}] && {effect} == 'NoExecute') || variables.allowed.exists(p, {pkey} == {key} && ({pop} == 'Exists' || ({op} != 'Exists' && {pvalue} == {value})) && ({peffect} == '' || {peffect} == {effect}))",
+        key = text("t", "key"),
+        effect = text("t", "effect"),
+        op = text("t", "operator"),
+        value = text("t", "value"),
+        pkey = text("p", "key"),
+        pop = text("p", "operator"),
+        pvalue = text("p", "value"),
+        peffect = text("p", "effect"),
+    );
+    let describe = |o: &str| {
+        format!(
+            "{key} + ({op} == 'Exists' ? ' (Exists)' : '=' + {value}) + ({effect} == '' ? '' : ':' + {effect})",
+            key = text(o, "key"),
+            op = text(o, "operator"),
+            value = text(o, "value"),
+            effect = text(o, "effect")
+        )
+    };
+    policy(
+        name,
+        ValidatingAdmissionPolicySpec {
+            match_constraints: Some(rules),
+            param_kind: Some(ParamKind {
+                api_version: Some(format!("{GROUP}/{VERSION}")),
+                kind: Some("Platform".into()),
+            }),
+            variables: Some(vec![
+                variable("pod", format!("object.{path}")),
+                variable(
+                    "allowed",
+                    "params != null && has(params.spec.workloadNodes) && has(params.spec.workloadNodes.tolerations) ? params.spec.workloadNodes.tolerations : []".into(),
+                ),
+            ]),
+            validations: Some(vec![
+                validation(
+                    "!has(variables.pod.nodeName) || variables.pod.nodeName == ''".into(),
+                    format!(
+                        "'{path}.nodeName: a Pod of an agency may not name its node (' + variables.pod.nodeName + '): it would skip the scheduler and every taint; the scheduler places it on the nodes the Platform gives agencies'"
+                    ),
+                    "Forbidden",
+                ),
+                validation(
+                    format!("!has(variables.pod.tolerations) || variables.pod.tolerations.all(t, {allowed})"),
+                    format!(
+                        "'{path}.tolerations: an agency may tolerate only the taints of the nodes the Platform gives agencies (spec.workloadNodes.tolerations: ' + (size(variables.allowed) == 0 ? 'none' : variables.allowed.map(p, {}).join(', ')) + '); refused: ' + variables.pod.tolerations.filter(t, !({allowed})).map(t, {}).join(', ')",
+                        describe("p"),
+                        describe("t")
+                    ),
+                    "Forbidden",
+                ),
+            ]),
+            ..Default::default()
+        },
+    )
+}
+
+/// Bare Pods in tenant namespaces (the Pods the workloads' controllers create included).
+fn tenant_pod_placement() -> ValidatingAdmissionPolicy {
+    placement(TENANT_POD_PLACEMENT_POLICY, core_rules_in_tenant_namespaces(&["pods"]), "spec")
+}
+
+/// The Pod templates of an agency's workloads: refused where they are written, not only when
+/// their controller's Pods are.
+fn tenant_workload_placement() -> ValidatingAdmissionPolicy {
+    let mut rules = rules_in_tenant_namespaces("apps", &["deployments", "statefulsets", "daemonsets", "replicasets"]);
+    let jobs = rules_in_tenant_namespaces("batch", &["jobs"]);
+    rules.resource_rules.get_or_insert_with(Vec::new).extend(jobs.resource_rules.into_iter().flatten());
+    for rule in rules.resource_rules.iter_mut().flatten() {
+        rule.operations = Some(vec!["CREATE".into(), "UPDATE".into()]);
+    }
+    placement(TENANT_WORKLOAD_PLACEMENT_POLICY, rules, "spec.template.spec")
+}
+
+fn tenant_cronjob_placement() -> ValidatingAdmissionPolicy {
+    let mut rules = rules_in_tenant_namespaces("batch", &["cronjobs"]);
+    for rule in rules.resource_rules.iter_mut().flatten() {
+        rule.operations = Some(vec!["CREATE".into(), "UPDATE".into()]);
+    }
+    placement(TENANT_CRONJOB_PLACEMENT_POLICY, rules, "spec.jobTemplate.spec.template.spec")
+}
+
 /// Objects of `resources` in API group `group`, only in tenant namespaces, on every write.
 fn rules_in_tenant_namespaces(group: &str, resources: &[&str]) -> MatchResources {
     let mut rules = core_rules_in_tenant_namespaces(resources);
@@ -491,6 +597,9 @@ pub fn policies() -> Vec<ValidatingAdmissionPolicy> {
         tenant_domain(),
         tenant_services(),
         tenant_volume_claims(),
+        tenant_pod_placement(),
+        tenant_workload_placement(),
+        tenant_cronjob_placement(),
     ]
 }
 
@@ -505,9 +614,16 @@ pub fn bindings() -> Vec<ValidatingAdmissionPolicyBinding> {
         .iter()
         .map(|p| {
             let name = p.metadata.name.as_deref().unwrap_or_default();
-            let param_ref = (name == TENANT_DOMAIN_POLICY).then(|| ParamRef {
+            let with_platform = [
+                TENANT_DOMAIN_POLICY,
+                TENANT_POD_PLACEMENT_POLICY,
+                TENANT_WORKLOAD_PLACEMENT_POLICY,
+                TENANT_CRONJOB_PLACEMENT_POLICY,
+            ];
+            let param_ref = with_platform.contains(&name).then(|| ParamRef {
                 name: Some(PLATFORM_NAME.into()),
-                // Without a Platform there is no base domain to check against yet.
+                // Without a Platform there is no base domain to check against yet, nor a node pool
+                // for agencies (and the tenant controller provisions no tenant namespace).
                 parameter_not_found_action: Some("Allow".into()),
                 ..Default::default()
             });
@@ -553,27 +669,43 @@ mod tests {
         assert_eq!(resources, ["networkpolicies", "roles", "rolebindings"]);
     }
 
-    /// The tenant fence's policies match core objects in tenant namespaces only; every other
-    /// policy matches govpaas kinds only.
+    /// The tenant fence's policies match core objects and workloads in tenant namespaces only;
+    /// every other policy matches govpaas kinds only.
     #[test]
     fn policies_match_govpaas_kinds_or_tenant_namespaces_only() {
         for policy in policies() {
             let name = policy.metadata.name.clone().unwrap();
             let constraints = policy.spec.unwrap().match_constraints.unwrap();
-            if [TENANT_SERVICES_POLICY, TENANT_VOLUME_CLAIMS_POLICY].contains(&name.as_str()) {
+            let fence = [
+                TENANT_SERVICES_POLICY,
+                TENANT_VOLUME_CLAIMS_POLICY,
+                TENANT_POD_PLACEMENT_POLICY,
+                TENANT_WORKLOAD_PLACEMENT_POLICY,
+                TENANT_CRONJOB_PLACEMENT_POLICY,
+            ];
+            if fence.contains(&name.as_str()) {
                 let selector = constraints.namespace_selector.unwrap();
                 let requirements = selector.match_expressions.unwrap();
                 assert_eq!(requirements.len(), 1, "{name}");
                 assert_eq!(requirements[0].key, TENANT_LABEL, "{name}");
                 assert_eq!(requirements[0].operator, "Exists", "{name}");
+                let allowed = [
+                    ("", "services"),
+                    ("", "persistentvolumeclaims"),
+                    ("", "pods"),
+                    ("apps", "deployments"),
+                    ("apps", "statefulsets"),
+                    ("apps", "daemonsets"),
+                    ("apps", "replicasets"),
+                    ("batch", "jobs"),
+                    ("batch", "cronjobs"),
+                ];
                 for rule in constraints.resource_rules.unwrap() {
-                    assert_eq!(rule.api_groups.unwrap(), [""], "{name}");
-                    assert!(
-                        rule.resources
-                            .unwrap()
-                            .iter()
-                            .all(|r| ["services", "persistentvolumeclaims"].contains(&r.as_str()))
-                    );
+                    let groups = rule.api_groups.unwrap();
+                    assert_eq!(groups.len(), 1, "{name}");
+                    for resource in rule.resources.unwrap() {
+                        assert!(allowed.contains(&(groups[0].as_str(), resource.as_str())), "{name}: {resource}");
+                    }
                 }
                 continue;
             }
