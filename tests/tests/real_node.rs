@@ -166,6 +166,13 @@ impl Drop for World {
                 .args(["delete", "namespace", namespace, "--ignore-not-found", "--wait=false"])
                 .output();
         }
+        // The probe that stands in for a gateway Pod lives in the release's namespace.
+        let probe = format!("gateway-probe-{}", self.scope);
+        let _ = self
+            .cluster
+            .kubectl()
+            .args(["delete", "pod", "-n", NAMESPACE, &probe, "--ignore-not-found", "--wait=false"])
+            .output();
         // The Platform as this test found it: its fields go with the manager that set them.
         let manifest = format!(
             "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\nspec:\n  baseDomain: {}\n",

@@ -1,6 +1,13 @@
-//! `cargo xtask demo`: the control plane, govpaas installed with Helm, the operator running as a local
-//! process with the chart's ServiceAccount, the Đà Nẵng examples applied and Ready, and the tenants
-//! shown as a tree. Safe to run again: each step converges, and a previous demo operator is replaced.
+//! `cargo xtask demo`: the control plane, govpaas installed with Helm, the Đà Nẵng examples applied
+//! and Ready, and the tenants shown as a tree. Safe to run again: each step converges.
+//!
+//! With the real node up (`cargo xtask cluster up` as root), the chart runs **as Pods** there: the
+//! operator (2 replicas, leader election, in-cluster credentials) and the LGSP gateway, from the
+//! images `cargo xtask images` builds; then one LGSP exchange end to end — a Pod of Phường Thanh Khê
+//! calls Sở Nội vụ's API through the gateway's Service with its mounted client certificate and
+//! prints the answer, a Pod of Phường Sơn Trà, which has no grant, gets 403 — and the two audit
+//! records. Without the node (not root, or `GOVPAAS_REAL_NODE=0`), the operator runs as a local
+//! process with the chart's ServiceAccount, on the kwok nodes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,6 +23,8 @@ use crate::cluster::{self, ProcessRecord};
 use crate::install::{self, kubectl, run as run_tool};
 use crate::paths;
 use crate::tools::{self, Tools};
+
+mod pods;
 
 /// The example province, applied in two phases: the platform and the agencies, then (once their
 /// namespaces exist) the agencies' services.
@@ -90,8 +99,22 @@ fn apply_examples(tools: &Tools, kubeconfig: &Path, files: &[&str]) -> Result<()
     Ok(())
 }
 
-/// Waits until every object of `kind` is Ready; on time-out, says which are not and why.
-fn wait_ready(tools: &Tools, kubeconfig: &Path, kind: &str, operator: &ProcessRecord) -> Result<()> {
+/// Prints the tenants as a tree and every govpaas object.
+fn show_province(tools: &Tools, kubeconfig: &Path) -> Result<()> {
+    let tenants: Value = serde_json::from_str(&run_tool(
+        kubectl(tools, kubeconfig).args(["get", "tenants", "-o", "json"]),
+        "listing tenants",
+    )?)?;
+    println!("\nThe agencies of Đà Nẵng on govpaas (tenant, agency code, level, name):\n");
+    print!("{}", tenant_tree(&tenants));
+    println!("\n$ kubectl get govpaas -A");
+    print!("{}", run_tool(kubectl(tools, kubeconfig).args(["get", "govpaas", "-A"]), "kubectl get govpaas -A")?);
+    Ok(())
+}
+
+/// Waits until every object of `kind` is Ready; on time-out, says which are not and why
+/// (`diagnose`: where the operator's log is).
+fn wait_ready(tools: &Tools, kubeconfig: &Path, kind: &str, diagnose: &dyn Fn() -> String) -> Result<()> {
     eprintln!("xtask: waiting for every {kind} to be Ready");
     let waited = run_tool(
         kubectl(tools, kubeconfig).args([
@@ -116,12 +139,7 @@ fn wait_ready(tools: &Tools, kubeconfig: &Path, kind: &str, operator: &ProcessRe
             "reading conditions",
         )
         .unwrap_or_default();
-        bail!(
-            "{err:#}\n{report}\nthe operator's log: {} (alive: {})\n{}",
-            operator.log.display(),
-            operator.is_alive(),
-            cluster::log_tail(&operator.log, 20)
-        );
+        bail!("{err:#}\n{report}\n{}", diagnose());
     }
     Ok(())
 }
@@ -183,27 +201,34 @@ pub fn run() -> Result<()> {
     let state = cluster::up()?;
     let tools = tools::ensure()?;
     let kubeconfig = &state.kubeconfig;
+    if state.node.as_ref().is_some_and(|node| node.ready) {
+        return pods::run(&tools, kubeconfig);
+    }
+    if let Some(why) = state.node.as_ref().and_then(|node| node.error.clone()) {
+        eprintln!("xtask: the real node is not up ({why}); the operator runs as a local process on the kwok nodes");
+    }
     eprintln!("xtask: installing charts/govpaas with Helm (release {} in {})", install::RELEASE, install::NAMESPACE);
     install::install_chart(&tools, kubeconfig, &[])?;
     eprintln!("xtask: starting govpaas-operator as a local process with the chart's ServiceAccount token");
     let (operator, port) = start_operator(&tools, kubeconfig)?;
+    let diagnose = || {
+        format!(
+            "the operator's log: {} (alive: {})\n{}",
+            operator.log.display(),
+            operator.is_alive(),
+            cluster::log_tail(&operator.log, 20)
+        )
+    };
     eprintln!("xtask: applying examples/danang: the platform and the agencies");
     apply_examples(&tools, kubeconfig, AGENCIES)?;
-    wait_ready(&tools, kubeconfig, "tenants", &operator)?;
+    wait_ready(&tools, kubeconfig, "tenants", &diagnose)?;
     eprintln!("xtask: applying examples/danang: the agencies' portals, document services and data sharing");
     apply_examples(&tools, kubeconfig, SERVICES)?;
-    wait_ready(&tools, kubeconfig, "portals", &operator)?;
-    wait_ready(&tools, kubeconfig, "documentservices", &operator)?;
-    wait_ready(&tools, kubeconfig, "datasharingservices", &operator)?;
+    for kind in ["portals", "documentservices", "datasharingservices"] {
+        wait_ready(&tools, kubeconfig, kind, &diagnose)?;
+    }
 
-    let tenants: Value = serde_json::from_str(&run_tool(
-        kubectl(&tools, kubeconfig).args(["get", "tenants", "-o", "json"]),
-        "listing tenants",
-    )?)?;
-    println!("\nThe agencies of Đà Nẵng on govpaas (tenant, agency code, level, name):\n");
-    print!("{}", tenant_tree(&tenants));
-    println!("\n$ kubectl get govpaas -A");
-    print!("{}", run_tool(kubectl(&tools, kubeconfig).args(["get", "govpaas", "-A"]), "kubectl get govpaas -A")?);
+    show_province(&tools, kubeconfig)?;
     println!(
         "\nLook around:\n  eval \"$(cargo xtask cluster env)\"\n  kubectl get tenants\n  kubectl describe tenant so-yte\n  \
          kubectl -n ubnd get deploy,svc,ingress,pvc,secrets\n  kubectl get tenant so-yte --as cntt.so-yte@danang.gov.vn    # an agency admin reads its own Tenant\n  \
