@@ -429,8 +429,10 @@ fn placement(name: &str, rules: MatchResources, path: &str) -> ValidatingAdmissi
     // A Pod's toleration is allowed when it is a default one, or no wider than one the Platform
     // lists: the same key, the Platform's `Exists` or the same value, and the same effect unless
     // the Platform's covers every effect.
+    // What an update leaves as it was stays allowed (a Pod's labels changed, a Platform that lists
+    // fewer tolerations now): only what is added is checked.
     let allowed = format!(
-        "({key} in [{defaults}] && {effect} == 'NoExecute') || variables.allowed.exists(p, {pkey} == {key} && ({pop} == 'Exists' || ({op} != 'Exists' && {pvalue} == {value})) && ({peffect} == '' || {peffect} == {effect}))",
+        "t in variables.oldTolerations || ({key} in [{defaults}] && {effect} == 'NoExecute') || variables.allowed.exists(p, {pkey} == {key} && ({pop} == 'Exists' || ({op} != 'Exists' && {pvalue} == {value})) && ({peffect} == '' || {peffect} == {effect}))",
         key = text("t", "key"),
         effect = text("t", "effect"),
         op = text("t", "operator"),
@@ -460,13 +462,21 @@ fn placement(name: &str, rules: MatchResources, path: &str) -> ValidatingAdmissi
             variables: Some(vec![
                 variable("pod", format!("object.{path}")),
                 variable(
+                    "oldNodeName",
+                    format!("request.operation == 'UPDATE' && has(oldObject.{path}.nodeName) ? oldObject.{path}.nodeName : ''"),
+                ),
+                variable(
+                    "oldTolerations",
+                    format!("request.operation == 'UPDATE' && has(oldObject.{path}.tolerations) ? oldObject.{path}.tolerations : []"),
+                ),
+                variable(
                     "allowed",
                     "params != null && has(params.spec.workloadNodes) && has(params.spec.workloadNodes.tolerations) ? params.spec.workloadNodes.tolerations : []".into(),
                 ),
             ]),
             validations: Some(vec![
                 validation(
-                    "!has(variables.pod.nodeName) || variables.pod.nodeName == ''".into(),
+                    "!has(variables.pod.nodeName) || variables.pod.nodeName == '' || variables.pod.nodeName == variables.oldNodeName".into(),
                     format!(
                         "'{path}.nodeName: a Pod of an agency may not name its node (' + variables.pod.nodeName + '): it would skip the scheduler and every taint; the scheduler places it on the nodes the Platform gives agencies'"
                     ),
