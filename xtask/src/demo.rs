@@ -61,6 +61,41 @@ pub fn stop_operator() {
     let _ = fs::remove_file(operator_record_path());
 }
 
+/// Stops every operator a demo started: its local process, and the chart's operator Pods when the
+/// demo ran them on the real node (scaled to zero; the tests' `helm upgrade` puts the chart back on
+/// its defaults, on the kwok nodes). An unscoped operator would fight the tests' own.
+pub fn stop_operators(tools: &Tools, kubeconfig: &Path) {
+    stop_operator();
+    let on_the_node = run_tool(
+        kubectl(tools, kubeconfig).args([
+            "get",
+            "pods",
+            "-n",
+            install::NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ]),
+        "the operator's Pods",
+    )
+    .is_ok_and(|nodes| nodes.contains(crate::node::NAME));
+    if on_the_node {
+        eprintln!("xtask: scaling the demo's operator Pods to zero: the tests run operators of their own");
+        let _ = run_tool(
+            kubectl(tools, kubeconfig).args([
+                "scale",
+                "deployment",
+                "govpaas-operator",
+                "-n",
+                install::NAMESPACE,
+                "--replicas=0",
+            ]),
+            "scaling the demo's operator down",
+        );
+    }
+}
+
 fn start_operator(tools: &Tools, admin: &Path) -> Result<(ProcessRecord, u16)> {
     stop_operator();
     let binary = install::build_operator()?;

@@ -152,13 +152,43 @@ fn test(cargo_test_args: &[String]) -> Result<ExitCode> {
     // A demo's operator reconciles every tenant: it would fight the tests' own operators.
     xtask::demo::stop_operator();
     // The integration tests share one control plane; bring it up once, before they start.
-    if let Err(err) = cluster::up() {
-        eprintln!("xtask: error: the control plane did not come up: {err:#}");
-        failures.push("cluster up");
-    }
-    let (tests_ok, totals) = testrun::cargo_test(cargo_test_args)?;
+    let state = match cluster::up() {
+        Ok(state) => {
+            if let Ok(tools) = xtask::tools::ensure() {
+                xtask::demo::stop_operators(&tools, &state.kubeconfig);
+            }
+            Some(state)
+        }
+        Err(err) => {
+            eprintln!("xtask: error: the control plane did not come up: {err:#}");
+            failures.push("cluster up");
+            None
+        }
+    };
+    let (tests_ok, mut totals) = testrun::cargo_test(cargo_test_args)?;
     if !tests_ok {
         failures.push("cargo test");
+    }
+    // Last, on the control plane the tests leave: `cargo xtask demo` itself, on the real node's Pods
+    // (the one check of the demo's Pods path; its operator is stopped again afterwards).
+    if cargo_test_args.is_empty() {
+        match state.as_ref().and_then(|s| s.node.as_ref()) {
+            Some(node) if node.ready => match testrun::demo_check() {
+                Ok(()) => totals.passed += 1,
+                Err(err) => {
+                    eprintln!("xtask: error: cargo xtask demo on the real node: {err:#}");
+                    totals.failed += 1;
+                    failures.push("cargo xtask demo");
+                }
+            },
+            _ => {
+                eprintln!("xtask: the demo on the real node is skipped: the real node is not up");
+                totals.ignored += 1;
+            }
+        }
+        if let (Some(state), Ok(tools)) = (&state, xtask::tools::ensure()) {
+            xtask::demo::stop_operators(&tools, &state.kubeconfig);
+        }
     }
     if !failures.is_empty() {
         eprintln!("xtask: FAILED: {}", failures.join(", "));

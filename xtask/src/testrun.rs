@@ -54,6 +54,34 @@ pub fn cargo_test(extra: &[String]) -> Result<(bool, Totals)> {
     Ok((ok, totals))
 }
 
+/// Runs `cargo xtask demo` (this very binary) on the shared control plane, its output in
+/// `logs/demo-check.log`; fails with the log's tail unless it ran the exchange through the gateway
+/// (200 for the granted agency, 403 for the other) and printed both audit records.
+pub fn demo_check() -> Result<()> {
+    let log = paths::cluster_dir().join("logs").join("demo-check.log");
+    std::fs::create_dir_all(log.parent().context("the log directory")?)?;
+    let out = std::fs::File::create(&log)?;
+    eprintln!("xtask: cargo xtask demo (on the real node), output in {}", log.display());
+    let status = Command::new(std::env::current_exe()?)
+        .arg("demo")
+        .current_dir(paths::workspace_root())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .status()
+        .context("starting cargo xtask demo")?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let shown = ["HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden", "\"status\": 200", "\"status\": 403"];
+    let missing: Vec<&str> = shown.iter().copied().filter(|s| !text.contains(s)).collect();
+    if !status.success() || !missing.is_empty() {
+        let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        anyhow::bail!("exit {status}, missing {missing:?}:\n{}", tail.join("\n"));
+    }
+    println!(
+        "demo on the real node ... ok (the exchange answered 200, the agency without a grant got 403, both audited)"
+    );
+    Ok(())
+}
+
 /// Runs a cargo command for a check, reporting whether it passed.
 pub fn cargo_check(args: &[&str]) -> Result<bool> {
     eprintln!("xtask: cargo {}", args.join(" "));
