@@ -15,6 +15,7 @@ use govpaas_crds::lgsp;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use crate::routes::{Resolve, RouteSet, RouteSources, SourceKey};
@@ -48,7 +49,7 @@ fn read(sources: &mut RouteSources, config_map: &ConfigMap) -> bool {
     match config_map.data.as_ref().and_then(|d| d.get(lgsp::ROUTE_TABLE_KEY)) {
         Some(json) => sources.update(key, json.as_bytes()),
         None => {
-            tracing::error!(source = %key.name, "route table ConfigMap without {}: skipped", lgsp::ROUTE_TABLE_KEY);
+            sources.refuse(&key.name, &format_args!("a route table ConfigMap without {}", lgsp::ROUTE_TABLE_KEY));
             false
         }
     }
@@ -59,12 +60,13 @@ fn read(sources: &mut RouteSources, config_map: &ConfigMap) -> bool {
 const ROUTE_WATCH_TIMEOUT_SECONDS: u32 = 60;
 
 /// Watches the route tables of `namespace` into `routes` until `stop`. `synced` turns true once
-/// the first listing is in force.
+/// the first listing is in force; `refused` shows how many tables are refused.
 pub async fn watch_routes(
     client: Client,
     namespace: String,
     resolve: Resolve,
     routes: Arc<ArcSwap<RouteSet>>,
+    refused: Gauge,
     synced: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -73,6 +75,7 @@ pub async fn watch_routes(
     let start = move || watcher(api.clone(), config.clone()).default_backoff().boxed();
     let mut events = start();
     let mut sources = RouteSources::new(resolve);
+    sources.report_refusals_to(refused);
     // The names seen in the listing under way (between Init and InitDone).
     let mut listing: Option<BTreeSet<String>> = None;
     loop {

@@ -7,7 +7,8 @@
 //! arrive one poll apart. A new TLS state or route table is swapped in with `arc-swap`: new
 //! connections get the new TLS configuration, new requests the new routes; connections and
 //! requests in flight keep what they started with. A file that fails to load is logged and the
-//! previous configuration kept.
+//! previous configuration kept; a refused route table is counted too
+//! ([`RouteSources::report_refusals_to`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,7 +123,7 @@ pub fn route_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Reads the route table files into `sources` (a file that fails to parse is logged and skipped;
+/// Reads the route table files into `sources` (a file that cannot be read or parsed is refused;
 /// a file that is gone is forgotten). Returns whether the route set changed.
 pub fn load_route_files(path: &Path, sources: &mut RouteSources) -> Result<bool, String> {
     let files = route_files(path)?;
@@ -132,7 +133,7 @@ pub fn load_route_files(path: &Path, sources: &mut RouteSources) -> Result<bool,
         let name = file.display().to_string();
         match std::fs::read(&file) {
             Ok(json) => changed |= sources.update(SourceKey { created: 0, name: name.clone() }, &json),
-            Err(error) => tracing::error!(file = %name, %error, "route table unreadable"),
+            Err(error) => sources.refuse(&name, &error),
         }
         names.insert(name);
     }
@@ -200,6 +201,11 @@ impl Reloader {
         tracing::info!(apis = routes.len(), certificate = %tls.certificate_fingerprint, "configuration loaded");
         let live = LiveConfig { tls: ArcSwap::from_pointee(tls), routes: Arc::new(ArcSwap::from_pointee(routes)) };
         Ok((reloader, live))
+    }
+
+    /// Shows the number of route table files whose latest content was refused on `gauge`.
+    pub fn report_refusals_to(&mut self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        self.sources.report_refusals_to(gauge);
     }
 
     /// Reloads whatever changed since the last poll.

@@ -163,7 +163,11 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningGateway> {
         open_data = ?settings.open_data_limits,
         "connection caps"
     );
+    let metrics = Metrics::default();
     let (mut reloader, live) = Reloader::start(settings.config.clone()).map_err(anyhow::Error::msg)?;
+    if let RoutesSource::Files(_) = &settings.config.routes {
+        reloader.report_refusals_to(metrics.route_tables_refused.clone());
+    }
     let live = Arc::new(live);
     let (shutdown, _) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -175,6 +179,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningGateway> {
             namespace.clone(),
             settings.config.resolve.clone(),
             live.routes.clone(),
+            metrics.route_tables_refused.clone(),
             synced,
             shutdown.subscribe(),
         )));
@@ -191,7 +196,6 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningGateway> {
     let audit = Arc::new(AuditLog::open_with(&settings.audit_log, settings.audit.clone())?);
     audit.set_signer(live.tls.load().signer.clone());
     let limiters = RateLimiters::new(settings.replicas);
-    let metrics = Metrics::default();
     let (request_budget, response_budget) =
         (BodyBudget::new(settings.body_budget_bytes), BodyBudget::new(settings.body_budget_bytes));
     metrics.watch_budget("request", request_budget.clone());

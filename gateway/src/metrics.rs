@@ -4,7 +4,8 @@
 //! outcome and status with their latency, exchanges whose client went away, audit records written
 //! and failed, and — read when scraped — the connections each listener holds, the body budgets'
 //! free bytes, the route table's size, generation and age, the audit's unsigned records and time
-//! since its last checkpoint, and when the gateway's own certificate expires.
+//! since its last checkpoint, and when the gateway's own certificate expires; and the route table
+//! sources whose latest table was refused.
 //!
 //! Labels are bounded: provider codes and API names come from the route table the request was
 //! matched to (`unrouted` when none), outcomes from the gateway's own problem kinds, never from
@@ -137,6 +138,8 @@ pub struct Metrics {
     audit_failures: Counter,
     connections: Family<ListenerLabels, Gauge>,
     budget_free: Family<ListenerLabels, Gauge>,
+    /// Route table sources whose latest table was refused ([`crate::routes::RouteSources`] sets it).
+    pub route_tables_refused: Gauge,
     /// What the gauges are read from when scraped.
     sources: Arc<std::sync::Mutex<Sources>>,
 }
@@ -154,6 +157,7 @@ impl Default for Metrics {
             audit_failures: Counter::default(),
             connections: Family::default(),
             budget_free: Family::default(),
+            route_tables_refused: Gauge::default(),
             sources: Arc::default(),
         }
     }
@@ -261,6 +265,11 @@ impl Metrics {
             "audit_write_failures",
             "Exchanges whose audit record could not be written (answered 503)",
             self.audit_failures.clone(),
+        );
+        registry.register(
+            "route_tables_refused",
+            "Route table sources whose latest table was refused: the gateway serves their last good table, or none",
+            self.route_tables_refused.clone(),
         );
         registry.register("connections", "Connections held, per listener", self.connections.clone());
         registry.register(

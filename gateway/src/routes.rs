@@ -7,15 +7,16 @@
 //!
 //! - [`parse_route_table`] reads and validates one table (the one loader of the schema);
 //! - [`RouteSources`] keeps the last good version of every source and merges them. A table that
-//!   fails to parse is logged and skipped (its source's last good version, if any, stays): one bad
-//!   table never breaks the others. Two sources claiming the same API: the older source (by its
+//!   fails to parse is refused: logged, counted in `lgsp_gateway_route_tables_refused` until its
+//!   source has a good table again, and skipped (its source's last good version, if any, stays):
+//!   one bad table never breaks the others. Two sources claiming the same API: the older source (by its
 //!   creation time, then its name) keeps it, and the conflict is logged.
 //!
 //! An upstream is `http://<service>.<namespace>.svc:<port><path>`; a `--resolve` override
 //! ([`Resolve`]) connects to another address for a host (the gateway running outside the cluster),
 //! while the request still names the Service's host.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use govpaas_crds::lgsp;
 use govpaas_pki::WorkloadIdentity;
 use govpaas_pki::identity::{agency_code, path_segment};
 use http::Uri;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Why a route table was refused.
 #[derive(Debug, thiserror::Error)]
@@ -245,41 +247,76 @@ pub struct SourceKey {
 #[derive(Debug, Default)]
 pub struct RouteSources {
     tables: BTreeMap<String, (SourceKey, Vec<Api>)>,
+    /// The sources whose latest content was refused.
+    refused: BTreeSet<String>,
+    /// Shows how many they are (`lgsp_gateway_route_tables_refused`).
+    refused_gauge: Gauge,
     resolve: Resolve,
 }
 
 impl RouteSources {
     pub fn new(resolve: Resolve) -> Self {
-        RouteSources { tables: BTreeMap::new(), resolve }
+        RouteSources { resolve, ..RouteSources::default() }
     }
 
-    /// Reads a source's new content. A table that fails to parse is logged and skipped; the
-    /// source's last good table (if any) stays. Returns whether anything changed.
+    /// Shows the number of sources whose latest table was refused on `gauge` from now on.
+    pub fn report_refusals_to(&mut self, gauge: Gauge) {
+        self.refused_gauge = gauge;
+        self.count_refused();
+    }
+
+    fn count_refused(&self) {
+        self.refused_gauge.set(self.refused.len() as i64);
+    }
+
+    /// Reads a source's new content. A table that fails to parse is refused ([`Self::refuse`]).
+    /// Returns whether anything changed.
     pub fn update(&mut self, key: SourceKey, json: &[u8]) -> bool {
         match parse_route_table(json, &self.resolve) {
             Ok(apis) => {
+                if self.refused.remove(&key.name) {
+                    self.count_refused();
+                }
                 let changed = self.tables.get(&key.name) != Some(&(key.clone(), apis.clone()));
                 self.tables.insert(key.name.clone(), (key, apis));
                 changed
             }
             Err(error) => {
-                let kept = self.tables.contains_key(&key.name);
-                tracing::error!(source = %key.name, %error, kept_previous = kept, "route table refused");
+                self.refuse(&key.name, &error);
                 false
             }
         }
     }
 
+    /// Refuses the latest content of source `name` (unreadable, or not a valid table): logged and
+    /// counted until the source has a good table again; its last good table (if any) stays.
+    pub fn refuse(&mut self, name: &str, error: &dyn std::fmt::Display) {
+        let kept = self.tables.contains_key(name);
+        tracing::error!(source = %name, %error, kept_previous = kept, "route table refused");
+        self.refused.insert(name.to_owned());
+        self.count_refused();
+    }
+
     /// Forgets a source that is gone.
     pub fn remove(&mut self, name: &str) -> bool {
+        if self.refused.remove(name) {
+            self.count_refused();
+        }
         self.tables.remove(name).is_some()
     }
 
     /// Forgets every source not in `names` (after a fresh listing).
-    pub fn retain(&mut self, names: &std::collections::BTreeSet<String>) -> bool {
+    pub fn retain(&mut self, names: &BTreeSet<String>) -> bool {
+        self.refused.retain(|name| names.contains(name));
+        self.count_refused();
         let before = self.tables.len();
         self.tables.retain(|name, _| names.contains(name));
         before != self.tables.len()
+    }
+
+    /// How many sources' latest table was refused.
+    pub fn refused(&self) -> usize {
+        self.refused.len()
     }
 
     pub fn sources(&self) -> usize {
@@ -415,6 +452,8 @@ pub(crate) mod tests {
     #[test]
     fn sources_merge_a_bad_table_is_skipped_and_the_older_source_keeps_a_contested_api() {
         let mut sources = RouteSources::default();
+        let refused = Gauge::default();
+        sources.report_refusals_to(refused.clone());
         assert!(sources.update(key(10, "b"), &table("b", "H17.12", serde_json::json!({}))));
         assert!(sources.update(key(20, "c"), &table("c", "H17.13", serde_json::json!({}))));
         assert!(!sources.update(key(20, "c"), &table("c", "H17.13", serde_json::json!({}))), "no change");
@@ -426,14 +465,20 @@ pub(crate) mod tests {
         // A broken version of c: skipped, its last good table stays; b and a are untouched.
         assert!(!sources.update(key(20, "c"), b"{broken"));
         assert!(sources.merged().get("H17.13", "land-records").is_some());
+        assert_eq!((sources.refused(), refused.get()), (1, 1), "c is refused");
         // A broken new source never breaks the others.
         assert!(!sources.update(key(40, "d"), b"{broken"));
         assert_eq!(sources.merged().len(), 2);
+        assert_eq!(refused.get(), 2);
+        // c is fixed (its good table again): no longer refused.
+        assert!(!sources.update(key(20, "c"), &table("c", "H17.13", serde_json::json!({}))));
+        assert_eq!(refused.get(), 1);
         // b goes: a's claim now stands.
         assert!(sources.remove("b"));
         assert_eq!(sources.merged().get("H17.12", "land-records").unwrap().source, "a/dss");
         assert!(sources.retain(&["c".to_owned()].into()));
         assert_eq!(sources.merged().len(), 1);
+        assert_eq!(refused.get(), 0, "d is gone, and its refusal with it");
     }
 
     proptest::proptest! {

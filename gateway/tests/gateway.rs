@@ -172,7 +172,8 @@ async fn the_open_data_listener_serves_open_data_only_without_a_certificate() {
 
 #[tokio::test]
 async fn a_new_route_table_grants_without_a_restart_and_requests_in_flight_complete() {
-    let h = Harness::start(&[]).await;
+    let h =
+        Harness::start_with(&[], None, |settings| settings.health_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let finance = client_cert(&h.province.finance, "budget-portal");
     let config = client_config(&h.province.trust(), Some(&finance));
     let addr = h.gateway().listen;
@@ -180,10 +181,16 @@ async fn a_new_route_table_grants_without_a_restart_and_requests_in_flight_compl
 
     replace_file(&h.routes_path(), &routes_json(h.upstream, &[&finance.identity]));
     h.eventually("the grant", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 200).await;
+    const GENERATION: &str = "lgsp_gateway_route_table_generation";
+    const REFUSED: &str = "lgsp_gateway_route_tables_refused";
+    let granting = h.metric(GENERATION).await.expect("the route table's generation");
+    assert_eq!(h.metric(REFUSED).await, Some(0.0));
 
-    // A broken route table is refused and the current one stays.
+    // A broken route table is refused — the reloader read it and says so — and the current one
+    // stays: no new route table, the grant still answers.
     replace_file(&h.routes_path(), "{\"version\": 1, \"apis\": [ {\"provider\": ");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.eventually("the broken table refused", async || h.metric(REFUSED).await == Some(1.0)).await;
+    assert_eq!(h.metric(GENERATION).await, Some(granting), "the refused table replaced the one in force");
     assert_eq!(send(addr, config.clone(), &land("/"), &[]).await.unwrap().status, StatusCode::OK);
 
     // A slow request in flight while the grant is withdrawn still completes.
@@ -193,6 +200,9 @@ async fn a_new_route_table_grants_without_a_restart_and_requests_in_flight_compl
     replace_file(&h.routes_path(), &routes_json(h.upstream, &[]));
     h.eventually("the withdrawal", async || send(addr, config.clone(), &land("/"), &[]).await.unwrap().status == 403)
         .await;
+    // The good table after the refused one is in force, and nothing is refused any more.
+    assert!(h.metric(GENERATION).await.expect("the route table's generation") > granting);
+    assert_eq!(h.metric(REFUSED).await, Some(0.0));
     let slow = slow.await.unwrap().unwrap();
     assert_eq!(slow.status, StatusCode::OK);
     assert_eq!(slow.body["path"], "/api/v1/slow");

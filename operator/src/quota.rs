@@ -10,14 +10,19 @@
 //!   already hold or were granted, so two siblings can never both take the same room;
 //! - `applied`: the quota its ResourceQuotas were last written with (mirrors `status.quota.hard`,
 //!   from which the ledger is re-seeded after a restart);
-//! - `reserved`: how much its parent's own ResourceQuotas leave room for it, recorded when the
-//!   parent's ResourceQuotas were written.
+//! - `reserved`: how much its parent's own ResourceQuotas leave room for it: lowered as soon as
+//!   the parent plans a larger share of its own (the write may land any moment after the lock is
+//!   released), raised only once the parent's ResourceQuotas were written;
+//! - `unconfirmed`: the largest quota planned since an apply was last recorded (an apply can fail
+//!   after its ResourceQuotas were written, and the ledger is then never told).
 //!
-//! A parent's own namespaces get its quota minus, for each child, the larger of what the child
-//! was granted and what it has applied. A child applies an increase only once the parent has
-//! reserved it (the parent's namespaces shrank first) and a parent grows its own share back only
-//! after the child applied its decrease. So at every instant the ResourceQuotas of a parent's own
-//! namespaces plus its children's add up to at most the parent's quota.
+//! A parent's own namespaces get its quota minus, for each child, the largest of what the child
+//! was granted, has applied and may have written. A child applies an increase only once the
+//! parent has reserved it (the parent's namespaces shrank first) and a parent grows its own share
+//! back only after the child applied its decrease. So at every instant — plans, writes and records
+//! of different tenants interleaved, since the lock is not held across the API calls between
+//! them — the ResourceQuotas of a parent's own namespaces plus its children's add up to at most
+//! the parent's quota.
 //!
 //! Everything here is pure: the tenant controller feeds it what the cache shows ([`Member`]s) and
 //! acts on the [`Plan`] it returns.
@@ -108,20 +113,25 @@ struct Entry {
     granted: Option<QuotaVector>,
     applied: Option<QuotaVector>,
     reserved: Option<QuotaVector>,
+    /// The largest quota planned since `applied` was last told: an apply may fail after its
+    /// ResourceQuotas were written, so what a plan says is held until an apply is recorded.
+    unconfirmed: Option<QuotaVector>,
 }
 
 impl Entry {
     fn seeded(member: &Member) -> Self {
-        Entry { uid: member.uid.clone(), granted: member.recorded, applied: member.recorded, reserved: member.recorded }
+        Entry {
+            uid: member.uid.clone(),
+            granted: member.recorded,
+            applied: member.recorded,
+            reserved: member.recorded,
+            unconfirmed: None,
+        }
     }
 
     /// What the tenant holds or may take: its parent must keep room for this.
     fn holding(&self) -> QuotaVector {
-        match (self.granted, self.applied) {
-            (Some(g), Some(a)) => max(&g, &a),
-            (Some(v), None) | (None, Some(v)) => v,
-            (None, None) => QuotaVector::default(),
-        }
+        [self.granted, self.applied, self.unconfirmed].iter().flatten().fold(QuotaVector::default(), |a, b| max(&a, b))
     }
 }
 
@@ -201,7 +211,19 @@ impl Ledger {
                 }
             }
         };
+        if let Some(hard) = hard {
+            entry.unconfirmed = Some(max(&entry.unconfirmed.unwrap_or_default(), &hard));
+        }
         let own = hard.map(|hard| saturating_sub(&hard, &children));
+        if own.is_some() {
+            // `own` may be written from now on, before `applied` is told: a child's room shrinks
+            // to what this plan leaves it now, and grows only once the plan is applied.
+            for (child, room) in &reserved {
+                if let Some(entry) = self.entries.get_mut(child) {
+                    entry.reserved = Some(min(&entry.reserved.unwrap_or_default(), room));
+                }
+            }
+        }
         Ok(Plan { hard, children, own, request, reserved })
     }
 
@@ -209,6 +231,7 @@ impl Ledger {
     pub fn applied(&mut self, tenant: &Member, plan: &Plan) -> Effects {
         let mut effects = Effects::default();
         let entry = self.entry(tenant);
+        entry.unconfirmed = None;
         if entry.applied != plan.hard {
             entry.applied = plan.hard;
             effects.parent_changed = true;
@@ -257,6 +280,7 @@ pub fn saturating_sub(a: &QuotaVector, b: &QuotaVector) -> QuotaVector {
 mod tests {
     use govpaas_crds::tenant::TenantQuota;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -424,61 +448,275 @@ mod tests {
         assert_eq!(plan.request, Request::WaitingForParent { parent: "quang-nam".into() });
     }
 
-    /// Siblings asking at once, reconciled in any interleaving, never make the parent's own share
-    /// plus what the children applied exceed the parent's quota; and once things settle, every
-    /// request that fits is granted.
-    #[test]
-    fn no_interleaving_oversubscribes_the_parent() {
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
-        for _round in 0..200 {
-            let mut tree = Tree {
-                parent: member("p", q("16", 100)),
-                children: (0..4).map(|i| member(&format!("c{i}"), q(&format!("{}", 1 + i), 5))).collect(),
-            };
-            let mut ledger = Ledger::default();
-            let mut parent_own = QuotaVector::default();
-            let mut applied: Vec<QuotaVector> = vec![QuotaVector::default(); 4];
-            for _step in 0..60 {
-                // Now and then a child changes its request.
-                if next(4) == 0 {
-                    let i = next(4);
-                    tree.children[i].requested = q(&format!("{}", next(9)), 5);
-                }
-                let who = next(5);
-                if who == 4 {
-                    let plan = ledger.plan(&tree.family_of_parent()).unwrap();
-                    ledger.applied(&tree.parent, &plan);
-                    parent_own = plan.own.unwrap();
-                } else {
-                    let plan = ledger.plan(&tree.family_of(who)).unwrap();
-                    ledger.applied(&tree.children[who], &plan);
-                    applied[who] = plan.hard.unwrap_or_default();
-                }
-                let mut total = parent_own;
-                for a in &applied {
-                    total = total.add(a).unwrap();
-                }
-                assert!(total.excess_over(&q("16", 100)).is_empty(), "oversubscribed: {}", cpu(&total));
+    /// The parent of [`World`]: its quota, and its index among the tenants that reconcile.
+    const BUDGET_CPU: &str = "16";
+    const PARENT: usize = 4;
+
+    /// One thing that happens around the ledger. As in the tenant controller, a reconcile is three
+    /// moments apart: it plans under the lock, writes its ResourceQuotas (awaiting the API server,
+    /// the lock released, while other tenants plan and write), then tells the ledger — or fails
+    /// between, before or after its ResourceQuotas were written, and the ledger is never told.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A child's `spec.quota` changes (CPU cores).
+        Ask { child: usize, cpu: u8 },
+        /// Tenant `who` (a child, or [`PARENT`]) starts a reconcile: it plans.
+        Plan(usize),
+        /// Its ResourceQuotas are written as planned.
+        Write(usize),
+        /// Its apply is done: the ledger is told.
+        Record(usize),
+        /// Its apply fails: the ledger is not told.
+        Fail(usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            2 => (0..4usize, 0..9u8).prop_map(|(child, cpu)| Step::Ask { child, cpu }),
+            3 => (0..5usize).prop_map(Step::Plan),
+            3 => (0..5usize).prop_map(Step::Write),
+            3 => (0..5usize).prop_map(Step::Record),
+            2 => (0..5usize).prop_map(Step::Fail),
+        ]
+    }
+
+    /// A reconcile between its plan and its end.
+    struct InFlight {
+        plan: Plan,
+        written: bool,
+    }
+
+    /// A parent and four children, the ledger that decides for them, and — kept apart from the
+    /// ledger, changed only by writes — what the API server holds: the ResourceQuotas of each
+    /// tenant's own namespaces (a child has no children: its own share is its whole quota).
+    struct World {
+        tree: Tree,
+        ledger: Ledger,
+        in_flight: Vec<Option<InFlight>>,
+        /// The parent's plan its own namespaces' ResourceQuotas were last written from.
+        parent_written: Option<Plan>,
+        /// The parent has told the ledger of an apply.
+        parent_recorded: bool,
+        children_written: Vec<QuotaVector>,
+        /// What the ledger granted each child, as its plans announced it (a refusal keeps the
+        /// previous grant).
+        grants: Vec<QuotaVector>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                tree: Tree {
+                    parent: member("p", q(BUDGET_CPU, 100)),
+                    children: (0..4).map(|i| member(&format!("c{i}"), q(&format!("{}", 1 + i), 5))).collect(),
+                },
+                ledger: Ledger::default(),
+                in_flight: (0..5).map(|_| None).collect(),
+                parent_written: None,
+                parent_recorded: false,
+                children_written: vec![QuotaVector::default(); 4],
+                grants: vec![QuotaVector::default(); 4],
             }
-            // Settle: reconcile everyone until nothing changes; whatever is applied is granted or refused.
+        }
+
+        fn tenant(&self, who: usize) -> &Member {
+            if who == PARENT { &self.tree.parent } else { &self.tree.children[who] }
+        }
+
+        /// Applies `step`; a step that cannot happen now (a write with no reconcile in flight, a
+        /// second reconcile of a tenant whose first is still running) does nothing.
+        fn run(&mut self, step: &Step) -> Result<(), TestCaseError> {
+            match *step {
+                Step::Ask { child, cpu } => self.tree.children[child].requested = q(&cpu.to_string(), 5),
+                Step::Plan(who) if self.in_flight[who].is_none() => {
+                    let family = if who == PARENT { self.tree.family_of_parent() } else { self.tree.family_of(who) };
+                    let plan = self.ledger.plan(&family).unwrap();
+                    if who != PARENT {
+                        self.decided(who, &plan)?;
+                    }
+                    // No quota to apply: the reconcile writes its status and ends.
+                    if plan.hard.is_some() {
+                        self.in_flight[who] = Some(InFlight { plan, written: false });
+                    }
+                }
+                Step::Write(who) => {
+                    if let Some(in_flight) = self.in_flight[who].as_mut().filter(|f| !f.written) {
+                        in_flight.written = true;
+                        let plan = in_flight.plan.clone();
+                        if who == PARENT {
+                            self.parent_written = Some(plan);
+                        } else {
+                            self.children_written[who] = plan.hard.unwrap();
+                        }
+                    }
+                }
+                Step::Record(who) if self.in_flight[who].as_ref().is_some_and(|f| f.written) => {
+                    let in_flight = self.in_flight[who].take().unwrap();
+                    let tenant = self.tenant(who).clone();
+                    self.ledger.applied(&tenant, &in_flight.plan);
+                    self.parent_recorded |= who == PARENT;
+                }
+                Step::Fail(who) => self.in_flight[who] = None,
+                Step::Plan(_) | Step::Record(_) => {}
+            }
+            self.check()
+        }
+
+        /// What a child's plan decided, checked against what the world saw before it.
+        fn decided(&mut self, child: usize, plan: &Plan) -> Result<(), TestCaseError> {
+            let requested = self.tree.children[child].requested;
+            match &plan.request {
+                Request::Granted | Request::WaitingForParent { .. } => self.grants[child] = requested,
+                Request::ParentNotProvisioned { .. } => {
+                    prop_assert!(!self.parent_recorded, "the parent is provisioned: {plan:?}")
+                }
+                Request::ExceedsParent { .. } | Request::BelowCommitted { .. } => {
+                    // A refused child changes nothing: it may apply what it was granted before,
+                    // no more, and its grant stays.
+                    let before = self.grants[child];
+                    prop_assert!(
+                        plan.hard.is_none_or(|hard| hard.excess_over(&before).is_empty()),
+                        "refused, child c{child} applies {} beyond its grant {}",
+                        cpu(&plan.hard.unwrap()),
+                        cpu(&before)
+                    );
+                }
+            }
+            // Whatever the outcome, it never applies more than it was granted.
+            prop_assert!(
+                plan.hard.is_none_or(|hard| hard.excess_over(&self.grants[child]).is_empty()),
+                "child c{child} applies {} beyond its grant {}",
+                cpu(&plan.hard.unwrap()),
+                cpu(&self.grants[child])
+            );
+            Ok(())
+        }
+
+        /// The invariants, at every instant, of what the API server holds and what was granted.
+        fn check(&self) -> Result<(), TestCaseError> {
+            let budget = q(BUDGET_CPU, 100);
+            let own = self.parent_written.as_ref().and_then(|plan| plan.own).unwrap_or_default();
+            let mut total = own;
+            for (i, written) in self.children_written.iter().enumerate() {
+                total = total.add(written).unwrap();
+                // No child holds more than the parent carved for it when it wrote its own share.
+                let carved = self
+                    .parent_written
+                    .as_ref()
+                    .and_then(|plan| plan.reserved.iter().find(|(name, _)| *name == self.tree.children[i].name))
+                    .map(|(_, room)| *room)
+                    .unwrap_or_default();
+                prop_assert!(
+                    written.excess_over(&carved).is_empty(),
+                    "child c{i} holds {} where the parent carved {}",
+                    cpu(written),
+                    cpu(&carved)
+                );
+            }
+            prop_assert!(
+                total.excess_over(&budget).is_empty(),
+                "oversubscribed: {} (the parent's own {}, the children {:?})",
+                cpu(&total),
+                cpu(&own),
+                self.children_written.iter().map(cpu).collect::<Vec<_>>()
+            );
+            let mut granted = QuotaVector::default();
+            for grant in &self.grants {
+                granted = granted.add(grant).unwrap();
+            }
+            prop_assert!(granted.excess_over(&budget).is_empty(), "granted {} of {BUDGET_CPU}", cpu(&granted));
+            Ok(())
+        }
+
+        /// Every reconcile in flight ends, then everyone reconciles to the end, until nothing moves.
+        fn settle(&mut self) -> Result<(), TestCaseError> {
+            for who in 0..5 {
+                self.run(&Step::Write(who))?;
+                self.run(&Step::Record(who))?;
+            }
             for _ in 0..4 {
-                let plan = ledger.plan(&tree.family_of_parent()).unwrap();
-                ledger.applied(&tree.parent, &plan);
-                for i in 0..4 {
-                    let plan = ledger.plan(&tree.family_of(i)).unwrap();
-                    ledger.applied(&tree.children[i], &plan);
-                    assert!(!matches!(plan.request, Request::ParentNotProvisioned { .. }), "the parent is provisioned");
+                for who in [PARENT, 0, 1, 2, 3] {
+                    for step in [Step::Plan(who), Step::Write(who), Step::Record(who)] {
+                        self.run(&step)?;
+                    }
                 }
             }
+            Ok(())
+        }
+    }
+
+    /// A child provisioned with `cores` CPU cores, and its parent's share shrunk for it, all recorded.
+    fn provisioned(cores: u8) -> World {
+        use Step::*;
+        let mut world = World::new();
+        let steps = [Ask { child: 0, cpu: cores }, Plan(PARENT), Write(PARENT), Record(PARENT), Plan(0)]
+            .into_iter()
+            .chain([Plan(PARENT), Write(PARENT), Record(PARENT), Plan(0), Write(0), Record(0)]);
+        for step in steps {
+            world.run(&step).unwrap();
+        }
+        assert_eq!(cpu(&world.children_written[0]), cores.to_string());
+        world
+    }
+
+    #[test]
+    fn a_child_waits_while_its_parents_larger_share_may_be_written() {
+        use Step::*;
+        let mut world = provisioned(8);
+        for step in [Ask { child: 0, cpu: 2 }, Plan(0), Write(0), Record(0), Plan(PARENT), Write(PARENT)] {
+            world.run(&step).unwrap();
+        }
+        // The parent's own share grew to 16 - 2 = 14 and is written; it has not told the ledger yet.
+        assert_eq!(cpu(&world.parent_written.as_ref().unwrap().own.unwrap()), "14");
+        world.run(&Ask { child: 0, cpu: 8 }).unwrap();
+        world.run(&Plan(0)).unwrap();
+        let plan = &world.in_flight[0].as_ref().expect("it keeps what it has").plan;
+        assert_eq!(plan.request, Request::WaitingForParent { parent: "p".into() });
+        assert_eq!(cpu(&plan.hard.unwrap()), "2");
+        world.run(&Write(0)).unwrap();
+    }
+
+    #[test]
+    fn a_quota_written_by_an_apply_that_failed_stays_held() {
+        use Step::*;
+        let mut world = provisioned(2);
+        for step in [Ask { child: 0, cpu: 8 }, Plan(0), Plan(PARENT), Write(PARENT), Record(PARENT), Fail(0)] {
+            world.run(&step).unwrap();
+        }
+        // Its increase to 8 is written, then its apply fails: the ledger is not told.
+        for step in [Plan(0), Write(0), Fail(0), Ask { child: 0, cpu: 1 }, Plan(0)] {
+            world.run(&step).unwrap();
+        }
+        assert_eq!(cpu(&world.children_written[0]), "8");
+        // Until an apply of the child is recorded, its parent keeps room for the 8 it may hold.
+        world.run(&Plan(PARENT)).unwrap();
+        assert_eq!(cpu(&world.in_flight[PARENT].as_ref().unwrap().plan.own.unwrap()), "8");
+        world.run(&Write(PARENT)).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Siblings asking at once, their reconciles and the parent's interleaved in any order —
+        /// a plan, the write of its ResourceQuotas and the ledger told of it apart in time, an
+        /// apply failing before or after its write — never make what the API server holds for the
+        /// parent's own namespaces plus its children exceed the parent's quota, nor a child hold
+        /// more than the parent carved for it; a refused request changes nothing; and once things
+        /// settle, every request that fits is granted.
+        #[test]
+        fn no_interleaving_oversubscribes_the_parent(steps in proptest::collection::vec(step(), 0..300)) {
+            let mut world = World::new();
+            for step in &steps {
+                world.run(step)?;
+            }
+            world.settle()?;
             for i in 0..4 {
-                let plan = ledger.plan(&tree.family_of(i)).unwrap();
-                assert!(
+                let plan = world.ledger.plan(&world.tree.family_of(i)).unwrap();
+                prop_assert!(
+                    !matches!(plan.request, Request::ParentNotProvisioned { .. }),
+                    "the parent is provisioned"
+                );
+                prop_assert!(
                     !matches!(plan.request, Request::WaitingForParent { .. }),
                     "after settling nobody waits: {:?}",
                     plan.request

@@ -277,6 +277,18 @@ impl Harness {
             .collect()
     }
 
+    /// The value of `series` (a name, with its labels if it has any) in the gateway's `/metrics`,
+    /// served on the probes' port: start the harness with `settings.health_listen`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let health = self.gateway().health_listen.expect("the probes' port (settings.health_listen)");
+        let mut tcp = TcpStream::connect(health).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Polls until `done` holds (the reloader runs every 100 ms), at most five seconds.
     pub async fn eventually(&self, what: &str, mut done: impl AsyncFnMut() -> bool) {
         for _ in 0..100 {

@@ -8,3 +8,6 @@ pub mod owned;
 pub mod pipeline;
 pub mod runtime;
 pub mod workload;
+
+#[cfg(test)]
+mod certificate_gauges;

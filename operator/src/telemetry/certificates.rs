@@ -126,32 +126,13 @@ mod tests {
     use super::*;
     use crate::telemetry::Metrics;
 
+    // The services' certificates, read from the caches at scrape time, are checked end to end,
+    // from an issued certificate, where statuses become gauges (`service/certificate_gauges.rs`).
+
     #[test]
-    fn gauges_are_computed_at_scrape_time() {
+    fn a_ca_is_shown_as_recorded_until_forgotten() {
         let gauges = Arc::new(CertificateGauges::default());
         let metrics = Metrics::new(gauges.clone());
-        // A cache whose content changes between scrapes, as a controller's does.
-        let cache = Arc::new(std::sync::Mutex::new(vec![Observed {
-            key: CertificateKey { namespace: "so-yte".into(), secret: "portal-tls".into(), kind: "server" },
-            not_after: 2_000_000_000,
-            renewal: 1_900_000_000,
-        }]));
-        let source = cache.clone();
-        gauges.read_from(move || source.lock().unwrap().clone());
-        let text = metrics.render();
-        assert!(
-            text.contains(
-                "govpaas_certificate_expiration_timestamp_seconds{namespace=\"so-yte\",secret=\"portal-tls\",kind=\"server\"} 2000000000"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("govpaas_certificate_renewal_timestamp_seconds{namespace=\"so-yte\",secret=\"portal-tls\",kind=\"server\"} 1900000000"), "{text}");
-        // Renewed: the next scrape reads the new times; gone from the cache: gone from the gauges.
-        cache.lock().unwrap()[0].not_after = 2_100_000_000;
-        assert!(metrics.render().contains("secret=\"portal-tls\",kind=\"server\"} 2100000000"));
-        cache.lock().unwrap().clear();
-        assert!(!metrics.render().contains("portal-tls"));
-
         // A CA, recorded by its controller as it loads it, until forgotten.
         let ca =
             CertificateKey { namespace: "govpaas-system".into(), secret: "platform-ca".into(), kind: "platform-ca" };
