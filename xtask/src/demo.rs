@@ -94,6 +94,7 @@ pub fn stop_operators(tools: &Tools, kubeconfig: &Path) {
             "scaling the demo's operator down",
         );
     }
+    pods::release_platform_fields(tools, kubeconfig);
 }
 
 fn start_operator(tools: &Tools, admin: &Path) -> Result<(ProcessRecord, u16)> {

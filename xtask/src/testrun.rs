@@ -62,8 +62,9 @@ pub fn demo_check() -> Result<()> {
     std::fs::create_dir_all(log.parent().context("the log directory")?)?;
     let out = std::fs::File::create(&log)?;
     eprintln!("xtask: cargo xtask demo (on the real node), output in {}", log.display());
-    let status = Command::new(std::env::current_exe()?)
-        .arg("demo")
+    // Through cargo: `cargo test` may have rebuilt (replaced) this very binary meanwhile.
+    let status = Command::new(env!("CARGO"))
+        .args(["xtask", "demo"])
         .current_dir(paths::workspace_root())
         .stdout(out.try_clone()?)
         .stderr(out)

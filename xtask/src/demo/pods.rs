@@ -143,6 +143,17 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Gives up the Platform fields the demo set (agency-echo images, the real node's toleration), so
+/// that whoever applies the Platform next owns them alone: an apply with no fields releases them.
+pub(super) fn release_platform_fields(tools: &Tools, kubeconfig: &Path) {
+    let _ = apply(
+        tools,
+        kubeconfig,
+        "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\n",
+        "releasing the demo's Platform fields",
+    );
+}
+
 /// The chart's values: its Pods on the real node, the operator twice, the API server's port open to
 /// them.
 fn release_values(tools: &Tools, kubeconfig: &Path) -> Result<String> {
