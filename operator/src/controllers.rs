@@ -7,7 +7,8 @@
 //!   `crate::service::runtime::Shared`, filled here by one watch per kind, whose events are fanned
 //!   out as explicit wake-ups: a Tenant (suspended, resumed, domain) or a namespace to the services
 //!   in its namespaces; a ResourceQuota (usage freed) to the services in its namespace; the Platform
-//!   and the trust ConfigMap to every service; a service deleted or changed to the services held
+//!   and a change of the platform trust the trust controller publishes
+//!   (`crate::certificates::published`) to every service; a service deleted or changed to the services held
 //!   back by a host conflict or by quota, which may now fit; a DataSharingService to the ones its
 //!   grants concern (`crate::data_sharing::triggers`).
 
@@ -29,6 +30,7 @@ use kube::runtime::watcher::{self};
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::certificates::published::TrustSubscriber;
 use crate::data_sharing::triggers;
 use crate::reconcile::events::Publisher;
 use crate::reconcile::shared::{self, SharedWatch, Subscription};
@@ -57,18 +59,21 @@ pub async fn run(client: Client, settings: Settings) {
     let quota_config = watch::config().labels(&labels::component_selector(crate::tenant::COMPONENT));
     let mut quotas = SharedWatch::new("ResourceQuota", Api::<ResourceQuota>::all(client.clone()), quota_config);
 
+    // The trust controller is the one reader of the platform CA: it publishes the platform trust
+    // to the tenant and service controllers, whose changes wake them.
+    let (trust_publisher, platform_trust) = crate::certificates::published::channel();
     let trust_controller =
-        crate::trust::run(client.clone(), settings.clone(), platforms.subscribe(), trust.subscribe());
+        crate::trust::run(client.clone(), settings.clone(), platforms.subscribe(), trust.subscribe(), trust_publisher);
     let tenant_inputs = crate::tenant::SharedInputs {
         tenants: tenants.subscribe(),
         platforms: platforms.subscribe(),
-        trust: trust.subscribe(),
+        trust: platform_trust.clone(),
         resource_quotas: quotas.subscribe(),
     };
     let tenant_controller = crate::tenant::run(client.clone(), settings.clone(), tenant_inputs);
     let service_inputs = ServiceInputs {
         platforms: platforms.subscribe(),
-        trust: trust.subscribe(),
+        trust: platform_trust,
         tenants: tenants.subscribe(),
         quotas: quotas.subscribe(),
     };
@@ -107,7 +112,7 @@ struct TenantSeen {
 /// What the service controllers read from the shared watches.
 struct ServiceInputs {
     platforms: Subscription<Platform>,
-    trust: Subscription<ConfigMap>,
+    trust: TrustSubscriber,
     tenants: Subscription<TenantObject>,
     quotas: Subscription<ResourceQuota>,
 }
@@ -311,13 +316,15 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         }
     };
     let (platforms, platform_task) = follow(inputs.platforms, "Platform", &listed, wake_all);
-    // Every step of a CA rotation changes the trust state: which CA issues, which bundle is handed
-    // out. Every service looks again.
-    let wake_on_trust = {
+    // Every step of a CA rotation changes the published trust: which CA issues, which bundle is
+    // handed out. Every service looks again.
+    let trust_task = {
         let fanout = fanout.clone();
-        move |_: &ConfigMap| lock(&fanout).wake_where(|_| true)
+        inputs.trust.changes().for_each(move |_| {
+            lock(&fanout).wake_where(|_| true);
+            futures::future::ready(())
+        })
     };
-    let (_, trust_task) = follow(inputs.trust, "ConfigMap", &listed, wake_on_trust);
 
     let known_tenants = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let wake_tenant = {
@@ -439,6 +446,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         route_tables_orphaned,
         known_tenants,
         listed: listed_rx,
+        platform_trust: inputs.trust,
     });
     // The services' certificate gauges are read from their statuses in these caches at each scrape.
     let gauges = &shared.settings.telemetry.certificates;

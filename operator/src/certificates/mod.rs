@@ -6,13 +6,16 @@
 //! - [`trust_state`]: the persisted platform trust (which CA issues, which bundles carry which CAs)
 //!   and the pure decision of a CA rotation's next step;
 //! - [`trust_store`]: the ConfigMap that state lives in, and [`trust_store::PlatformTrust`], what the
-//!   tenant and service controllers issue with.
+//!   tenant and service controllers issue with;
+//! - [`published`]: the watch channel on which the trust controller publishes that platform trust
+//!   (the tenant and service controllers never read the platform CA's Secret themselves).
 //!
 //! The controllers that write CAs are elsewhere: the tenant CA's in `tenant`, the platform CA's and
 //! the rotation's in `trust`.
 
 pub mod ca_secrets;
 pub mod leaf;
+pub mod published;
 pub mod trust_state;
 pub mod trust_store;
 

@@ -2,9 +2,11 @@
 //!
 //! The state lives in the ConfigMap [`TRUST_CONFIG_MAP`] of the operator's namespace (certificates
 //! only, no key): `state.json` for the operator, `ca.crt` (the bundle) for people and tools. It is
-//! created from `Platform spec.ca.secretName` the first time any controller needs it (create-only,
+//! created from `Platform spec.ca.secretName` by the trust controller's first pass (create-only,
 //! so racing operators agree), and changed only by the trust controller, with the
-//! resourceVersion it read, so two operators never both move a rotation.
+//! resourceVersion it read, so two operators never both move a rotation. The trust controller is
+//! also the one reader of the platform CA's Secret: it publishes [`PlatformTrust`] to the tenant
+//! and service controllers (`super::published`).
 
 use std::collections::BTreeMap;
 

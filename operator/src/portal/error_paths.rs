@@ -1,7 +1,8 @@
 //! The service pipeline's (`crate::service::pipeline`) error paths on one Portal reconcile, against a mocked API server
 //! (tower-test, as kube-rs's controller-rs fixtures do): a conflict, a quota refusal, a missing
 //! status subresource and a timeout. The mock answers what a real API server would for a tenant
-//! whose CAs are issued (the trust ConfigMap, the platform and tenant CA Secrets), echoes applies,
+//! whose CAs are issued (the tenant CA's Secret; the platform trust is published as the trust
+//! controller publishes it), echoes applies,
 //! records every write, and fails or hangs the one request a test names.
 
 use std::sync::{Arc, Mutex};
@@ -22,8 +23,8 @@ use time::OffsetDateTime;
 
 use super::reconcile::Caches;
 use crate::certificates::ca_secrets::{issuance_policy, tenant_ca_secret_name};
-use crate::certificates::trust_state::{DesiredCa, TrustState};
-use crate::certificates::trust_store;
+use crate::certificates::published::{self, TrustSubscriber};
+use crate::certificates::trust_store::PlatformTrust;
 use crate::error::Error;
 use crate::fixtures;
 use crate::reconcile::runner;
@@ -31,10 +32,9 @@ use crate::service::pipeline;
 use crate::service::runtime::{ServiceContext, Shared, all_listed};
 use crate::settings::Settings;
 use crate::tenancy::TenantContext;
-use govpaas_pki::{BundleCa, PlatformCaRequest, TenantCaRequest, generate_platform_ca};
+use govpaas_pki::{PlatformCaRequest, TenantCaRequest, TrustAnchors, generate_platform_ca};
 
 const OPERATOR_NAMESPACE: &str = "govpaas-system";
-const PLATFORM_CA_SECRET: &str = "govpaas-platform-ca";
 
 /// What the mock does with a request the test singles out.
 #[derive(Clone, Copy)]
@@ -79,44 +79,42 @@ fn ca_secret(name: &str, certificate: &str, key: &str) -> Value {
     serde_json::to_value(secret).unwrap()
 }
 
-/// The objects the mock serves by path suffix: the trust state, the platform CA, the tenant CA.
-fn served() -> Vec<(String, Value)> {
+/// The platform CA and the fixture tenant's CA it issued.
+fn authorities() -> (govpaas_pki::CertificateAuthority, govpaas_pki::CertificateAuthority) {
     let platform = fixtures::platform();
-    let tenant = fixtures::tenant();
-    let context = TenantContext::of(&tenant, &platform);
+    let context = TenantContext::of(&fixtures::tenant(), &platform);
     let policy = issuance_policy(&platform.spec).unwrap();
     let now = OffsetDateTime::now_utc();
     let issuing =
         generate_platform_ca(&PlatformCaRequest::new(&platform.spec.base_domain, "Trung tâm"), &policy, now).unwrap();
-    let tenant_ca = issuing
-        .issue_tenant_ca(
-            &TenantCaRequest {
-                base_domain: platform.spec.base_domain.clone(),
-                agency_code: context.agency_code.clone(),
-                display_name: context.display_name.clone(),
-                domain: context.domain.clone(),
-            },
-            &policy,
-            now,
-        )
-        .unwrap();
-    let state = TrustState::stable(&DesiredCa { ca: BundleCa::of(&issuing), secret_name: PLATFORM_CA_SECRET.into() });
-    let trust = trust_store::config_map(&state, OPERATOR_NAMESPACE, None);
-    vec![
-        (format!("/configmaps/{}", trust_store::TRUST_CONFIG_MAP), serde_json::to_value(trust).unwrap()),
-        (
-            format!("/secrets/{PLATFORM_CA_SECRET}"),
-            ca_secret(PLATFORM_CA_SECRET, issuing.certificate_pem(), issuing.private_key_pem().expose()),
-        ),
-        (
-            format!("/secrets/{}", tenant_ca_secret_name(&context.name)),
-            ca_secret(
-                &tenant_ca_secret_name(&context.name),
-                tenant_ca.certificate_pem(),
-                tenant_ca.private_key_pem().expose(),
-            ),
-        ),
-    ]
+    let request = TenantCaRequest {
+        base_domain: platform.spec.base_domain.clone(),
+        agency_code: context.agency_code.clone(),
+        display_name: context.display_name.clone(),
+        domain: context.domain.clone(),
+    };
+    let tenant_ca = issuing.issue_tenant_ca(&request, &policy, now).unwrap();
+    (issuing, tenant_ca)
+}
+
+/// The platform trust the trust controller would publish for `issuing`.
+fn published(issuing: govpaas_pki::CertificateAuthority) -> TrustSubscriber {
+    let bundle_pem = issuing.certificate_pem().to_owned();
+    let anchors = TrustAnchors::from_pem(bundle_pem.as_bytes()).unwrap();
+    let (publisher, subscriber) = published::channel();
+    publisher.publish(Ok(Arc::new(PlatformTrust { issuing, retiring: None, bundle_pem, anchors })));
+    // Kept open: a closed channel reads as a trust controller that stopped.
+    std::mem::forget(publisher);
+    subscriber
+}
+
+/// The objects the mock serves by path suffix: the tenant CA's Secret (the platform CA comes
+/// from the trust controller's publication, never from the API).
+fn served(tenant_ca: &govpaas_pki::CertificateAuthority) -> Vec<(String, Value)> {
+    let context = TenantContext::of(&fixtures::tenant(), &fixtures::platform());
+    let secret = tenant_ca_secret_name(&context.name);
+    let stored = ca_secret(&secret, tenant_ca.certificate_pem(), tenant_ca.private_key_pem().expose());
+    vec![(format!("/secrets/{secret}"), stored)]
 }
 
 /// `object` as the API server returns it: a status apply names no metadata, a stored object has it.
@@ -138,11 +136,13 @@ fn failure(code: u16, message: &str) -> Value {
 
 /// Runs the mock API server: `fault` applies to the first request whose method and path it
 /// matches; every request is recorded in `seen`.
-fn api_server(fault: Option<(Method, &'static str, Fault)>) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
+fn api_server(
+    fault: Option<(Method, &'static str, Fault)>,
+    served: Vec<(String, Value)>,
+) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let recorded = seen.clone();
-    let served = served();
     tokio::spawn(async move {
         let mut hung = Vec::new();
         let mut fault = fault;
@@ -189,7 +189,7 @@ fn store_of<K: kube::Resource<DynamicType = ()> + Clone>(objects: Vec<K>) -> Sto
 }
 
 /// The pipeline's context for the fixture Portal's tenant, on `client`.
-fn context(client: kube::Client) -> Arc<ServiceContext<Caches>> {
+fn context(client: kube::Client, platform_trust: TrustSubscriber) -> Arc<ServiceContext<Caches>> {
     let tenant = fixtures::tenant();
     let namespace = PartialObjectMeta::<Namespace> {
         types: None,
@@ -222,6 +222,7 @@ fn context(client: kube::Client) -> Arc<ServiceContext<Caches>> {
         route_tables_orphaned: Default::default(),
         known_tenants: Default::default(),
         listed: all_listed(),
+        platform_trust,
     });
     let caches = Caches {
         deployments: store_of(vec![]),
@@ -234,9 +235,10 @@ fn context(client: kube::Client) -> Arc<ServiceContext<Caches>> {
 }
 
 async fn reconcile_portal(fault: Option<(Method, &'static str, Fault)>) -> (crate::error::Result<Action>, Vec<Seen>) {
-    let (client, seen) = api_server(fault);
-    let portal: Portal = fixtures::portal();
-    let result = runner::bounded(pipeline::reconcile(Arc::new(DeserializeGuard(Ok(portal))), context(client))).await;
+    let (issuing, tenant_ca) = authorities();
+    let (client, seen) = api_server(fault, served(&tenant_ca));
+    let portal = Arc::new(DeserializeGuard(Ok::<Portal, _>(fixtures::portal())));
+    let result = runner::bounded(pipeline::reconcile(portal, context(client, published(issuing)))).await;
     let seen = seen.lock().unwrap().clone();
     (result, seen)
 }
@@ -264,6 +266,10 @@ async fn the_world_the_mock_serves_reconciles_to_a_written_status() {
     let writes = status_writes(&seen);
     assert_eq!(writes.len(), 1, "{seen:?}");
     assert_eq!(ready_of(writes[0])["reason"], "Progressing", "the echoed Deployment has no ready replica");
+    // The platform CA and the trust state are the trust controller's to read: a service reconcile
+    // issues with what it published.
+    let reads: Vec<&str> = seen.iter().filter(|s| s.method == Method::GET).map(|s| s.path.as_str()).collect();
+    assert!(reads.iter().all(|path| !path.contains("/configmaps/") && !path.contains("platform-ca")), "{reads:?}");
 }
 
 #[tokio::test]

@@ -46,6 +46,7 @@ fn shared() -> Shared {
         route_tables_orphaned: Default::default(),
         known_tenants: Default::default(),
         listed: all_listed(),
+        platform_trust: crate::certificates::published::channel().1,
     }
 }
 

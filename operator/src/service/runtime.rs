@@ -21,17 +21,17 @@ use govpaas_crds::platform::PLATFORM_NAME;
 use govpaas_crds::{DataSharingService, DocumentService, Platform, Portal, Tenant};
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 
-use crate::certificates::trust_store::TrustStore;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use time::OffsetDateTime;
 
 use crate::certificates::ca_secrets;
 use crate::certificates::leaf::Issuer;
+use crate::certificates::published::TrustSubscriber;
 use crate::error::{Error, Result};
 use crate::reconcile::conditions;
 use crate::reconcile::events::Publisher;
@@ -50,16 +50,8 @@ pub type DocumentObject = DeserializeGuard<DocumentService>;
 pub type DataSharingObject = DeserializeGuard<DataSharingService>;
 
 /// The caches every reconcile reads, by the name each reports when it has listed once.
-const CACHES: [&str; 8] = [
-    "Platform",
-    "ConfigMap",
-    "Tenant",
-    "Namespace",
-    "ResourceQuota",
-    "Portal",
-    "DocumentService",
-    "DataSharingService",
-];
+const CACHES: [&str; 7] =
+    ["Platform", "Tenant", "Namespace", "ResourceQuota", "Portal", "DocumentService", "DataSharingService"];
 
 /// Every cache listed, for tests that fill the stores by hand.
 #[cfg(test)]
@@ -108,6 +100,8 @@ pub struct Shared {
     pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// The caches that have listed once.
     pub(crate) listed: tokio::sync::watch::Receiver<std::collections::BTreeSet<&'static str>>,
+    /// The platform trust the trust controller publishes.
+    pub platform_trust: TrustSubscriber,
 }
 
 impl Shared {
@@ -158,6 +152,11 @@ impl Shared {
     pub async fn wait_until_ready(&self) -> Result<()> {
         let mut listed = self.listed.clone();
         listed.wait_for(|listed| listed.len() == CACHES.len()).await.map_err(|_| Error::CachesStopped("service"))?;
+        // And the trust controller has loaded the platform CA once (or said why it cannot): else
+        // every service would report, for a moment, a CA that is only not loaded yet.
+        if !self.platform_trust.settled().await {
+            return Err(Error::CachesStopped("platform trust"));
+        }
         Ok(())
     }
 
@@ -243,11 +242,10 @@ impl Shared {
     ) -> Step<Authority> {
         let policy = ca_secrets::issuance_policy(&platform.spec)
             .map_err(|message| Stop::waiting(reasons::CERTIFICATE_POLICY_INVALID, message))?;
-        let store = TrustStore::new(self.client.clone(), &self.settings.operator_namespace);
-        let platform_trust = crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await?;
-        let tenant_ca = ca_secrets::issued_tenant_ca(&store.secrets, context, &platform_trust, now).await?;
-        let crate::certificates::trust_store::PlatformTrust { bundle_pem: trust_pem, anchors: trust, .. } =
-            platform_trust;
+        let platform_trust = self.platform_trust.current()?;
+        let secrets = Api::namespaced(self.client.clone(), &self.settings.operator_namespace);
+        let tenant_ca = ca_secrets::issued_tenant_ca(&secrets, context, &platform_trust, now).await?;
+        let (trust, trust_pem) = (platform_trust.anchors.clone(), platform_trust.bundle_pem.clone());
         Ok(Authority { tenant_ca, trust, trust_pem, policy })
     }
 }
@@ -377,7 +375,6 @@ mod tests {
         }
         let reported = [
             name::<Platform>(),
-            name::<k8s_openapi::api::core::v1::ConfigMap>(),
             name::<TenantObject>(),
             "Namespace",
             name::<ResourceQuota>(),

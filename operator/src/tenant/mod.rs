@@ -43,6 +43,7 @@ use kube::runtime::watcher::{self};
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::certificates::published::TrustSubscriber;
 use crate::quota::Ledger;
 use crate::reconcile::events::Publisher;
 use crate::reconcile::shared::{self, Subscription};
@@ -100,6 +101,8 @@ pub struct Context {
     pub status_writes: crate::reconcile::apply::StatusWrites,
     /// Turns `true` once every cache has listed (see [`Caches::wait_until_ready`]).
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
+    /// The platform trust the trust controller publishes.
+    pub trust: TrustSubscriber,
     wake: UnboundedSender<ObjectRef<TenantObject>>,
 }
 
@@ -263,9 +266,9 @@ fn every_tenant<T>(tenants: Store<TenantObject>) -> impl Fn(T) -> Vec<ObjectRef<
 pub struct SharedInputs {
     pub tenants: Subscription<TenantObject>,
     pub platforms: Subscription<Platform>,
-    /// The platform trust ConfigMap: every step of a CA rotation changes the bundle each tenant's
-    /// namespaces must carry.
-    pub trust: Subscription<ConfigMap>,
+    /// The platform trust the trust controller publishes: what tenant CAs are issued with, and
+    /// every step of a CA rotation changes the bundle each tenant's namespaces must carry.
+    pub trust: TrustSubscriber,
     /// The ResourceQuotas it writes (their usage goes into status).
     pub resource_quotas: Subscription<ResourceQuota>,
 }
@@ -296,7 +299,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     let platforms_listed = platforms.listed.clone();
     let platform_store = platforms.store.clone();
     let platform_stream = platforms.touched().predicate_filter(predicates::generation, Default::default());
-    let trust_stream = trust.touched();
+    let trust_stream = trust.changes();
     let quotas_listed = quota_subscription.listed.clone();
     let resource_quotas = quota_subscription.store.clone();
     let quota_stream = quota_subscription.touched();
@@ -355,8 +358,10 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     let (ready_tx, caches_ready) = tokio::sync::watch::channel(false);
     {
         let caches = caches.clone();
+        let trust_settled = trust.clone();
         tokio::spawn(async move {
             if caches.wait_until_ready().await
+                && trust_settled.settled().await
                 && platforms_listed.wait().await
                 && quotas_listed.wait().await
                 && tenants_listed.wait().await
@@ -375,6 +380,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         caches_ready,
         ledger,
         status_writes: Default::default(),
+        trust,
         wake,
         settings: settings.clone(),
     });

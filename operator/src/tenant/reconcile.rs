@@ -249,7 +249,7 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
         Ok(policy) => policy,
         Err(message) => return unusable(message),
     };
-    let trust = match crate::certificates::trust_store::platform_trust(&store, platform, &policy, now).await {
+    let trust = match ctx.trust.current() {
         Ok(trust) => trust,
         Err(Stop::Halt(Halt::Waiting(problem))) => return unusable(problem.message),
         Err(Stop::Halt(other)) => return unusable(format!("{other:?}")),
@@ -259,7 +259,7 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
     let tenant_ca = ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await?;
-    let mut trust = TenantTrust { bundle: Some(trust.bundle_pem), ..TenantTrust::default() };
+    let mut trust = TenantTrust { bundle: Some(trust.bundle_pem.clone()), ..TenantTrust::default() };
     match tenant_ca {
         Ok(tenant_ca) => {
             // A tenant CA's renewal point is when the operator renews it.

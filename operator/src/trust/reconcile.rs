@@ -19,6 +19,7 @@ use super::census::{census, counted_leaf};
 use crate::certificates::TRUST_BUNDLE;
 use crate::certificates::ca_secrets;
 use crate::certificates::leaf::Issued;
+use crate::certificates::published::TrustPublisher;
 use crate::certificates::trust_state::{Census, Decision, DesiredCa, Refusal, TrustState, decide, format_duration};
 use crate::certificates::trust_store::{self as store, Stored};
 use crate::error::Result;
@@ -56,6 +57,9 @@ pub struct Context {
     pub settings: Settings,
     pub publisher: Publisher,
     pub status_writes: apply::StatusWrites,
+    /// Where the platform trust each pass loads is published for the tenant and service
+    /// controllers.
+    pub trust: TrustPublisher,
 }
 
 /// Runs the platform trust controller until shutdown, fed by the shared Platform and trust
@@ -65,6 +69,7 @@ pub async fn run(
     settings: Settings,
     platforms: Subscription<Platform>,
     trust: Subscription<ConfigMap>,
+    published: TrustPublisher,
 ) {
     let store = platforms.store.clone();
     let listed = platforms.listed.clone();
@@ -73,15 +78,30 @@ pub async fn run(
     // The trust ConfigMap wakes the Platform from a task of its own (`reconcile::triggers`).
     let (mut triggers, changed) = Triggers::<Platform>::new(CONTROLLER);
     triggers.watch("platform trust", trust.touched(), |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
-    let controller = Controller::for_stream(platform_stream, store).reconcile_on(changed);
+    let controller = Controller::for_stream(platform_stream, store.clone()).reconcile_on(changed);
     let telemetry = settings.telemetry.clone();
     let context = Arc::new(Context {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
         client,
         settings,
         status_writes: Default::default(),
+        trust: published,
     });
-    runner::run(CONTROLLER, controller, 1, &telemetry, listed.wait(), reconcile, context).await;
+    // With no Platform there is nothing to reconcile, and so nothing would be published: say so,
+    // or the tenant and service controllers would wait for a first publication for ever.
+    let ready = {
+        let context = context.clone();
+        async move {
+            let listed = listed.wait().await;
+            if listed && store.get(&kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)).is_none() {
+                context.trust.publish_absent(format!(
+                    "there is no Platform {PLATFORM_NAME}: its CA issues every certificate (see docs/operations.md)"
+                ));
+            }
+            listed
+        }
+    };
+    runner::run(CONTROLLER, controller, 1, &telemetry, ready, reconcile, context).await;
     drop(triggers);
 }
 
@@ -110,6 +130,7 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     let policy = match ca_secrets::issuance_policy(&platform.spec) {
         Ok(policy) => policy,
         Err(message) => {
+            ctx.trust.publish(Err(message.clone()));
             found.unusable = Some(message);
             write_status(ctx, platform, &found, now).await?;
             return Ok(Action::requeue(RESYNC));
@@ -184,50 +205,57 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     if let Some(state) = &found.state {
         observe_gauges(ctx, state, &policy);
     }
-    // The issuing CA must load from its Secret (a hand edit there breaks every issuance); it
-    // issues the LGSP gateway's certificate.
-    if found.unusable.is_none() {
-        match store::platform_trust(&store, platform, &policy, now).await {
-            Ok(trust) => {
-                let namespace = &ctx.settings.operator_namespace;
-                match lgsp::ensure_certificate(&ctx.client, namespace, &platform.spec, &trust, &policy, now).await {
-                    Ok(Ok(leaf)) => {
-                        gateway_certificate_issued(ctx, platform, &leaf, &policy).await;
-                        requeue = requeue.min(requeue_after(now, leaf.renewal_time(&policy)));
-                    }
-                    Ok(Err(message)) => {
-                        warn!(%message, "the LGSP gateway's certificate");
-                        let reference = platform.object_ref(&());
-                        let publisher = &ctx.publisher;
-                        publisher
-                            .publish(
-                                &reference,
-                                EventType::Warning,
-                                "GatewayCertificateFailed",
-                                "Issue",
-                                &message,
-                                None,
-                            )
-                            .await;
-                        requeue = requeue.min(NOT_READY);
-                    }
-                    // Changed since it was read: look again at once.
-                    Err(err) if apply::is_conflict(&err) => requeue = StdDuration::from_secs(1),
-                    Err(err) => return Err(err),
-                }
+    // The issuing CA must load from its Secret (a hand edit there breaks every issuance). What it
+    // loads is published for the tenant and service controllers, even while a requested new CA
+    // cannot be used (the issuing one still issues); it issues the LGSP gateway's certificate.
+    match store::platform_trust(&store, platform, &policy, now).await {
+        Ok(trust) => {
+            let trust = Arc::new(trust);
+            ctx.trust.publish(Ok(trust.clone()));
+            if found.unusable.is_none() {
+                requeue = requeue.min(ensure_gateway_certificate(ctx, platform, &trust, &policy, now).await?);
             }
-            Err(Stop::Halt(halt)) => {
-                found.unusable = Some(match halt {
-                    Halt::Waiting(problem) | Halt::Refused(problem) => problem.message,
-                    other => format!("{other:?}"),
-                });
-                requeue = requeue.min(NOT_READY);
-            }
-            Err(Stop::Failed(error)) => return Err(error),
         }
+        Err(Stop::Halt(halt)) => {
+            let message = match halt {
+                Halt::Waiting(problem) | Halt::Refused(problem) => problem.message,
+                other => format!("{other:?}"),
+            };
+            ctx.trust.publish(Err(message.clone()));
+            found.unusable.get_or_insert(message);
+            requeue = requeue.min(NOT_READY);
+        }
+        Err(Stop::Failed(error)) => return Err(error),
     }
     write_status(ctx, platform, &found, now).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Keeps or issues the LGSP gateway's certificate from the platform CA; when to look again.
+async fn ensure_gateway_certificate(
+    ctx: &Context,
+    platform: &Platform,
+    trust: &store::PlatformTrust,
+    policy: &govpaas_pki::IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<StdDuration> {
+    let namespace = &ctx.settings.operator_namespace;
+    match lgsp::ensure_certificate(&ctx.client, namespace, &platform.spec, trust, policy, now).await {
+        Ok(Ok(leaf)) => {
+            gateway_certificate_issued(ctx, platform, &leaf, policy).await;
+            Ok(requeue_after(now, leaf.renewal_time(policy)))
+        }
+        Ok(Err(message)) => {
+            warn!(%message, "the LGSP gateway's certificate");
+            let reference = platform.object_ref(&());
+            let (type_, reason) = (EventType::Warning, "GatewayCertificateFailed");
+            ctx.publisher.publish(&reference, type_, reason, "Issue", &message, None).await;
+            Ok(NOT_READY)
+        }
+        // Changed since it was read: look again at once.
+        Err(err) if apply::is_conflict(&err) => Ok(StdDuration::from_secs(1)),
+        Err(err) => Err(err),
+    }
 }
 
 /// Logs, announces (an Event on the Platform) and measures a (re-)issued gateway certificate.
