@@ -31,7 +31,8 @@
 //!                    "agencyCode": "H48.40", "service": "mot-cua"}]
 //!   }],
 //!   "national": [{"api": "csdlqg-dan-cu", "pathPrefix": "/ndxp/csdlqg-dan-cu/",
-//!                 "consumer": "spiffe://danang.gov.vn/agency/H48.12/dss/ho-tich"}]
+//!                 "consumer": "spiffe://danang.gov.vn/agency/H48.12/dss/ho-tich",
+//!                 "rateLimit": {"requestsPerMinute": 60, "burst": 5}}]
 //! }
 //! ```
 //!
@@ -40,8 +41,11 @@
 //!   when the caller's verified client certificate carries one of `consumers[].identity`, or to
 //!   anyone (no client certificate, rate-limited per client address) when `openData` is true.
 //! - `national`: the national-platform APIs this DataSharingService was granted (the Platform's
-//!   `lgsp.ndxp` is set); `consumer` may call `https://<gateway>/<pathPrefix><rest>`, forwarded to
-//!   the NDXP with the province's identity.
+//!   `lgsp.ndxp` is set and lists the API in its catalogue); `consumer` may call
+//!   `https://<gateway>/<pathPrefix><rest>`, forwarded over mutual TLS to `<lgsp.ndxp.url>/<api><rest>`
+//!   with the province's client certificate, and with the consumer's verified identity in
+//!   `X-Lgsp-Consumer`; `rateLimit` applies per consumer. Several tables may grant one national
+//!   API, each to its own consumer: the gateway serves one route to all of them.
 //!
 //! Fields may be added within a version (a reader ignores those it does not know); a change that
 //! an older reader would misread gets a new `schema` string, and a reader refuses a schema it does
@@ -189,6 +193,10 @@ pub struct NationalRoute {
     pub path_prefix: String,
     /// The identity that may call it.
     pub consumer: String,
+    /// Per consumer: the national catalogue's limit for the API, else the Platform's default.
+    /// (Added within v1: a table without it reads with [`RateLimit::default`].)
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
 
 /// Why a route table cannot be read.
@@ -256,6 +264,7 @@ mod tests {
                 api: "csdlqg-dan-cu".into(),
                 path_prefix: national_path("csdlqg-dan-cu"),
                 consumer: "spiffe://danang.gov.vn/agency/H48.12/dss/ho-tich".into(),
+                rate_limit: RateLimit::default(),
             }],
         }
     }

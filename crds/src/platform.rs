@@ -478,10 +478,55 @@ pub struct NdxpUpstream {
     #[schemars(length(min = 3, max = 35), regex(pattern = crate::agency::AGENCY_CODE_PATTERN))]
     pub agency_code: String,
     /// ConfigMap in the operator's namespace whose `ca.crt` holds the CAs that sign the NDXP's
-    /// server certificate. Unset: the system's roots.
+    /// server certificate: the gateway verifies the NDXP against these only (never skipped, never
+    /// the system's roots).
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
+    pub ca_config_map: String,
+    /// Secret (`kubernetes.io/tls`) in the operator's namespace holding the client certificate the
+    /// national platform's CA issued to the province, and its key: the gateway's identity toward
+    /// the NDXP. Unset: the platform CA issues one for `agencyCode` — for test environments, whose
+    /// mock NDXP trusts the platform CA (`status.ndxp.clientIdentity` says which is in use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = crate::common::DNS_SUBDOMAIN_PATTERN))]
-    pub ca_config_map: Option<String>,
+    pub client_secret_name: Option<String>,
+    /// The national APIs agencies of the province may consume (the catalogue). A consumption of an
+    /// API not listed here is `Denied` with reason `ApiNotFound`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("lists the same national API twice: list each once"))]
+    pub apis: Vec<NationalApi>,
+}
+
+/// A national API the province's agencies may consume through the gateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NationalApi {
+    /// The NDXP's name for the API; agencies consume it by this name, and the gateway serves it at
+    /// `/ndxp/<name>/`, forwarded to `<url>/<name>/`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = crate::common::DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// What it offers, for agency staff (`kubectl get platform -o yaml` shows it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = crate::common::visible_text())]
+    pub description: String,
+    /// Per consumer. Unset: `lgsp.defaultRateLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// The province's client identity toward the national platform, as in force.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NdxpStatus {
+    /// `Provided` (the Secret `lgsp.ndxp.clientSecretName`, issued by the national platform's CA)
+    /// or `IssuedByPlatformCa` (no Secret named: for test environments only).
+    pub client_identity: String,
+    /// The Secret the gateway mounts: the client certificate, its key, the NDXP's CAs and URL.
+    pub secret_name: String,
+    /// The client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
 }
 
 /// What the operator observed of the platform.
@@ -498,6 +543,9 @@ pub struct PlatformStatus {
     /// The platform CA certificate named by `spec.ca.secretName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<CertificateStatus>,
+    /// The province's client identity toward the national platform, when `lgsp.ndxp` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ndxp: Option<NdxpStatus>,
     /// The trust bundle every tenant receives, and the progress of a CA rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustStatus>,

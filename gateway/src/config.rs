@@ -13,14 +13,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use govpaas_pki::TrustAnchors;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::audit::CheckpointSigner;
+use crate::national::{self, NationalPlatform};
 use crate::routes::{Resolve, RouteSet, RouteSources, SourceKey};
+
+/// How long a TCP connect to the national platform may take.
+const NATIONAL_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the route tables come from.
 #[derive(Clone, Debug)]
@@ -48,6 +52,9 @@ pub struct ConfigPaths {
     pub routes: RoutesSource,
     /// `--resolve` overrides of upstream hosts.
     pub resolve: Resolve,
+    /// The national platform's directory (a mounted Secret, [`crate::national`]); `None`: national
+    /// routes are never served.
+    pub national: Option<PathBuf>,
 }
 
 /// Everything the TLS files determine, swapped as one.
@@ -145,6 +152,8 @@ pub fn load_route_files(path: &Path, sources: &mut RouteSources) -> Result<bool,
 pub struct LiveConfig {
     pub tls: ArcSwap<TlsState>,
     pub routes: Arc<ArcSwap<RouteSet>>,
+    /// The national platform, when its directory holds one.
+    pub national: Arc<ArcSwapOption<NationalPlatform>>,
 }
 
 /// What one poll changed.
@@ -152,6 +161,7 @@ pub struct LiveConfig {
 pub struct Reloaded {
     pub tls: bool,
     pub routes: bool,
+    pub national: bool,
 }
 
 /// Watches the files; see the module comment.
@@ -159,6 +169,8 @@ pub struct Reloader {
     paths: ConfigPaths,
     tls_seen: Option<[u8; 32]>,
     routes_seen: Option<[u8; 32]>,
+    /// The national directory's digest; `None` while it holds no national platform.
+    national_seen: Option<[u8; 32]>,
     /// The route tables read from files (unused with the cluster source).
     sources: RouteSources,
 }
@@ -192,15 +204,58 @@ impl Reloader {
             load_route_files(path, &mut sources)?;
         }
         let routes = sources.merged();
-        let reloader = Reloader {
+        let mut reloader = Reloader {
             tls_seen: digest(&[&paths.tls_crt, &paths.tls_key, &paths.client_ca]),
             routes_seen: routes_digest(&paths),
+            national_seen: None,
             paths,
             sources,
         };
         tracing::info!(apis = routes.len(), certificate = %tls.certificate_fingerprint, "configuration loaded");
-        let live = LiveConfig { tls: ArcSwap::from_pointee(tls), routes: Arc::new(ArcSwap::from_pointee(routes)) };
+        let live = LiveConfig {
+            tls: ArcSwap::from_pointee(tls),
+            routes: Arc::new(ArcSwap::from_pointee(routes)),
+            national: Arc::new(ArcSwapOption::empty()),
+        };
+        // A national platform that does not load yet does not stop the gateway: local routes
+        // work without it, and the next poll tries again.
+        reloader.poll_national(&live);
         Ok((reloader, live))
+    }
+
+    /// Loads the national platform's directory when it changed: swapped in, or — when it fails
+    /// to load — logged with the previous one kept; a directory that no longer holds one
+    /// (the Platform's `lgsp.ndxp` removed) stops national routes.
+    fn poll_national(&mut self, live: &LiveConfig) -> bool {
+        let Some(dir) = &self.paths.national else { return false };
+        if !national::is_configured(dir) {
+            if self.national_seen.take().is_some() || live.national.load().is_some() {
+                tracing::info!(dir = %dir.display(), "no national platform configured any more: national routes answer 502");
+                live.national.store(None);
+                return true;
+            }
+            return false;
+        }
+        let files = national::files(dir);
+        let now = digest(&files.iter().collect::<Vec<_>>());
+        if now.is_none() || now == self.national_seen {
+            return false;
+        }
+        self.national_seen = now;
+        match national::load(dir, NATIONAL_CONNECT_TIMEOUT) {
+            Ok(platform) => {
+                tracing::info!(
+                    origin = %platform.origin, identity = %platform.identity_fingerprint,
+                    "national platform loaded"
+                );
+                live.national.store(Some(Arc::new(platform)));
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, dir = %dir.display(), "national platform files refused; the previous configuration stays");
+                false
+            }
+        }
     }
 
     /// Shows the number of route table files whose latest content was refused on `gauge`.
@@ -240,6 +295,7 @@ impl Reloader {
                 Err(error) => tracing::error!(%error, "route tables unreadable; the current routes stay"),
             }
         }
+        reloaded.national = self.poll_national(live);
         reloaded
     }
 }
@@ -278,6 +334,7 @@ mod tests {
             client_ca: dir.path().join("ca.crt"),
             routes: RoutesSource::Files(routes.clone()),
             resolve: Resolve::default(),
+            national: None,
         };
         let (mut reloader, live) = Reloader::start(paths).unwrap();
         assert_eq!(live.routes.load().len(), 2);

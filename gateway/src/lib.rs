@@ -10,7 +10,8 @@
 //! are capped and timed ([`connections`]); refusals are [`problem::Problem`]s. Routes come from the
 //! operator's route tables in the cluster ([`cluster`]) or from files, TLS from files
 //! ([`config`]); both are swapped atomically when they change ([`routes`]). The kubelet probes
-//! [`health`]. `docs/lgsp.md` explains it to operators.
+//! [`health`]. National routes (`/ndxp/<api>/…`) go to the national platform over mutual TLS with
+//! the province's identity ([`national`]). `docs/lgsp.md` explains it to operators.
 
 pub mod audit;
 pub mod body;
@@ -23,6 +24,7 @@ pub mod headers;
 pub mod health;
 pub mod layers;
 pub mod metrics;
+pub mod national;
 pub mod path;
 pub mod problem;
 pub mod routes;

@@ -58,6 +58,10 @@ struct ServeArgs {
     /// A kubeconfig for --routes-from-cluster; unset: the in-cluster configuration.
     #[arg(long, env = "GATEWAY_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Directory of the national platform (a mounted Secret: url, tls.crt, tls.key, ca.crt);
+    /// national routes (/ndxp/<api>/…) are forwarded there. Absent or empty: they answer 502.
+    #[arg(long, env = "GATEWAY_NATIONAL_DIR")]
+    national: Option<PathBuf>,
     /// `<host>=<ip:port>`: connect to this address for an upstream host (e.g.
     /// `ho-tich.so-tu-phap.svc=127.0.0.1:9000`), like curl's --resolve. For running the gateway
     /// outside the cluster; repeatable.
@@ -187,6 +191,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         client_ca: args.client_ca,
         routes,
         resolve: Resolve(args.resolve.into_iter().collect()),
+        national: args.national,
     };
     let mut settings = Settings::new(config, args.listen, args.audit_log);
     settings.open_data_listen = args.open_data_listen;

@@ -59,19 +59,32 @@ impl Resolve {
     }
 }
 
+/// Where a route's requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A provider's Service in the cluster, over plain HTTP on the pod network.
+    Agency {
+        /// Where to connect: `http://host:port`, without a path (a `--resolve` address if one applies).
+        origin: Uri,
+        /// The `Host` the provider is sent: `<service>.<namespace>.svc:<port>`.
+        host: String,
+        /// The upstream base path without a trailing slash (`""` for the root).
+        base_path: String,
+    },
+    /// The national platform (NDXP), over mutual TLS with the province's identity
+    /// ([`crate::national`]): `<NDXP url>/<api><rest>`.
+    National,
+}
+
 /// One published API, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Api {
-    /// The provider's agency code, first segment of the request path.
+    /// The provider's agency code, first segment of the request path; [`lgsp::NATIONAL_PREFIX`]
+    /// for an API of the national platform.
     pub provider: String,
     /// The API's name, second segment of the request path.
     pub name: String,
-    /// Where to connect: `http://host:port`, without a path (a `--resolve` address if one applies).
-    pub upstream_origin: Uri,
-    /// The `Host` the provider is sent: `<service>.<namespace>.svc:<port>`.
-    pub upstream_host: String,
-    /// The upstream base path without a trailing slash (`""` for the root).
-    pub upstream_base_path: String,
+    pub target: Target,
     pub open_data: bool,
     pub rate_limit: RateLimit,
     /// Granted consumer identities, as URIs.
@@ -128,9 +141,10 @@ impl RouteSet {
     }
 
     /// The API `api` of agency `provider`, whichever form its code is written in (`H48.12` and the
-    /// legacy `000.00.12.H48` name one agency: `govpaas_crds::agency::normalise`).
+    /// legacy `000.00.12.H48` name one agency: `govpaas_crds::agency::normalise`), or of the
+    /// national platform when `provider` is [`lgsp::NATIONAL_PREFIX`].
     pub fn get(&self, provider: &str, api: &str) -> Option<&Arc<Api>> {
-        self.apis.get(&(govpaas_crds::agency::normalise(provider), api.to_owned()))
+        self.apis.get(&(route_key(provider), api.to_owned()))
     }
 
     pub fn len(&self) -> usize {
@@ -142,8 +156,13 @@ impl RouteSet {
     }
 }
 
-/// Reads and validates one route table (a [`lgsp::RouteTable`] document). Any invalid route
-/// refuses the whole table. National-platform routes are not served yet: they are skipped.
+/// The provider part of a route's key: the normalised agency code, or the national prefix.
+fn route_key(provider: &str) -> String {
+    if provider == lgsp::NATIONAL_PREFIX { provider.to_owned() } else { govpaas_crds::agency::normalise(provider) }
+}
+
+/// Reads and validates one route table (a [`lgsp::RouteTable`] document): the APIs it provides
+/// and the national-platform APIs it was granted. Any invalid route refuses the whole table.
 pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, RouteTableError> {
     let text = std::str::from_utf8(json)
         .map_err(|e| RouteTableError::Invalid { api: "(table)".to_owned(), reason: format!("not UTF-8: {e}") })?;
@@ -162,15 +181,8 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
                 lgsp::api_path(&table.agency_code, &route.api)
             )));
         }
-        let (upstream_origin, upstream_host, upstream_base_path) =
-            upstream(&route.upstream, resolve).map_err(&invalid)?;
-        let positive = |value: i32, what: &str| {
-            u32::try_from(value).ok().and_then(NonZeroU32::new).ok_or_else(|| invalid(format!("{what} must be ≥ 1")))
-        };
-        let rate_limit = RateLimit {
-            requests_per_minute: positive(route.rate_limit.requests_per_minute, "rateLimit.requestsPerMinute")?,
-            burst: positive(route.rate_limit.burst, "rateLimit.burst")?,
-        };
+        let (origin, host, base_path) = upstream(&route.upstream, resolve).map_err(&invalid)?;
+        let rate_limit = rate_limit(&route.rate_limit).map_err(&invalid)?;
         let mut consumers = Vec::with_capacity(route.consumers.len());
         for consumer in &route.consumers {
             let identity =
@@ -183,19 +195,50 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
         apis.push(Api {
             provider: table.agency_code.clone(),
             name: route.api.clone(),
-            upstream_origin,
-            upstream_host,
-            upstream_base_path,
+            target: Target::Agency { origin, host, base_path },
             open_data: route.open_data,
             rate_limit,
             consumers,
             source: source.clone(),
         });
     }
-    if !table.national.is_empty() {
-        tracing::debug!(%source, routes = table.national.len(), "national-platform routes are not served yet");
+    for national in &table.national {
+        let label = format!("{}/{}", lgsp::NATIONAL_PREFIX, national.api);
+        let invalid = |reason: String| RouteTableError::Invalid { api: label.clone(), reason };
+        path_segment("API name", &national.api).map_err(|e| invalid(e.to_string()))?;
+        if national.path_prefix != lgsp::national_path(&national.api) {
+            return Err(invalid(format!(
+                "pathPrefix {:?} is not {:?}",
+                national.path_prefix,
+                lgsp::national_path(&national.api)
+            )));
+        }
+        let consumer = WorkloadIdentity::parse(&national.consumer).map_err(|e| invalid(format!("consumer: {e}")))?;
+        if apis.iter().any(|api: &Api| api.target == Target::National && api.name == national.api) {
+            return Err(invalid("listed twice".to_owned()));
+        }
+        apis.push(Api {
+            provider: lgsp::NATIONAL_PREFIX.to_owned(),
+            name: national.api.clone(),
+            target: Target::National,
+            open_data: false,
+            rate_limit: rate_limit(&national.rate_limit).map_err(&invalid)?,
+            consumers: vec![consumer.uri()],
+            source: source.clone(),
+        });
     }
     Ok(apis)
+}
+
+/// A rate limit of a route table, both numbers at least 1.
+fn rate_limit(limit: &govpaas_crds::common::RateLimit) -> Result<RateLimit, String> {
+    let positive = |value: i32, what: &str| {
+        u32::try_from(value).ok().and_then(NonZeroU32::new).ok_or_else(|| format!("{what} must be ≥ 1"))
+    };
+    Ok(RateLimit {
+        requests_per_minute: positive(limit.requests_per_minute, "rateLimit.requestsPerMinute")?,
+        burst: positive(limit.burst, "rateLimit.burst")?,
+    })
 }
 
 /// The Service behind a route → (where to connect, the `Host`, the base path). Plain HTTP: inside
@@ -331,7 +374,20 @@ impl RouteSources {
         let mut owner: HashMap<(String, String), &str> = HashMap::new();
         for (key, table) in ordered {
             for api in table {
-                let id = (govpaas_crds::agency::normalise(&api.provider), api.name.clone());
+                let id = (route_key(&api.provider), api.name.clone());
+                // A national API is granted consumer by consumer, each in its own table: one route
+                // whose consumers are all of them (the oldest table's rate limit).
+                if api.target == Target::National
+                    && let Some(merged) = apis.get_mut(&id)
+                {
+                    let merged = Arc::make_mut(merged);
+                    for consumer in &api.consumers {
+                        if !merged.consumers.contains(consumer) {
+                            merged.consumers.push(consumer.clone());
+                        }
+                    }
+                    continue;
+                }
                 if let Some(first) = owner.get(&id) {
                     tracing::warn!(
                         api = %api.label(), kept = %first, ignored = %key.name,
@@ -372,6 +428,80 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    /// A table of DataSharingService `ns/name` that provides nothing and was granted the national
+    /// `apis`, JSON.
+    pub fn national_table(namespace: &str, name: &str, apis: &[&str]) -> Vec<u8> {
+        let consumer = format!("spiffe://quangnam.gov.vn/agency/H49.12/dss/{name}");
+        let national: Vec<serde_json::Value> = apis
+            .iter()
+            .map(|api| {
+                serde_json::json!({"api": api, "pathPrefix": lgsp::national_path(api), "consumer": consumer,
+                                   "rateLimit": {"requestsPerMinute": 120, "burst": 4}})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "schema": lgsp::SCHEMA_V1,
+            "source": {"namespace": namespace, "name": name, "uid": "u"},
+            "agencyCode": "H49.12", "national": national,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn national_grants_are_served_as_one_route_per_api_to_every_granted_consumer() {
+        let mut sources = RouteSources::new(Resolve::default());
+        assert!(
+            sources.update(SourceKey { created: 1, name: "a".into() }, &national_table("so-a", "mot-cua", &["dan-cu"]))
+        );
+        assert!(sources.update(
+            SourceKey { created: 2, name: "b".into() },
+            &national_table("so-b", "ho-tich", &["dan-cu", "dat-dai"])
+        ));
+        let merged = sources.merged();
+        let population = merged.get(lgsp::NATIONAL_PREFIX, "dan-cu").expect("the national route");
+        assert_eq!(population.target, Target::National);
+        assert_eq!(population.label(), "ndxp/dan-cu");
+        assert_eq!(
+            population.consumers,
+            [
+                "spiffe://quangnam.gov.vn/agency/H49.12/dss/mot-cua",
+                "spiffe://quangnam.gov.vn/agency/H49.12/dss/ho-tich"
+            ]
+        );
+        assert_eq!(population.rate_limit.requests_per_minute.get(), 120);
+        let land = merged.get(lgsp::NATIONAL_PREFIX, "dat-dai").unwrap();
+        assert_eq!(land.consumers, ["spiffe://quangnam.gov.vn/agency/H49.12/dss/ho-tich"]);
+        // No agency code can name the national prefix (it is lower case).
+        assert!(merged.get("NDXP", "dan-cu").is_none());
+        // A table taken back takes its consumer's grant with it.
+        assert!(sources.remove("b"));
+        let merged = sources.merged();
+        assert_eq!(merged.get(lgsp::NATIONAL_PREFIX, "dan-cu").unwrap().consumers.len(), 1);
+        assert!(merged.get(lgsp::NATIONAL_PREFIX, "dat-dai").is_none());
+    }
+
+    #[test]
+    fn an_invalid_national_grant_refuses_the_whole_table() {
+        let good = national_table("so-a", "mot-cua", &["dan-cu"]);
+        assert!(parse_route_table(&good, &Resolve::default()).is_ok());
+        let mut bad: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        bad["national"][0]["pathPrefix"] = "/ndxp/other/".into();
+        assert!(parse_route_table(&serde_json::to_vec(&bad).unwrap(), &Resolve::default()).is_err());
+        let mut bad: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        bad["national"][0]["consumer"] = "https://evil.example/".into();
+        assert!(parse_route_table(&serde_json::to_vec(&bad).unwrap(), &Resolve::default()).is_err());
+        let mut bad: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        bad["national"][0]["rateLimit"]["burst"] = 0.into();
+        assert!(parse_route_table(&serde_json::to_vec(&bad).unwrap(), &Resolve::default()).is_err());
+        let twice = national_table("so-a", "mot-cua", &["dan-cu", "dan-cu"]);
+        assert!(parse_route_table(&twice, &Resolve::default()).is_err());
+        // An older operator's table, without a rate limit, reads with the default one.
+        let mut old: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        old["national"][0].as_object_mut().unwrap().remove("rateLimit");
+        let apis = parse_route_table(&serde_json::to_vec(&old).unwrap(), &Resolve::default()).unwrap();
+        assert_eq!(apis[0].rate_limit.requests_per_minute.get(), 600);
+    }
+
     #[test]
     fn an_agency_code_in_the_legacy_form_finds_the_same_api() {
         let mut sources = RouteSources::new(Resolve::default());
@@ -404,9 +534,10 @@ pub(crate) mod tests {
         let apis = parse_route_table(&table("stnmt", "H17.12", serde_json::json!({})), &Resolve::default()).unwrap();
         let api = &apis[0];
         assert_eq!((api.provider.as_str(), api.name.as_str()), ("H17.12", "land-records"));
-        assert_eq!(api.upstream_origin.to_string(), "http://land.stnmt.svc:8080/");
-        assert_eq!(api.upstream_host, "land.stnmt.svc:8080");
-        assert_eq!(api.upstream_base_path, "/api/v1");
+        let Target::Agency { origin, host, base_path } = &api.target else { panic!("an agency route") };
+        assert_eq!(origin.to_string(), "http://land.stnmt.svc:8080/");
+        assert_eq!(host, "land.stnmt.svc:8080");
+        assert_eq!(base_path, "/api/v1");
         assert!(!api.open_data);
         assert_eq!(api.consumers, [CONSUMER]);
         assert!(api.grants(&WorkloadIdentity::parse(CONSUMER).unwrap()));
@@ -414,8 +545,9 @@ pub(crate) mod tests {
 
         let resolve = Resolve(BTreeMap::from([("land.stnmt.svc".to_owned(), "127.0.0.1:9000".parse().unwrap())]));
         let apis = parse_route_table(&table("stnmt", "H17.12", serde_json::json!({})), &resolve).unwrap();
-        assert_eq!(apis[0].upstream_origin.to_string(), "http://127.0.0.1:9000/");
-        assert_eq!(apis[0].upstream_host, "land.stnmt.svc:8080", "the Host stays the Service's");
+        let Target::Agency { origin, host, .. } = &apis[0].target else { panic!("an agency route") };
+        assert_eq!(origin.to_string(), "http://127.0.0.1:9000/");
+        assert_eq!(host, "land.stnmt.svc:8080", "the Host stays the Service's");
         assert_eq!(Resolve::parse_entry("A.b.svc=127.0.0.1:1").unwrap().0, "a.b.svc");
         assert!(Resolve::parse_entry("a.b.svc").is_err() && Resolve::parse_entry("a=b").is_err());
     }
@@ -504,7 +636,8 @@ pub(crate) mod tests {
                 for api in apis {
                     proptest::prop_assert!(path_segment("API name", &api.name).is_ok());
                     proptest::prop_assert_eq!(prefix.clone(), format!("/H17.12/{}/", api.name));
-                    proptest::prop_assert!(api.upstream_base_path.is_empty() || api.upstream_base_path.starts_with('/'));
+                    let Target::Agency { base_path, .. } = &api.target else { panic!("an agency route") };
+                    proptest::prop_assert!(base_path.is_empty() || base_path.starts_with('/'));
                 }
             }
         }

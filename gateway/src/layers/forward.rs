@@ -1,6 +1,12 @@
 //! Forwarding to the provider: `<upstream base path><rest>?<query>`, with the verified caller in
 //! `X-Lgsp-Consumer` (and the client's address in `X-Lgsp-Client-Address`), hop-by-hop headers
 //! removed both ways. Unreachable upstream: 502; too slow: 504.
+//!
+//! A national route goes to the national platform instead ([`crate::national`]):
+//! `<NDXP url>/<api><rest>?<query>` over mutual TLS with the province's client certificate, the
+//! verified caller in `X-Lgsp-Consumer`; the client's address stays inside the province. No
+//! national platform loaded, a refused handshake (the NDXP's certificate does not verify against
+//! its configured CAs) or no connection: 502, and nothing is sent; too slow: 504.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -19,7 +25,10 @@ use tower::Service;
 use super::{BoxFuture, GatewayRequest, GatewayResponse};
 use crate::body::{BodyBudget, BodyError, BodyPermit};
 use crate::context::{Caller, Connection, RoutedRequest};
+use crate::national::NationalPlatform;
 use crate::problem::Problem;
+use crate::routes::Target;
+use arc_swap::ArcSwapOption;
 
 /// The verified identity of the caller, set by the gateway only.
 pub const CONSUMER_HEADER: &str = "x-lgsp-consumer";
@@ -52,10 +61,12 @@ impl Default for ForwardSettings {
     }
 }
 
-/// The innermost service: a pooled HTTP/1.1 client to the providers.
+/// The innermost service: a pooled HTTP/1.1 client to the providers, and the national platform's.
 #[derive(Clone)]
 pub struct Forward {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The national platform in force (swapped by the reloader).
+    national: Arc<ArcSwapOption<NationalPlatform>>,
     settings: ForwardSettings,
     /// Response bodies are held in memory too: they take from a budget of their own.
     budget: BodyBudget,
@@ -66,11 +77,11 @@ pub struct Forward {
 pub struct ResponsePermit(pub Arc<BodyPermit>);
 
 impl Forward {
-    pub fn new(settings: ForwardSettings, budget: BodyBudget) -> Self {
+    pub fn new(settings: ForwardSettings, budget: BodyBudget, national: Arc<ArcSwapOption<NationalPlatform>>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
         connector.set_nodelay(true);
-        Forward { client: Client::builder(TokioExecutor::new()).build(connector), settings, budget }
+        Forward { client: Client::builder(TokioExecutor::new()).build(connector), national, settings, budget }
     }
 }
 
@@ -91,13 +102,30 @@ impl Service<GatewayRequest> for Forward {
 
 impl Forward {
     async fn forward(self, request: GatewayRequest) -> GatewayResponse {
-        let upstream = match upstream_request(request) {
+        let national = match request.extensions().get::<RoutedRequest>().map(|r| &r.api.target) {
+            Some(Target::National) => match self.national.load_full() {
+                Some(platform) => Some(platform),
+                None => {
+                    return Problem::UpstreamUnavailable(
+                        "the national platform is not configured on this gateway (Platform spec.lgsp.ndxp)".to_owned(),
+                    )
+                    .response();
+                }
+            },
+            _ => None,
+        };
+        let upstream = match upstream_request(request, national.as_deref()) {
             Ok(upstream) => upstream,
             Err(refusal) => return *refusal,
         };
         let target = upstream.uri().clone();
+        let who = if national.is_some() { "the national platform" } else { "the provider" };
         let exchange = async {
-            let response = self.client.request(upstream).await.map_err(|e| BodyError::Broken(e.into()))?;
+            let response = match &national {
+                Some(platform) => platform.client.request(upstream).await,
+                None => self.client.request(upstream).await,
+            }
+            .map_err(|e| BodyError::Broken(e.into()))?;
             let (parts, body) = response.into_parts();
             let (body, permit) =
                 self.budget.read(body, self.settings.max_response_bytes, self.settings.timeout).await?;
@@ -118,21 +146,23 @@ impl Forward {
             Ok(Err(error)) => {
                 let detail = match &error {
                     BodyError::Broken(e) => match e.downcast_ref::<hyper_util::client::legacy::Error>() {
-                        Some(e) if e.is_connect() => format!("the provider at {target} cannot be reached"),
-                        _ => format!("the provider at {target} failed to answer: {e}"),
+                        Some(e) if e.is_connect() => match connect_failure(e) {
+                            Some(tls) => format!("{who} at {target} refused the secure connection: {tls}"),
+                            None => format!("{who} at {target} cannot be reached"),
+                        },
+                        _ => format!("{who} at {target} failed to answer: {e}"),
                     },
                     BodyError::TooLarge { limit } => {
-                        format!("the provider's answer exceeds {limit} bytes, the most the gateway relays")
+                        format!("the answer of {who} exceeds {limit} bytes, the most the gateway relays")
                     }
-                    other => format!("the provider at {target} failed to answer: {other}"),
+                    other => format!("{who} at {target} failed to answer: {other}"),
                 };
                 Problem::UpstreamUnavailable(detail).response()
             }
-            Err(_) => Problem::UpstreamTimeout(format!(
-                "the provider at {target} did not answer within {:?}",
-                self.settings.timeout
-            ))
-            .response(),
+            Err(_) => {
+                Problem::UpstreamTimeout(format!("{who} at {target} did not answer within {:?}", self.settings.timeout))
+                    .response()
+            }
         }
     }
 }
@@ -141,8 +171,29 @@ fn internal(detail: &str) -> Box<GatewayResponse> {
     Problem::Internal(detail.to_owned()).into()
 }
 
-/// The request to send upstream.
-fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box<GatewayResponse>> {
+/// The TLS error under a failed connect, if that is what failed (a certificate that does not
+/// verify, a handshake refused): what an operator needs to see in the 502's detail.
+fn connect_failure(error: &hyper_util::client::legacy::Error) -> Option<String> {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// The request to send upstream: to the route's provider, or to `national` for a national route.
+fn upstream_request(
+    request: GatewayRequest,
+    national: Option<&NationalPlatform>,
+) -> Result<Request<Full<Bytes>>, Box<GatewayResponse>> {
     let routed = request.extensions().get::<RoutedRequest>().cloned();
     let caller = request.extensions().get::<Caller>().cloned();
     let connection = request.extensions().get::<Connection>().cloned();
@@ -153,16 +204,26 @@ fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box
     let crate::body::RequestBody::Read(body) = body else {
         return Err(internal("forwarding before the body was read"));
     };
-    let mut path = format!("{}{}", routed.api.upstream_base_path, routed.rest);
+    let (scheme, origin, host, mut path) = match (&routed.api.target, national) {
+        (Target::Agency { origin, host, base_path }, _) => {
+            ("http", origin, host.as_str(), format!("{base_path}{}", routed.rest))
+        }
+        (Target::National, Some(platform)) => (
+            "https",
+            &platform.origin,
+            platform.host.as_str(),
+            format!("{}/{}{}", platform.base_path, routed.api.name, routed.rest),
+        ),
+        (Target::National, None) => return Err(internal("a national route without the national platform")),
+    };
     if path.is_empty() {
         path.push('/');
     }
     if let Some(query) = parts.uri.query() {
         path = format!("{path}?{query}");
     }
-    let origin = &routed.api.upstream_origin;
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(origin.authority().map(|a| a.as_str()).unwrap_or_default())
         .path_and_query(path)
         .build()
@@ -175,16 +236,19 @@ fn upstream_request(request: GatewayRequest) -> Result<Request<Full<Bytes>>, Box
     // Again here, where requests leave: whatever a layer did, no client's claim goes on.
     crate::headers::strip_identity_headers(headers);
     // The provider is addressed by its Service's name, even when `--resolve` connects elsewhere.
-    let host = HeaderValue::from_str(&routed.api.upstream_host).map_err(|_| internal("host is not a header value"))?;
+    let host = HeaderValue::from_str(host).map_err(|_| internal("host is not a header value"))?;
     headers.insert(header::HOST, host);
     headers.remove(header::CONTENT_LENGTH);
     if let Caller::Consumer(identity) = &caller {
         let value = HeaderValue::from_str(&identity.uri()).map_err(|_| internal("identity is not a header value"))?;
         headers.insert(HeaderName::from_static(CONSUMER_HEADER), value);
     }
-    let address = HeaderValue::from_str(&connection.0.remote.ip().to_string())
-        .map_err(|_| internal("address is not a header value"))?;
-    headers.insert(HeaderName::from_static(CLIENT_ADDRESS_HEADER), address);
+    // A Pod's address means nothing outside the province: the national platform is not told.
+    if national.is_none() {
+        let address = HeaderValue::from_str(&connection.0.remote.ip().to_string())
+            .map_err(|_| internal("address is not a header value"))?;
+        headers.insert(HeaderName::from_static(CLIENT_ADDRESS_HEADER), address);
+    }
     Ok(Request::from_parts(parts, Full::new(body)))
 }
 
@@ -214,7 +278,7 @@ mod tests {
         request.headers_mut().insert("connection", "close, x-secret".parse().unwrap());
         request.headers_mut().insert("x-secret", "1".parse().unwrap());
         request.headers_mut().insert("accept", "application/json".parse().unwrap());
-        let upstream = upstream_request(request).unwrap();
+        let upstream = upstream_request(request, None).unwrap();
         assert_eq!(upstream.uri(), "http://127.0.0.1:9/api/x?page=2");
         assert_eq!(upstream.headers()[CONSUMER_HEADER], CONSUMER);
         assert_eq!(upstream.headers()[CLIENT_ADDRESS_HEADER], "192.0.2.7");
@@ -228,9 +292,11 @@ mod tests {
         // Bind then drop a listener: nothing accepts on that port.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut api = (*api(false, &[CONSUMER])).clone();
-        api.upstream_origin = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let Target::Agency { origin, .. } = &mut api.target else { unreachable!() };
+        *origin = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let request = routed(consumer(CONSUMER), std::sync::Arc::new(api));
-        let response = Forward::new(ForwardSettings::default(), BodyBudget::new(1 << 20)).forward(request).await;
+        let forward = Forward::new(ForwardSettings::default(), BodyBudget::new(1 << 20), Default::default());
+        let response = forward.forward(request).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         let detail = crate::problem::detail_of(&response)["detail"].as_str().unwrap().to_owned();
         assert!(detail.contains("cannot be reached"), "{detail}");

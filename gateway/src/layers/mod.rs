@@ -116,9 +116,11 @@ pub(crate) mod testing {
         std::sync::Arc::new(Api {
             provider: "H17.12".to_owned(),
             name: "land-records".to_owned(),
-            upstream_origin: "http://127.0.0.1:9/".parse().unwrap(),
-            upstream_host: "land.stnmt.svc:8080".to_owned(),
-            upstream_base_path: "/api".to_owned(),
+            target: crate::routes::Target::Agency {
+                origin: "http://127.0.0.1:9/".parse().unwrap(),
+                host: "land.stnmt.svc:8080".to_owned(),
+                base_path: "/api".to_owned(),
+            },
             open_data,
             rate_limit: RateLimit { requests_per_minute: 60.try_into().unwrap(), burst: 2.try_into().unwrap() },
             consumers: consumers.iter().map(|c| (*c).to_owned()).collect(),

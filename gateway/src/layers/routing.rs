@@ -31,7 +31,10 @@ pub fn split_path(path: &str) -> Result<(&str, &str, &str), String> {
     if provider.is_empty() || api.is_empty() {
         return Err(format!("{path:?}: {expected}"));
     }
-    govpaas_pki::identity::agency_code(provider).map_err(|e| format!("{path:?}: {e}"))?;
+    // The national prefix is lower case, so no agency code can take it.
+    if provider != govpaas_crds::lgsp::NATIONAL_PREFIX {
+        govpaas_pki::identity::agency_code(provider).map_err(|e| format!("{path:?}: {e}"))?;
+    }
     govpaas_pki::identity::path_segment("API name", api).map_err(|e| format!("{path:?}: {e}"))?;
     Ok((provider, api, rest))
 }
@@ -66,15 +69,21 @@ impl Check for RoutingCheck {
         AuditNotes::record(request, |notes| notes.addressed = Some((provider.to_owned(), api.to_owned())));
         let table = self.routes.load();
         let Some(route) = table.get(provider, api) else {
-            return Err(Problem::NoSuchApi(format!(
-                "agency {provider} publishes no API named {api:?} on this gateway"
-            ))
-            .into());
+            let detail = if provider == govpaas_crds::lgsp::NATIONAL_PREFIX {
+                format!("no agency of this province was granted the national API {api:?} on this gateway")
+            } else {
+                format!("agency {provider} publishes no API named {api:?} on this gateway")
+            };
+            return Err(Problem::NoSuchApi(detail).into());
         };
         AuditNotes::record(request, |notes| notes.route = Some((route.provider.clone(), route.name.clone())));
         // `//host/…` as a request target reads as a network-path reference to some servers and
         // frameworks: never forward one (only possible when the upstream base path is the root).
-        if route.upstream_base_path.is_empty() && rest.starts_with("//") {
+        let root = match &route.target {
+            crate::routes::Target::Agency { base_path, .. } => base_path.is_empty(),
+            crate::routes::Target::National => false,
+        };
+        if root && rest.starts_with("//") {
             return Err(malformed(format!(
                 "{path:?}: the provider would receive a path starting with '//', which some servers read as another host"
             )));
@@ -140,6 +149,25 @@ mod tests {
 
         check.routes.store(Arc::new(RouteSet::default()));
         assert_eq!(check.check(&mut request("/H17.12/land-records")).unwrap_err().status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn national_paths_route_to_the_national_api_granted() {
+        let mut sources = RouteSources::default();
+        let json = crate::routes::tests::national_table("so-a", "mot-cua", &["csdlqg-dan-cu"]);
+        assert!(sources.update(SourceKey { created: 0, name: "t".into() }, &json));
+        let check = RoutingCheck { routes: Arc::new(ArcSwap::from_pointee(sources.merged())) };
+        let mut request = request("/ndxp/csdlqg-dan-cu/cong-dan/001?ho=Nguyen");
+        check.check(&mut request).unwrap();
+        let routed = request.extensions().get::<RoutedRequest>().unwrap();
+        assert_eq!((routed.api.label(), routed.rest.as_str()), ("ndxp/csdlqg-dan-cu".to_owned(), "/cong-dan/001"));
+        assert_eq!(routed.api.target, crate::routes::Target::National);
+
+        let unknown = check.check(&mut self::request("/ndxp/csdlqg-dat-dai/x")).unwrap_err();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert!(detail_of(&unknown)["detail"].as_str().unwrap().contains("national API"), "{:?}", detail_of(&unknown));
+        let climbing = check.check(&mut self::request("/ndxp/csdlqg-dan-cu/%2e%2e/admin")).unwrap_err();
+        assert_eq!(climbing.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -240,6 +240,7 @@ impl Harness {
             client_ca: dir.path().join("ca.crt"),
             routes: RoutesSource::Files(dir.path().join("routes.json")),
             resolve: resolve(upstream),
+            national: None,
         };
         let (crt, key) = province.gateway_certificate();
         std::fs::write(&paths.tls_crt, crt).unwrap();

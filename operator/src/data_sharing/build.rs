@@ -284,6 +284,7 @@ pub fn route_table(
                 api: consumed.api.clone(),
                 path_prefix: lgsp::national_path(&consumed.api),
                 consumer: identity.uri(),
+                rate_limit: national_rate_limit(inputs.platform, &consumed.api),
             })
             .collect(),
         Err(_) => Vec::new(),
@@ -303,6 +304,17 @@ pub fn route_table(
         routes,
         national,
     })
+}
+
+/// The per-consumer rate limit of national API `api`: the catalogue's, else the Platform's default.
+fn national_rate_limit(platform: &govpaas_crds::platform::PlatformSpec, api: &str) -> govpaas_crds::common::RateLimit {
+    platform
+        .lgsp
+        .ndxp
+        .as_ref()
+        .and_then(|ndxp| ndxp.apis.iter().find(|listed| listed.name == api))
+        .and_then(|listed| listed.rate_limit.clone())
+        .unwrap_or_else(|| platform.lgsp.default_rate_limit.clone())
 }
 
 /// The labels of a route table ConfigMap.
@@ -458,7 +470,7 @@ mod tests {
     }
 
     fn directory(world: &World) -> Directory<'_> {
-        crate::data_sharing::grants::testing::directory(&world.services, &world.tenants, false)
+        crate::data_sharing::grants::testing::directory(&world.services, &world.tenants, None)
     }
 
     fn service_named<'a>(world: &'a World, namespace: &str) -> impl Fn(&str) -> Option<&'a Service> {
@@ -574,11 +586,9 @@ mod tests {
     #[test]
     fn national_grants_go_into_the_consumers_own_table() {
         let mut world = world();
-        world.case.platform.spec.lgsp.ndxp = Some(govpaas_crds::platform::NdxpUpstream {
-            url: "https://ndxp.gov.vn/api".into(),
-            agency_code: "H48".into(),
-            ca_config_map: None,
-        });
+        let mut ndxp = crate::data_sharing::grants::testing::ndxp(&["csdlqg-dan-cu"]);
+        ndxp.apis[0].rate_limit = Some(govpaas_crds::common::RateLimit { requests_per_minute: 30, burst: 3 });
+        world.case.platform.spec.lgsp.ndxp = Some(ndxp);
         world.case.platform.spec.lgsp.host = Some("lgsp.danang.gov.vn".into());
         let tenant_of = |namespace: &str| {
             world
@@ -587,7 +597,8 @@ mod tests {
                 .find(|t| t.namespace_names().iter().any(|n| n == namespace))
                 .map(|t| (t.name_any(), t.spec.agency.code.clone()))
         };
-        let directory = Directory::new(members(&world.services, tenant_of), [], true);
+        let directory =
+            Directory::new(members(&world.services, tenant_of), [], world.case.platform.spec.lgsp.ndxp.as_ref());
         let member = directory.member("xa-hoa-vang", "mot-cua").unwrap();
         let inputs = Inputs {
             service: member.service,
@@ -601,6 +612,7 @@ mod tests {
         assert!(table.routes.is_empty());
         assert_eq!(table.national.len(), 1);
         assert_eq!(table.national[0].consumer, "spiffe://danang.gov.vn/agency/000.00.40.H48/dss/mot-cua");
+        assert_eq!(table.national[0].rate_limit.requests_per_minute, 30, "the catalogue's limit");
         assert_eq!(table.agency_code, "H48.40");
         let config_map = route_table_config_map(&inputs, &table);
         let labels = config_map.metadata.labels.unwrap();

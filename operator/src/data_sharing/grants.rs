@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use govpaas_crds::data_sharing::{AccessDecision, ConsumedApi, DataSharingService, GrantState, ProvidedApi};
+use govpaas_crds::platform::NdxpUpstream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -127,14 +128,18 @@ pub struct Directory<'a> {
     providers: BTreeMap<(String, String), (usize, &'a ProvidedApi)>,
     /// The agencies with a Tenant, normalised.
     agencies: BTreeSet<String>,
-    /// The Platform configures the national platform.
-    national: bool,
+    /// The national platform, when the Platform configures one (its catalogue says which APIs).
+    national: Option<&'a NdxpUpstream>,
 }
 
 impl<'a> Directory<'a> {
     /// `members` oldest first (see [`members`]); `agencies`: the codes of every Tenant;
-    /// `national`: the Platform has `lgsp.ndxp`.
-    pub fn new(members: Vec<Member<'a>>, agencies: impl IntoIterator<Item = String>, national: bool) -> Self {
+    /// `national`: the Platform's `lgsp.ndxp`.
+    pub fn new(
+        members: Vec<Member<'a>>,
+        agencies: impl IntoIterator<Item = String>,
+        national: Option<&'a NdxpUpstream>,
+    ) -> Self {
         let mut providers = BTreeMap::new();
         for (index, member) in members.iter().enumerate() {
             for api in &member.service.spec.provides {
@@ -177,24 +182,39 @@ impl<'a> Directory<'a> {
     pub fn decide(&self, consumer: &Member<'_>, consumed: &ConsumedApi) -> Decision {
         let api = &consumed.api;
         if consumed.national {
-            return if self.national {
-                Decision {
+            return match self.national {
+                Some(ndxp) if ndxp.apis.iter().any(|listed| listed.name == *api) => Decision {
                     state: GrantState::Granted,
                     reason: reasons::NATIONAL_PLATFORM,
                     message: format!(
                         "{api} of the national platform (NDXP), through the province's gateway with the province's identity"
                     ),
                     path: Some(govpaas_crds::lgsp::national_path(api)),
-                }
-            } else {
-                Decision {
+                },
+                Some(ndxp) => Decision {
+                    state: GrantState::Denied,
+                    reason: reasons::API_NOT_FOUND,
+                    message: format!(
+                        "the national platform's catalogue (Platform spec.lgsp.ndxp.apis) lists no API {api:?}{}: ask the provincial admin to add it, or correct the name",
+                        if ndxp.apis.is_empty() {
+                            String::from(" (it lists none)")
+                        } else {
+                            format!(
+                                " (it lists {})",
+                                ndxp.apis.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                            )
+                        }
+                    ),
+                    path: None,
+                },
+                None => Decision {
                     state: GrantState::Denied,
                     reason: reasons::NATIONAL_NOT_CONFIGURED,
                     message: format!(
                         "{api} is an API of the national platform, but the Platform has no spec.lgsp.ndxp: ask the platform engineer to configure the national platform's upstream"
                     ),
                     path: None,
-                }
+                },
             };
         }
         let written = consumed.agency_code.clone().unwrap_or_default();
@@ -296,10 +316,32 @@ pub(crate) mod testing {
     use govpaas_crds::Tenant;
     use kube::ResourceExt;
 
-    use super::{DataSharingService, Directory, members};
+    use super::{DataSharingService, Directory, NdxpUpstream, members};
+
+    /// A national platform whose catalogue lists `apis`.
+    pub fn ndxp(apis: &[&str]) -> NdxpUpstream {
+        NdxpUpstream {
+            url: "https://ndxp.gov.vn/api".into(),
+            agency_code: "H48".into(),
+            ca_config_map: "ndxp-ca".into(),
+            client_secret_name: None,
+            apis: apis
+                .iter()
+                .map(|name| govpaas_crds::platform::NationalApi {
+                    name: (*name).into(),
+                    description: String::new(),
+                    rate_limit: None,
+                })
+                .collect(),
+        }
+    }
 
     /// The directory of `services`, each belonging to the fixture Tenant that lists its namespace.
-    pub fn directory<'a>(services: &'a [DataSharingService], tenants: &[Tenant], national: bool) -> Directory<'a> {
+    pub fn directory<'a>(
+        services: &'a [DataSharingService],
+        tenants: &[Tenant],
+        national: Option<&'a NdxpUpstream>,
+    ) -> Directory<'a> {
         let tenant_of = |namespace: &str| {
             tenants
                 .iter()
@@ -320,15 +362,18 @@ mod tests {
     struct World {
         services: Vec<DataSharingService>,
         tenants: Vec<Tenant>,
+        /// A national platform whose catalogue lists the population database.
+        ndxp: NdxpUpstream,
     }
 
     fn world() -> World {
         let case = fixtures::case("data-sharing/grants.yaml");
-        World { services: case.all("DataSharingService"), tenants: case.all("Tenant") }
+        let ndxp = testing::ndxp(&["csdlqg-dan-cu"]);
+        World { services: case.all("DataSharingService"), tenants: case.all("Tenant"), ndxp }
     }
 
     fn directory(world: &World, national: bool) -> Directory<'_> {
-        super::testing::directory(&world.services, &world.tenants, national)
+        super::testing::directory(&world.services, &world.tenants, national.then_some(&world.ndxp))
     }
 
     fn decide(directory: &Directory<'_>, namespace: &str, name: &str, consumption: &str) -> Decision {
@@ -424,6 +469,20 @@ mod tests {
         let with = decide(&directory(&world, true), "xa-hoa-vang", "mot-cua", "dan-cu");
         assert_eq!((with.state, with.reason), (GrantState::Granted, "NationalPlatform"));
         assert_eq!(with.path.as_deref(), Some("/ndxp/csdlqg-dan-cu/"));
+    }
+
+    #[test]
+    fn a_national_api_the_catalogue_does_not_list_is_not_found() {
+        let mut world = world();
+        world.ndxp = testing::ndxp(&["csdlqg-dat-dai", "csdlqg-doanh-nghiep"]);
+        let refused = decide(&directory(&world, true), "xa-hoa-vang", "mot-cua", "dan-cu");
+        assert_eq!((refused.state, refused.reason), (GrantState::Denied, "ApiNotFound"));
+        assert!(refused.message.contains("csdlqg-dan-cu"), "{}", refused.message);
+        assert!(refused.message.contains("csdlqg-dat-dai, csdlqg-doanh-nghiep"), "{}", refused.message);
+        assert_eq!(refused.path, None);
+        world.ndxp.apis.clear();
+        let empty = decide(&directory(&world, true), "xa-hoa-vang", "mot-cua", "dan-cu");
+        assert!(empty.message.contains("it lists none"), "{}", empty.message);
     }
 
     #[test]

@@ -186,7 +186,7 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
     let agencies = shared.tenant_agencies();
     let members = grants::members(everyone.iter().filter_map(|s| s.0.as_ref().ok()), |ns| agencies.get(ns).cloned());
     let codes: Vec<String> = agencies.values().map(|(_, code)| code.clone()).collect();
-    let directory = Directory::new(members, codes, platform.spec.lgsp.ndxp.is_some());
+    let directory = Directory::new(members, codes, platform.spec.lgsp.ndxp.as_ref());
     let Some(member) = directory.member(namespace, name) else {
         return Err(Stop::waiting(
             reasons::PENDING,
