@@ -172,21 +172,21 @@ fn internal(detail: &str) -> Box<GatewayResponse> {
 }
 
 /// The TLS error under a failed connect, if that is what failed (a certificate that does not
-/// verify, a handshake refused): what an operator needs to see in the 502's detail.
+/// verify, a handshake refused): what an operator needs to see in the 502's detail. The connector
+/// nests it in `io::Error`s, whose `source` skips the error they wrap: those are opened by hand.
 fn connect_failure(error: &hyper_util::client::legacy::Error) -> Option<String> {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    fn find(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
         {
-            return Some(tls.to_string());
+            return find(inner);
         }
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        source = cause.source();
+        error.source().and_then(find)
     }
-    None
+    std::error::Error::source(error).and_then(find)
 }
 
 /// The request to send upstream: to the route's provider, or to `national` for a national route.
