@@ -21,6 +21,8 @@ pub const NAMESPACES_READY: &str = "NamespacesReady";
 pub const CA_READY: &str = "CertificateAuthorityReady";
 /// Platform: a CA rotation is under way (or why a requested one is refused).
 pub const CA_ROTATION: &str = "CaRotation";
+/// Platform: the gateway has what it needs to reach the national platform (`lgsp.ndxp`).
+pub const NATIONAL_PLATFORM_READY: &str = "NationalPlatformReady";
 /// Portal, DocumentService: the TLS (and signing) certificates are issued and current;
 /// DataSharingService: its LGSP client certificate is.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
@@ -68,6 +70,10 @@ pub const PLATFORM: &[Documented] = &[
     documented(
         CA_ROTATION,
         "True while a CA rotation is under way (reason Distributing or Reissuing); False when stable, or with the reason a requested rotation is refused",
+    ),
+    documented(
+        NATIONAL_PLATFORM_READY,
+        "present when spec.lgsp.ndxp is set: True when the gateway's Secret holds the NDXP's URL and CAs and the province's client identity (status.ndxp says which); False names what is missing (NdxpCaInvalid, ClientIdentityInvalid, ProvinceTenantMissing, Pending)",
     ),
 ];
 

@@ -62,8 +62,14 @@ pub async fn run(client: Client, settings: Settings) {
     // The trust controller is the one reader of the platform CA: it publishes the platform trust
     // to the tenant and service controllers, whose changes wake them.
     let (trust_publisher, platform_trust) = crate::certificates::published::channel();
-    let trust_controller =
-        crate::trust::run(client.clone(), settings.clone(), platforms.subscribe(), trust.subscribe(), trust_publisher);
+    let trust_controller = crate::trust::run(
+        client.clone(),
+        settings.clone(),
+        platforms.subscribe(),
+        trust.subscribe(),
+        trust_publisher,
+        tenants.store(),
+    );
     let tenant_inputs = crate::tenant::SharedInputs {
         tenants: tenants.subscribe(),
         platforms: platforms.subscribe(),

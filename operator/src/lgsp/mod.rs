@@ -15,6 +15,8 @@
 //! the Platform and the issuing CA on every pass and is woken by every change of the trust state;
 //! the rotation's census counts this Secret by its [`COMPONENT`] label, so a rotation waits for it.
 
+pub mod national;
+
 use std::collections::BTreeMap;
 
 use govpaas_crds::platform::PlatformSpec;

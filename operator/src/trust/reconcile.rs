@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use govpaas_crds::platform::{PLATFORM_NAME, Platform, PlatformStatus, TrustStatus, TrustedCa};
+use govpaas_crds::platform::{NdxpStatus, PLATFORM_NAME, Platform, PlatformStatus, TrustStatus, TrustedCa};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, ObjectList};
 use kube::runtime::controller::{Action, Controller};
@@ -24,15 +24,16 @@ use crate::certificates::trust_state::{Census, Decision, DesiredCa, Refusal, Tru
 use crate::certificates::trust_store::{self as store, Stored};
 use crate::error::Result;
 use crate::lgsp;
+use crate::reconcile::apply::Applier;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
 use crate::reconcile::outcome::{Halt, Stop};
 use crate::reconcile::shared::Subscription;
 use crate::reconcile::triggers::Triggers;
-use crate::reconcile::{apply, labels, runner};
+use crate::reconcile::{Problem, apply, labels, runner};
 use crate::settings::Settings;
 use crate::telemetry::CertificateKey;
-use govpaas_crds::conditions::{CA_READY, CA_ROTATION, READY};
+use govpaas_crds::conditions::{CA_READY, CA_ROTATION, NATIONAL_PLATFORM_READY, READY};
 use govpaas_pki::renewal::{renewal_time, requeue_after};
 use govpaas_pki::{BundleCa, TrustRotation};
 
@@ -60,6 +61,8 @@ pub struct Context {
     /// Where the platform trust each pass loads is published for the tenant and service
     /// controllers.
     pub trust: TrustPublisher,
+    /// The Tenants (the shared cache): the province's tenant CA issues its national identity.
+    pub tenants: kube::runtime::reflector::Store<crate::tenancy::TenantObject>,
 }
 
 /// Runs the platform trust controller until shutdown, fed by the shared Platform and trust
@@ -70,6 +73,7 @@ pub async fn run(
     platforms: Subscription<Platform>,
     trust: Subscription<ConfigMap>,
     published: TrustPublisher,
+    tenants: kube::runtime::reflector::Store<crate::tenancy::TenantObject>,
 ) {
     let store = platforms.store.clone();
     let listed = platforms.listed.clone();
@@ -86,6 +90,7 @@ pub async fn run(
         settings,
         status_writes: Default::default(),
         trust: published,
+        tenants,
     });
     // With no Platform there is nothing to reconcile, and so nothing would be published: say so,
     // or the tenant and service controllers would wait for a first publication for ever.
@@ -119,13 +124,16 @@ struct Found {
     refusal: Option<Refusal>,
     /// Why the issuing CA cannot be used, if it cannot.
     unusable: Option<String>,
+    /// The national platform's identity in force, or why it is not (`None`: no `lgsp.ndxp`).
+    national: Option<std::result::Result<NdxpStatus, Problem>>,
 }
 
 async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action> {
     let now = OffsetDateTime::now_utc();
     let store = store::TrustStore::new(ctx.client.clone(), &ctx.settings.operator_namespace);
     let (secrets, config_maps) = (&store.secrets, &store.config_maps);
-    let mut found = Found { desired: None, state: None, census: Census::default(), refusal: None, unusable: None };
+    let mut found =
+        Found { desired: None, state: None, census: Census::default(), refusal: None, unusable: None, national: None };
 
     let policy = match ca_secrets::issuance_policy(&platform.spec) {
         Ok(policy) => policy,
@@ -215,6 +223,9 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
             if found.unusable.is_none() {
                 requeue = requeue.min(ensure_gateway_certificate(ctx, platform, &trust, &policy, now).await?);
             }
+            let (national, next) = ensure_national(ctx, platform, &trust, &policy, now).await?;
+            found.national = national;
+            requeue = requeue.min(next);
         }
         Err(Stop::Halt(halt)) => {
             let message = match halt {
@@ -256,6 +267,112 @@ async fn ensure_gateway_certificate(
         Err(err) if apply::is_conflict(&err) => Ok(StdDuration::from_secs(1)),
         Err(err) => Err(err),
     }
+}
+
+/// Keeps the national platform's Secret for the gateway (`lgsp::national`): what is in force, or
+/// why not, and when to look again. Without `lgsp.ndxp`, the Secret goes.
+async fn ensure_national(
+    ctx: &Context,
+    platform: &Platform,
+    trust: &store::PlatformTrust,
+    policy: &govpaas_pki::IssuancePolicy,
+    now: OffsetDateTime,
+) -> Result<(Option<std::result::Result<NdxpStatus, Problem>>, StdDuration)> {
+    use crate::lgsp::national;
+    let namespace = &ctx.settings.operator_namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(ndxp) = national::configured(platform) else {
+        if secrets.get_opt(national::NDXP_SECRET).await?.is_some() {
+            secrets.delete(national::NDXP_SECRET, &Default::default()).await?;
+            info!("the national platform is no longer configured: its Secret for the gateway is deleted");
+        }
+        return Ok((None, RESYNC));
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let ca_pem = match national::ndxp_ca(config_maps.get_opt(&ndxp.ca_config_map).await?.as_ref(), &ndxp.ca_config_map)
+    {
+        Ok(pem) => pem,
+        Err(problem) => return Ok((Some(Err(problem)), NOT_READY)),
+    };
+    let stored = secrets.get_opt(national::NDXP_SECRET).await?;
+    let identity = match &ndxp.client_secret_name {
+        Some(name) => match national::provided_identity(secrets.get_opt(name).await?.as_ref(), name, now) {
+            Ok(identity) => identity,
+            Err(problem) => return Ok((Some(Err(problem)), NOT_READY)),
+        },
+        None => {
+            let tenants: Vec<Arc<crate::tenancy::TenantObject>> = ctx.tenants.state();
+            let readable = tenants.iter().filter_map(|tenant| tenant.0.as_ref().ok());
+            let Some(province) = national::province_tenant(readable, &ndxp.agency_code) else {
+                let message = format!(
+                    "no Tenant has the agency code {} (lgsp.ndxp.agencyCode): the province's identity toward the national platform is issued by its tenant CA; create the province's Tenant, or name the certificate the national platform issued in lgsp.ndxp.clientSecretName",
+                    ndxp.agency_code
+                );
+                return Ok((Some(Err(Problem::new(national::reasons::PROVINCE_TENANT_MISSING, message))), NOT_READY));
+            };
+            let context = crate::tenancy::TenantContext::of(province, platform);
+            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now).await {
+                Ok(ca) => ca,
+                Err(Stop::Halt(Halt::Waiting(problem) | Halt::Refused(problem))) => {
+                    return Ok((Some(Err(Problem::new(national::reasons::PENDING, problem.message))), NOT_READY));
+                }
+                Err(Stop::Halt(other)) => {
+                    let problem = Problem::new(national::reasons::PENDING, format!("{other:?}"));
+                    return Ok((Some(Err(problem)), NOT_READY));
+                }
+                Err(Stop::Failed(error)) => return Err(error),
+            };
+            let issuer = crate::certificates::leaf::Issuer {
+                ca: &tenant_ca,
+                trust: &trust.anchors,
+                trust_pem: &trust.bundle_pem,
+                policy,
+            };
+            let issued = national::issued_identity_name(&platform.spec.base_domain, &ndxp.agency_code)
+                .and_then(|name| national::issued_identity(stored.as_ref(), name, &issuer, now));
+            match issued {
+                Ok(identity) => identity,
+                Err(err) => {
+                    let message = format!("cannot issue the province's identity toward the national platform: {err}");
+                    let problem = Problem::new(national::reasons::CLIENT_IDENTITY_INVALID, message);
+                    return Ok((Some(Err(problem)), NOT_READY));
+                }
+            }
+        }
+    };
+    let desired = national::secret(namespace, ndxp, &ca_pem, &identity);
+    let unchanged = stored.as_ref().is_some_and(|stored| {
+        stored.data == desired.data && stored.metadata.annotations == desired.metadata.annotations
+    });
+    if !unchanged {
+        match Applier::new(ctx.client.clone()).apply(&desired).await {
+            Ok(_) => {}
+            // Changed since it was read: decided again at once; what is wanted stays in status.
+            Err(err) if apply::is_conflict(&err) => {
+                return Ok((Some(Ok(national::status(&identity, policy))), StdDuration::from_secs(1)));
+            }
+            Err(err) => return Err(err),
+        }
+        let message = format!(
+            "the province's identity toward the national platform ({}, serial {}, valid until {}) and the NDXP's CAs are in Secret {}",
+            identity.source,
+            identity.serial,
+            conditions::time_of(identity.not_after).0,
+            national::NDXP_SECRET
+        );
+        info!(%message, "national platform");
+        let reference = platform.object_ref(&());
+        ctx.publisher
+            .publish(&reference, EventType::Normal, "NationalPlatformConfigured", "Configure", &message, None)
+            .await;
+    }
+    let key =
+        CertificateKey { namespace: namespace.clone(), secret: national::NDXP_SECRET.to_owned(), kind: "ndxp-client" };
+    let renewal = govpaas_pki::renewal::renewal_time(identity.not_before, identity.not_after, policy.renewal);
+    ctx.settings.telemetry.certificates.observe(key, identity.not_after.unix_timestamp(), renewal.unix_timestamp());
+    // An issued identity is renewed here; a provided one is flagged (Events, gauges) for renewal.
+    let next = requeue_after(now, renewal).max(StdDuration::from_secs(1));
+    Ok((Some(Ok(national::status(&identity, policy))), next))
 }
 
 /// Logs, announces (an Event on the Platform) and measures a (re-)issued gateway certificate.
@@ -408,6 +525,23 @@ fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformS
         (None, None) => Desired::holds(READY, "Ready", "the platform CA issues"),
     };
     desired_conditions.extend([ready, ca_condition, rotation_condition]);
+    match &found.national {
+        None => {}
+        Some(Ok(ndxp)) => desired_conditions.push(Desired::holds(
+            NATIONAL_PLATFORM_READY,
+            crate::lgsp::national::reasons::CONFIGURED,
+            format!(
+                "national routes go to {} with the province's identity ({}) in Secret {}",
+                platform.spec.lgsp.ndxp.as_ref().map(|n| n.url.as_str()).unwrap_or_default(),
+                ndxp.client_identity,
+                ndxp.secret_name
+            ),
+        )),
+        Some(Err(problem)) => desired_conditions.push(
+            Desired::fails(NATIONAL_PLATFORM_READY, problem.reason, problem.message.clone())
+                .with_event(EventType::Warning),
+        ),
+    }
 
     let previous = platform.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = platform.meta().generation;
@@ -423,6 +557,13 @@ fn status(platform: &Platform, found: &Found, now: OffsetDateTime) -> (PlatformS
             .zip(ca_secrets::issuance_policy(&platform.spec).ok())
             .map(|((desired, ca), policy)| ca_secrets::ca_status(&desired.secret_name, ca, &policy)),
         trust: found.state.as_ref().map(|state| trust_status(state, &found.census, platform)),
+        // A failing national platform keeps the identity last in force in status: the Secret the
+        // gateway mounts still holds it.
+        ndxp: match &found.national {
+            Some(Ok(ndxp)) => Some(ndxp.clone()),
+            Some(Err(_)) => platform.status.as_ref().and_then(|s| s.ndxp.clone()),
+            None => None,
+        },
         ..PlatformStatus::default()
     };
     (status, desired_conditions)
