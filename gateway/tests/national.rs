@@ -1,25 +1,18 @@
-//! National routes against a mock national platform (NDXP) that is a real HTTPS server: nginx
-//! with a PKI of its own (not the province's), requiring a client certificate its CA issued —
-//! the province's — and logging what it received (the client certificate's fingerprint, the
-//! consumer header, the path). The gateway runs in-process with the province's files and a
-//! national directory as the operator's Secret would mount it.
+//! National routes against a mock national platform (NDXP) that is a real HTTPS server
+//! (`common::ndxp`: nginx with a PKI of its own, not the province's, requiring a client
+//! certificate its CA issued — the province's). The gateway runs in-process with the province's
+//! files and a national directory as the operator's Secret would mount it.
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::nginx::nginx_binary;
+use common::ndxp::{MockNdxp, POPULATION, SLOW, ca, leaf};
 use common::*;
 use govpaas_gateway::config::{ConfigPaths, RoutesSource};
 use govpaas_gateway::{RunningGateway, Settings};
 use http::StatusCode;
-
-const POPULATION: &str = "csdlqg-dan-cu";
-/// An API nginx answers through a backend that accepts connections and never answers.
-const SLOW: &str = "cham";
 
 /// A PKI that is not the province's: the national platform's own CA, its server certificate for
 /// `localhost`, and the client certificate it issued to the province.
@@ -29,38 +22,6 @@ struct NationalPki {
     province: (String, String),
     /// SHA-1 of the province's client certificate, as nginx logs `$ssl_client_fingerprint`.
     province_sha1: String,
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    params.not_before = now() - time::Duration::HOUR;
-    params.not_after = now() + time::Duration::DAY;
-    let certificate = params.self_signed(&key).unwrap();
-    let issuer = rcgen::Issuer::new(params, key);
-    (certificate, issuer)
-}
-
-fn leaf(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, name: &str, server: bool) -> (String, String, Vec<u8>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.not_before = now() - time::Duration::HOUR;
-    params.not_after = now() + time::Duration::DAY;
-    params.is_ca = rcgen::IsCa::ExplicitNoCa;
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    if server {
-        params.subject_alt_names = vec![rcgen::SanType::DnsName("localhost".try_into().unwrap())];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    } else {
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    }
-    params.use_authority_key_identifier_extension = true;
-    let certificate = params.signed_by(&key, issuer).unwrap();
-    (certificate.pem(), key.serialize_pem(), certificate.der().to_vec())
 }
 
 impl NationalPki {
@@ -75,140 +36,6 @@ impl NationalPki {
             province: (province_crt, province_key),
             province_sha1: hex::encode(sha1.as_ref()),
         }
-    }
-}
-
-/// nginx as the NDXP, on a free loopback port.
-struct MockNdxp {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    child: Child,
-    /// Accepts connections for the slow API and never answers.
-    _silent: std::net::TcpListener,
-}
-
-/// What the NDXP logged of one request.
-#[derive(Debug)]
-struct Received {
-    request_uri: String,
-    client_verify: String,
-    client_sha1: String,
-    consumer: String,
-    client_address: String,
-}
-
-impl MockNdxp {
-    /// Serves `/api/<POPULATION>/…` itself and `/api/<SLOW>/…` from a silent backend, with
-    /// `server` (certificate, key) as its certificate, and requires a client certificate issued
-    /// by `client_ca`.
-    fn start(server: &(String, String), client_ca: &str) -> MockNdxp {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        std::fs::write(dir.path().join("server.crt"), &server.0).unwrap();
-        std::fs::write(dir.path().join("server.key"), &server.1).unwrap();
-        std::fs::write(dir.path().join("clients.crt"), client_ca).unwrap();
-        let addr = process::free_port();
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let silent_addr = silent.local_addr().unwrap();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/json;
-    log_format received escape=json '$request_uri\t$ssl_client_verify\t$ssl_client_fingerprint\t$http_x_lgsp_consumer\t$http_x_lgsp_client_address';
-    access_log {d}/access.log received;
-    server {{
-        listen {addr} ssl;
-        ssl_certificate {d}/server.crt;
-        ssl_certificate_key {d}/server.key;
-        ssl_client_certificate {d}/clients.crt;
-        ssl_verify_client on;
-        location /api/{POPULATION}/ {{
-            return 200 '{{"ndxp":"{POPULATION}","uri":"$uri","args":"$args","consumer":"$http_x_lgsp_consumer"}}';
-        }}
-        location /api/{SLOW}/ {{
-            proxy_pass http://{silent_addr};
-            proxy_read_timeout 60s;
-        }}
-        location / {{
-            return 404 '{{"ndxp":"unknown"}}';
-        }}
-    }}
-}}
-"#
-        );
-        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-        std::fs::write(dir.path().join("access.log"), "").unwrap();
-        let binary = nginx_binary();
-        let child = Command::new(&binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let ndxp = MockNdxp { addr, dir, child, _silent: silent };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return ndxp;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the mock NDXP did not listen: {}", std::fs::read_to_string(ndxp.dir.path().join("error.log")).unwrap());
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}/api", self.addr.port())
-    }
-
-    /// Everything it logged (nginx logs a request once it has answered it).
-    fn received(&self) -> Vec<Received> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let mut fields = line.split('\t').map(str::to_owned);
-                let mut next = || fields.next().unwrap_or_default();
-                Received {
-                    request_uri: next(),
-                    client_verify: next(),
-                    client_sha1: next(),
-                    consumer: next(),
-                    client_address: next(),
-                }
-            })
-            .collect()
-    }
-
-    /// The requests logged once there are `count`, at most five seconds.
-    fn received_at_least(&self, count: usize) -> Vec<Received> {
-        for _ in 0..100 {
-            let received = self.received();
-            if received.len() >= count {
-                return received;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the NDXP logged fewer than {count} requests: {:?}", self.received());
-    }
-}
-
-impl Drop for MockNdxp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod ndxp;
 pub mod nginx;
 pub mod process;
 
