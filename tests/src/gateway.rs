@@ -60,6 +60,11 @@ impl GatewayProcess {
     /// namespace, the TLS files `tls.crt`, `tls.key` and `ca.crt` in `dir` (the audit log goes there too) and `--resolve` overrides `resolve`
     /// (`host=ip:port`), and waits until it accepts connections (it lists the route tables first).
     pub fn start(cluster: &Cluster, name: &str, dir: &Path, resolve: &[String]) -> Self {
+        Self::start_with(cluster, name, dir, resolve, &[])
+    }
+
+    /// [`GatewayProcess::start`] with `extra` arguments (`--national <dir>`…).
+    pub fn start_with(cluster: &Cluster, name: &str, dir: &Path, resolve: &[String], extra: &[String]) -> Self {
         let binary = gateway_binary();
         let kubeconfig = gateway_kubeconfig(cluster);
         let log = work_dir(cluster).join(format!("gateway-{name}.log"));
@@ -86,6 +91,7 @@ impl GatewayProcess {
         for entry in resolve {
             command.args(["--resolve", entry]);
         }
+        command.args(extra);
         let child = command
             .env("RUST_LOG", std::env::var("GOVPAAS_TEST_GATEWAY_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
