@@ -4,10 +4,10 @@
 //! Shared by the gateway's tests and the end-to-end tests (which include this file by path).
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use super::nginx::nginx_binary;
+use super::nginx::{logged, spawn};
 
 /// The API the NDXP answers itself.
 pub const POPULATION: &str = "csdlqg-dan-cu";
@@ -89,22 +89,8 @@ impl MockNdxp {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let silent_addr = silent.local_addr().unwrap();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/json;
-    log_format received escape=json '$request_uri\t$ssl_client_verify\t$ssl_client_fingerprint\t$ssl_client_s_dn\t$http_x_lgsp_consumer\t$http_x_lgsp_client_address';
-    access_log {d}/access.log received;
+        let server = format!(
+            r#"    log_format received escape=json '$request_uri\t$ssl_client_verify\t$ssl_client_fingerprint\t$ssl_client_s_dn\t$http_x_lgsp_consumer\t$http_x_lgsp_client_address';
     server {{
         listen {addr} ssl;
         ssl_certificate {d}/server.crt;
@@ -123,30 +109,10 @@ http {{
             return 404 '{{"ndxp":"unknown"}}';
         }}
     }}
-}}
 "#
         );
-        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-        std::fs::write(dir.path().join("access.log"), "").unwrap();
-        let binary = nginx_binary();
-        let child = Command::new(&binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let ndxp = MockNdxp { addr, dir, child, _silent: silent };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return ndxp;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the mock NDXP did not listen: {}", std::fs::read_to_string(ndxp.dir.path().join("error.log")).unwrap());
+        let child = spawn(dir.path(), addr, &server);
+        MockNdxp { addr, dir, child, _silent: silent }
     }
 
     /// Its base URL, as `Platform spec.lgsp.ndxp.url` names it.
@@ -156,11 +122,10 @@ http {{
 
     /// Everything it logged (nginx logs a request once it has answered it).
     pub fn received(&self) -> Vec<Received> {
-        std::fs::read_to_string(self.dir.path().join("access.log"))
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let mut fields = line.split('\t').map(str::to_owned);
+        logged(self.dir.path())
+            .into_iter()
+            .map(|fields| {
+                let mut fields = fields.into_iter();
                 let mut next = || fields.next().unwrap_or_default();
                 Received {
                     request_uri: next(),

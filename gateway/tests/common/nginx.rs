@@ -79,29 +79,12 @@ impl Nginx {
     /// Serves `/api/v1/` (location `api`) and everything else (location `other`: the provider's
     /// paths no route publishes, such as `/admin/`), answering JSON that names the location.
     pub fn start() -> Nginx {
-        let binary = nginx_binary();
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let d = dir.path().display();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let headers: Vec<String> = LOGGED_HEADERS.iter().map(|h| format!("$http_{}", h.replace('-', "_"))).collect();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    default_type application/json;
-    client_max_body_size 0;
+        let server = format!(
+            r#"    client_max_body_size 0;
     log_format received escape=json '$request_uri\t$uri\t$location\t{headers}';
-    access_log {d}/access.log received;
     server {{
         listen {addr};
         set $location other;
@@ -117,30 +100,11 @@ http {{
             return 200 '{{"location":"other","uri":"$uri","requestUri":"$request_uri"}}';
         }}
     }}
-}}
 "#,
             headers = headers.join("\\t"),
         );
-        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
-        std::fs::write(dir.path().join("access.log"), "").unwrap();
-        let child = Command::new(&binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let nginx = Nginx { addr, dir, child };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return nginx;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nginx did not listen on {addr}: {}", std::fs::read_to_string(nginx.error_log()).unwrap_or_default());
+        let child = spawn(dir.path(), addr, &server);
+        Nginx { addr, dir, child }
     }
 
     pub fn error_log(&self) -> PathBuf {
@@ -149,7 +113,7 @@ http {{
 
     /// Every request nginx logged so far, in order.
     pub fn received(&self) -> Vec<Received> {
-        read_access_log(&self.dir.path().join("access.log"))
+        read_access_log(self.dir.path())
     }
 
     /// The requests logged, once there are at least `count` (nginx logs a request just after
@@ -166,12 +130,66 @@ http {{
     }
 }
 
-fn read_access_log(path: &Path) -> Vec<Received> {
-    std::fs::read_to_string(path)
+/// Runs nginx in the foreground from `dir` (configuration, logs, temporary files) with `http` as
+/// the body of its `http` block (which must declare the log format `received`: every request is
+/// logged with it to `access.log`), and waits until it listens on `addr`.
+pub fn spawn(dir: &Path, addr: SocketAddr, http: &str) -> Child {
+    let binary = nginx_binary();
+    let d = dir.display();
+    let config = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type application/json;
+{http}    access_log {d}/access.log received;
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), config).unwrap();
+    std::fs::write(dir.join("access.log"), "").unwrap();
+    let mut child = Command::new(&binary)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("nginx did not listen on {addr}: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+}
+
+/// The lines nginx logged to `dir`'s `access.log`, split at tabs.
+pub fn logged(dir: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join("access.log"))
         .unwrap()
         .lines()
-        .map(|line| {
-            let mut fields = line.split('\t').map(str::to_owned);
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+fn read_access_log(dir: &Path) -> Vec<Received> {
+    logged(dir)
+        .into_iter()
+        .map(|fields| {
+            let mut fields = fields.into_iter();
             let mut next = || fields.next().unwrap_or_default();
             Received {
                 request_uri: next(),
