@@ -106,6 +106,10 @@ pub struct Exchange {
     /// ready: the exchange happened, the client did not get its answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub client_gone: bool,
+    /// SHA-256 of the request body, hexadecimal: recorded for document exchange (the edXML
+    /// package as the gateway received and forwarded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_sha256: Option<String>,
 }
 
 impl Exchange {
@@ -170,10 +174,13 @@ pub struct ParsedLine {
 pub fn parse_line(line: &str) -> Result<ParsedLine, String> {
     let (head, tail) = line.rsplit_once(HASH_FIELD).ok_or("no hash field at the end of the record")?;
     let hash_hex = tail.strip_suffix("\"}").ok_or("the record does not end with its hash")?;
+    // Exactly as the writer encodes it (lower case): the hash field is outside the bytes it
+    // covers, so a second spelling of the same hash would be an edit nothing notices.
     let hash: [u8; 32] = hex::decode(hash_hex)
         .ok()
         .and_then(|h| h.try_into().ok())
-        .ok_or("the hash field is not 64 hexadecimal digits")?;
+        .filter(|h: &[u8; 32]| hex::encode(h) == hash_hex)
+        .ok_or("the hash field is not 64 lower-case hexadecimal digits")?;
     let mut canonical_bytes = head.as_bytes().to_vec();
     canonical_bytes.push(b'}');
     let canonical: Canonical =
@@ -525,6 +532,11 @@ mod tests {
         assert_eq!(parsed.canonical.seq, 1);
         assert_eq!(chain_hash(&GENESIS, &parsed.canonical_bytes), hash);
         assert!(parse_line("{\"seq\":1}").is_err());
+        // The same hash spelled in upper case is an edit: refused, not read as the same record.
+        let hash_hex = hex::encode(hash);
+        let shouted = text.trim_end().replace(&hash_hex, &hash_hex.to_uppercase());
+        assert_ne!(shouted, text.trim_end(), "the hash has letters to shout");
+        assert!(parse_line(&shouted).err().is_some_and(|reason| reason.contains("lower-case")));
     }
 
     #[test]

@@ -80,8 +80,10 @@ pub struct DataSharingServiceSpec {
 #[x_kube(validation = Rule::new("!self.openData || size(self.consumers) == 0").message("an open-data API is served to everyone without a client certificate: it takes no consumers").field_path(".consumers").reason(Reason::FieldValueForbidden))]
 #[serde(rename_all = "camelCase")]
 pub struct ProvidedApi {
-    /// The API's name, unique within the agency; consumers ask for it by this name.
+    /// The API's name, unique within the agency; consumers ask for it by this name. `edoc` is
+    /// the agency's document exchange (`/<agency code>/edoc/…` on the gateway), never an API.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    #[x_kube(validation = Rule::new("self != 'edoc'").message("edoc names the agency's document exchange endpoints on the LGSP gateway (/<agency code>/edoc/…): choose another API name"))]
     pub name: String,
     /// The Service, in this namespace, that serves the API.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]

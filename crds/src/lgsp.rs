@@ -47,6 +47,40 @@
 //!   `X-Lgsp-Consumer`; `rateLimit` applies per consumer. Several tables may grant one national
 //!   API, each to its own consumer: the gateway serves one route to all of them.
 //!
+//! # Schema, version 2 (`govpaas.io/lgsp-routes/v2`)
+//!
+//! Version 1 and, in tables of DocumentServices, the electronic document exchange: `source.kind`
+//! names the kind of the source (`DataSharingService` when absent) and `exchange` lists the
+//! exchange endpoints of that source (a DocumentService has one):
+//!
+//! ```json
+//! {
+//!   "schema": "govpaas.io/lgsp-routes/v2",
+//!   "source": {"kind": "DocumentService", "namespace": "so-noivu", "name": "van-thu", "uid": "…"},
+//!   "agencyCode": "H48.12",
+//!   "exchange": [{
+//!     "service": "van-thu",
+//!     "pathPrefix": "/H48.12/edoc/van-thu/",
+//!     "upstream": {"namespace": "so-noivu", "service": "van-thu-docs", "port": 443,
+//!                  "path": "/edxml", "serverName": "van-thu-docs.so-noivu.danang.gov.vn"},
+//!     "rateLimit": {"requestsPerMinute": 600, "burst": 20},
+//!     "senders": [{"identity": "spiffe://danang.gov.vn/agency/H48/docs/van-thu",
+//!                  "agencyCode": "H48", "service": "van-thu"}]
+//!   }]
+//! }
+//! ```
+//!
+//! - `exchange`: a sender whose verified client certificate carries one of `senders[].identity` may
+//!   `POST` an edXML package to `https://<gateway>/<pathPrefix><rest>`; the gateway forwards it over
+//!   TLS to `https://<service>.<namespace>.svc:<port><path><rest>`, verifying the receiver's
+//!   certificate for `serverName` against the platform trust bundle, with the sender's identity in
+//!   `X-Lgsp-Consumer`, and records the package's SHA-256 in the audit.
+//! - The operator writes version 2 for the tables that need it (DocumentServices' exchange endpoints)
+//!   and version 1 for the rest, which have nothing of version 2's: a gateway older than the operator
+//!   keeps serving data sharing during an upgrade (it refuses only the version 2 tables, keeping
+//!   their previous content), and the gateway reads both. A version 1 table with `exchange` entries
+//!   is refused whole: version 1 has none.
+//!
 //! Fields may be added within a version (a reader ignores those it does not know); a change that
 //! an older reader would misread gets a new `schema` string, and a reader refuses a schema it does
 //! not know ([`RouteTable::from_json`]).
@@ -55,8 +89,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::RateLimit;
 
-/// The `schema` of this version of the route table.
+/// The `schema` of version 1 of the route table.
 pub const SCHEMA_V1: &str = "govpaas.io/lgsp-routes/v1";
+/// The `schema` of version 2: version 1 and the document exchange.
+pub const SCHEMA_V2: &str = "govpaas.io/lgsp-routes/v2";
+/// The second path segment of exchange endpoints (`/<agency code>/edoc/<service>/`): no API may
+/// take this name.
+pub const EXCHANGE_SEGMENT: &str = "edoc";
 /// The ConfigMap key holding the table's JSON.
 pub const ROUTE_TABLE_KEY: &str = "routes.json";
 /// The `app.kubernetes.io/component` of route table ConfigMaps.
@@ -83,7 +122,11 @@ const MAX_NAME: usize = 253;
 /// `lgsp-routes.<namespace>.<name>`. A namespace has no dots, so the name is unambiguous; one
 /// too long for an object name is cut and ends with a hash of the whole, so it stays unique.
 pub fn route_table_name(namespace: &str, name: &str) -> String {
-    let full = format!("lgsp-routes.{namespace}.{name}");
+    cut_name(format!("lgsp-routes.{namespace}.{name}"))
+}
+
+/// `full` if it fits an object name, else cut, ending with a hash of the whole.
+fn cut_name(full: String) -> String {
     if full.len() <= MAX_NAME {
         return full;
     }
@@ -102,6 +145,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The path prefix of `api` of the agency `agency_code` on the gateway: `/<code>/<api>/`.
 pub fn api_path(agency_code: &str, api: &str) -> String {
     format!("/{agency_code}/{api}/")
+}
+
+/// The path prefix of the exchange endpoint of DocumentService `service` of agency `agency_code`:
+/// `/<code>/edoc/<service>/`.
+pub fn exchange_path(agency_code: &str, service: &str) -> String {
+    format!("/{agency_code}/{EXCHANGE_SEGMENT}/{service}/")
+}
+
+/// The name of the route table of DocumentService `namespace/name`: `lgsp-edoc.<namespace>.<name>`
+/// (a DataSharingService of the same name has its own), cut and hashed like [`route_table_name`].
+pub fn exchange_table_name(namespace: &str, name: &str) -> String {
+    cut_name(format!("lgsp-edoc.{namespace}.{name}"))
 }
 
 /// The path prefix of the national platform's `api` on the gateway: `/ndxp/<api>/`.
@@ -125,12 +180,55 @@ pub struct RouteTable {
     /// The national-platform APIs it was granted.
     #[serde(default)]
     pub national: Vec<NationalRoute>,
+    /// Version 2: the exchange endpoints of a DocumentService.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchange: Vec<ExchangeRoute>,
+}
+
+/// The kind of a table's source when `source.kind` is absent (every version 1 table).
+pub const DATA_SHARING_SOURCE: &str = "DataSharingService";
+/// The kind of a DocumentService's table.
+pub const DOCUMENT_SOURCE: &str = "DocumentService";
+
+/// A DocumentService's exchange endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeRoute {
+    /// The DocumentService's name.
+    pub service: String,
+    /// `/<agency code>/edoc/<service>/`: what the gateway matches.
+    pub path_prefix: String,
+    /// The receiver's Service and exchange port.
+    pub upstream: ExchangeUpstream,
+    /// Per sender.
+    pub rate_limit: RateLimit,
+    /// The identities that may send to it (the DocumentServices of the province whose exchange is
+    /// enabled, as its sender rules allow).
+    #[serde(default)]
+    pub senders: Vec<Consumer>,
+}
+
+/// Where an exchange endpoint's packages go: the receiver's Service, over TLS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeUpstream {
+    pub namespace: String,
+    pub service: String,
+    /// The Service's TLS port.
+    pub port: i32,
+    /// The path on the Service that replaces `pathPrefix`.
+    pub path: String,
+    /// The name the receiver's certificate carries, which the gateway verifies.
+    pub server_name: String,
 }
 
 /// Which DataSharingService a table was compiled from.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
+    /// [`DATA_SHARING_SOURCE`] (when absent) or [`DOCUMENT_SOURCE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub namespace: String,
     pub name: String,
     pub uid: String,
@@ -204,8 +302,10 @@ pub struct NationalRoute {
 pub enum RouteTableError {
     #[error("not a route table: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("route table schema {0:?} is not {SCHEMA_V1:?}: this reader does not understand it")]
+    #[error("route table schema {0:?} is neither {SCHEMA_V1:?} nor {SCHEMA_V2:?}: this reader does not understand it")]
     UnknownSchema(String),
+    #[error("a {SCHEMA_V1:?} table has no exchange endpoints (they came with {SCHEMA_V2:?})")]
+    ExchangeInVersion1,
 }
 
 impl RouteTable {
@@ -222,10 +322,14 @@ impl RouteTable {
             schema: String,
         }
         let versioned: Versioned = serde_json::from_str(text)?;
-        if versioned.schema != SCHEMA_V1 {
+        if versioned.schema != SCHEMA_V1 && versioned.schema != SCHEMA_V2 {
             return Err(RouteTableError::UnknownSchema(versioned.schema));
         }
-        Ok(serde_json::from_str(text)?)
+        let table: RouteTable = serde_json::from_str(text)?;
+        if table.schema == SCHEMA_V1 && !table.exchange.is_empty() {
+            return Err(RouteTableError::ExchangeInVersion1);
+        }
+        Ok(table)
     }
 }
 
@@ -237,6 +341,7 @@ mod tests {
         RouteTable {
             schema: SCHEMA_V1.into(),
             source: Source {
+                kind: None,
                 namespace: "so-noivu".into(),
                 name: "ho-tich".into(),
                 uid: "u1".into(),
@@ -266,7 +371,80 @@ mod tests {
                 consumer: "spiffe://danang.gov.vn/agency/H48.12/dss/ho-tich".into(),
                 rate_limit: RateLimit::default(),
             }],
+            exchange: Vec::new(),
         }
+    }
+
+    fn exchange_table() -> RouteTable {
+        RouteTable {
+            schema: SCHEMA_V2.into(),
+            source: Source {
+                kind: Some(DOCUMENT_SOURCE.into()),
+                namespace: "so-noivu".into(),
+                name: "van-thu".into(),
+                uid: "u2".into(),
+                generation: Some(1),
+            },
+            agency_code: "H48.12".into(),
+            routes: Vec::new(),
+            national: Vec::new(),
+            exchange: vec![ExchangeRoute {
+                service: "van-thu".into(),
+                path_prefix: exchange_path("H48.12", "van-thu"),
+                upstream: ExchangeUpstream {
+                    namespace: "so-noivu".into(),
+                    service: "van-thu-docs".into(),
+                    port: 443,
+                    path: "/edxml".into(),
+                    server_name: "van-thu-docs.so-noivu.danang.gov.vn".into(),
+                },
+                rate_limit: RateLimit::default(),
+                senders: vec![Consumer {
+                    identity: "spiffe://danang.gov.vn/agency/H48/docs/van-thu".into(),
+                    agency_code: "H48".into(),
+                    service: "van-thu".into(),
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn both_versions_read_and_version_2_carries_the_exchange() {
+        // A version 1 table, as an operator before version 2 wrote it, reads as it always did.
+        let v1 = table();
+        assert_eq!(RouteTable::from_json(&v1.to_json()).unwrap(), v1);
+        assert!(!v1.to_json().contains("exchange"), "a table without exchange endpoints does not name them");
+        // Version 2, with an exchange endpoint.
+        let v2 = exchange_table();
+        let json = v2.to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["schema"], "govpaas.io/lgsp-routes/v2");
+        assert_eq!(value["source"]["kind"], "DocumentService");
+        assert_eq!(value["exchange"][0]["pathPrefix"], "/H48.12/edoc/van-thu/");
+        assert_eq!(value["exchange"][0]["upstream"]["serverName"], "van-thu-docs.so-noivu.danang.gov.vn");
+        assert_eq!(RouteTable::from_json(&json).unwrap(), v2);
+        // Version 2 of a DataSharingService's table is version 1's content under another name.
+        let mut relabelled = table();
+        relabelled.schema = SCHEMA_V2.into();
+        assert_eq!(RouteTable::from_json(&relabelled.to_json()).unwrap(), relabelled);
+    }
+
+    #[test]
+    fn a_version_1_table_with_exchange_endpoints_is_refused_whole() {
+        let mut mislabelled = exchange_table();
+        mislabelled.schema = SCHEMA_V1.into();
+        assert!(matches!(RouteTable::from_json(&mislabelled.to_json()), Err(RouteTableError::ExchangeInVersion1)));
+        let mut value: serde_json::Value = serde_json::from_str(&exchange_table().to_json()).unwrap();
+        value["exchange"][0]["upstream"].as_object_mut().unwrap().remove("serverName");
+        assert!(RouteTable::from_json(&value.to_string()).is_err(), "an exchange endpoint without its TLS name");
+    }
+
+    #[test]
+    fn exchange_names_and_paths() {
+        assert_eq!(exchange_path("H48.12", "van-thu"), "/H48.12/edoc/van-thu/");
+        assert_eq!(exchange_table_name("so-noivu", "van-thu"), "lgsp-edoc.so-noivu.van-thu");
+        assert_ne!(exchange_table_name("so-noivu", "van-thu"), route_table_name("so-noivu", "van-thu"));
+        assert!(exchange_table_name("so-noivu", &"x".repeat(253)).len() <= 253);
     }
 
     #[test]
@@ -287,8 +465,8 @@ mod tests {
 
     #[test]
     fn a_reader_refuses_another_schema_and_ignores_new_fields() {
-        let future = table().to_json().replace("lgsp-routes/v1", "lgsp-routes/v2");
-        assert!(matches!(RouteTable::from_json(&future), Err(RouteTableError::UnknownSchema(s)) if s.ends_with("v2")));
+        let future = table().to_json().replace("lgsp-routes/v1", "lgsp-routes/v3");
+        assert!(matches!(RouteTable::from_json(&future), Err(RouteTableError::UnknownSchema(s)) if s.ends_with("v3")));
         let mut value: serde_json::Value = serde_json::from_str(&table().to_json()).unwrap();
         value["addedLater"] = serde_json::json!(true);
         assert_eq!(RouteTable::from_json(&value.to_string()).unwrap(), table());

@@ -64,6 +64,8 @@ pub struct TlsState {
     /// No client certificate (the open-data listener).
     pub open: Arc<ServerConfig>,
     pub anchors: Arc<TrustAnchors>,
+    /// A TLS client trusting `anchors`: what verifies a document exchange's receiver.
+    pub upstream_client: Arc<rustls::ClientConfig>,
     /// Signs audit checkpoints; `None` when the key is not ECDSA P-256.
     pub signer: Option<Arc<CheckpointSigner>>,
     /// SHA-256 of the gateway's certificate.
@@ -100,9 +102,12 @@ pub fn load_tls(paths: &ConfigPaths) -> Result<TlsState, String> {
         }
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt).filter_map(Result::ok).collect();
+    let upstream_client =
+        govpaas_pki::tls::client_config(&anchors, None).map_err(|e| format!("{}: {e}", paths.client_ca.display()))?;
     Ok(TlsState {
         mutual,
         open,
+        upstream_client,
         anchors: Arc::new(anchors),
         signer,
         certificate_fingerprint: govpaas_pki::verify::fingerprint(&leaf),
@@ -150,7 +155,7 @@ pub fn load_route_files(path: &Path, sources: &mut RouteSources) -> Result<bool,
 
 /// The configuration in force, read by every new connection and request.
 pub struct LiveConfig {
-    pub tls: ArcSwap<TlsState>,
+    pub tls: Arc<ArcSwap<TlsState>>,
     pub routes: Arc<ArcSwap<RouteSet>>,
     /// The national platform, when its directory holds one.
     pub national: Arc<ArcSwapOption<NationalPlatform>>,
@@ -213,7 +218,7 @@ impl Reloader {
         };
         tracing::info!(apis = routes.len(), certificate = %tls.certificate_fingerprint, "configuration loaded");
         let live = LiveConfig {
-            tls: ArcSwap::from_pointee(tls),
+            tls: Arc::new(ArcSwap::from_pointee(tls)),
             routes: Arc::new(ArcSwap::from_pointee(routes)),
             national: Arc::new(ArcSwapOption::empty()),
         };

@@ -92,6 +92,8 @@ pub struct Notes {
     pub canonical_path: Option<String>,
     /// The request body's length, once read (bodies of refused requests are not read).
     pub request_bytes: u64,
+    /// SHA-256 of the body of a document exchange, once read.
+    pub package_sha256: Option<String>,
 }
 
 impl AuditNotes {

@@ -204,7 +204,7 @@ pub async fn start(mut settings: Settings) -> anyhow::Result<RunningGateway> {
     metrics.watch_audit(audit.clone());
     let read_body =
         ReadBodyLayer { budget: request_budget, max_bytes: settings.max_request_bytes, timeout: settings.body_timeout };
-    let forward = Forward::new(settings.forward.clone(), response_budget, live.national.clone());
+    let forward = Forward::new(settings.forward.clone(), response_budget, &live);
     let exchanges = TaskTracker::new();
     let pipeline = pipeline(
         &live,

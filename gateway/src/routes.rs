@@ -74,6 +74,16 @@ pub enum Target {
     /// The national platform (NDXP), over mutual TLS with the province's identity
     /// ([`crate::national`]): `<NDXP url>/<api><rest>`.
     National,
+    /// A DocumentService's exchange endpoint, over TLS: the receiver's certificate is verified
+    /// for `server_name` against the platform trust bundle.
+    Exchange {
+        /// Where to connect: `<service>.<namespace>.svc:<port>`, or a `--resolve` address.
+        connect: String,
+        /// The name the receiver's certificate carries (also the `Host` it is sent).
+        server_name: String,
+        /// The upstream base path without a trailing slash.
+        base_path: String,
+    },
 }
 
 /// One published API, validated.
@@ -199,6 +209,50 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
             open_data: route.open_data,
             rate_limit,
             consumers,
+            source: source.clone(),
+        });
+    }
+    for exchange in &table.exchange {
+        let name = format!("{}/{}", lgsp::EXCHANGE_SEGMENT, exchange.service);
+        let label = format!("{}/{name}", table.agency_code);
+        let invalid = |reason: String| RouteTableError::Invalid { api: label.clone(), reason };
+        agency_code(&table.agency_code).map_err(|e| invalid(e.to_string()))?;
+        path_segment("DocumentService name", &exchange.service).map_err(|e| invalid(e.to_string()))?;
+        let expected = lgsp::exchange_path(&table.agency_code, &exchange.service);
+        if exchange.path_prefix != expected {
+            return Err(invalid(format!("pathPrefix {:?} is not {expected:?}", exchange.path_prefix)));
+        }
+        let plain = lgsp::Upstream {
+            namespace: exchange.upstream.namespace.clone(),
+            service: exchange.upstream.service.clone(),
+            port: exchange.upstream.port,
+            path: exchange.upstream.path.clone(),
+        };
+        let (origin, _, base_path) = upstream(&plain, resolve).map_err(&invalid)?;
+        let server_name = &exchange.upstream.server_name;
+        rustls::pki_types::ServerName::try_from(server_name.as_str())
+            .ok()
+            .filter(|_| !server_name.is_empty() && server_name.parse::<std::net::IpAddr>().is_err())
+            .ok_or_else(|| invalid(format!("serverName {server_name:?} is not a DNS name")))?;
+        let mut senders = Vec::with_capacity(exchange.senders.len());
+        for sender in &exchange.senders {
+            let identity = WorkloadIdentity::parse(&sender.identity).map_err(|e| invalid(format!("sender: {e}")))?;
+            senders.push(identity.uri());
+        }
+        if apis.iter().any(|api: &Api| api.provider == table.agency_code && api.name == name) {
+            return Err(invalid("listed twice".to_owned()));
+        }
+        apis.push(Api {
+            provider: table.agency_code.clone(),
+            name,
+            target: Target::Exchange {
+                connect: origin.authority().map(|a| a.to_string()).unwrap_or_default(),
+                server_name: server_name.clone(),
+                base_path,
+            },
+            open_data: false,
+            rate_limit: rate_limit(&exchange.rate_limit).map_err(&invalid)?,
+            consumers: senders,
             source: source.clone(),
         });
     }
@@ -478,6 +532,67 @@ pub(crate) mod tests {
         let merged = sources.merged();
         assert_eq!(merged.get(lgsp::NATIONAL_PREFIX, "dan-cu").unwrap().consumers.len(), 1);
         assert!(merged.get(lgsp::NATIONAL_PREFIX, "dat-dai").is_none());
+    }
+
+    /// A DocumentService's v2 table with its exchange endpoint, JSON.
+    fn exchange_table(exchange: serde_json::Value) -> Vec<u8> {
+        let mut endpoint = serde_json::json!({
+            "service": "van-thu", "pathPrefix": "/H49.12/edoc/van-thu/",
+            "upstream": {"namespace": "stc", "service": "van-thu-docs", "port": 443, "path": "/edxml",
+                         "serverName": "van-thu-docs.stc.quangnam.gov.vn"},
+            "rateLimit": {"requestsPerMinute": 60, "burst": 5},
+            "senders": [{"identity": CONSUMER, "agencyCode": "H49.12", "service": "land"}],
+        });
+        for (k, v) in exchange.as_object().unwrap() {
+            endpoint[k] = v.clone();
+        }
+        serde_json::to_vec(&serde_json::json!({
+            "schema": lgsp::SCHEMA_V2,
+            "source": {"kind": "DocumentService", "namespace": "stc", "name": "van-thu", "uid": "u"},
+            "agencyCode": "H49.12", "exchange": [endpoint],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_exchange_endpoint_is_a_tls_route_to_the_receivers_service() {
+        let resolve = Resolve(BTreeMap::from([("van-thu-docs.stc.svc".to_owned(), "127.0.0.1:9443".parse().unwrap())]));
+        let apis = parse_route_table(&exchange_table(serde_json::json!({})), &resolve).unwrap();
+        let endpoint = &apis[0];
+        assert_eq!(endpoint.label(), "H49.12/edoc/van-thu");
+        assert_eq!(endpoint.consumers, [CONSUMER]);
+        let Target::Exchange { connect, server_name, base_path } = &endpoint.target else {
+            panic!("an exchange route")
+        };
+        assert_eq!(connect, "127.0.0.1:9443", "a --resolve address");
+        assert_eq!(server_name, "van-thu-docs.stc.quangnam.gov.vn");
+        assert_eq!(base_path, "/edxml");
+        let in_cluster = parse_route_table(&exchange_table(serde_json::json!({})), &Resolve::default()).unwrap();
+        let Target::Exchange { connect, .. } = &in_cluster[0].target else { unreachable!() };
+        assert_eq!(connect, "van-thu-docs.stc.svc:443");
+        let mut sources = RouteSources::new(Resolve::default());
+        sources.update(SourceKey { created: 0, name: "e".into() }, &exchange_table(serde_json::json!({})));
+        assert!(sources.merged().get("000.00.12.H49", "edoc/van-thu").is_some());
+    }
+
+    #[test]
+    fn an_invalid_exchange_endpoint_refuses_the_whole_table() {
+        let upstream = |name: &str| serde_json::json!({"upstream": {"namespace": "stc", "service": "van-thu-docs", "port": 443, "path": "/edxml", "serverName": name}});
+        for bad in [
+            serde_json::json!({"pathPrefix": "/H49.12/edoc/other/"}),
+            serde_json::json!({"service": "../x", "pathPrefix": "/H49.12/edoc/../x/"}),
+            upstream("10.0.0.1"),
+            upstream(""),
+            serde_json::json!({"senders": [{"identity": "https://evil.example/", "agencyCode": "X", "service": "x"}]}),
+            serde_json::json!({"rateLimit": {"requestsPerMinute": 0, "burst": 1}}),
+        ] {
+            assert!(parse_route_table(&exchange_table(bad.clone()), &Resolve::default()).is_err(), "{bad}");
+        }
+        // Version 1 has no exchange endpoints.
+        let v1 = String::from_utf8(exchange_table(serde_json::json!({})))
+            .unwrap()
+            .replace("lgsp-routes/v2", "lgsp-routes/v1");
+        assert!(parse_route_table(v1.as_bytes(), &Resolve::default()).is_err());
     }
 
     #[test]

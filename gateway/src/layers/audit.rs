@@ -118,6 +118,7 @@ where
                 response_bytes: response.body().len() as u64,
                 duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 client_gone: answer.is_closed(),
+                package_sha256: notes.package_sha256.clone(),
             }
             .with_path(notes.canonical_path.as_deref().unwrap_or(&path));
             if exchange.client_gone {

@@ -7,6 +7,10 @@
 //! verified caller in `X-Lgsp-Consumer`; the client's address stays inside the province. No
 //! national platform loaded, a refused handshake (the NDXP's certificate does not verify against
 //! its configured CAs) or no connection: 502, and nothing is sent; too slow: 504.
+//!
+//! A document exchange goes to the receiver's exchange port over TLS (a connection per package),
+//! its certificate verified for the route's `serverName` against the platform trust bundle, the
+//! sender's verified identity in `X-Lgsp-Consumer`.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -24,11 +28,12 @@ use tower::Service;
 
 use super::{BoxFuture, GatewayRequest, GatewayResponse};
 use crate::body::{BodyBudget, BodyError, BodyPermit};
+use crate::config::{LiveConfig, TlsState};
 use crate::context::{Caller, Connection, RoutedRequest};
 use crate::national::NationalPlatform;
 use crate::problem::Problem;
 use crate::routes::Target;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 /// The verified identity of the caller, set by the gateway only.
 pub const CONSUMER_HEADER: &str = "x-lgsp-consumer";
@@ -67,6 +72,8 @@ pub struct Forward {
     client: Client<HttpConnector, Full<Bytes>>,
     /// The national platform in force (swapped by the reloader).
     national: Arc<ArcSwapOption<NationalPlatform>>,
+    /// The TLS state in force: its platform trust verifies exchange receivers.
+    upstream_tls: Arc<ArcSwap<TlsState>>,
     settings: ForwardSettings,
     /// Response bodies are held in memory too: they take from a budget of their own.
     budget: BodyBudget,
@@ -77,11 +84,17 @@ pub struct Forward {
 pub struct ResponsePermit(pub Arc<BodyPermit>);
 
 impl Forward {
-    pub fn new(settings: ForwardSettings, budget: BodyBudget, national: Arc<ArcSwapOption<NationalPlatform>>) -> Self {
+    pub fn new(settings: ForwardSettings, budget: BodyBudget, live: &LiveConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
         connector.set_nodelay(true);
-        Forward { client: Client::builder(TokioExecutor::new()).build(connector), national, settings, budget }
+        Forward {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            national: live.national.clone(),
+            upstream_tls: live.tls.clone(),
+            settings,
+            budget,
+        }
     }
 }
 
@@ -100,11 +113,33 @@ impl Service<GatewayRequest> for Forward {
     }
 }
 
+/// How a routed request leaves the gateway.
+enum Via {
+    /// The pooled HTTP client, to a provider's Service.
+    Agency,
+    /// The national platform's mutual-TLS client.
+    National(Arc<NationalPlatform>),
+    /// A new TLS connection to a receiver's exchange port, its certificate verified for
+    /// `server_name` against the platform trust.
+    Exchange { connect: String, server_name: String, tls: Arc<rustls::ClientConfig> },
+}
+
+/// Why an exchange connection failed, for the 502's detail.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeFailure {
+    #[error("cannot be reached: {0}")]
+    Connect(std::io::Error),
+    #[error("refused the secure connection: {0}")]
+    Tls(std::io::Error),
+    #[error("failed to answer: {0}")]
+    Http(hyper::Error),
+}
+
 impl Forward {
     async fn forward(self, request: GatewayRequest) -> GatewayResponse {
-        let national = match request.extensions().get::<RoutedRequest>().map(|r| &r.api.target) {
+        let via = match request.extensions().get::<RoutedRequest>().map(|r| &r.api.target) {
             Some(Target::National) => match self.national.load_full() {
-                Some(platform) => Some(platform),
+                Some(platform) => Via::National(platform),
                 None => {
                     return Problem::UpstreamUnavailable(
                         "the national platform is not configured on this gateway (Platform spec.lgsp.ndxp)".to_owned(),
@@ -112,20 +147,36 @@ impl Forward {
                     .response();
                 }
             },
+            Some(Target::Exchange { connect, server_name, .. }) => Via::Exchange {
+                connect: connect.clone(),
+                server_name: server_name.clone(),
+                tls: self.upstream_tls.load().upstream_client.clone(),
+            },
+            _ => Via::Agency,
+        };
+        let national = match &via {
+            Via::National(platform) => Some(platform.as_ref()),
             _ => None,
         };
-        let upstream = match upstream_request(request, national.as_deref()) {
+        let upstream = match upstream_request(request, national) {
             Ok(upstream) => upstream,
             Err(refusal) => return *refusal,
         };
-        let target = upstream.uri().clone();
-        let who = if national.is_some() { "the national platform" } else { "the provider" };
+        let (target, who) = match &via {
+            Via::Agency => (upstream.uri().to_string(), "the provider"),
+            Via::National(_) => (upstream.uri().to_string(), "the national platform"),
+            Via::Exchange { server_name, .. } => (format!("https://{server_name}{}", upstream.uri()), "the receiver"),
+        };
         let exchange = async {
-            let response = match &national {
-                Some(platform) => platform.client.request(upstream).await,
-                None => self.client.request(upstream).await,
-            }
-            .map_err(|e| BodyError::Broken(e.into()))?;
+            let response = match via {
+                Via::Agency => self.client.request(upstream).await.map_err(|e| BodyError::Broken(e.into()))?,
+                Via::National(platform) => {
+                    platform.client.request(upstream).await.map_err(|e| BodyError::Broken(e.into()))?
+                }
+                Via::Exchange { connect, server_name, tls } => send_over_tls(&connect, &server_name, tls, upstream)
+                    .await
+                    .map_err(|e| BodyError::Broken(e.into()))?,
+            };
             let (parts, body) = response.into_parts();
             let (body, permit) =
                 self.budget.read(body, self.settings.max_response_bytes, self.settings.timeout).await?;
@@ -150,7 +201,10 @@ impl Forward {
                             Some(tls) => format!("{who} at {target} refused the secure connection: {tls}"),
                             None => format!("{who} at {target} cannot be reached"),
                         },
-                        _ => format!("{who} at {target} failed to answer: {e}"),
+                        _ => match e.downcast_ref::<ExchangeFailure>() {
+                            Some(failure) => format!("{who} at {target} {failure}"),
+                            None => format!("{who} at {target} failed to answer: {e}"),
+                        },
                     },
                     BodyError::TooLarge { limit } => {
                         format!("the answer of {who} exceeds {limit} bytes, the most the gateway relays")
@@ -165,6 +219,27 @@ impl Forward {
             }
         }
     }
+}
+
+/// Sends `request` (origin-form) over a new TLS connection to `connect`, verifying the server's
+/// certificate for `server_name`. One connection per package: exchanges are few and large, and a
+/// fresh handshake checks the receiver's certificate as it is now.
+async fn send_over_tls(
+    connect: &str,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<hyper::body::Incoming>, ExchangeFailure> {
+    let tcp = tokio::net::TcpStream::connect(connect).await.map_err(ExchangeFailure::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| ExchangeFailure::Tls(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())))?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(ExchangeFailure::Tls)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(ExchangeFailure::Http)?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.map_err(ExchangeFailure::Http)
 }
 
 fn internal(detail: &str) -> Box<GatewayResponse> {
@@ -204,17 +279,20 @@ fn upstream_request(
     let crate::body::RequestBody::Read(body) = body else {
         return Err(internal("forwarding before the body was read"));
     };
-    let (scheme, origin, host, mut path) = match (&routed.api.target, national) {
+    // The scheme and authority: `None` for origin-form, sent on a connection of its own.
+    let (origin, host, mut path) = match (&routed.api.target, national) {
         (Target::Agency { origin, host, base_path }, _) => {
-            ("http", origin, host.as_str(), format!("{base_path}{}", routed.rest))
+            (Some(("http", origin)), host.as_str(), format!("{base_path}{}", routed.rest))
         }
         (Target::National, Some(platform)) => (
-            "https",
-            &platform.origin,
+            Some(("https", &platform.origin)),
             platform.host.as_str(),
             format!("{}/{}{}", platform.base_path, routed.api.name, routed.rest),
         ),
         (Target::National, None) => return Err(internal("a national route without the national platform")),
+        (Target::Exchange { server_name, base_path, .. }, _) => {
+            (None, server_name.as_str(), format!("{base_path}{}", routed.rest))
+        }
     };
     if path.is_empty() {
         path.push('/');
@@ -222,12 +300,15 @@ fn upstream_request(
     if let Some(query) = parts.uri.query() {
         path = format!("{path}?{query}");
     }
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(origin.authority().map(|a| a.as_str()).unwrap_or_default())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| internal(&format!("cannot build the upstream URI: {e}")))?;
+    let uri = match origin {
+        Some((scheme, origin)) => Uri::builder()
+            .scheme(scheme)
+            .authority(origin.authority().map(|a| a.as_str()).unwrap_or_default())
+            .path_and_query(path)
+            .build(),
+        None => Uri::builder().path_and_query(path).build(),
+    }
+    .map_err(|e| internal(&format!("cannot build the upstream URI: {e}")))?;
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
@@ -295,7 +376,8 @@ mod tests {
         let Target::Agency { origin, .. } = &mut api.target else { unreachable!() };
         *origin = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let request = routed(consumer(CONSUMER), std::sync::Arc::new(api));
-        let forward = Forward::new(ForwardSettings::default(), BodyBudget::new(1 << 20), Default::default());
+        let (live, _files) = live_config();
+        let forward = Forward::new(ForwardSettings::default(), BodyBudget::new(1 << 20), &live);
         let response = forward.forward(request).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         let detail = crate::problem::detail_of(&response)["detail"].as_str().unwrap().to_owned();

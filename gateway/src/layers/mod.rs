@@ -106,6 +106,40 @@ pub(crate) mod testing {
         "192.0.2.7:40000".parse().unwrap()
     }
 
+    /// A live configuration of a platform CA of its own, no routes and no national platform; the
+    /// directory holding its files goes with it.
+    pub fn live_config() -> (crate::config::LiveConfig, tempfile::TempDir) {
+        let (policy, now) = (govpaas_pki::IssuancePolicy::default(), time::OffsetDateTime::now_utc());
+        let ca = govpaas_pki::generate_platform_ca(
+            &govpaas_pki::PlatformCaRequest::new("quangnam.gov.vn", "govpaas"),
+            &policy,
+            now,
+        )
+        .unwrap();
+        let server = ca
+            .issue_server_certificate(
+                &govpaas_pki::ServerCertificateRequest::new(["lgsp.quangnam.gov.vn"]),
+                &policy,
+                now,
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tls.crt"), server.chain_pem()).unwrap();
+        std::fs::write(dir.path().join("tls.key"), server.private_key_pem().expose()).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.certificate_pem()).unwrap();
+        let paths = crate::config::ConfigPaths {
+            tls_crt: dir.path().join("tls.crt"),
+            tls_key: dir.path().join("tls.key"),
+            client_ca: dir.path().join("ca.crt"),
+            routes: crate::config::RoutesSource::Files(dir.path().join("empty")),
+            resolve: Default::default(),
+            national: None,
+        };
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let (_, live) = crate::config::Reloader::start(paths).unwrap();
+        (live, dir)
+    }
+
     pub fn request(path: &str) -> GatewayRequest {
         let mut request = Request::builder().uri(path).body(crate::body::RequestBody::empty()).unwrap();
         request.extensions_mut().insert(Connection::open(client_addr()));

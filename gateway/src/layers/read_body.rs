@@ -2,6 +2,7 @@
 //! (identity, route, grant, rate limit): within `--max-body-bytes` (413), `--body-timeout-seconds`
 //! (408) and the gateway-wide [`BodyBudget`] (503 with `Retry-After` when it stays exhausted for
 //! the whole body timeout). The bytes stay taken from the budget until the answer is produced.
+//! The body of a document exchange is hashed (SHA-256) for the audit.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -11,8 +12,9 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, GatewayRequest, GatewayResponse};
 use crate::body::{BodyBudget, RequestBody};
-use crate::context::AuditNotes;
+use crate::context::{AuditNotes, RoutedRequest};
 use crate::problem::Problem;
+use crate::routes::Target;
 
 #[derive(Clone, Debug)]
 pub struct ReadBodyLayer {
@@ -64,7 +66,17 @@ where
                 }
             };
             let request = http::Request::from_parts(parts, RequestBody::Read(bytes.clone()));
-            AuditNotes::record(&request, |notes| notes.request_bytes = bytes.len() as u64);
+            // A document package's hash goes into the audit: what was received is what was sent.
+            let exchange = request
+                .extensions()
+                .get::<RoutedRequest>()
+                .is_some_and(|routed| matches!(routed.api.target, Target::Exchange { .. }));
+            let package_sha256 =
+                exchange.then(|| hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()));
+            AuditNotes::record(&request, |notes| {
+                notes.request_bytes = bytes.len() as u64;
+                notes.package_sha256 = package_sha256;
+            });
             drop(bytes);
             let response = inner.call(request).await;
             // The request's bytes were held until its answer came back.

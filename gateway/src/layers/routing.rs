@@ -66,11 +66,25 @@ impl Check for RoutingCheck {
         }
         AuditNotes::record(request, |notes| notes.canonical_path = Some(path.clone()));
         let (provider, api, rest) = split_path(&path).map_err(malformed)?;
+        // `/<code>/edoc/<DocumentService><rest>`: an exchange endpoint, named `edoc/<service>`.
+        let exchange;
+        let (api, rest) = if api == govpaas_crds::lgsp::EXCHANGE_SEGMENT {
+            let after = rest.strip_prefix('/').unwrap_or_default();
+            let (service, rest) = after.find('/').map_or((after, ""), |i| (&after[..i], &after[i..]));
+            govpaas_pki::identity::path_segment("DocumentService name", service)
+                .map_err(|e| malformed(format!("{path:?}: {e}")))?;
+            exchange = format!("{api}/{service}");
+            (exchange.as_str(), rest)
+        } else {
+            (api, rest)
+        };
         AuditNotes::record(request, |notes| notes.addressed = Some((provider.to_owned(), api.to_owned())));
         let table = self.routes.load();
         let Some(route) = table.get(provider, api) else {
             let detail = if provider == govpaas_crds::lgsp::NATIONAL_PREFIX {
                 format!("no agency of this province was granted the national API {api:?} on this gateway")
+            } else if let Some(service) = api.strip_prefix("edoc/") {
+                format!("agency {provider} has no document exchange endpoint {service:?} on this gateway")
             } else {
                 format!("agency {provider} publishes no API named {api:?} on this gateway")
             };
@@ -80,7 +94,9 @@ impl Check for RoutingCheck {
         // `//host/…` as a request target reads as a network-path reference to some servers and
         // frameworks: never forward one (only possible when the upstream base path is the root).
         let root = match &route.target {
-            crate::routes::Target::Agency { base_path, .. } => base_path.is_empty(),
+            crate::routes::Target::Agency { base_path, .. } | crate::routes::Target::Exchange { base_path, .. } => {
+                base_path.is_empty()
+            }
             crate::routes::Target::National => false,
         };
         if root && rest.starts_with("//") {
@@ -168,6 +184,36 @@ mod tests {
         assert!(detail_of(&unknown)["detail"].as_str().unwrap().contains("national API"), "{:?}", detail_of(&unknown));
         let climbing = check.check(&mut self::request("/ndxp/csdlqg-dan-cu/%2e%2e/admin")).unwrap_err();
         assert_eq!(climbing.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn exchange_paths_route_to_the_receivers_endpoint() {
+        let table = serde_json::json!({
+            "schema": govpaas_crds::lgsp::SCHEMA_V2,
+            "source": {"kind": "DocumentService", "namespace": "stc", "name": "van-thu", "uid": "u"},
+            "agencyCode": "H17.12",
+            "exchange": [{"service": "van-thu", "pathPrefix": "/H17.12/edoc/van-thu/",
+                          "upstream": {"namespace": "stc", "service": "van-thu-docs", "port": 443, "path": "",
+                                       "serverName": "van-thu-docs.stc.quangnam.gov.vn"},
+                          "rateLimit": {"requestsPerMinute": 60, "burst": 5}, "senders": []}],
+        });
+        let mut sources = RouteSources::default();
+        assert!(sources.update(SourceKey { created: 0, name: "t".into() }, &serde_json::to_vec(&table).unwrap()));
+        let check = RoutingCheck { routes: Arc::new(ArcSwap::from_pointee(sources.merged())) };
+        let mut routed = request("/H17.12/edoc/van-thu/goi-tin/1");
+        check.check(&mut routed).unwrap();
+        let routed = routed.extensions().get::<RoutedRequest>().unwrap().clone();
+        assert_eq!((routed.api.label(), routed.rest.as_str()), ("H17.12/edoc/van-thu".to_owned(), "/goi-tin/1"));
+        let missing = check.check(&mut request("/H17.12/edoc/luu-tru/")).unwrap_err();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        for bad in ["/H17.12/edoc/", "/H17.12/edoc", "/H17.12/edoc/Van_Thu/x"] {
+            assert_eq!(check.check(&mut request(bad)).unwrap_err().status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+        // The receiver's base path is its root: a rest starting with `//` would name another host.
+        assert_eq!(
+            check.check(&mut request("/H17.12/edoc/van-thu//evil.example/x")).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

@@ -293,8 +293,11 @@ pub fn route_table(
         return None;
     }
     Some(RouteTable {
+        // Version 1: a data-sharing table has nothing of version 2's, and a gateway older than this
+        // operator keeps reading it during an upgrade.
         schema: lgsp::SCHEMA_V1.to_owned(),
         source: lgsp::Source {
+            kind: None,
             namespace: member.namespace.clone(),
             name: member.name.clone(),
             uid: uid.to_owned(),
@@ -303,6 +306,7 @@ pub fn route_table(
         agency_code: member.agency.clone(),
         routes,
         national,
+        exchange: Vec::new(),
     })
 }
 
