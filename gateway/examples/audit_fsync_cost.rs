@@ -22,6 +22,7 @@ fn exchange() -> Entry {
         response_bytes: 812,
         duration_micros: 4210,
         client_gone: false,
+        package_sha256: None,
     })
 }
 

@@ -173,6 +173,7 @@ http {{
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("nginx did not listen on {addr}: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
 }
 
