@@ -272,9 +272,7 @@ impl OperatorProcess {
 
     /// The operator's `/metrics`, or `None` while the running process has not served them yet.
     pub async fn try_metrics(&self) -> Option<String> {
-        if self.child.is_none() {
-            return None;
-        }
+        self.child.as_ref()?;
         http_get_logged(&self.log(), "/metrics").await.ok()
     }
 
@@ -322,7 +320,8 @@ impl Drop for OperatorProcess {
 /// process logs a new one): the whole HTTP response, or why there is none.
 pub async fn http_get_logged(log: &str, path: &str) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let line = log.lines().rev().find(|l| l.contains("serving /metrics")).ok_or("the operator logged no metrics address")?;
+    let line =
+        log.lines().rev().find(|l| l.contains("serving /metrics")).ok_or("the operator logged no metrics address")?;
     let start = line.find("127.0.0.1:").ok_or("the metrics address is not on loopback")?;
     let address: String = line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
     let mut stream = tokio::net::TcpStream::connect(&address)
@@ -351,7 +350,9 @@ pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 None => (series, ""),
             };
             let matches = metric == name
-                && labels.iter().all(|(key, value)| series_labels.split(',').any(|l| l == format!("{key}=\"{value}\"")));
+                && labels
+                    .iter()
+                    .all(|(key, value)| series_labels.split(',').any(|l| l == format!("{key}=\"{value}\"")));
             matches.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()

@@ -283,7 +283,14 @@ impl Drop for World {
     fn drop(&mut self) {
         // Every Tenant of the scope; their namespaces, and all in them, go with them.
         let selector = self.selector();
-        quiet(self.cluster.kubectl().args(["delete", "tenants", "-l", &selector, "--ignore-not-found", "--wait=false"]));
+        quiet(self.cluster.kubectl().args([
+            "delete",
+            "tenants",
+            "-l",
+            &selector,
+            "--ignore-not-found",
+            "--wait=false",
+        ]));
         // The operator stops; what it kept for these Tenants in its own namespace (tenant CAs,
         // route tables) is removed after it, so that it cannot write them back.
         self.operator = None;

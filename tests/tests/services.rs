@@ -339,8 +339,7 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
     world.cluster.kubectl_ok(&["scale", "deployment", "dichvucong-portal", "-n", &ns, "--replicas=5"]);
     world
         .wait(&ns, "dichvucong-portal", "replicas back to 2", |d: &Deployment| {
-            (d.spec.replicas == Some(2) && d.metadata.generation > deployment.metadata.generation)
-                .then_some(())
+            (d.spec.replicas == Some(2) && d.metadata.generation > deployment.metadata.generation).then_some(())
         })
         .await;
 }
@@ -353,7 +352,8 @@ async fn a_host_outside_the_tenant_domain_is_refused_at_admission() {
     let err = world.apply_refused(&world.portal("lac-duong", &hosts).build()).await;
     assert!(err.contains("dichvucong.gov.vn must be the tenant domain"), "{err}");
     assert!(err.contains(&world.domain()), "{err}");
-    let err = world.apply_refused(&DocumentServiceBuilder::new(&ns, "van-ban").host("vanban.other.gov.vn").build()).await;
+    let err =
+        world.apply_refused(&DocumentServiceBuilder::new(&ns, "van-ban").host("vanban.other.gov.vn").build()).await;
     assert!(err.contains("spec.host: vanban.other.gov.vn must be the tenant domain"), "{err}");
     assert!(world.get_opt::<Portal>(&ns, "lac-duong").await.is_none());
     assert!(world.get_opt::<DocumentService>(&ns, "van-ban").await.is_none());
@@ -384,8 +384,7 @@ async fn changes_apply_in_place() {
         })
         .await;
     assert_eq!(deployment.uid(), before.uid(), "the same Deployment, changed in place");
-    let requests =
-        deployment.spec.template.spec.unwrap().containers[0].resources.clone().unwrap().requests.unwrap();
+    let requests = deployment.spec.template.spec.unwrap().containers[0].resources.clone().unwrap().requests.unwrap();
     assert_eq!(requests["cpu"].0, "250m");
     assert_eq!(requests["memory"].0, "512Mi");
 
@@ -569,9 +568,7 @@ async fn a_suspended_tenant_runs_its_services_at_zero() {
     world.document_condition("van-ban", "Suspended", "True", None).await;
     for deployment in ["cong-portal", "van-ban-docs"] {
         world
-            .wait(&ns, deployment, "scaled to zero", |d: &Deployment| {
-                (d.spec.replicas == Some(0)).then_some(())
-            })
+            .wait(&ns, deployment, "scaled to zero", |d: &Deployment| (d.spec.replicas == Some(0)).then_some(()))
             .await;
     }
     assert!(world.get_opt::<PodDisruptionBudget>(&ns, "cong-portal").await.is_none(), "no budget for zero Pods");
