@@ -984,6 +984,12 @@ impl FaultyOperator {
         &self.log
     }
 
+    /// The operator's `/metrics`, or `None` while the running process has not served them yet.
+    pub async fn try_metrics(&self) -> Option<String> {
+        self.child.as_ref()?;
+        operator::http_get_logged(&self.log(), "/metrics").await.ok()
+    }
+
     /// The scope label as `key: value` YAML.
     pub fn scope_label(&self) -> String {
         format!("{SCOPE_LABEL}: {}", self.scope)

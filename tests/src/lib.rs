@@ -8,6 +8,7 @@ pub mod api;
 pub mod faults;
 pub mod gateway;
 pub mod operator;
+pub mod world;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -270,23 +270,23 @@ impl OperatorProcess {
         self.http_get("/metrics").await
     }
 
+    /// The operator's `/metrics`, or `None` while the running process has not served them yet.
+    pub async fn try_metrics(&self) -> Option<String> {
+        self.child.as_ref()?;
+        http_get_logged(&self.log(), "/metrics").await.ok()
+    }
+
     /// The whole HTTP response (status line, headers, body) of `path` on the operator's metrics
     /// and health port: `/metrics`, `/healthz`, `/readyz`.
     pub async fn http_get(&self, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("serving /metrics")).expect("the operator logs its metrics address");
-        let start = line.find("127.0.0.1:").expect("a loopback address");
-        let address: String =
-            line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connecting to the metrics port");
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-            .await
-            .unwrap_or_else(|err| panic!("asking for {path}: {err}"));
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap_or_else(|err| panic!("reading {path}: {err}"));
-        response
+        http_get_logged(&self.log(), path).await.unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// The identity this process takes part in leader election with (`holderIdentity` of the
+    /// Lease it holds), or `None` when it is not running.
+    pub fn identity(&self) -> Option<String> {
+        let child = self.child.as_ref()?;
+        Some(format!("govpaas-operator-{}-{}", self.scope, child.id()))
     }
 
     /// The operator's log so far.
@@ -313,5 +313,89 @@ impl Drop for OperatorProcess {
         if std::thread::panicking() {
             eprintln!("--- govpaas-operator log ({}) ---\n{}", self.log.display(), self.log_tail(60));
         }
+    }
+}
+
+/// `GET path` on the metrics and health port the operator logged last in `log` (a restarted
+/// process logs a new one): the whole HTTP response, or why there is none.
+pub async fn http_get_logged(log: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let line =
+        log.lines().rev().find(|l| l.contains("serving /metrics")).ok_or("the operator logged no metrics address")?;
+    let start = line.find("127.0.0.1:").ok_or("the metrics address is not on loopback")?;
+    let address: String = line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .map_err(|err| format!("connecting to the metrics port {address}: {err}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|err| format!("asking for {path}: {err}"))?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.map_err(|err| format!("reading {path}: {err}"))?;
+    Ok(response)
+}
+
+/// The sum of the samples of metric `name` (exactly that name, e.g. `govpaas_reconciles_total`)
+/// whose labels include every one of `labels`, in a `/metrics` text; 0 when there is none (a
+/// counter appears on its first increment).
+pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, series_labels) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = metric == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| series_labels.split(',').any(|l| l == format!("{key}=\"{value}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Reconciles `controller` finished (failed ones included), from a `/metrics` text.
+pub fn reconciles(metrics: &str, controller: &str) -> f64 {
+    metric_sum(metrics, "govpaas_reconciles_total", &[("controller", controller)])
+}
+
+/// Reconciles of `controller` that failed, every error variant together, from a `/metrics` text.
+pub fn reconcile_errors(metrics: &str, controller: &str) -> f64 {
+    metric_sum(metrics, "govpaas_reconcile_errors_total", &[("controller", controller)])
+}
+
+/// Every reconcile finished, of every controller, from a `/metrics` text.
+pub fn all_reconciles(metrics: &str) -> f64 {
+    metric_sum(metrics, "govpaas_reconciles_total", &[])
+}
+
+/// Whether the `govpaas_leader` gauge says this instance holds the leader Lease.
+pub fn leading(metrics: &str) -> bool {
+    metric_sum(metrics, "govpaas_leader", &[]) == 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_match_the_name_and_every_label_asked_for() {
+        let metrics = "# HELP govpaas_reconciles Reconciles run, by controller\n\
+            # TYPE govpaas_reconciles counter\n\
+            govpaas_reconciles_total{controller=\"portal\"} 3\n\
+            govpaas_reconciles_total{controller=\"tenant\"} 5\n\
+            govpaas_reconcile_errors_total{controller=\"portal\",error=\"Kube\"} 1\n\
+            govpaas_reconcile_errors_total{controller=\"portal\",error=\"Quota\"} 2\n\
+            govpaas_leader 1\n";
+        assert_eq!(reconciles(metrics, "portal"), 3.0);
+        assert_eq!(reconciles(metrics, "document-service"), 0.0);
+        assert_eq!(reconcile_errors(metrics, "portal"), 3.0);
+        assert_eq!(all_reconciles(metrics), 8.0);
+        assert!(leading(metrics));
+        assert!(!leading("govpaas_leader 0\n"));
     }
 }

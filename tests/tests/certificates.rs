@@ -6,6 +6,7 @@
 //! The chart is installed and the operator runs as a local process with its ServiceAccount's
 //! token, scoped to this test's Tenant (see `govpaas_tests::operator`).
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use govpaas_crds::{Platform, Portal, Tenant};
@@ -13,57 +14,59 @@ use govpaas_pki::tls::handshake_ok;
 use govpaas_pki::{
     CertificateAuthority, IssuancePolicy, PlatformCaRequest, TenantCaRequest, TrustAnchors, generate_platform_ca,
 };
-use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
+use govpaas_tests::operator;
+use govpaas_tests::world::{PortalBuilder, Quota, WAIT, World};
+use govpaas_tests::{eventually, secret_data};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client};
 use time::OffsetDateTime;
 
-const WAIT: Duration = Duration::from_secs(120);
 const TRUST_BUNDLE: &str = "govpaas-trust-bundle";
 
-/// One test's world: its operator and its Tenant (deleted at the end).
-struct World {
-    cluster: &'static Cluster,
-    operator: OperatorProcess,
-    client: Client,
-    base_domain: String,
+/// The shared world with one Tenant (named after the scope), applied but not waited for: the
+/// tests watch its CA and trust bundle arrive.
+struct Certificates {
+    world: World,
     /// The Tenant's name, which is also its namespace's.
     tenant: String,
 }
 
-impl World {
+impl Deref for Certificates {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl Certificates {
     async fn new(prefix: &str) -> Self {
-        let cluster = cluster();
-        operator::install_chart(cluster);
-        let base_domain = operator::ensure_platform(cluster);
-        let tenant = unique_name(prefix);
-        let operator = OperatorProcess::start(cluster, &tenant);
-        let world = World { cluster, operator, client: cluster.client().await, base_domain, tenant };
-        world.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {scope}\nspec:\n  agency:\n    code: \"H49\"\n    displayName: \"Ủy ban nhân dân tỉnh Quảng Nam\"\n    level: Province\n  quota: {{cpu: \"8\", memory: 16Gi, storage: 10Gi, pods: 20, services: 10, publicHosts: 4, lgspApis: 5}}\n",
-            name = world.tenant,
-            scope = world.operator.scope_label(),
-        ));
-        world
+        let world = World::new(prefix).await;
+        let tenant = world.scope.clone();
+        let quota = Quota::default().cpu("8").memory("16Gi").pods(20).public_hosts(4);
+        world.apply(&world.tenant(&tenant).quota(quota).build()).await;
+        Certificates { world, tenant }
     }
 
     fn domain(&self) -> String {
-        format!("{}.{}", self.tenant, self.base_domain)
+        self.domain_of(&self.tenant)
     }
 
     fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.tenant)
     }
 
+    /// The Portal `dichvucong` on `host`, one replica.
+    async fn apply_portal(&self, host: &str) {
+        self.apply(&PortalBuilder::new(&self.tenant, "dichvucong", &[host.to_owned()]).build()).await;
+    }
+
     /// The platform CA, as the operator stored it.
     async fn platform_ca(&self) -> CertificateAuthority {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
         let secret =
-            eventually(WAIT, "the platform CA Secret", || async { secrets.get_opt("govpaas-ca").await.ok()? }).await;
+            self.wait(operator::NAMESPACE, "govpaas-ca", "the platform CA", |s: &Secret| Some(s.clone())).await;
         CertificateAuthority::import_platform_ca(
             &secret_data(&secret, "tls.crt"),
             &secret_data(&secret, "tls.key"),
@@ -74,22 +77,15 @@ impl World {
 
     /// The tenant's trust bundle, once the tenant controller has written it.
     async fn trust_bundle(&self) -> String {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.tenant);
-        eventually(WAIT, "the tenant's trust bundle ConfigMap", || async {
-            api.get_opt(TRUST_BUNDLE).await.ok()??.data?.get("ca.crt").cloned()
+        self.wait(&self.tenant, TRUST_BUNDLE, "the tenant's trust bundle", |c: &ConfigMap| {
+            c.data.as_ref()?.get("ca.crt").cloned()
         })
         .await
     }
 
     /// The Secret `name` once `check` accepts it.
     async fn secret_where(&self, name: &str, what: &str, check: impl Fn(&Secret) -> bool) -> Secret {
-        let api = self.secrets();
-        eventually(WAIT, what, || async { api.get_opt(name).await.ok()?.filter(|s| check(s)) }).await
-    }
-
-    /// The operator's `/metrics`.
-    async fn metrics(&self) -> String {
-        self.operator.metrics().await
+        self.wait(&self.tenant, name, what, |s: &Secret| check(s).then(|| s.clone())).await
     }
 
     /// The notes of the Warning Events with `reason` about the Portal `name`.
@@ -102,16 +98,6 @@ impl World {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .filter_map(|e| e.note)
             .collect()
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl()
-            .args(["delete", "tenant", &self.tenant, "--ignore-not-found", "--wait=false"])
-            .output();
     }
 }
 
@@ -130,7 +116,7 @@ fn assert_handshake(secret: &Secret, bundle: &str, host: &str) {
 
 #[tokio::test]
 async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes_with_them() {
-    let world = World::new("cert-bundle").await;
+    let world = Certificates::new("cert-bundle").await;
     let platform_ca = world.platform_ca().await;
 
     // The trust bundle: the platform CA alone, nothing else (no tenant CA, no key).
@@ -177,7 +163,7 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
         let labels = [format!("kind=\"{kind}\""), format!("secret=\"{secret}\"")];
         let expected = format!(" {}", ca.not_after().unix_timestamp());
         eventually(WAIT, &format!("the {kind}'s expiry gauge"), || async {
-            let metrics = world.metrics().await;
+            let metrics = world.operator().metrics().await;
             metrics
                 .lines()
                 .filter(|l| l.contains("certificate_expiration_timestamp_seconds{"))
@@ -188,16 +174,19 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
     }
 
     // Quota per tenant, read from the Tenant cache at scrape time: what its status says.
-    let hard_cpu = eventually(WAIT, "the Tenant's quota in status", || async {
-        let tenants: Api<Tenant> = Api::all(world.client.clone());
-        let quota = tenants.get(&world.tenant).await.ok()?.status?.quota?;
-        quota.hard.get("cpu").map(|q| govpaas_crds::quantity::Amount::of(q).expect("a quantity").nanos() as f64 / 1e9)
-    })
-    .await;
+    let hard_cpu = world
+        .observed("", &world.tenant, "the Tenant's quota in status", |tenant: &Tenant| {
+            let quota = tenant.status.as_ref()?.quota.as_ref()?;
+            quota
+                .hard
+                .get("cpu")
+                .map(|q| govpaas_crds::quantity::Amount::of(q).expect("a quantity").nanos() as f64 / 1e9)
+        })
+        .await;
     let expected =
         format!("govpaas_tenant_quota{{tenant=\"{}\",resource=\"cpu\",share=\"hard\"}} {hard_cpu:?}", world.tenant);
     eventually(WAIT, "the tenant's quota gauge", || async {
-        let metrics = world.metrics().await;
+        let metrics = world.operator().metrics().await;
         metrics.lines().any(|line| line == expected).then_some(())
     })
     .await;
@@ -211,8 +200,8 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
 
     // The Tenant's status names its CA: where it is, when it expires, when the operator renews it
     // (two thirds of its lifetime by default).
-    let tenants: Api<Tenant> = Api::all(world.client.clone());
-    let ca = eventually(WAIT, "the Tenant's status.ca", || async { tenants.get(&world.tenant).await.ok()?.status?.ca })
+    let ca = world
+        .observed("", &world.tenant, "the Tenant's status.ca", |tenant: &Tenant| tenant.status.as_ref()?.ca.clone())
         .await;
     assert_eq!(ca.secret_name.as_deref(), Some(name.as_str()));
     assert_eq!(ca.not_after.expect("notAfter").0.as_second(), tenant_ca.not_after().unix_timestamp());
@@ -226,13 +215,9 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
 
     // A Portal: its TLS Secret, as a server, handshakes with a client trusting the bundle.
     let host = format!("dichvucong.{}", world.domain());
-    world.cluster.apply(&portal(&world.tenant, &host));
+    world.apply_portal(&host).await;
     let portals: Api<Portal> = Api::namespaced(world.client.clone(), &world.tenant);
-    eventually(WAIT, "the Portal's CertificateReady", || async {
-        let portal = portals.get("dichvucong").await.ok()?;
-        portal.status?.conditions.iter().any(|c| c.type_ == "CertificateReady" && c.status == "True").then_some(())
-    })
-    .await;
+    world.condition::<Portal>(&world.tenant, "dichvucong", "CertificateReady", "True", None).await;
     let secret_name = "dichvucong-portal-tls";
     let secret = world.secret_where(secret_name, "the Portal's TLS Secret", |_| true).await;
     assert_handshake(&secret, &bundle, &host);
@@ -251,10 +236,10 @@ async fn a_tenant_gets_its_intermediate_and_trust_bundle_and_a_portal_handshakes
 
 #[tokio::test]
 async fn a_damaged_certificate_secret_is_reported_and_reissued() {
-    let world = World::new("cert-damage").await;
+    let world = Certificates::new("cert-damage").await;
     let bundle = world.trust_bundle().await;
     let host = format!("dichvucong.{}", world.domain());
-    world.cluster.apply(&portal(&world.tenant, &host));
+    world.apply_portal(&host).await;
     let secret_name = "dichvucong-portal-tls";
     let original = world
         .secret_where(secret_name, "the Portal's TLS Secret", |s| {
@@ -296,16 +281,17 @@ async fn a_damaged_certificate_secret_is_reported_and_reissued() {
 
     // The operator is still there: damage is never a crash.
     let mut world = world;
-    assert!(world.operator.is_running(), "the operator exited:\n{}", world.operator.log_tail(40));
+    let operator = world.world.operator_mut();
+    assert!(operator.is_running(), "the operator exited:\n{}", operator.log_tail(40));
 }
 
 #[tokio::test]
 async fn a_tenant_ca_due_for_renewal_is_renewed_and_its_leaves_move_with_every_handshake_working() {
-    let world = World::new("cert-renew").await;
+    let world = Certificates::new("cert-renew").await;
     let bundle = world.trust_bundle().await;
     let platform_ca = world.platform_ca().await;
     let host = format!("dichvucong.{}", world.domain());
-    world.cluster.apply(&portal(&world.tenant, &host));
+    world.apply_portal(&host).await;
     let secret_name = "dichvucong-portal-tls";
     let first = world.secret_where(secret_name, "the Portal's TLS Secret", |s| s.data.is_some()).await;
     assert_handshake(&first, &bundle, &host);
@@ -366,14 +352,8 @@ fn foreign_ca() -> CertificateAuthority {
     generate_platform_ca(&request, &IssuancePolicy::default(), now()).expect("a throw-away CA")
 }
 
-fn portal(namespace: &str, host: &str) -> String {
-    format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: dichvucong\n  namespace: {namespace}\nspec:\n  hosts: [{host}]\n  replicas: 1\n"
-    )
-}
-
 /// Overwrites one key of a Secret in the tenant's namespace, as someone editing it by hand would.
-async fn patch_secret(world: &World, name: &str, key: &str, value: Vec<u8>) {
+async fn patch_secret(world: &Certificates, name: &str, key: &str, value: Vec<u8>) {
     let patch = serde_json::json!({ "data": { key: ByteString(value) } });
     world
         .secrets()

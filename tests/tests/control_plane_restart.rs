@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use govpaas_tests::faults::{self, FaultyOperator, Province};
-use govpaas_tests::operator;
+use govpaas_tests::operator::{self, leading, reconciles};
 use govpaas_tests::{Cluster, private_cluster, unique_name};
 use kube::Client;
 use xtask::faults::Report;
@@ -38,8 +38,17 @@ async fn component_restart(
             faults::apply_services(&client, &before, Instant::now() + Duration::from_secs(400)).await
         })
     };
-    // In the middle of the batch's reconciles.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // In the middle of the batch's reconciles: the kill lands once the operator (fresh, its
+    // counter at zero) has finished some of them, while the applier is still writing services.
+    let reconciling = Instant::now() + Duration::from_secs(60);
+    loop {
+        let finished = operator.try_metrics().await.map(|m| reconciles(&m, "tenant")).unwrap_or_default();
+        if finished >= 1.0 {
+            break;
+        }
+        assert!(Instant::now() < reconciling, "the operator reconciled none of the batch:\n{}", operator.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let stopped = tokio::task::spawn_blocking({
         let component = component.to_owned();
         move || xtask::faults::kill_component(&component)
@@ -48,6 +57,7 @@ async fn component_restart(
     .unwrap()
     .unwrap_or_else(|e| panic!("killing {component}: {e:#}"));
     let killed = Instant::now();
+    // The outage itself: the component stays down for 5 s (the scenario, not a wait for the operator).
     tokio::time::sleep(Duration::from_secs(5)).await;
     xtask::faults::start_component(&stopped).unwrap_or_else(|e| panic!("starting {component} again: {e:#}"));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -138,8 +148,9 @@ async fn the_operator_recovers_when_the_api_server_or_etcd_restarts() {
     for (component, codes) in [("kube-apiserver", ["H20", "H22"]), ("etcd", ["H21", "H23"])] {
         let scope = unique_name("cp");
         let mut operator = FaultyOperator::start(cluster, &scope, true);
+        // It leads once its `govpaas_leader` gauge says so (it took its scope's Lease).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !operator.log().contains("leading: reconciling") {
+        while !operator.try_metrics().await.is_some_and(|metrics| leading(&metrics)) {
             assert!(Instant::now() < deadline, "the operator did not lead:\n{}", operator.log_tail(30));
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -2,6 +2,7 @@
 //! local process with the chart's ServiceAccount token and scoped to this test's two Tenants (see
 //! `govpaas_tests::operator`): a provider agency with a Service behind its API, and a consumer.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use govpaas_crds::DataSharingService;
@@ -9,85 +10,53 @@ use govpaas_crds::data_sharing::{ConsumptionStatus, GrantState};
 use govpaas_crds::lgsp::{self, RouteTable};
 use govpaas_pki::TrustAnchors;
 use govpaas_pki::verify::{chain_from_pem, verify_client_chain};
-use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
+use govpaas_tests::operator;
+use govpaas_tests::world::{
+    ConsumedApiBuilder, DataSharingServiceBuilder, ProvidedApiBuilder, World, condition, service,
+};
+use govpaas_tests::{eventually, secret_data};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Api, Client, ResourceExt};
 use time::OffsetDateTime;
 
-const WAIT: Duration = Duration::from_secs(120);
 const PROVIDER_CODE: &str = "H48";
 const CONSUMER_CODE: &str = "H49";
 
-/// The test's world: its operator, two Tenants (deleted at the end), a client.
-struct World {
-    cluster: &'static Cluster,
-    operator: OperatorProcess,
-    client: Client,
-    base_domain: String,
+/// The shared world with two Tenants: a provider agency and a consumer.
+struct Sharing {
+    world: World,
     provider: String,
     consumer: String,
 }
 
-impl World {
+impl Deref for Sharing {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl Sharing {
     async fn new() -> Self {
-        let cluster = cluster();
-        operator::install_chart(cluster);
-        let base_domain = operator::ensure_platform(cluster);
-        let scope = unique_name("dss");
-        let operator = OperatorProcess::start(cluster, &scope);
-        let world = World {
-            cluster,
-            operator,
-            client: cluster.client().await,
-            base_domain,
-            provider: format!("{scope}-tp"),
-            consumer: format!("{scope}-xa"),
-        };
-        world.apply_tenant(&world.provider, PROVIDER_CODE, "Sở Tư pháp");
-        world.apply_tenant(&world.consumer, CONSUMER_CODE, "Ủy ban nhân dân xã Hòa Vang");
-        world.wait_tenant_ready(&world.provider).await;
-        world.wait_tenant_ready(&world.consumer).await;
-        world
+        let world = World::new("dss").await;
+        let (provider, consumer) = (format!("{}-tp", world.scope), format!("{}-xa", world.scope));
+        world.apply(&world.tenant(&provider).code(PROVIDER_CODE).display_name("Sở Tư pháp").build()).await;
+        let consumer_tenant = world.tenant(&consumer).code(CONSUMER_CODE).display_name("Ủy ban nhân dân xã Hòa Vang");
+        world.apply(&consumer_tenant.build()).await;
+        world.tenant_ready(&provider).await;
+        world.tenant_ready(&consumer).await;
+        Sharing { world, provider, consumer }
     }
 
-    fn apply_tenant(&self, name: &str, code: &str, display_name: &str) {
-        self.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {scope}\nspec:\n  agency:\n    code: \"{code}\"\n    displayName: \"{display_name}\"\n    level: Province\n  quota: {{cpu: \"4\", memory: 8Gi, storage: 10Gi, pods: 10, services: 10, publicHosts: 2, lgspApis: 5}}\n",
-            scope = self.operator.scope_label(),
-        ));
+    /// The provider's DataSharingService `ho-tich`, its API `tra-cuu-ho-tich` decided on by `decide`.
+    async fn apply_provider(&self, decide: impl FnOnce(ProvidedApiBuilder) -> ProvidedApiBuilder) {
+        let api = ProvidedApiBuilder::new("tra-cuu-ho-tich", "ho-tich", 8080).path("/api/v1");
+        self.apply(&DataSharingServiceBuilder::new(&self.provider, "ho-tich").provides(decide(api)).build()).await;
     }
 
-    async fn wait_tenant_ready(&self, name: &str) {
-        let api: Api<govpaas_crds::Tenant> = Api::all(self.client.clone());
-        eventually(WAIT, &format!("Tenant {name} Ready"), || async {
-            let tenant = api.get(name).await.ok()?;
-            tenant.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        })
-        .await;
-        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
-        eventually(WAIT, &format!("namespace {name} labelled and annotated"), || async {
-            let ns = namespaces.get(name).await.ok()?;
-            ns.annotations().contains_key("govpaas.io/domain").then_some(())
-        })
-        .await;
-    }
-
-    fn apply(&self, manifest: &str) {
-        self.cluster.apply(manifest);
-    }
-
-    /// The provider's DataSharingService `ho-tich`, approving `consumers` (YAML flow list).
-    fn apply_provider(&self, consumers: &str) {
-        self.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: ho-tich\n  namespace: {ns}\nspec:\n  provides:\n  - name: tra-cuu-ho-tich\n    service: ho-tich\n    port: 8080\n    path: /api/v1\n    consumers: {consumers}\n",
-            ns = self.provider
-        ));
-    }
-
-    /// Waits until `check` finds what it looks for in DataSharingService `namespace/name`.
+    /// Waits until `check` finds what it looks for in DataSharingService `namespace/name`, its
+    /// status describing its current generation.
     async fn wait_service<T>(
         &self,
         namespace: &str,
@@ -95,10 +64,7 @@ impl World {
         what: &str,
         check: impl Fn(&DataSharingService) -> Option<T>,
     ) -> T {
-        let api: Api<DataSharingService> = Api::namespaced(self.client.clone(), namespace);
-        let what = format!("{what} ({namespace}/{name})");
-        let found = eventually(WAIT, &what, || async { api.get(name).await.ok().and_then(|s| check(&s)) });
-        found.await
+        self.observed(namespace, name, what, check).await
     }
 
     /// Waits for the consumer's consumption `ho-tich` in `state` with `reason`.
@@ -110,20 +76,16 @@ impl World {
         .await
     }
 
-    async fn condition(&self, namespace: &str, name: &str, type_: &str, status: &str, reason: &str) -> String {
-        self.wait_service(namespace, name, &format!("{type_}={status} {reason}"), |s| {
-            let c = s.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
-            (c.status == status && c.reason == reason).then(|| c.message.clone())
-        })
-        .await
+    /// Waits for the condition on `namespace/name` at its current generation; its message.
+    async fn condition_message(&self, namespace: &str, name: &str, type_: &str, status: &str, reason: &str) -> String {
+        let service: DataSharingService = self.condition(namespace, name, type_, status, Some(reason)).await;
+        condition(&service.status.expect("a status").conditions, type_).message.clone()
     }
 
     /// The provider's route table, once `check` accepts it.
     async fn route_table(&self, what: &str, check: impl Fn(&RouteTable) -> bool) -> RouteTable {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
         let name = lgsp::route_table_name(&self.provider, "ho-tich");
-        eventually(WAIT, &format!("route table {name}: {what}"), || async {
-            let config_map = api.get(&name).await.ok()?;
+        self.wait(operator::NAMESPACE, &name, &format!("route table: {what}"), |config_map: &ConfigMap| {
             let table = RouteTable::from_json(config_map.data.as_ref()?.get(lgsp::ROUTE_TABLE_KEY)?).ok()?;
             check(&table).then_some(table)
         })
@@ -135,37 +97,23 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        for tenant in [&self.provider, &self.consumer] {
-            let _ = self
-                .cluster
-                .kubectl()
-                .args(["delete", "tenant", tenant, "--ignore-not-found", "--wait=false"])
-                .output();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_decision() {
-    let world = World::new().await;
+    let world = Sharing::new().await;
     let (provider, consumer) = (world.provider.clone(), world.consumer.clone());
 
     // The provider's API, behind its own Service; nobody approved yet.
-    world.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ho-tich\n  namespace: {provider}\nspec:\n  selector: {{app: ho-tich}}\n  ports: [{{port: 8080, targetPort: 9000}}]\n"
-    ));
-    world.apply_provider("[]");
-    world.apply(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: mot-cua\n  namespace: {consumer}\nspec:\n  consumes:\n  - {{name: ho-tich, agencyCode: {PROVIDER_CODE}, api: tra-cuu-ho-tich, purpose: \"Tiếp nhận hồ sơ một cửa\"}}\n"
-    ));
+    world.apply(&service(&provider, "ho-tich", "ho-tich", 8080, Some(9000))).await;
+    world.apply_provider(|api| api).await;
+    let asking =
+        ConsumedApiBuilder::new("ho-tich", PROVIDER_CODE, "tra-cuu-ho-tich").purpose("Tiếp nhận hồ sơ một cửa");
+    world.apply(&DataSharingServiceBuilder::new(&consumer, "mot-cua").consumes(asking).build()).await;
 
     // Asked but not approved: pending, no URL, no consumer in the route table.
     let pending = world.consumption(GrantState::Pending, "WaitingForProvider").await;
     assert!(pending.url.is_none());
     assert!(pending.message.contains(&format!("{{agencyCode: {CONSUMER_CODE}}}")), "{}", pending.message);
-    let message = world.condition(&provider, "ho-tich", "RoutesRegistered", "True", "Registered").await;
+    let message = world.condition_message(&provider, "ho-tich", "RoutesRegistered", "True", "Registered").await;
     assert!(message.contains("the LGSP gateway serves the provided APIs"), "{message}");
     let table = world.route_table("registered, no consumer", |t| t.routes.len() == 1).await;
     let route = &table.routes[0];
@@ -178,12 +126,11 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     assert_eq!(route.rate_limit.requests_per_minute, 600, "the Platform's default");
 
     // Only the gateway reaches the API's Pods, on the Service's target port.
-    let policies: Api<NetworkPolicy> = Api::namespaced(world.client.clone(), &provider);
-    let policy = eventually(WAIT, "the API's NetworkPolicy", || async {
-        policies.get("ho-tich.lgsp-tra-cuu-ho-tich").await.ok()
-    })
-    .await;
-    let spec = policy.spec.expect("a spec");
+    let policy =
+        world.wait(&provider, "ho-tich.lgsp-tra-cuu-ho-tich", "the API's NetworkPolicy", |p: &NetworkPolicy| {
+            Some(p.clone())
+        });
+    let spec = policy.await.spec.expect("a spec");
     assert_eq!(spec.pod_selector.unwrap().match_labels.unwrap()["app"], "ho-tich");
     let rule = &spec.ingress.unwrap()[0];
     assert_eq!(rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(9000)));
@@ -194,10 +141,8 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     );
 
     // The consumer's client certificate: a client chain to the platform trust, with its identity.
-    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &consumer);
-    let secret =
-        eventually(WAIT, "the client certificate Secret", || async { secrets.get("mot-cua-lgsp-client").await.ok() })
-            .await;
+    let secret = world.wait(&consumer, "mot-cua-lgsp-client", "the client certificate", |s: &Secret| Some(s.clone()));
+    let secret = secret.await;
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let chain = chain_from_pem("tls.crt", &secret_data(&secret, "tls.crt")).expect("a chain");
     assert_eq!(chain.len(), 2, "the leaf and the tenant CA");
@@ -205,7 +150,7 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     let identity = verify_client_chain(&chain, &trust, OffsetDateTime::now_utc()).expect("a valid client certificate");
     assert_eq!(identity.uri(), world.consumer_identity());
     assert!(!secret_data(&secret, "tls.key").is_empty());
-    let ready = world.condition(&consumer, "mot-cua", "CertificateReady", "True", "Issued").await;
+    let ready = world.condition_message(&consumer, "mot-cua", "CertificateReady", "True", "Issued").await;
     assert!(ready.contains(&world.consumer_identity()), "{ready}");
     let status = world
         .wait_service(&consumer, "mot-cua", "status.clientCertificate", |s| s.status.clone()?.client_certificate)
@@ -213,7 +158,7 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     assert_eq!(status.secret_name.as_deref(), Some("mot-cua-lgsp-client"));
 
     // The provider approves the consumer's agency: granted, with its URL; the table lists it.
-    world.apply_provider(&format!("[{{agencyCode: {CONSUMER_CODE}}}]"));
+    world.apply_provider(|api| api.approve(CONSUMER_CODE)).await;
     let granted = world.consumption(GrantState::Granted, "Approved").await;
     let url = format!("https://lgsp.{}/{PROVIDER_CODE}/tra-cuu-ho-tich/", world.base_domain);
     assert_eq!(granted.url.as_deref(), Some(url.as_str()));
@@ -229,48 +174,41 @@ async fn a_grant_needs_both_sides_and_the_route_table_follows_the_providers_deci
     assert_eq!(gateway.await, format!("https://lgsp.{}", world.base_domain));
 
     // The provider denies it: denied, and the identity leaves the table.
-    world.apply_provider(&format!("[{{agencyCode: {CONSUMER_CODE}, decision: Deny}}]"));
+    world.apply_provider(|api| api.deny(CONSUMER_CODE)).await;
     let denied = world.consumption(GrantState::Denied, "DeniedByProvider").await;
     assert!(denied.url.is_none());
     world.route_table("the consumer removed", |t| t.routes[0].consumers.is_empty()).await;
 
-    // The provider's DataSharingService goes: its route table goes; the API is not found any more.
-    let api: Api<DataSharingService> = Api::namespaced(world.client.clone(), &provider);
-    api.delete("ho-tich", &Default::default()).await.expect("deleting the provider's DataSharingService");
-    let config_maps: Api<ConfigMap> = Api::namespaced(world.client.clone(), operator::NAMESPACE);
+    // The provider's DataSharingService goes: the sweep deletes its route table (no owner
+    // reference can reach across namespaces, so nothing else would), and the API is not found any
+    // more. The table stays gone: nothing writes it back.
     let name = lgsp::route_table_name(&provider, "ho-tich");
-    eventually(WAIT, "the route table deleted", || async {
-        config_maps.get_opt(&name).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    world.delete::<DataSharingService>(&provider, "ho-tich").await;
+    world.gone::<DataSharingService>(&provider, "ho-tich").await;
+    world.gone::<ConfigMap>(operator::NAMESPACE, &name).await;
     world.consumption(GrantState::Denied, "ApiNotFound").await;
-    assert!(world.operator.log().contains("deleted the route table"), "the sweep logged it");
+    assert!(world.get_opt::<ConfigMap>(operator::NAMESPACE, &name).await.is_none(), "the route table came back");
 }
 
 #[tokio::test]
 async fn a_missing_service_is_a_condition_until_it_appears() {
-    let world = World::new().await;
+    let world = Sharing::new().await;
     let provider = world.provider.clone();
-    world.apply(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: du-lieu-mo\n  namespace: {provider}\nspec:\n  provides:\n  - {{name: du-lieu-mo, service: du-lieu-mo, port: 80, openData: true}}\n"
-    ));
-    let message = world.condition(&provider, "du-lieu-mo", "Ready", "False", "ServiceNotFound").await;
+    let open_data = ProvidedApiBuilder::new("du-lieu-mo", "du-lieu-mo", 80).open_data();
+    world.apply(&DataSharingServiceBuilder::new(&provider, "du-lieu-mo").provides(open_data).build()).await;
+    let message = world.condition_message(&provider, "du-lieu-mo", "Ready", "False", "ServiceNotFound").await;
     assert!(message.contains("du-lieu-mo does not exist"), "{message}");
-    world.condition(&provider, "du-lieu-mo", "RoutesRegistered", "False", "ServiceNotFound").await;
+    world.condition_message(&provider, "du-lieu-mo", "RoutesRegistered", "False", "ServiceNotFound").await;
 
     // The Service appears: the watch wakes the DataSharingService, which registers its route.
-    world.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: du-lieu-mo\n  namespace: {provider}\nspec:\n  selector: {{app: du-lieu-mo}}\n  ports: [{{port: 80}}]\n"
-    ));
-    world.condition(&provider, "du-lieu-mo", "Ready", "True", "Reconciled").await;
-    let api: Api<ConfigMap> = Api::namespaced(world.client.clone(), operator::NAMESPACE);
-    let table = api.get(&lgsp::route_table_name(&provider, "du-lieu-mo")).await.expect("the route table");
+    world.apply(&service(&provider, "du-lieu-mo", "du-lieu-mo", 80, None)).await;
+    world.condition_message(&provider, "du-lieu-mo", "Ready", "True", "Reconciled").await;
+    let table: ConfigMap = world.get(operator::NAMESPACE, &lgsp::route_table_name(&provider, "du-lieu-mo")).await;
     let table = RouteTable::from_json(&table.data.unwrap()[lgsp::ROUTE_TABLE_KEY]).expect("a route table");
     assert!(table.routes[0].open_data);
     assert!(table.routes[0].consumers.is_empty());
-    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), &provider);
     assert!(
-        secrets.get_opt("du-lieu-mo-lgsp-client").await.unwrap().is_none(),
+        world.get_opt::<Secret>(&provider, "du-lieu-mo-lgsp-client").await.is_none(),
         "a provider only has no client certificate"
     );
 }
@@ -281,17 +219,13 @@ async fn a_missing_service_is_a_condition_until_it_appears() {
 /// is refused at admission, the policy reading the label the tenant controller wrote.
 #[tokio::test]
 async fn agency_codes_in_either_form_name_the_same_agency() {
-    let world = World::new().await;
+    let world = Sharing::new().await;
     let (provider, consumer) = (world.provider.clone(), world.consumer.clone());
     let legacy = |code: &str| format!("000.00.00.{code}");
-    world.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ho-tich\n  namespace: {provider}\nspec:\n  selector: {{app: ho-tich}}\n  ports: [{{port: 8080}}]\n"
-    ));
-    world.apply_provider(&format!("[{{agencyCode: \"{}\"}}]", legacy(CONSUMER_CODE)));
-    world.apply(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: mot-cua\n  namespace: {consumer}\nspec:\n  consumes:\n  - {{name: ho-tich, agencyCode: \"{}\", api: tra-cuu-ho-tich}}\n",
-        legacy(PROVIDER_CODE)
-    ));
+    world.apply(&service(&provider, "ho-tich", "ho-tich", 8080, None)).await;
+    world.apply_provider(|api| api.approve(&legacy(CONSUMER_CODE))).await;
+    let asking = ConsumedApiBuilder::new("ho-tich", &legacy(PROVIDER_CODE), "tra-cuu-ho-tich");
+    world.apply(&DataSharingServiceBuilder::new(&consumer, "mot-cua").consumes(asking).build()).await;
     let granted = world.consumption(GrantState::Granted, "Approved").await;
     let url = format!("https://lgsp.{}/{PROVIDER_CODE}/tra-cuu-ho-tich/", world.base_domain);
     assert_eq!(granted.url.as_deref(), Some(url.as_str()));
@@ -302,14 +236,13 @@ async fn agency_codes_in_either_form_name_the_same_agency() {
     assert_eq!(table.agency_code, PROVIDER_CODE);
 
     // Consuming its own API, its agency written in the legacy form: refused at admission.
-    let own = format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: chinh-minh\n  namespace: {provider}\nspec:\n  provides:\n  - {{name: tu-tra-cuu, service: ho-tich, port: 8080}}\n  consumes:\n  - {{name: vong-lai, agencyCode: \"{}\", api: tu-tra-cuu}}\n",
-        legacy(PROVIDER_CODE)
-    );
+    let own = DataSharingServiceBuilder::new(&provider, "chinh-minh")
+        .provides(ProvidedApiBuilder::new("tu-tra-cuu", "ho-tich", 8080))
+        .consumes(ConsumedApiBuilder::new("vong-lai", &legacy(PROVIDER_CODE), "tu-tra-cuu"))
+        .build();
     // Admission reads the namespace's labels from an informer: allow it a moment to see them.
     let refusal = eventually(Duration::from_secs(30), "the self-consumption refused at admission", || async {
-        let (accepted, _, err) = world.cluster.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &own);
-        (!accepted).then_some(err)
+        world.dry_run(&own).await.err()
     })
     .await;
     assert!(refusal.contains("ValidatingAdmissionPolicy 'govpaas-data-sharing-no-self-consumption'"), "{refusal}");
@@ -319,4 +252,5 @@ async fn agency_codes_in_either_form_name_the_same_agency() {
         )),
         "{refusal}"
     );
+    assert!(world.get_opt::<DataSharingService>(&provider, "chinh-minh").await.is_none(), "nothing stored");
 }

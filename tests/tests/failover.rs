@@ -1,75 +1,126 @@
 //! Leader election: two operator processes of one scope; only the leader reconciles; after the leader
 //! is killed with SIGKILL (no Lease released), the standby takes over and reconciles a new Tenant.
+//!
+//! Who leads is read where the operator publishes it: the `govpaas_leader` gauge on each replica's
+//! `/metrics` and the `holderIdentity` of the scope's Lease; what each replica reconciled, from its
+//! reconcile counters.
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{cluster, eventually, unique_name};
+use govpaas_operator::leader::lease_name;
+use govpaas_tests::eventually;
+use govpaas_tests::operator::{self, NAMESPACE, OperatorProcess};
+use govpaas_tests::world::{Quota, World};
+use k8s_openapi::api::coordination::v1::Lease;
+use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn tenant(name: &str, code: &str, scope_label: &str) -> String {
-    format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {scope_label}\nspec:\n  agency:\n    code: \"{code}\"\n    displayName: \"Ủy ban nhân dân tỉnh thử nghiệm\"\n    level: Province\n  quota: {{cpu: \"2\", memory: 4Gi, storage: 10Gi, pods: 20, services: 5, publicHosts: 2, lgspApis: 2}}\n"
-    )
+/// What one scrape of a replica's `/metrics` said: whether it led, and how many reconciles it had
+/// finished.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sample {
+    leading: bool,
+    reconciles: f64,
 }
 
-fn ready(name: &str) -> Option<()> {
-    let out = cluster()
-        .kubectl()
-        .args(["get", "tenant", name, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#])
-        .output()
-        .ok()?;
-    (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+/// Scrapes the replica logging to `log` every 100 ms, for the whole test: every scrape it answers
+/// is kept, so a reconcile while standing by cannot slip between two looks.
+fn scrape_continuously(log: PathBuf) -> (JoinHandle<()>, Arc<Mutex<Vec<Sample>>>) {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let recorded = samples.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(metrics) = operator::http_get_logged(&text, "/metrics").await {
+                let sample =
+                    Sample { leading: operator::leading(&metrics), reconciles: operator::all_reconciles(&metrics) };
+                recorded.lock().unwrap().push(sample);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (task, samples)
 }
 
-/// Lines of a log that show a reconcile writing or finishing.
-fn reconcile_lines(log: &str) -> Vec<&str> {
-    log.lines().filter(|l| l.contains("reconciled") || l.contains("applied")).collect()
+/// The holder of the scope's leader Lease, once it has one.
+async fn lease_holder(world: &World, lease: &str) -> String {
+    world
+        .wait(NAMESPACE, lease, "a holder of the leader Lease", |lease: &Lease| {
+            lease.spec.as_ref()?.holder_identity.clone().filter(|holder| !holder.is_empty())
+        })
+        .await
 }
 
-#[tokio::test]
+/// Waits until the replica's `govpaas_leader` gauge says it leads.
+async fn leads(replica: &OperatorProcess, what: &str) {
+    eventually(WAIT, what, || async { replica.try_metrics().await.filter(|m| operator::leading(m)).map(|_| ()) }).await;
+}
+
+fn tenant(world: &World, name: &str, code: &str) -> govpaas_crds::Tenant {
+    let quota = Quota::default().cpu("2").memory("4Gi").pods(20).services(5).lgsp_apis(2);
+    world.tenant(name).code(code).display_name("Ủy ban nhân dân tỉnh thử nghiệm").quota(quota).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_when_the_leader_dies() {
-    let cluster = cluster();
-    operator::install_chart(cluster);
-    operator::ensure_platform(cluster);
-    let scope = unique_name("failover");
-    let mut first = OperatorProcess::start_replica(cluster, &scope, "a");
-    eventually(WAIT, "the first replica to lead", || async {
-        first.log().contains("leading: reconciling").then_some(())
-    })
-    .await;
-    let mut second = OperatorProcess::start_replica(cluster, &scope, "b");
-    eventually(WAIT, "the second replica to stand by", || async {
-        second.log().contains("waiting to lead").then_some(())
+    // The replicas are the test's own; the world holds the scope, its Tenants and their cleanup.
+    let world = World::without_operator("failover").await;
+    let lease = lease_name(Some(&world.selector()));
+    let mut first = OperatorProcess::start_replica(world.cluster, &world.scope, "a");
+    leads(&first, "the first replica to lead").await;
+    let first_identity = first.identity().expect("the first replica runs");
+    eventually(WAIT, "the Lease held by the first replica", || async {
+        (lease_holder(&world, &lease).await == first_identity).then_some(())
     })
     .await;
 
-    let before = format!("{scope}-before");
-    cluster.apply(&tenant(&before, "H90", &first.scope_label()));
-    eventually(WAIT, "the leader to reconcile the first Tenant", || async { ready(&before) }).await;
-    assert!(!second.log().contains("leading: reconciling"), "the standby must not lead while the leader lives");
-    assert!(reconcile_lines(&second.log()).is_empty(), "the standby reconciled: {}", second.log_tail(20));
+    let mut second = OperatorProcess::start_replica(world.cluster, &world.scope, "b");
+    let second_identity = second.identity().expect("the second replica runs");
+    let (scraper, samples) = scrape_continuously(second.log_path().to_owned());
+    eventually(WAIT, "the second replica serving its metrics", || async { second.try_metrics().await }).await;
+
+    let before = format!("{}-before", world.scope);
+    world.apply(&tenant(&world, &before, "H90")).await;
+    world.tenant_ready(&before).await;
+    let leader = first.metrics().await;
+    assert!(operator::reconciles(&leader, "tenant") >= 1.0, "the leader reconciled the Tenant:\n{leader}");
+    assert_eq!(lease_holder(&world, &lease).await, first_identity, "the Lease stays with the leader");
+    // The standby, scraped all along: never leading, nothing reconciled, while the leader lives.
+    let standing_by = samples.lock().unwrap().clone();
+    assert!(!standing_by.is_empty(), "the standby was scraped");
+    assert!(
+        standing_by.iter().all(|s| *s == Sample { leading: false, reconciles: 0.0 }),
+        "the standby led or reconciled while the leader lived: {standing_by:?}\n{}",
+        second.log_tail(20)
+    );
 
     first.kill();
     let killed = Instant::now();
-    let after = format!("{scope}-after");
-    cluster.apply(&tenant(&after, "H91", &second.scope_label()));
-    eventually(WAIT, "the standby to reconcile a new Tenant", || async { ready(&after) }).await;
+    let after = format!("{}-after", world.scope);
+    world.apply(&tenant(&world, &after, "H91")).await;
+    world.tenant_ready(&after).await;
     let took = killed.elapsed();
     eprintln!("the standby reconciled a new Tenant {:.1}s after the leader was killed", took.as_secs_f64());
     assert!(took <= Duration::from_secs(15), "took {took:?}, more than 15 s; standby log:\n{}", second.log_tail(30));
 
-    // No object was written by both: the standby's first reconcile comes after it took the Lease.
-    let log = second.log();
-    let led_at = log.find("leading: reconciling").expect("the standby took the Lease");
-    let first_reconcile =
-        reconcile_lines(&log).first().and_then(|line| log.find(line)).expect("the standby reconciled");
-    assert!(led_at < first_reconcile, "the standby reconciled before it led:\n{}", second.log_tail(40));
+    // The standby holds the Lease now, and says so.
+    assert_eq!(lease_holder(&world, &lease).await, second_identity, "the Lease passed to the standby");
+    let metrics = second.metrics().await;
+    assert!(operator::leading(&metrics), "the standby leads:\n{metrics}");
+    assert!(operator::reconciles(&metrics, "tenant") >= 1.0, "the standby reconciled the new Tenant:\n{metrics}");
+    // No object was written by both: every scrape that counted a reconcile of the standby's also
+    // had it leading (it takes the Lease before its controllers start).
+    scraper.abort();
+    let all = samples.lock().unwrap().clone();
+    assert!(
+        all.iter().filter(|s| s.reconciles > 0.0).all(|s| s.leading),
+        "the standby reconciled before it led: {all:?}\n{}",
+        second.log_tail(40)
+    );
+    assert!(all.iter().any(|s| s.leading && s.reconciles > 0.0), "a scrape saw the standby lead and reconcile");
     assert!(second.is_running());
-
-    for name in [&before, &after] {
-        cluster.kubectl_ok(&["delete", "tenant", name, "--wait=false"]);
-    }
     second.stop();
 }

@@ -227,8 +227,13 @@ async fn the_audit_verification(cluster: &Cluster, client: &Client, plugin: &Plu
         let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: lgsp\r\n\r\n");
         let _ = stream.read_to_end(&mut Vec::new());
     }
-    // A checkpoint every 2 s; another at shutdown.
-    std::thread::sleep(Duration::from_secs(3));
+    // A checkpoint every 2 s (another at shutdown): the periodic one after the refusal is in the log.
+    eventually(Duration::from_secs(30), "a checkpoint after the refusals record", || async {
+        let log = std::fs::read_to_string(&gateway.audit_log).ok()?;
+        let refusals = log.find("\"kind\":\"refusals\"")?;
+        log[refusals..].contains("\"kind\":\"checkpoint\"").then_some(())
+    })
+    .await;
     assert!(gateway.stop(), "the gateway stops cleanly:\n{}", gateway.log());
     let log = std::fs::read_to_string(&gateway.audit_log).expect("the audit log");
     assert!(log.contains("\"kind\":\"refusals\"") && log.contains("\"kind\":\"checkpoint\""), "{log}");

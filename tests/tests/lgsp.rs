@@ -6,9 +6,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use govpaas_crds::data_sharing::GrantState;
@@ -16,55 +16,51 @@ use govpaas_crds::lgsp::{self, RouteTable};
 use govpaas_crds::{DataSharingService, Platform};
 use govpaas_pki::TrustAnchors;
 use govpaas_tests::gateway::GatewayProcess;
-use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
+use govpaas_tests::operator;
+use govpaas_tests::world::{ConsumedApiBuilder, DataSharingServiceBuilder, ProvidedApiBuilder, WAIT, World, service};
+use govpaas_tests::{eventually, secret_data};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 use rustls::pki_types::ServerName;
 
-const WAIT: Duration = Duration::from_secs(120);
 /// Agency codes of this test's scope (the operator sees only its scope's Tenants).
 const PROVIDER_CODE: &str = "H48.20";
 const CONSUMER_CODE: &str = "H48.21";
 const OTHER_CODE: &str = "H48.22";
 
-struct World {
-    cluster: &'static Cluster,
-    operator: OperatorProcess,
-    client: Client,
-    base_domain: String,
-    scope: String,
+/// The shared world with three Tenants: a provider, a consumer it approves, and another agency.
+struct Lgsp {
+    world: World,
     tenants: Vec<String>,
 }
 
-impl World {
+impl Deref for Lgsp {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl Lgsp {
     async fn new() -> Self {
-        let cluster = cluster();
-        operator::install_chart(cluster);
-        let base_domain = operator::ensure_platform(cluster);
-        let scope = unique_name("lgsp");
-        let operator = OperatorProcess::start(cluster, &scope);
-        let client = cluster.client().await;
-        let mut world = World { cluster, operator, client, base_domain, scope, tenants: Vec::new() };
+        let world = World::new("lgsp").await;
+        let mut tenants = Vec::new();
         for (suffix, code, display_name) in [
             ("tp", PROVIDER_CODE, "Sở Tư pháp"),
             ("xa", CONSUMER_CODE, "Ủy ban nhân dân xã Hòa Vang"),
             ("yt", OTHER_CODE, "Sở Y tế"),
         ] {
             let name = format!("{}-{suffix}", world.scope);
-            world.cluster.apply(&format!(
-                "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {scope}\nspec:\n  agency:\n    code: \"{code}\"\n    displayName: \"{display_name}\"\n    level: Province\n  quota: {{cpu: \"4\", memory: 8Gi, storage: 10Gi, pods: 10, services: 10, publicHosts: 2, lgspApis: 5}}\n",
-                scope = world.operator.scope_label(),
-            ));
-            world.tenants.push(name);
+            world.apply(&world.tenant(&name).code(code).display_name(display_name).build()).await;
+            tenants.push(name);
         }
-        for name in world.tenants.clone() {
-            world.wait_tenant_ready(&name).await;
+        for name in &tenants {
+            world.tenant_ready(name).await;
         }
-        world
+        Lgsp { world, tenants }
     }
 
     fn provider(&self) -> &str {
@@ -84,71 +80,40 @@ impl World {
         format!("ho-tich-{}", self.scope)
     }
 
-    async fn wait_tenant_ready(&self, name: &str) {
-        let api: Api<govpaas_crds::Tenant> = Api::all(self.client.clone());
-        eventually(WAIT, &format!("Tenant {name} Ready"), || async {
-            let tenant = api.get(name).await.ok()?;
-            tenant.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        })
-        .await;
-    }
-
-    /// The provider's DataSharingService `ho-tich`, deciding on `consumers` (a YAML flow list).
-    fn apply_provider(&self, consumers: &str) {
-        self.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: ho-tich\n  namespace: {ns}\nspec:\n  provides:\n  - name: {api}\n    service: ho-tich\n    port: 8080\n    path: /api/v1\n    consumers: {consumers}\n",
-            ns = self.provider(),
-            api = self.api(),
-        ));
+    /// The provider's DataSharingService `ho-tich`, its API decided on by `decide`.
+    async fn apply_provider(&self, decide: impl FnOnce(ProvidedApiBuilder) -> ProvidedApiBuilder) {
+        let api = ProvidedApiBuilder::new(&self.api(), "ho-tich", 8080).path("/api/v1");
+        self.apply(&DataSharingServiceBuilder::new(self.provider(), "ho-tich").provides(decide(api)).build()).await;
     }
 
     /// A DataSharingService `name` in `namespace` consuming the provider's API.
-    fn apply_consumer(&self, namespace: &str, name: &str) {
-        self.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  consumes:\n  - {{name: ho-tich, agencyCode: \"{PROVIDER_CODE}\", api: {api}, purpose: \"Tiếp nhận hồ sơ một cửa\"}}\n",
-            api = self.api(),
-        ));
+    async fn apply_consumer(&self, namespace: &str, name: &str) {
+        let asking = ConsumedApiBuilder::new("ho-tich", PROVIDER_CODE, &self.api()).purpose("Tiếp nhận hồ sơ một cửa");
+        self.apply(&DataSharingServiceBuilder::new(namespace, name).consumes(asking).build()).await;
     }
 
     async fn consumption(&self, namespace: &str, name: &str, state: GrantState) {
-        let api: Api<DataSharingService> = Api::namespaced(self.client.clone(), namespace);
-        eventually(WAIT, &format!("{namespace}/{name}: consumption {state:?}"), || async {
-            let service = api.get(name).await.ok()?;
-            service.status?.consumptions.iter().any(|c| c.name == "ho-tich" && c.state == state).then_some(())
+        self.observed(namespace, name, &format!("consumption {state:?}"), |service: &DataSharingService| {
+            service.status.as_ref()?.consumptions.iter().any(|c| c.name == "ho-tich" && c.state == state).then_some(())
         })
-        .await;
+        .await
     }
 
     async fn route_table(&self, what: &str, check: impl Fn(&RouteTable) -> bool) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
         let name = lgsp::route_table_name(self.provider(), "ho-tich");
-        eventually(WAIT, &format!("route table {name}: {what}"), || async {
-            let config_map = api.get(&name).await.ok()?;
+        self.wait(operator::NAMESPACE, &name, &format!("route table: {what}"), |config_map: &ConfigMap| {
             let table = RouteTable::from_json(config_map.data.as_ref()?.get(lgsp::ROUTE_TABLE_KEY)?).ok()?;
             check(&table).then_some(())
         })
-        .await;
+        .await
     }
 
     async fn secret(&self, namespace: &str, name: &str) -> Secret {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        eventually(WAIT, &format!("Secret {namespace}/{name}"), || async { api.get(name).await.ok() }).await
+        self.wait(namespace, name, "the Secret", |secret: &Secret| Some(secret.clone())).await
     }
 
     fn identity(&self, code: &str, service: &str) -> String {
         format!("spiffe://{}/agency/{code}/dss/{service}", self.base_domain)
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        for tenant in &self.tenants {
-            let _ = self
-                .cluster
-                .kubectl()
-                .args(["delete", "tenant", tenant, "--ignore-not-found", "--wait=false"])
-                .output();
-        }
     }
 }
 
@@ -214,19 +179,17 @@ fn write_gateway_tls(secret: &Secret, dir: &Path) {
 
 #[tokio::test]
 async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_denies_it() {
-    let world = World::new().await;
+    let world = Lgsp::new().await;
     let (provider, consumer, other) =
         (world.provider().to_owned(), world.consumer().to_owned(), world.other().to_owned());
     let upstream = upstream().await;
 
     // The provider's API behind its Service, approving the consumer's agency; the consumer asks
     // for it, and so does a third agency the provider never approved.
-    world.cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ho-tich\n  namespace: {provider}\nspec:\n  selector: {{app: ho-tich}}\n  ports: [{{port: 8080, targetPort: 9000}}]\n"
-    ));
-    world.apply_provider(&format!("[{{agencyCode: \"{CONSUMER_CODE}\"}}]"));
-    world.apply_consumer(&consumer, "mot-cua");
-    world.apply_consumer(&other, "benh-an");
+    world.apply(&service(&provider, "ho-tich", "ho-tich", 8080, Some(9000))).await;
+    world.apply_provider(|api| api.approve(CONSUMER_CODE)).await;
+    world.apply_consumer(&consumer, "mot-cua").await;
+    world.apply_consumer(&other, "benh-an").await;
     world.consumption(&consumer, "mot-cua", GrantState::Granted).await;
     world.consumption(&other, "benh-an", GrantState::Pending).await;
     let consumer_identity = world.identity(CONSUMER_CODE, "mot-cua");
@@ -237,7 +200,7 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
         .await;
 
     // The gateway's certificate, issued by the operator from the platform CA for the LGSP host.
-    let platform: Platform = Api::all(world.client.clone()).get("default").await.expect("the Platform");
+    let platform: Platform = world.get("", "default").await;
     let host = govpaas_operator::lgsp::gateway_host(&platform.spec);
     let gateway_secret = world.secret(operator::NAMESPACE, govpaas_operator::lgsp::GATEWAY_TLS_SECRET).await;
     assert_eq!(gateway_secret.type_.as_deref(), Some("kubernetes.io/tls"));
@@ -268,7 +231,7 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     assert!(body["detail"].as_str().unwrap_or_default().contains(&world.identity(OTHER_CODE, "benh-an")), "{body}");
 
     // The provider denies the consumer: the next calls are refused, the gateway never restarted.
-    world.apply_provider(&format!("[{{agencyCode: \"{CONSUMER_CODE}\", decision: Deny}}]"));
+    world.apply_provider(|api| api.deny(CONSUMER_CODE)).await;
     world.consumption(&consumer, "mot-cua", GrantState::Denied).await;
     let (status, body) = eventually(WAIT, "the denial in force at the gateway", || async {
         let answer = call(gateway.listen, &host, client_config(&consumer_secret), &path).await.ok()?;

@@ -8,13 +8,22 @@
 //! chart's upgrade, leader hand-over and uninstall), because the machine has one real node and the
 //! phases share its Pods.
 
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use govpaas_crds::AgencyLevel;
 use govpaas_crds::data_sharing::GrantState;
+use govpaas_crds::{DataSharingService, Platform};
+use govpaas_tests::eventually;
 use govpaas_tests::operator::{self, NAMESPACE, RELEASE};
-use govpaas_tests::{Cluster, cluster, eventually, unique_name};
+use govpaas_tests::world::{
+    ConsumedApiBuilder, DataSharingServiceBuilder, PortalBuilder, ProvidedApiBuilder, Quota, World, service,
+};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use xtask::node;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -28,20 +37,24 @@ const CHILD_CODE: &str = "H49.10.01";
 const PROVIDER_CODE: &str = "H49.11";
 const CONSUMER_CODE: &str = "H49.12";
 
-struct World {
-    cluster: &'static Cluster,
-    client: kube::Client,
-    scope: String,
-    selector: String,
-    tenants: Vec<String>,
-    base_domain: String,
+/// The shared world (its scope, Tenants and cleanup; the operator is the chart's, on Pods) and
+/// what this test alone puts on the node.
+struct RealNode {
+    world: World,
+}
+
+impl Deref for RealNode {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
 }
 
 fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-impl World {
+impl RealNode {
     fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let out = self.cluster.kubectl().args(args).output().expect("running kubectl");
         (out.status.success(), text(&out))
@@ -91,19 +104,46 @@ impl World {
 
     /// An agency-echo Pod on the real node, meeting the `restricted` Pod Security Standard, serving
     /// plain HTTP on 8080 and 9090; `secret` is mounted at /etc/lgsp-client.
-    fn echo_pod(&self, namespace: &str, name: &str, labels: &str, secret: Option<&str>) {
+    async fn echo_pod(&self, namespace: &str, name: &str, labels: &[(&str, &str)], secret: Option<&str>) {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            labels.iter().map(|(key, value)| ((*key).to_owned(), (*value).into())).collect();
         let (mounts, volumes) = match secret {
             Some(secret) => (
-                "    volumeMounts: [{name: client, mountPath: /etc/lgsp-client, readOnly: true}]\n".to_owned(),
-                format!("  volumes: [{{name: client, secret: {{secretName: {secret}}}}}]\n"),
+                serde_json::json!([{ "name": "client", "mountPath": "/etc/lgsp-client", "readOnly": true }]),
+                serde_json::json!([{ "name": "client", "secret": { "secretName": secret } }]),
             ),
-            None => (String::new(), String::new()),
+            None => (serde_json::json!([]), serde_json::json!([])),
         };
-        self.cluster.apply(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels: {labels}\nspec:\n{placement}  automountServiceAccountToken: false\n  securityContext: {{runAsNonRoot: true, runAsUser: 65532, seccompProfile: {{type: RuntimeDefault}}}}\n  containers:\n  - name: echo\n    image: {image}\n    imagePullPolicy: Never\n    env: [{{name: ECHO_PORTS, value: \"8080,9090\"}}, {{name: ECHO_NAME, value: {name}}}]\n    securityContext: {{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {{drop: [ALL]}}}}\n    resources: {{requests: {{cpu: 10m, memory: 16Mi}}, limits: {{cpu: 100m, memory: 64Mi}}}}\n{mounts}{volumes}",
-            placement = node::placement_yaml(2),
-            image = xtask::images::reference(xtask::images::ECHO),
-        ));
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": { "name": name, "namespace": namespace, "labels": labels },
+            "spec": {
+                "nodeSelector": { node::TAINT: "true" },
+                "tolerations": [{ "key": node::TAINT, "operator": "Exists", "effect": "NoSchedule" }],
+                "automountServiceAccountToken": false,
+                "securityContext": { "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": { "type": "RuntimeDefault" } },
+                "containers": [{
+                    "name": "echo",
+                    "image": xtask::images::reference(xtask::images::ECHO),
+                    "imagePullPolicy": "Never",
+                    "env": [{ "name": "ECHO_PORTS", "value": "8080,9090" }, { "name": "ECHO_NAME", "value": name }],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true,
+                        "capabilities": { "drop": ["ALL"] },
+                    },
+                    "resources": {
+                        "requests": { "cpu": "10m", "memory": "16Mi" },
+                        "limits": { "cpu": "100m", "memory": "64Mi" },
+                    },
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+            },
+        }))
+        .expect("an agency-echo Pod");
+        self.apply(&pod).await;
     }
 
     /// Waits until at least `count` Pods matching `selector` are Ready and not being deleted.
@@ -127,38 +167,20 @@ impl World {
         }
     }
 
-    fn tenant(&self, suffix: &str) -> String {
+    fn tenant_name(&self, suffix: &str) -> String {
         format!("{}-{suffix}", self.scope)
     }
 
-    async fn wait_tenant_ready(&self, name: &str) {
-        let api: kube::Api<govpaas_crds::Tenant> = kube::Api::all(self.client.clone());
-        eventually(WAIT, &format!("Tenant {name} Ready"), || async {
-            let tenant = api.get(name).await.ok()?;
-            tenant.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        })
-        .await;
-    }
-
     async fn consumption(&self, namespace: &str, name: &str, state: GrantState) {
-        let api: kube::Api<govpaas_crds::DataSharingService> = kube::Api::namespaced(self.client.clone(), namespace);
-        eventually(WAIT, &format!("{namespace}/{name}: consumption {state:?}"), || async {
-            let service = api.get(name).await.ok()?;
-            service.status?.consumptions.iter().any(|c| c.state == state).then_some(())
+        self.observed(namespace, name, &format!("consumption {state:?}"), |service: &DataSharingService| {
+            service.status.as_ref()?.consumptions.iter().any(|c| c.state == state).then_some(())
         })
-        .await;
+        .await
     }
 }
 
-impl Drop for World {
+impl Drop for RealNode {
     fn drop(&mut self) {
-        for tenant in &self.tenants {
-            let _ = self
-                .cluster
-                .kubectl()
-                .args(["delete", "tenant", tenant, "--ignore-not-found", "--wait=false"])
-                .output();
-        }
         for namespace in ["ingress-nginx", &format!("{}-outside", self.scope)] {
             let _ = self
                 .cluster
@@ -174,34 +196,36 @@ impl Drop for World {
             .args(["delete", "pod", "-n", NAMESPACE, &probe, "--ignore-not-found", "--wait=false"])
             .output();
         // The Platform as this test found it: its fields go with the manager that set them.
-        let manifest = format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\nspec:\n  baseDomain: {}\n",
-            self.base_domain
-        );
+        let platform = serde_json::json!({
+            "apiVersion": "govpaas.io/v1alpha1",
+            "kind": "Platform",
+            "metadata": { "name": "default" },
+            "spec": { "baseDomain": self.base_domain },
+        });
         let _ = self.cluster.kubectl_stdin(
             &["apply", "--server-side", "--force-conflicts", "--field-manager", MANAGER, "-f", "-"],
-            &manifest,
+            &platform.to_string(),
         );
     }
 }
 
 /// The API server's port as Pods reach it after the `kubernetes` Service's DNAT: the NetworkPolicies
 /// of the chart must allow it.
-fn api_server_port(world: &World) -> String {
+fn api_server_port(world: &RealNode) -> String {
     world.jsonpath(&["get", "endpointslice", "-n", "default", "kubernetes"], "{.ports[0].port}")
 }
 
 /// The chart's values that put its Pods on the real node, scoped to this test's Tenants.
-fn values(world: &World, log_level: &str) -> String {
+fn values(world: &RealNode, log_level: &str) -> String {
     let port = api_server_port(world);
     let placement = node::placement_yaml(2);
     format!(
         "operator:\n  replicas: 2\n  logLevel: {log_level}\n  tenantSelector: \"{selector}\"\n{placement}  networkPolicy:\n    apiServerPorts: [443, 6443, {port}]\ngateway:\n  replicas: 1\n  audit:\n    checkpointSeconds: 2\n{placement}  networkPolicy:\n    apiServerPorts: [443, 6443, {port}]\n",
-        selector = world.selector,
+        selector = world.selector(),
     )
 }
 
-fn helm_upgrade(world: &World, values: &str) {
+fn helm_upgrade(world: &RealNode, values: &str) {
     let file = operator::work_dir(world.cluster).join(format!("real-node-values-{}.yaml", std::process::id()));
     std::fs::write(&file, values).expect("writing the values");
     let out = world
@@ -220,7 +244,7 @@ fn helm_upgrade(world: &World, values: &str) {
 /// their directories root's with mode 0750 (it is meant for single-node tests, and a hostPath volume
 /// takes no fsGroup): give them to the gateway's user, as a volume plugin with ownership management
 /// would.
-fn give_audit_volumes_to_the_gateway(world: &World) {
+fn give_audit_volumes_to_the_gateway(world: &RealNode) {
     let claims = world.jsonpath(
         &["get", "pvc", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=govpaas-gateway"],
         r#"{range .items[*]}{.spec.volumeName}{"\n"}{end}"#,
@@ -244,8 +268,9 @@ fn load_govpaas_images() {
     }
 }
 
-async fn setup() -> World {
-    let cluster = cluster();
+async fn setup() -> RealNode {
+    // The control plane up (with its real node, when it has one) before its state is read.
+    govpaas_tests::cluster();
     let state = xtask::cluster::read_state().expect("the cluster's state");
     match &state.node {
         Some(node) if node.ready => {}
@@ -255,22 +280,27 @@ async fn setup() -> World {
         ),
     }
     load_govpaas_images();
-    operator::install_chart(cluster);
-    let base_domain = operator::ensure_platform(cluster);
-    let scope = unique_name("pods");
-    let selector = format!("{}={scope}", operator::SCOPE_LABEL);
-    let world = World { cluster, client: cluster.client().await, scope, selector, tenants: Vec::new(), base_domain };
-    // Agencies' workloads run agency-echo on the real node.
+    let world = RealNode { world: World::without_operator("pods").await };
+    // Agencies' workloads run agency-echo on the real node. Only these fields, under this test's
+    // own manager (released at the end): a whole typed Platform would take over every default.
     let echo = xtask::images::reference(xtask::images::ECHO);
-    let (ok, _, err) = cluster.kubectl_stdin(
-        &["apply", "--server-side", "--force-conflicts", "--field-manager", MANAGER, "-f", "-"],
-        &format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\nspec:\n  baseDomain: {}\n  images: {{portal: \"{echo}\", documentService: \"{echo}\"}}\n  workloadNodes:\n    nodeSelector: {{{taint}: \"true\"}}\n    tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]\n",
-            world.base_domain,
-            taint = node::TAINT,
-        ),
-    );
-    assert!(ok, "the Platform: {err}");
+    let platform = serde_json::json!({
+        "apiVersion": "govpaas.io/v1alpha1",
+        "kind": "Platform",
+        "metadata": { "name": "default" },
+        "spec": {
+            "baseDomain": world.base_domain,
+            "images": { "portal": echo, "documentService": echo },
+            "workloadNodes": {
+                "nodeSelector": { node::TAINT: "true" },
+                "tolerations": [{ "key": node::TAINT, "operator": "Exists", "effect": "NoSchedule" }],
+            },
+        },
+    });
+    Api::<Platform>::all(world.client.clone())
+        .patch("default", &PatchParams::apply(MANAGER).force(), &Patch::Apply(&platform))
+        .await
+        .unwrap_or_else(|err| panic!("the Platform: {err}"));
     give_audit_volumes_to_the_gateway(&world);
     helm_upgrade(&world, &values(&world, "info"));
     // The release's Pods move from the kwok nodes (the chart's defaults) to the real node.
@@ -293,40 +323,34 @@ async fn setup() -> World {
 
 #[tokio::test]
 async fn on_the_real_node_isolation_holds_on_real_connections_and_the_lgsp_and_the_chart_work_as_pods() {
-    let mut world = setup().await;
+    let world = setup().await;
     let (parent, child, provider, consumer) =
-        (world.tenant("p"), world.tenant("c"), world.tenant("a"), world.tenant("b"));
-    let scope_label = format!("{}: {}", operator::SCOPE_LABEL, world.scope);
-    for (name, code, level, parent_line) in [
-        (&parent, PARENT_CODE, "Province", String::new()),
-        (&child, CHILD_CODE, "Department", format!("  parent: {parent}\n")),
-        (&provider, PROVIDER_CODE, "Province", String::new()),
-        (&consumer, CONSUMER_CODE, "Province", String::new()),
+        (world.tenant_name("p"), world.tenant_name("c"), world.tenant_name("a"), world.tenant_name("b"));
+    let parent_quota = Quota::default().pods(20);
+    let agency_quota =
+        Quota::default().cpu("1").memory("2Gi").storage("2Gi").pods(8).services(4).public_hosts(1).lgsp_apis(2);
+    for (name, code, level, quota) in [
+        (&parent, PARENT_CODE, AgencyLevel::Province, parent_quota),
+        (&child, CHILD_CODE, AgencyLevel::Department, agency_quota.clone()),
+        (&provider, PROVIDER_CODE, AgencyLevel::Province, agency_quota.clone()),
+        (&consumer, CONSUMER_CODE, AgencyLevel::Province, agency_quota),
     ] {
-        let quota = if name == &parent {
-            "cpu: \"4\", memory: 8Gi, storage: 10Gi, pods: 20, services: 10, publicHosts: 2, lgspApis: 5"
-        } else {
-            "cpu: \"1\", memory: 2Gi, storage: 2Gi, pods: 8, services: 4, publicHosts: 1, lgspApis: 2"
-        };
-        world.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels: {{{scope_label}}}\nspec:\n  agency:\n    code: \"{code}\"\n    displayName: \"Cơ quan {code}\"\n    level: {level}\n{parent_line}  quota: {{{quota}}}\n"
-        ));
-        world.tenants.push(name.clone());
+        let tenant = world.tenant(name).code(code).display_name(&format!("Cơ quan {code}")).level(level).quota(quota);
+        let tenant = if name == &child { tenant.parent(&parent) } else { tenant };
+        world.apply(&tenant.build()).await;
     }
-    for name in world.tenants.clone() {
-        world.wait_tenant_ready(&name).await;
+    for name in [&parent, &child, &provider, &consumer] {
+        world.tenant_ready(name).await;
     }
 
     // Pods: two in the provider's namespace (its API and a second workload), one in each other tenant,
     // the ingress controller's stand-in, a Pod outside every tenant, and one wearing the gateway's
     // label (which the providers' NetworkPolicies admit) without being the chart's gateway.
-    world.echo_pod(&provider, "ho-tich", "{app: ho-tich}", None);
-    world.echo_pod(&provider, "worker", "{app: worker}", None);
-    world.echo_pod(&parent, "echo", "{app: echo}", None);
-    world.echo_pod(&child, "echo", "{app: echo}", None);
-    world.cluster.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ho-tich\n  namespace: {provider}\nspec:\n  selector: {{app: ho-tich}}\n  ports: [{{port: 8080, targetPort: 8080}}]\n"
-    ));
+    world.echo_pod(&provider, "ho-tich", &[("app", "ho-tich")], None).await;
+    world.echo_pod(&provider, "worker", &[("app", "worker")], None).await;
+    world.echo_pod(&parent, "echo", &[("app", "echo")], None).await;
+    world.echo_pod(&child, "echo", &[("app", "echo")], None).await;
+    world.apply(&service(&provider, "ho-tich", "ho-tich", 8080, Some(8080))).await;
     let outside = format!("{}-outside", world.scope);
     for namespace in ["ingress-nginx", outside.as_str()] {
         // An earlier run's namespace may still be going away.
@@ -342,47 +366,35 @@ async fn on_the_real_node_isolation_holds_on_real_connections_and_the_lgsp_and_t
         let (ok, out) = world.kubectl(&["create", "namespace", namespace]);
         assert!(ok || out.contains("AlreadyExists"), "{out}");
     }
-    world.echo_pod("ingress-nginx", &format!("controller-{}", world.scope), "{app: ingress}", None);
-    world.echo_pod(&outside, "echo", "{app: echo}", None);
-    world.echo_pod(
-        NAMESPACE,
-        &format!("gateway-probe-{}", world.scope),
-        "{app.kubernetes.io/name: govpaas-gateway}",
-        None,
-    );
+    world.echo_pod("ingress-nginx", &format!("controller-{}", world.scope), &[("app", "ingress")], None).await;
+    world.echo_pod(&outside, "echo", &[("app", "echo")], None).await;
+    let probe_labels = [("app.kubernetes.io/name", "govpaas-gateway")];
+    world.echo_pod(NAMESPACE, &format!("gateway-probe-{}", world.scope), &probe_labels, None).await;
     // A Portal of the provider's agency, built by the operator Pods, run by the real node.
-    world.cluster.apply(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: cong\n  namespace: {provider}\nspec:\n  hosts: [\"cong.{provider}.{base}\"]\n  replicas: 1\n",
-        base = world.base_domain,
-    ));
+    let portal_host = format!("cong.{}", world.domain_of(&provider));
+    world.apply(&PortalBuilder::new(&provider, "cong", &[portal_host]).build()).await;
 
     // The LGSP: the provider's API, granted to the consumer's agency; the parent's agency asks too,
     // and is never approved.
     let api = format!("ho-tich-{}", world.scope);
-    let provide = |consumers: &str| {
-        world.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: ho-tich\n  namespace: {provider}\nspec:\n  provides:\n  - name: {api}\n    service: ho-tich\n    port: 8080\n    path: /api/v1\n    consumers: {consumers}\n"
-        ))
+    let provide = |decide: fn(ProvidedApiBuilder) -> ProvidedApiBuilder| {
+        let provided = decide(ProvidedApiBuilder::new(&api, "ho-tich", 8080).path("/api/v1"));
+        DataSharingServiceBuilder::new(&provider, "ho-tich").provides(provided).build()
     };
-    provide(&format!("[{{agencyCode: \"{CONSUMER_CODE}\"}}]"));
+    world.apply(&provide(|api| api.approve(CONSUMER_CODE))).await;
     for (namespace, name) in [(&consumer, "mot-cua"), (&parent, "benh-an")] {
-        world.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: DataSharingService\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  consumes:\n  - {{name: ho-tich, agencyCode: \"{PROVIDER_CODE}\", api: {api}, purpose: \"Tiếp nhận hồ sơ một cửa\"}}\n"
-        ));
+        let asking = ConsumedApiBuilder::new("ho-tich", PROVIDER_CODE, &api).purpose("Tiếp nhận hồ sơ một cửa");
+        world.apply(&DataSharingServiceBuilder::new(namespace, name).consumes(asking).build()).await;
     }
     world.consumption(&consumer, "mot-cua", GrantState::Granted).await;
     world.consumption(&parent, "benh-an", GrantState::Pending).await;
-    let client_secret = |namespace: &str, name: &str| {
-        let secret = format!("{name}-lgsp-client");
-        let deadline = Instant::now() + WAIT;
-        while !world.kubectl(&["get", "secret", "-n", namespace, &secret]).0 {
-            assert!(Instant::now() < deadline, "the client Secret {namespace}/{secret}");
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        secret
-    };
-    world.echo_pod(&consumer, "caller", "{app: caller}", Some(&client_secret(&consumer, "mot-cua")));
-    world.echo_pod(&parent, "caller", "{app: caller}", Some(&client_secret(&parent, "benh-an")));
+    let consumer_secret = format!("{}-lgsp-client", "mot-cua");
+    let parent_secret = format!("{}-lgsp-client", "benh-an");
+    for (namespace, secret) in [(&consumer, &consumer_secret), (&parent, &parent_secret)] {
+        world.wait(namespace, secret, "the client certificate", |_: &Secret| Some(())).await;
+    }
+    world.echo_pod(&consumer, "caller", &[("app", "caller")], Some(&consumer_secret)).await;
+    world.echo_pod(&parent, "caller", &[("app", "caller")], Some(&parent_secret)).await;
     for namespace in [&provider, &parent, &child, &consumer, &outside] {
         let count = if namespace == &provider || namespace == &parent { 2 } else { 1 };
         let selector = if namespace == &provider { "app in (ho-tich, worker)" } else { "app in (echo, caller)" };
@@ -502,7 +514,7 @@ async fn on_the_real_node_isolation_holds_on_real_connections_and_the_lgsp_and_t
     assert!(refused.contains(" 403 "), "an agency without a grant gets 403: {refused}");
     // The provider denies the consumer: refused from then on, with no restart.
     let gateway_pod_uid = world.jsonpath(&["get", "pod", "-n", NAMESPACE, "govpaas-gateway-0"], "{.metadata.uid}");
-    provide(&format!("[{{agencyCode: \"{CONSUMER_CODE}\", decision: Deny}}]"));
+    world.apply(&provide(|api| api.deny(CONSUMER_CODE))).await;
     world.consumption(&consumer, "mot-cua", GrantState::Denied).await;
     eventually(WAIT, "the denial in force at the gateway", || async {
         call(&consumer).1.contains(" 403 ").then_some(())
@@ -582,7 +594,7 @@ async fn on_the_real_node_isolation_holds_on_real_connections_and_the_lgsp_and_t
     world.wait_pods_ready(NAMESPACE, "app.kubernetes.io/component=operator", 2);
     world.wait_pods_ready(NAMESPACE, "app.kubernetes.io/component=lgsp-gateway", 1);
     // Deleting the leader's Pod hands the Lease to the standby within 15 s.
-    let lease = govpaas_operator::leader::lease_name(Some(&world.selector));
+    let lease = govpaas_operator::leader::lease_name(Some(&world.selector()));
     let holder = || world.jsonpath(&["get", "lease", "-n", NAMESPACE, &lease], "{.spec.holderIdentity}");
     let leader = eventually(WAIT, "a leader", || async {
         let h = holder();

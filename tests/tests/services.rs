@@ -4,78 +4,60 @@
 //! real directories made by kube-controller-manager's hostPath provisioner, so a retained volume's
 //! data can be checked on disk.
 
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use govpaas_crds::{DocumentService, Portal};
+use govpaas_crds::common::Size;
+use govpaas_crds::document_service::DeletePolicy;
+use govpaas_crds::portal::OnlineServiceMode;
+use govpaas_crds::{DocumentService, Portal, Tenant};
 use govpaas_pki::verify::{chain_from_pem, verify_server_chain};
 use govpaas_pki::{CertificateAuthority, ExpectedLeaf, LeafKind, TrustAnchors, inspect_leaf};
-use govpaas_tests::operator::{self, OperatorProcess};
-use govpaas_tests::{Cluster, cluster, eventually, secret_data, unique_name};
+use govpaas_tests::operator;
+use govpaas_tests::world::{DocumentServiceBuilder, PortalBuilder, Quota, WAIT, World, condition};
+use govpaas_tests::{eventually, secret_data};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use time::OffsetDateTime;
 
-const WAIT: Duration = Duration::from_secs(120);
-
-/// One test's world: its operator, its Tenant (deleted at the end), a client.
-struct World {
-    cluster: &'static Cluster,
-    operator: OperatorProcess,
-    client: Client,
-    base_domain: String,
+/// The shared world, with the one Tenant these tests run services in (named after the scope) and
+/// the retained volumes they make.
+struct Services {
+    world: World,
     /// The Tenant's name, which is also its namespace's.
     tenant: String,
     /// Retained volumes the test made, deleted (with their directories) at the end.
     volumes: Vec<String>,
 }
 
-impl World {
-    /// Starts an operator for a new scope and applies a Province Tenant with `quota`, waiting until
-    /// it is provisioned.
-    async fn new(prefix: &str, quota: &str) -> Self {
-        let cluster = cluster();
-        operator::install_chart(cluster);
-        let base_domain = operator::ensure_platform(cluster);
-        let tenant = unique_name(prefix);
-        let operator = OperatorProcess::start(cluster, &tenant);
-        let world =
-            World { cluster, operator, client: cluster.client().await, base_domain, tenant, volumes: Vec::new() };
-        world.apply_tenant(quota, false);
-        world.wait_tenant_ready().await;
-        world
+impl Deref for Services {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl Services {
+    /// The shared world with a Province Tenant with `quota`, provisioned.
+    async fn new(prefix: &str, quota: Quota) -> Self {
+        let world = World::new(prefix).await;
+        let tenant = world.scope.clone();
+        let services = Services { world, tenant, volumes: Vec::new() };
+        services.apply_tenant(quota, false).await;
+        services.tenant_ready(&services.tenant).await;
+        services
     }
 
-    fn apply_tenant(&self, quota: &str, suspended: bool) {
-        self.cluster.apply(&format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\n  labels:\n    {scope}\nspec:\n  agency:\n    code: \"H49\"\n    displayName: \"Ủy ban nhân dân tỉnh Quảng Nam\"\n    level: Province\n  quota: {quota}\n  suspended: {suspended}\n",
-            name = self.tenant,
-            scope = self.operator.scope_label(),
-        ));
-    }
-
-    async fn wait_tenant_ready(&self) {
-        let api: Api<govpaas_crds::Tenant> = Api::all(self.client.clone());
-        let what = format!("Tenant {} Ready", self.tenant);
-        eventually(WAIT, &what, || async {
-            let tenant = api.get(&self.tenant).await.ok()?;
-            tenant.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
-        })
-        .await;
-        // The namespace carries the domain the admission policies check hosts against.
-        let namespace = self.namespace();
-        eventually(WAIT, "the tenant namespace's domain annotation", || async {
-            let ns =
-                Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone()).get(&namespace).await.ok()?;
-            ns.annotations().contains_key("govpaas.io/domain").then_some(())
-        })
-        .await;
+    async fn apply_tenant(&self, quota: Quota, suspended: bool) -> Tenant {
+        self.apply(&self.tenant(&self.tenant).quota(quota).suspended(suspended).build()).await
     }
 
     fn namespace(&self) -> String {
@@ -83,18 +65,28 @@ impl World {
     }
 
     fn domain(&self) -> String {
-        format!("{}.{}", self.tenant, self.base_domain)
+        self.domain_of(&self.tenant)
     }
 
-    fn apply(&self, manifest: &str) {
-        self.cluster.apply(manifest);
+    /// A Portal in the tenant's namespace.
+    fn portal(&self, name: &str, hosts: &[String]) -> PortalBuilder {
+        PortalBuilder::new(&self.tenant, name, hosts)
     }
 
-    /// `kubectl apply` that is expected to fail: its stderr.
-    fn apply_refused(&self, manifest: &str) -> String {
-        let (ok, _, err) = self.cluster.kubectl_stdin(&["apply", "-f", "-"], manifest);
-        assert!(!ok, "kubectl apply was expected to fail:\n{manifest}");
-        err
+    /// A DocumentService in the tenant's namespace, with `storage` of volume and exchange on.
+    fn document_service(&self, name: &str, storage: &str, policy: DeletePolicy) -> DocumentServiceBuilder {
+        DocumentServiceBuilder::new(&self.tenant, name).storage(storage).delete_policy(policy).exchange(true)
+    }
+
+    /// Applying `object` is refused: the API server's message.
+    async fn apply_refused<K>(&self, object: &K) -> String
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match self.try_apply(object).await {
+            Ok(stored) => panic!("applying was expected to be refused: {stored:?}"),
+            Err(message) => message,
+        }
     }
 
     fn api<K>(&self) -> Api<K>
@@ -104,36 +96,14 @@ impl World {
         Api::namespaced(self.client.clone(), &self.namespace())
     }
 
-    /// Waits until `check` finds what it looks for in the named object of kind `K`.
-    async fn wait<K, T>(&self, name: &str, what: &str, check: impl Fn(&K) -> Option<T>) -> T
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api = self.api::<K>();
-        let what = format!("{what} ({name})");
-        eventually(WAIT, &what, || async { api.get(name).await.ok().and_then(|o| check(&o)) }).await
-    }
-
+    /// Waits until the Portal `name` has the condition, stated for its current generation.
     async fn portal_condition(&self, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Portal {
-        self.wait::<Portal, _>(name, &format!("Portal {type_}={status} {}", reason.unwrap_or("")), |p| {
-            has_condition(p.status.as_ref().map(|s| s.conditions.as_slice()), type_, status, reason).then(|| p.clone())
-        })
-        .await
+        self.condition(&self.tenant, name, type_, status, reason).await
     }
 
+    /// Waits until the DocumentService `name` has the condition, stated for its current generation.
     async fn document_condition(&self, name: &str, type_: &str, status: &str, reason: Option<&str>) -> DocumentService {
-        self.wait::<DocumentService, _>(
-            name,
-            &format!("DocumentService {type_}={status} {}", reason.unwrap_or("")),
-            |d| {
-                has_condition(d.status.as_ref().map(|s| s.conditions.as_slice()), type_, status, reason)
-                    .then(|| d.clone())
-            },
-        )
-        .await
+        self.condition(&self.tenant, name, type_, status, reason).await
     }
 
     /// The Running Pods of a service, each with its node.
@@ -149,16 +119,15 @@ impl World {
 
     /// The tenant CA and the trust bundle, read from the operator's namespace.
     async fn tenant_ca(&self) -> (CertificateAuthority, String) {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), operator::NAMESPACE);
         let now = OffsetDateTime::now_utc();
-        let platform = secrets.get("govpaas-ca").await.expect("the platform CA Secret");
+        let platform: Secret = self.get(operator::NAMESPACE, "govpaas-ca").await;
         let platform = CertificateAuthority::import_platform_ca(
             &secret_data(&platform, "tls.crt"),
             &secret_data(&platform, "tls.key"),
             now,
         )
         .expect("a usable platform CA");
-        let tenant = secrets.get(&format!("govpaas-tenant-ca-{}", self.tenant)).await.expect("the tenant CA Secret");
+        let tenant: Secret = self.get(operator::NAMESPACE, &format!("govpaas-tenant-ca-{}", self.tenant)).await;
         let tenant = CertificateAuthority::load_tenant_ca(
             &secret_data(&tenant, "tls.crt"),
             &secret_data(&tenant, "tls.key"),
@@ -172,7 +141,7 @@ impl World {
     /// Checks that the TLS Secret holds a certificate of the tenant CA for exactly `hosts`, that
     /// verifies for each host to the tenant CA and to the trust bundle in `ca.crt`.
     async fn assert_certificate(&self, secret: &str, hosts: &[String]) {
-        let secret = self.api::<Secret>().get(secret).await.expect("the TLS Secret");
+        let secret: Secret = self.get(&self.tenant, secret).await;
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
         let (tenant_ca, platform_pem) = self.tenant_ca().await;
         let (crt, key, bundle) =
@@ -200,50 +169,37 @@ impl World {
 
     /// The resourceVersions of a Portal `dichvucong` and its objects.
     async fn resource_versions(&self) -> Vec<Option<String>> {
-        let name = "dichvucong-portal";
+        let (ns, name) = (self.tenant.as_str(), "dichvucong-portal");
         vec![
-            self.api::<Portal>().get("dichvucong").await.expect("Portal").metadata.resource_version,
-            self.api::<Deployment>().get(name).await.expect("Deployment").metadata.resource_version,
-            self.api::<k8s_openapi::api::core::v1::Service>()
-                .get(name)
-                .await
-                .expect("Service")
-                .metadata
-                .resource_version,
-            self.api::<Ingress>().get(name).await.expect("Ingress").metadata.resource_version,
-            self.api::<PodDisruptionBudget>().get(name).await.expect("PDB").metadata.resource_version,
-            self.api::<Secret>().get(&format!("{name}-tls")).await.expect("Secret").metadata.resource_version,
+            self.get::<Portal>(ns, "dichvucong").await.metadata.resource_version,
+            self.get::<Deployment>(ns, name).await.metadata.resource_version,
+            self.get::<Service>(ns, name).await.metadata.resource_version,
+            self.get::<Ingress>(ns, name).await.metadata.resource_version,
+            self.get::<PodDisruptionBudget>(ns, name).await.metadata.resource_version,
+            self.get::<Secret>(ns, &format!("{name}-tls")).await.metadata.resource_version,
         ]
     }
 
-    /// The operator's `/metrics`.
-    async fn metrics(&self) -> String {
-        self.operator.metrics().await
-    }
-
-    /// How many times the operator logged applying the `kind` `name` (a debug line of each
-    /// reconcile that applied).
-    fn reconciles(&self, kind: &str, name: &str) -> usize {
-        let line = format!("applied {kind} {}/{name}", self.namespace());
-        self.operator.log().lines().filter(|l| l.contains(&line)).count()
+    /// Labels `kind/name` in the tenant's namespace by hand: a change that wakes the operator
+    /// (it watches what it owns) and that it must leave alone.
+    fn touch(&self, kind: &str, name: &str, label: &str) {
+        self.cluster.kubectl_ok(&["label", kind, name, "-n", &self.tenant, &format!("{label}=yes")]);
     }
 
     /// Waits for the volume under a bound claim and returns it.
     async fn bound_volume(&self, claim: &str) -> PersistentVolume {
         let volume_name = self
-            .wait::<PersistentVolumeClaim, _>(claim, "the claim Bound", |c| {
+            .wait(&self.tenant, claim, "the claim Bound", |c: &PersistentVolumeClaim| {
                 (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then(|| c.spec.as_ref()?.volume_name.clone())?
             })
             .await;
-        Api::<PersistentVolume>::all(self.client.clone()).get(&volume_name).await.expect("the bound volume")
+        self.get("", &volume_name).await
     }
 
     /// Waits until `volume` has `phase`.
     async fn volume_phase(&self, volume: &str, phase: &str) -> PersistentVolume {
-        let api = Api::<PersistentVolume>::all(self.client.clone());
-        eventually(WAIT, &format!("PersistentVolume {volume} {phase}"), || async {
-            let pv = api.get(volume).await.ok()?;
-            (pv.status.as_ref()?.phase.as_deref() == Some(phase)).then_some(pv)
+        self.wait("", volume, &format!("phase {phase}"), |pv: &PersistentVolume| {
+            (pv.status.as_ref()?.phase.as_deref() == Some(phase)).then(|| pv.clone())
         })
         .await
     }
@@ -262,13 +218,8 @@ impl World {
     }
 }
 
-impl Drop for World {
+impl Drop for Services {
     fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl()
-            .args(["delete", "tenant", &self.tenant, "--ignore-not-found", "--wait=false"])
-            .output();
         for volume in &self.volumes {
             let path = self
                 .cluster
@@ -286,34 +237,10 @@ impl Drop for World {
     }
 }
 
-fn has_condition(conditions: Option<&[Condition]>, type_: &str, status: &str, reason: Option<&str>) -> bool {
-    conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == status && reason.is_none_or(|r| c.reason == r))
-}
-
-fn condition<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
-    conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition in {conditions:?}"))
-}
-
-fn quota(pods: u32, storage: &str, public_hosts: u32) -> String {
-    format!(
-        "{{cpu: \"8\", memory: 16Gi, storage: {storage}, pods: {pods}, services: 10, publicHosts: {public_hosts}, lgspApis: 5}}"
-    )
-}
-
-fn portal_manifest(name: &str, namespace: &str, hosts: &[String], replicas: i32, extra: &str) -> String {
-    format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: Portal\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  hosts: [{}]\n  replicas: {replicas}\n{extra}",
-        hosts.join(", ")
-    )
-}
-
-fn document_service(name: &str, namespace: &str, size: &str, policy: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: DocumentService\nmetadata:\n  name: {name}\n  namespace: {namespace}\n{annotations}spec:\n  storage:\n    size: {size}\n    deletePolicy: {policy}\n  exchange:\n    enabled: true\n"
-    )
+/// A quota of 8 CPUs, 16Gi of memory, 10 Services and 5 LGSP APIs, with these Pods, storage and
+/// public hosts.
+fn quota(pods: i32, storage: &str, public_hosts: i32) -> Quota {
+    Quota::default().cpu("8").memory("16Gi").storage(storage).pods(pods).services(10).public_hosts(public_hosts)
 }
 
 /// The directory that holds a hostPath volume's data on this machine.
@@ -332,10 +259,10 @@ fn write_document(volume: &PersistentVolume) -> PathBuf {
 
 #[tokio::test]
 async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
-    let world = World::new("svc-portal", &quota(20, "10Gi", 4)).await;
+    let world = Services::new("svc-portal", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
     let hosts = vec![format!("dichvucong.{}", world.domain()), world.domain()];
-    world.apply(&portal_manifest("dichvucong", &ns, &hosts, 2, "  mode: Full\n"));
+    world.apply(&world.portal("dichvucong", &hosts).replicas(2).mode(OnlineServiceMode::Full).build()).await;
 
     let ready = world.portal_condition("dichvucong", "Ready", "True", None).await;
     let status = ready.status.expect("status");
@@ -348,7 +275,7 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
     assert_eq!(condition(&status.conditions, "Available").status, "True");
 
     // The Deployment is available, its Pods Running on kwok nodes.
-    let deployment = world.api::<Deployment>().get("dichvucong-portal").await.expect("the Deployment");
+    let deployment: Deployment = world.get(&ns, "dichvucong-portal").await;
     assert_eq!(deployment.status.as_ref().and_then(|s| s.available_replicas), Some(2));
     let pods = world.running_pods("portal", "dichvucong").await;
     assert_eq!(pods.len(), 2);
@@ -358,7 +285,7 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
     }
 
     // The Ingress routes both hosts, with TLS from the Secret.
-    let ingress = world.api::<Ingress>().get("dichvucong-portal").await.expect("the Ingress");
+    let ingress: Ingress = world.get(&ns, "dichvucong-portal").await;
     let spec = ingress.spec.expect("spec");
     let tls = &spec.tls.expect("tls")[0];
     assert_eq!(tls.hosts.as_deref(), Some(hosts.as_slice()));
@@ -368,7 +295,7 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
     world.assert_certificate("dichvucong-portal-tls", &hosts).await;
 
     // Two replicas: a budget lets drains take one at a time.
-    let budget = world.api::<PodDisruptionBudget>().get("dichvucong-portal").await.expect("the PodDisruptionBudget");
+    let budget: PodDisruptionBudget = world.get(&ns, "dichvucong-portal").await;
     assert_eq!(
         budget.spec.and_then(|s| s.max_unavailable),
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
@@ -380,7 +307,7 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
 
     // The certificate's expiry is in the operator's metrics too, and the reconciles are counted.
     let not_after = certificate.not_after.expect("notAfter").0.as_second();
-    let metrics = world.metrics().await;
+    let metrics = world.operator().metrics().await;
     let series = metrics
         .lines()
         .find(|l| {
@@ -390,23 +317,28 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
         })
         .unwrap_or_else(|| panic!("no expiry gauge for the portal's certificate in:\n{metrics}"));
     assert!(series.ends_with(&format!(" {not_after}")), "{series} (notAfter {not_after})");
-    assert!(metrics.lines().any(|l| l.contains("reconciles") && l.contains("controller=\"portal\"")), "{metrics}");
+    assert!(operator::reconciles(&metrics, "portal") >= 1.0, "{metrics}");
 
-    // A steady world is quiet: a reconcile of an unchanged Portal writes nothing.
-    world.cluster.kubectl_ok(&["label", "ingress", "dichvucong-portal", "-n", &ns, "touched-by-hand=yes"]);
+    // A steady world is quiet: reconciles of an unchanged Portal write nothing. Each hand-made
+    // label wakes one (the operator watches what it owns); the reconcile counter says when it has
+    // finished (the operator scoped to this test's Tenant, the counter is this Portal's).
+    let errors = world.reconcile_errors("portal").await;
+    let seen = world.reconciles("portal").await;
+    world.touch("ingress", "dichvucong-portal", "touched-by-hand");
     let versions = world.resource_versions().await;
-    let reconciles = world.reconciles("Portal", "dichvucong");
-    eventually(WAIT, "a reconcile after the hand-made label", || async {
-        (world.reconciles("Portal", "dichvucong") > reconciles).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = world.reconciled_beyond("portal", seen).await;
     assert_eq!(world.resource_versions().await, versions, "a no-op reconcile changed something");
+    // A second look, after a second label: the operator looked again and still wrote nothing.
+    world.touch("ingress", "dichvucong-portal", "touched-again");
+    let versions = world.resource_versions().await;
+    world.reconciled_beyond("portal", seen).await;
+    assert_eq!(world.resource_versions().await, versions, "a no-op reconcile changed something");
+    assert_eq!(world.reconcile_errors("portal").await, errors, "the no-op reconciles succeeded");
 
     // A hand edit of what the operator owns is taken back.
     world.cluster.kubectl_ok(&["scale", "deployment", "dichvucong-portal", "-n", &ns, "--replicas=5"]);
     world
-        .wait::<Deployment, _>("dichvucong-portal", "replicas back to 2", |d| {
+        .wait(&ns, "dichvucong-portal", "replicas back to 2", |d: &Deployment| {
             (d.spec.replicas == Some(2) && d.metadata.generation > deployment.metadata.generation).then_some(())
         })
         .await;
@@ -414,41 +346,39 @@ async fn a_portal_with_two_hosts_serves_with_tls_from_the_tenant_ca() {
 
 #[tokio::test]
 async fn a_host_outside_the_tenant_domain_is_refused_at_admission() {
-    let world = World::new("svc-admission", &quota(20, "10Gi", 4)).await;
+    let world = Services::new("svc-admission", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
     let hosts = vec![format!("cong.{}", world.domain()), "dichvucong.gov.vn".to_owned()];
-    let err = world.apply_refused(&portal_manifest("lac-duong", &ns, &hosts, 1, ""));
+    let err = world.apply_refused(&world.portal("lac-duong", &hosts).build()).await;
     assert!(err.contains("dichvucong.gov.vn must be the tenant domain"), "{err}");
     assert!(err.contains(&world.domain()), "{err}");
-    let err = world.apply_refused(&format!(
-        "apiVersion: govpaas.io/v1alpha1\nkind: DocumentService\nmetadata:\n  name: van-ban\n  namespace: {ns}\nspec:\n  host: vanban.other.gov.vn\n"
-    ));
+    let err =
+        world.apply_refused(&DocumentServiceBuilder::new(&ns, "van-ban").host("vanban.other.gov.vn").build()).await;
     assert!(err.contains("spec.host: vanban.other.gov.vn must be the tenant domain"), "{err}");
-    assert!(world.api::<Portal>().get_opt("lac-duong").await.expect("get").is_none());
+    assert!(world.get_opt::<Portal>(&ns, "lac-duong").await.is_none());
+    assert!(world.get_opt::<DocumentService>(&ns, "van-ban").await.is_none());
 }
 
 #[tokio::test]
 async fn changes_apply_in_place() {
-    let world = World::new("svc-change", &quota(20, "10Gi", 4)).await;
+    let world = Services::new("svc-change", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
     let hosts = vec![format!("cong.{}", world.domain()), format!("www.{}", world.domain())];
-    world.apply(&portal_manifest("cong", &ns, &hosts, 2, ""));
+    world.apply(&world.portal("cong", &hosts).replicas(2).build()).await;
     world.portal_condition("cong", "Ready", "True", None).await;
-    let before = world.api::<Deployment>().get("cong-portal").await.expect("the Deployment");
+    let before: Deployment = world.get(&ns, "cong-portal").await;
 
     // Fewer hosts, more replicas, a bigger size, the agency's own image: all in place.
     let kept = vec![hosts[0].clone()];
-    world.apply(&portal_manifest(
-        "cong",
-        &ns,
-        &kept,
-        3,
-        "  size: medium\n  image: registry.example.vn/cong-dvc:2.0.1\n",
-    ));
+    let changed = |replicas| {
+        world.portal("cong", &kept).replicas(replicas).size(Size::Medium).image("registry.example.vn/cong-dvc:2.0.1")
+    };
+    world.apply(&changed(3).build()).await;
     let deployment = world
-        .wait::<Deployment, _>("cong-portal", "3 replicas of the new image", |d| {
-            let pod = d.spec.template.spec.as_ref()?;
-            let ready = d.status.as_ref()?.ready_replicas? == 3 && d.spec.replicas == Some(3);
+        .wait(&ns, "cong-portal", "3 replicas of the new image", |d: &Deployment| {
+            let spec = &d.spec;
+            let pod = spec.template.spec.as_ref()?;
+            let ready = d.status.as_ref()?.ready_replicas? == 3 && spec.replicas == Some(3);
             (ready && pod.containers[0].image.as_deref() == Some("registry.example.vn/cong-dvc:2.0.1"))
                 .then(|| d.clone())
         })
@@ -460,7 +390,7 @@ async fn changes_apply_in_place() {
 
     // The removed host leaves the Ingress and the certificate.
     world
-        .wait::<Ingress, _>("cong-portal", "the Ingress with one host", |i| {
+        .wait(&ns, "cong-portal", "the Ingress with one host", |i: &Ingress| {
             let rules = i.spec.as_ref()?.rules.as_ref()?;
             (rules.len() == 1 && rules[0].host.as_deref() == Some(kept[0].as_str())).then_some(())
         })
@@ -470,25 +400,15 @@ async fn changes_apply_in_place() {
     world.assert_certificate("cong-portal-tls", &kept).await;
 
     // Back to one replica: the budget goes, since one Pod cannot spare any.
-    world.apply(&portal_manifest(
-        "cong",
-        &ns,
-        &kept,
-        1,
-        "  size: medium\n  image: registry.example.vn/cong-dvc:2.0.1\n",
-    ));
-    let budgets = world.api::<PodDisruptionBudget>();
-    eventually(WAIT, "the PodDisruptionBudget pruned", || async {
-        budgets.get_opt("cong-portal").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    world.apply(&changed(1).build()).await;
+    world.gone::<PodDisruptionBudget>(&ns, "cong-portal").await;
 }
 
 #[tokio::test]
 async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores_it() {
-    let mut world = World::new("svc-retain", &quota(20, "10Gi", 4)).await;
+    let mut world = Services::new("svc-retain", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
-    world.apply(&document_service("van-ban", &ns, "1Gi", "Retain", ""));
+    world.apply(&world.document_service("van-ban", "1Gi", DeletePolicy::Retain).build()).await;
 
     let service = world.document_condition("van-ban", "Ready", "True", None).await;
     let status = service.status.expect("status");
@@ -512,41 +432,33 @@ async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores
     assert_eq!(world.running_pods("document-service", "van-ban").await.len(), 1);
     let document = write_document(&volume);
 
-    // Quiet once settled: a reconcile rewrites neither the service, its claim, its volume nor its
-    // workload.
+    // Quiet once settled: reconciles rewrite neither the service, its claim, its volume nor its
+    // workload. Each hand-made label on its Service wakes one; the counter says when it finished.
     let versions = || async {
-        let volume = Api::<PersistentVolume>::all(world.client.clone()).get(&volume_name).await.expect("volume");
         vec![
-            world.api::<DocumentService>().get("van-ban").await.expect("service").metadata.resource_version,
-            world
-                .api::<PersistentVolumeClaim>()
-                .get("van-ban-docs-data")
-                .await
-                .expect("claim")
-                .metadata
-                .resource_version,
-            world.api::<Deployment>().get("van-ban-docs").await.expect("deployment").metadata.resource_version,
-            world.api::<Secret>().get("van-ban-docs-signing").await.expect("signing").metadata.resource_version,
-            volume.metadata.resource_version,
+            world.get::<DocumentService>(&ns, "van-ban").await.metadata.resource_version,
+            world.get::<PersistentVolumeClaim>(&ns, "van-ban-docs-data").await.metadata.resource_version,
+            world.get::<Deployment>(&ns, "van-ban-docs").await.metadata.resource_version,
+            world.get::<Secret>(&ns, "van-ban-docs-signing").await.metadata.resource_version,
+            world.get::<PersistentVolume>("", &volume_name).await.metadata.resource_version,
         ]
     };
-    world.cluster.kubectl_ok(&["label", "service", "van-ban-docs", "-n", &ns, "touched-by-hand=yes"]);
+    let errors = world.reconcile_errors("document-service").await;
+    let seen = world.reconciles("document-service").await;
+    world.touch("service", "van-ban-docs", "touched-by-hand");
     let before = versions().await;
-    let applied = world.reconciles("DocumentService", "van-ban");
-    eventually(WAIT, "a reconcile after the hand-made label", || async {
-        (world.reconciles("DocumentService", "van-ban") > applied).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = world.reconciled_beyond("document-service", seen).await;
     assert_eq!(versions().await, before, "a no-op reconcile changed something");
+    // A second look, after a second label: the operator looked again and still wrote nothing.
+    world.touch("service", "van-ban-docs", "touched-again");
+    world.reconciled_beyond("document-service", seen).await;
+    assert_eq!(versions().await, before, "a no-op reconcile changed something");
+    assert_eq!(world.reconcile_errors("document-service").await, errors, "the no-op reconciles succeeded");
 
     // Deleted: the claim goes with the service, the volume and its data stay, and an Event says where.
-    world.cluster.kubectl_ok(&["delete", "documentservice", "van-ban", "-n", &ns, "--wait=true"]);
-    let claims = world.api::<PersistentVolumeClaim>();
-    eventually(WAIT, "the claim deleted with its service", || async {
-        claims.get_opt("van-ban-docs-data").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    world.delete::<DocumentService>(&ns, "van-ban").await;
+    world.gone::<DocumentService>(&ns, "van-ban").await;
+    world.gone::<PersistentVolumeClaim>(&ns, "van-ban-docs-data").await;
     world.volume_phase(&volume_name, "Released").await;
     assert!(document.exists(), "the document survives in {}", document.display());
     let event = world.retained_event(&volume_name).await;
@@ -554,8 +466,8 @@ async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores
     assert!(note.contains(&format!("govpaas.io/restore-from-volume: {volume_name}")), "{note}");
 
     // A new DocumentService takes the volume over, with the document in it.
-    let annotation = format!("  annotations:\n    govpaas.io/restore-from-volume: {volume_name}\n");
-    world.apply(&document_service("van-ban-moi", &ns, "1Gi", "Retain", &annotation));
+    let restoring = world.document_service("van-ban-moi", "1Gi", DeletePolicy::Retain).restore_from(&volume_name);
+    world.apply(&restoring.build()).await;
     world.document_condition("van-ban-moi", "Ready", "True", None).await;
     let restored = world.bound_volume("van-ban-moi-docs-data").await;
     assert_eq!(restored.name_any(), volume_name, "the retained volume, not a new one");
@@ -566,9 +478,9 @@ async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores
 
 #[tokio::test]
 async fn a_document_service_with_delete_policy_takes_its_volume_with_it() {
-    let world = World::new("svc-delete", &quota(20, "10Gi", 4)).await;
+    let world = Services::new("svc-delete", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
-    world.apply(&document_service("nhap", &ns, "1Gi", "Delete", ""));
+    world.apply(&world.document_service("nhap", "1Gi", DeletePolicy::Delete).build()).await;
     let service = world.document_condition("nhap", "StorageBound", "True", Some("VolumeBound")).await;
     assert!(
         condition(&service.status.unwrap().conditions, "StorageBound")
@@ -580,11 +492,8 @@ async fn a_document_service_with_delete_policy_takes_its_volume_with_it() {
     let dir = volume_dir(&volume);
     write_document(&volume);
 
-    world.cluster.kubectl_ok(&["delete", "documentservice", "nhap", "-n", &ns]);
-    let volumes = Api::<PersistentVolume>::all(world.client.clone());
-    let name = volume.name_any();
-    eventually(WAIT, "the volume deleted", || async { volumes.get_opt(&name).await.ok()?.is_none().then_some(()) })
-        .await;
+    world.delete::<DocumentService>(&ns, "nhap").await;
+    world.gone::<PersistentVolume>("", &volume.name_any()).await;
     eventually(WAIT, "the volume's directory removed", || async { (!dir.exists()).then_some(()) }).await;
 }
 
@@ -592,88 +501,83 @@ async fn a_document_service_with_delete_policy_takes_its_volume_with_it() {
 /// class (not "waiting for its volume"), and no Pod starts.
 #[tokio::test]
 async fn a_missing_storage_class_is_named_with_an_event() {
-    let world = World::new("svc-class", &quota(20, "10Gi", 4)).await;
-    let ns = world.namespace();
-    let manifest = document_service("luu-tru", &ns, "1Gi", "Delete", "")
-        .replace("    deletePolicy: Delete\n", "    deletePolicy: Delete\n    storageClassName: khong-ton-tai\n");
-    world.apply(&manifest);
+    let world = Services::new("svc-class", quota(20, "10Gi", 4)).await;
+    let service = world.document_service("luu-tru", "1Gi", DeletePolicy::Delete).storage_class("khong-ton-tai");
+    world.apply(&service.build()).await;
     let service = world.document_condition("luu-tru", "StorageBound", "False", Some("StorageClassNotFound")).await;
     let conditions = service.status.unwrap().conditions;
     let message = &condition(&conditions, "StorageBound").message;
     assert!(message.contains("StorageClass \"khong-ton-tai\"") && message.contains("does not exist"), "{message}");
     let ready = condition(&conditions, "Ready");
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "StorageClassNotFound"));
+    let events: Api<Event> = world.api();
+    let about = ListParams::default().fields("regarding.name=luu-tru,reason=StorageClassNotFound");
     let notes = eventually(WAIT, "the StorageClassNotFound Event", || async {
-        let notes = world.cluster.kubectl_ok(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            &ns,
-            "--field-selector",
-            "regarding.name=luu-tru,reason=StorageClassNotFound",
-            "-o",
-            "jsonpath={.items[*].note}",
-        ]);
+        let notes: Vec<String> = events.list(&about).await.ok()?.items.into_iter().filter_map(|e| e.note).collect();
         (!notes.is_empty()).then_some(notes)
     })
     .await;
-    assert!(notes.contains("khong-ton-tai"), "{notes}");
+    assert!(notes.iter().any(|n| n.contains("khong-ton-tai")), "{notes:?}");
+    assert!(world.running_pods("document-service", "luu-tru").await.is_empty(), "no Pod starts");
 }
 
 #[tokio::test]
 async fn too_little_quota_is_a_condition_naming_what_is_short() {
-    let world = World::new("svc-quota", &quota(2, "5Gi", 2)).await;
+    let world = Services::new("svc-quota", quota(2, "5Gi", 2)).await;
     let ns = world.namespace();
     let host = |h: &str| format!("{h}.{}", world.domain());
 
     // Three replicas where two Pods fit.
-    world.apply(&portal_manifest("lon", &ns, &[host("lon")], 3, ""));
+    world.apply(&world.portal("lon", &[host("lon")]).replicas(3).build()).await;
     let portal = world.portal_condition("lon", "Ready", "False", Some("QuotaExceeded")).await;
     let message = condition(&portal.status.unwrap().conditions, "Ready").message.clone();
     assert!(message.contains("for pods:") && message.contains("pods needs 3 but 2 is left"), "{message}");
-    assert!(world.api::<Deployment>().get_opt("lon-portal").await.unwrap().is_none(), "nothing half-done");
+    assert!(world.get_opt::<Deployment>(&ns, "lon-portal").await.is_none(), "nothing half-done");
 
     // More storage than the tenant has.
-    world.apply(&document_service("kho", &ns, "10Gi", "Delete", ""));
+    world.apply(&world.document_service("kho", "10Gi", DeletePolicy::Delete).build()).await;
     let service = world.document_condition("kho", "Ready", "False", Some("QuotaExceeded")).await;
     let message = condition(&service.status.unwrap().conditions, "Ready").message.clone();
     assert!(message.contains("storage needs 10Gi but 5Gi is left"), "{message}");
-    assert!(world.api::<PersistentVolumeClaim>().get_opt("kho-docs-data").await.unwrap().is_none());
+    assert!(world.get_opt::<PersistentVolumeClaim>(&ns, "kho-docs-data").await.is_none());
 
     // More public hosts than the tenant may serve (the first Portal, although refused, came first).
-    world.apply(&portal_manifest("nhieu", &ns, &[host("a"), host("b")], 1, ""));
+    world.apply(&world.portal("nhieu", &[host("a"), host("b")]).build()).await;
     let portal = world.portal_condition("nhieu", "Ready", "False", Some("QuotaExceeded")).await;
     let message = condition(&portal.status.unwrap().conditions, "Ready").message.clone();
     assert!(message.contains("publicHosts needs 2 but 1 is left"), "{message}");
 
     // Fixed: it runs.
-    world.apply(&portal_manifest("lon", &ns, &[host("lon")], 2, ""));
+    world.apply(&world.portal("lon", &[host("lon")]).replicas(2).build()).await;
     world.portal_condition("lon", "Ready", "True", None).await;
 }
 
 #[tokio::test]
 async fn a_suspended_tenant_runs_its_services_at_zero() {
-    let world = World::new("svc-suspend", &quota(20, "10Gi", 4)).await;
+    let world = Services::new("svc-suspend", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
-    world.apply(&portal_manifest("cong", &ns, &[format!("cong.{}", world.domain())], 2, ""));
-    world.apply(&document_service("van-ban", &ns, "1Gi", "Delete", ""));
+    world.apply(&world.portal("cong", &[format!("cong.{}", world.domain())]).replicas(2).build()).await;
+    world.apply(&world.document_service("van-ban", "1Gi", DeletePolicy::Delete).build()).await;
     world.portal_condition("cong", "Ready", "True", None).await;
     world.document_condition("van-ban", "Ready", "True", None).await;
 
-    world.apply_tenant(&quota(20, "10Gi", 4), true);
+    world.apply_tenant(quota(20, "10Gi", 4), true).await;
+    world.condition::<Tenant>("", &world.tenant, "Suspended", "True", None).await;
     let portal = world.portal_condition("cong", "Ready", "False", Some("Suspended")).await;
     assert_eq!(condition(&portal.status.unwrap().conditions, "Suspended").status, "True");
     world.document_condition("van-ban", "Suspended", "True", None).await;
     for deployment in ["cong-portal", "van-ban-docs"] {
-        world.wait::<Deployment, _>(deployment, "scaled to zero", |d| (d.spec.replicas == Some(0)).then_some(())).await;
+        world
+            .wait(&ns, deployment, "scaled to zero", |d: &Deployment| (d.spec.replicas == Some(0)).then_some(()))
+            .await;
     }
-    let budgets = world.api::<PodDisruptionBudget>();
-    assert!(budgets.get_opt("cong-portal").await.unwrap().is_none(), "no budget for zero Pods");
+    assert!(world.get_opt::<PodDisruptionBudget>(&ns, "cong-portal").await.is_none(), "no budget for zero Pods");
     // Nothing is deleted: the Ingress, the certificate and the volume stay.
-    assert!(world.api::<Ingress>().get_opt("cong-portal").await.unwrap().is_some());
-    assert!(world.api::<PersistentVolumeClaim>().get_opt("van-ban-docs-data").await.unwrap().is_some());
+    assert!(world.get_opt::<Ingress>(&ns, "cong-portal").await.is_some());
+    assert!(world.get_opt::<Secret>(&ns, "cong-portal-tls").await.is_some());
+    assert!(world.get_opt::<PersistentVolumeClaim>(&ns, "van-ban-docs-data").await.is_some());
 
-    world.apply_tenant(&quota(20, "10Gi", 4), false);
+    world.apply_tenant(quota(20, "10Gi", 4), false).await;
     let portal = world.portal_condition("cong", "Ready", "True", None).await;
     assert!(portal.status.unwrap().conditions.iter().all(|c| c.type_ != "Suspended"));
     world.document_condition("van-ban", "Ready", "True", None).await;
@@ -682,9 +586,9 @@ async fn a_suspended_tenant_runs_its_services_at_zero() {
 
 #[tokio::test]
 async fn deleting_a_tenant_loses_no_retained_document_volume() {
-    let mut world = World::new("svc-tenant-gone", &quota(20, "10Gi", 4)).await;
+    let mut world = Services::new("svc-tenant-gone", quota(20, "10Gi", 4)).await;
     let ns = world.namespace();
-    world.apply(&document_service("luu-tru", &ns, "1Gi", "Retain", ""));
+    world.apply(&world.document_service("luu-tru", "1Gi", DeletePolicy::Retain).build()).await;
     world.document_condition("luu-tru", "Ready", "True", None).await;
     let volume = world.bound_volume("luu-tru-docs-data").await;
     let volume_name = volume.name_any();
@@ -692,8 +596,8 @@ async fn deleting_a_tenant_loses_no_retained_document_volume() {
     let document = write_document(&volume);
 
     // The whole tenant goes: its namespace, the service, the claim.
-    world.cluster.kubectl_ok(&["delete", "tenant", &world.tenant, "--wait=false"]);
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(world.client.clone());
+    world.delete::<Tenant>("", &world.tenant).await;
+    let namespaces = Api::<Namespace>::all(world.client.clone());
     eventually(Duration::from_secs(180), "the tenant namespace deleted", || async {
         namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
     })
@@ -705,10 +609,10 @@ async fn deleting_a_tenant_loses_no_retained_document_volume() {
     world.retained_event(&volume_name).await;
 
     // The agency comes back: its new DocumentService takes the volume over.
-    world.apply_tenant(&quota(20, "10Gi", 4), false);
-    world.wait_tenant_ready().await;
-    let annotation = format!("  annotations:\n    govpaas.io/restore-from-volume: {volume_name}\n");
-    world.apply(&document_service("luu-tru", &ns, "1Gi", "Retain", &annotation));
+    world.apply_tenant(quota(20, "10Gi", 4), false).await;
+    world.tenant_ready(&world.tenant).await;
+    let restoring = world.document_service("luu-tru", "1Gi", DeletePolicy::Retain).restore_from(&volume_name);
+    world.apply(&restoring.build()).await;
     world.document_condition("luu-tru", "Ready", "True", None).await;
     assert_eq!(world.bound_volume("luu-tru-docs-data").await.name_any(), volume_name);
     assert!(document.exists());
@@ -716,34 +620,37 @@ async fn deleting_a_tenant_loses_no_retained_document_volume() {
 
 #[tokio::test]
 async fn pods_the_quota_refuses_later_are_reported() {
-    let world = World::new("svc-failed-create", &quota(3, "5Gi", 2)).await;
+    let world = Services::new("svc-failed-create", quota(3, "5Gi", 2)).await;
     let ns = world.namespace();
-    world.apply(&portal_manifest("cong", &ns, &[format!("cong.{}", world.domain())], 2, ""));
+    world.apply(&world.portal("cong", &[format!("cong.{}", world.domain())]).replicas(2).build()).await;
     world.portal_condition("cong", "Ready", "True", None).await;
 
     // Another workload takes the last Pod, then the admin lowers the quota under what runs.
-    world.apply(&format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: cong-cu, namespace: {ns}}}
-spec:
-  securityContext: {{runAsNonRoot: true, runAsUser: 1000, seccompProfile: {{type: RuntimeDefault}}}}
-  containers:
-    - name: cong-cu
-      image: registry.example.vn/cong-cu:1
-      securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
-"#
-    ));
-    world.apply_tenant(&quota(2, "5Gi", 2), false);
+    let tool: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "cong-cu", "namespace": ns },
+        "spec": {
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "cong-cu",
+                "image": "registry.example.vn/cong-cu:1",
+                "securityContext": { "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } },
+            }],
+        },
+    }))
+    .expect("a Pod");
+    world.apply(&tool).await;
+    world.apply_tenant(quota(2, "5Gi", 2), false).await;
     world
-        .wait::<k8s_openapi::api::core::v1::ResourceQuota, _>("govpaas-quota", "pods quota lowered to 2", |q| {
+        .wait(&ns, "govpaas-quota", "pods quota lowered to 2", |q: &ResourceQuota| {
             (q.spec.as_ref()?.hard.as_ref()?.get("pods")?.0 == "2").then_some(())
         })
         .await;
 
     // A Portal Pod goes (a node drained, say): its ReplicaSet may not replace it, and status says so.
     let pod = world.running_pods("portal", "cong").await.pop().expect("a portal Pod").name_any();
-    world.cluster.kubectl_ok(&["delete", "pod", &pod, "-n", &ns, "--wait=false"]);
+    world.delete::<Pod>(&ns, &pod).await;
     let portal = world.portal_condition("cong", "Ready", "False", Some("QuotaExceeded")).await;
     let message = condition(&portal.status.unwrap().conditions, "Ready").message.clone();
     assert!(message.starts_with("Pods cannot be created:") && message.contains("exceeded quota"), "{message}");
