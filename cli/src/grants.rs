@@ -323,6 +323,14 @@ mod tests {
                         api: "can-bo-cong-chuc".into(),
                         url: "https://lgsp.danang.gov.vn/H17.01/can-bo-cong-chuc/".into(),
                     }],
+                    // It consumes the national population database (the Platform's catalogue lists it).
+                    consumptions: vec![ConsumptionStatus {
+                        name: "dan-cu".into(),
+                        state: GrantState::Granted,
+                        reason: "NationalPlatform".into(),
+                        message: "csdlqg-dan-cu of the national platform (NDXP)".into(),
+                        url: Some("https://lgsp.danang.gov.vn/ndxp/csdlqg-dan-cu/".into()),
+                    }],
                     ..Default::default()
                 },
                 _ => DataSharingServiceStatus {
@@ -363,8 +371,15 @@ status:
     #[test]
     fn who_may_call_what() {
         let report = build(&services(), &fixtures::danang(), Scope::Complete, None);
-        assert_eq!(report.grants.len(), 1);
-        let grant = &report.grants[0];
+        // Thanh Khê's grant, and Sở Nội vụ's of the national population database.
+        assert_eq!(report.grants.len(), 2);
+        let national = report.grants.iter().find(|g| g.national).unwrap();
+        assert_eq!(
+            (national.consumer_service.as_str(), national.provider.code.as_str()),
+            ("so-noivu/du-lieu-noi-vu", NATIONAL)
+        );
+        assert_eq!((national.state.as_str(), national.reason.as_str()), ("Granted", "NationalPlatform"));
+        let grant = report.grants.iter().find(|g| !g.national).unwrap();
         assert_eq!(
             grant.consumer,
             AgencyRef {
@@ -399,7 +414,7 @@ status:
             .unwrap();
         assert_eq!(denied.provider.tenant.as_deref(), Some("so-noivu"), "000.00.01.H17 is H17.01");
         assert_eq!((denied.state.as_str(), denied.reason.as_str()), ("Denied", "DeniedByProvider"));
-        let national = report.grants.iter().find(|g| g.national).unwrap();
+        let national = report.grants.iter().find(|g| g.national && g.consumer_service == "hai-chau/tra-cuu").unwrap();
         assert_eq!((national.provider.code.as_str(), national.state.as_str()), (NATIONAL, "Unknown"));
     }
 
@@ -411,7 +426,7 @@ status:
         assert_eq!(thanh_khe.grants.len(), 1);
         assert_eq!(thanh_khe.provided_apis.len(), 1, "it is among the API's consumers");
         let noi_vu = build(&all, &fixtures::danang(), Scope::Complete, Some("H17.01"));
-        assert_eq!(noi_vu.grants.len(), 2);
+        assert_eq!(noi_vu.grants.len(), 3, "the two it provides, and its own national one");
         let nobody = build(&all, &fixtures::danang(), Scope::Complete, Some("H17.40"));
         assert!(nobody.grants.is_empty() && nobody.provided_apis.is_empty());
     }
@@ -423,10 +438,11 @@ status:
         let report = build(&all, &fixtures::danang(), Scope::Complete, None);
         let text = render(&report, false);
         let expected = "\
-PROVIDER                  API               CONSUMER            SERVICE            STATE    REASON
-000.00.01.H17 (so-noivu)  can-bo-cong-chuc  H17.31 (hai-chau)   hai-chau/tra-cuu   Denied   DeniedByProvider
-NDXP                      csdlqg-dan-cu     H17.31 (hai-chau)   hai-chau/tra-cuu   Unknown
-H17.01 (so-noivu)         can-bo-cong-chuc  H17.32 (thanh-khe)  thanh-khe/mot-cua  Granted  Approved
+PROVIDER                  API               CONSUMER            SERVICE                  STATE    REASON
+000.00.01.H17 (so-noivu)  can-bo-cong-chuc  H17.31 (hai-chau)   hai-chau/tra-cuu         Denied   DeniedByProvider
+NDXP                      csdlqg-dan-cu     H17.31 (hai-chau)   hai-chau/tra-cuu         Unknown
+NDXP                      csdlqg-dan-cu     H17.01 (so-noivu)   so-noivu/du-lieu-noi-vu  Granted  NationalPlatform
+H17.01 (so-noivu)         can-bo-cong-chuc  H17.32 (thanh-khe)  thanh-khe/mot-cua        Granted  Approved
 Denied hai-chau/tra-cuu → 000.00.01.H17/can-bo-cong-chuc: H17.01 approves only mot-cua of H17.31: ask it to list tra-cuu
 ";
         assert!(text.starts_with(expected), "{text}");

@@ -1,6 +1,13 @@
 //! ValidatingAdmissionPolicies: the rules that need more than the object itself but no more than
 //! the API server already has — the namespace's govpaas labels and annotations
-//! (`namespaceObject`), which the tenant controller writes, and the Platform (a policy parameter).
+//! (`namespaceObject`), which the tenant controller writes, and what of the Platform they need,
+//! which the operator copies into the ConfigMap [`PARAMS_CONFIG_MAP`] (the policies' parameter).
+//!
+//! Why a ConfigMap and not the Platform itself: a policy whose `paramKind` is a custom resource
+//! fails closed ("failed to find resource referenced by paramKind") when the API server compiles it
+//! before it has discovered the CRD — after every API server restart — and stays so until the policy
+//! changes (kubernetes/kubernetes#122658, #124237): every agency Pod would be refused. A built-in
+//! kind is always known.
 //!
 //! They run inside the API server, so they hold while the operator is down. Most match govpaas
 //! kinds only. The tenant fence ([`TENANT_SERVICES_POLICY`], [`TENANT_VOLUME_CLAIMS_POLICY`])
@@ -17,13 +24,75 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use kube::api::ObjectMeta;
 
 use crate::{
-    GROUP, VERSION,
+    GROUP,
     metadata::{
         AGENCY_CODE_LABEL, ALLOW_LOAD_BALANCERS_LABEL, ALLOW_NODE_PORTS_LABEL, DOMAIN_ANNOTATION, SUSPENDED_LABEL,
         TENANT_LABEL,
     },
-    platform::PLATFORM_NAME,
 };
+
+/// The ConfigMap (in the operator's namespace) the parameterised policies read: what of the Platform
+/// they need, written by the operator's platform-trust controller ([`params_config_map`]).
+pub const PARAMS_CONFIG_MAP: &str = "govpaas-admission-params";
+/// Its key holding `Platform spec.baseDomain`.
+pub const BASE_DOMAIN_KEY: &str = "baseDomain";
+/// Its key holding `Platform spec.workloadNodes.tolerations`, one per line as
+/// `key|operator|value|effect` (an unset field empty).
+pub const WORKLOAD_TOLERATIONS_KEY: &str = "workloadTolerations";
+/// Stands for the release namespace (where [`PARAMS_CONFIG_MAP`] is) in the generated bindings; the
+/// chart's template puts `{{ .Release.Namespace }}` there.
+pub const RELEASE_NAMESPACE_PLACEHOLDER: &str = "GOVPAAS_RELEASE_NAMESPACE";
+
+/// The parameter ConfigMap for `platform`, in the operator's `namespace`. A toleration with a field
+/// holding `|` or a line break cannot be written unambiguously: it is left out (the policy then
+/// allows less, never more).
+pub fn params_config_map(
+    platform: &crate::platform::PlatformSpec,
+    namespace: &str,
+) -> k8s_openapi::api::core::v1::ConfigMap {
+    let line = |t: &crate::platform::NodeToleration| {
+        let operator = t.operator.map(|o| match o {
+            crate::platform::TolerationOperator::Exists => "Exists",
+            crate::platform::TolerationOperator::Equal => "Equal",
+        });
+        let effect = t.effect.map(|e| match e {
+            crate::platform::TaintEffect::NoSchedule => "NoSchedule",
+            crate::platform::TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            crate::platform::TaintEffect::NoExecute => "NoExecute",
+        });
+        let fields = [t.key.as_deref(), operator, t.value.as_deref(), effect].map(Option::unwrap_or_default);
+        fields.iter().all(|f| !f.contains(['|', '\n', '\r'])).then(|| fields.join("|"))
+    };
+    let tolerations: Vec<String> =
+        platform.workload_nodes.iter().flat_map(|pool| &pool.tolerations).filter_map(line).collect();
+    k8s_openapi::api::core::v1::ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(PARAMS_CONFIG_MAP.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(
+                [
+                    ("app.kubernetes.io/managed-by".to_owned(), "govpaas-operator".to_owned()),
+                    ("app.kubernetes.io/component".to_owned(), "admission-params".to_owned()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                (BASE_DOMAIN_KEY.to_owned(), platform.base_domain.clone()),
+                (WORKLOAD_TOLERATIONS_KEY.to_owned(), tolerations.join("\n")),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The parameter kind of the parameterised policies.
+fn params_kind() -> ParamKind {
+    ParamKind { api_version: Some("v1".into()), kind: Some("ConfigMap".into()) }
+}
 
 /// The policy that keeps services in tenant namespaces and refuses new ones while suspended.
 pub const TENANT_NAMESPACE_POLICY: &str = "govpaas-tenant-namespace";
@@ -290,23 +359,27 @@ fn tenant_domain() -> ValidatingAdmissionPolicy {
         TENANT_DOMAIN_POLICY,
         ValidatingAdmissionPolicySpec {
             match_constraints: Some(rules(&["tenants"])),
-            param_kind: Some(ParamKind {
-                api_version: Some(format!("{GROUP}/{VERSION}")),
-                kind: Some("Platform".into()),
-            }),
+            param_kind: Some(params_kind()),
             match_conditions: Some(vec![MatchCondition {
                 name: "has-domain".into(),
                 expression: "has(object.spec.domain)".into(),
             }]),
+            // '' until the operator has read a Platform: nothing to check against yet.
+            variables: Some(vec![variable(
+                "base",
+                format!(
+                    "params != null && has(params.data) && '{BASE_DOMAIN_KEY}' in params.data ? params.data.{BASE_DOMAIN_KEY} : ''"
+                ),
+            )]),
             validations: Some(vec![
                 validation(
-                    "params == null || object.spec.domain.lowerAscii() != params.spec.baseDomain.lowerAscii()".into(),
-                    "'spec.domain: ' + object.spec.domain + ' is the Platform baseDomain itself: a tenant CA for it would cover every other tenant; use a name under it, like ' + object.metadata.name + '.' + params.spec.baseDomain".into(),
+                    "variables.base == '' || object.spec.domain.lowerAscii() != variables.base.lowerAscii()".into(),
+                    "'spec.domain: ' + object.spec.domain + ' is the Platform baseDomain itself: a tenant CA for it would cover every other tenant; use a name under it, like ' + object.metadata.name + '.' + variables.base".into(),
                     "Invalid",
                 ),
                 validation(
-                    "params == null || object.spec.domain.lowerAscii() == params.spec.baseDomain.lowerAscii() || object.spec.domain.lowerAscii().endsWith('.' + params.spec.baseDomain.lowerAscii())".into(),
-                    "'spec.domain: ' + object.spec.domain + ' must end with .' + params.spec.baseDomain + ' (the Platform baseDomain)'".into(),
+                    "variables.base == '' || object.spec.domain.lowerAscii() == variables.base.lowerAscii() || object.spec.domain.lowerAscii().endsWith('.' + variables.base.lowerAscii())".into(),
+                    "'spec.domain: ' + object.spec.domain + ' must end with .' + variables.base + ' (the Platform baseDomain)'".into(),
                     "Invalid",
                 ),
             ]),
@@ -437,28 +510,21 @@ fn placement(name: &str, rules: MatchResources, path: &str) -> ValidatingAdmissi
         effect = text("t", "effect"),
         op = text("t", "operator"),
         value = text("t", "value"),
-        pkey = text("p", "key"),
-        pop = text("p", "operator"),
-        pvalue = text("p", "value"),
-        peffect = text("p", "effect"),
+        pkey = "p[0]",
+        pop = "p[1]",
+        pvalue = "p[2]",
+        peffect = "p[3]",
     );
-    let describe = |o: &str| {
-        format!(
-            "{key} + ({op} == 'Exists' ? ' (Exists)' : '=' + {value}) + ({effect} == '' ? '' : ':' + {effect})",
-            key = text(o, "key"),
-            op = text(o, "operator"),
-            value = text(o, "value"),
-            effect = text(o, "effect")
-        )
+    let describe = |[key, op, value, effect]: [String; 4]| {
+        format!("{key} + ({op} == 'Exists' ? ' (Exists)' : '=' + {value}) + ({effect} == '' ? '' : ':' + {effect})")
     };
+    let toleration_fields = |o: &str| ["key", "operator", "value", "effect"].map(|field| text(o, field));
+    let listed_fields = ["p[0]", "p[1]", "p[2]", "p[3]"].map(String::from);
     policy(
         name,
         ValidatingAdmissionPolicySpec {
             match_constraints: Some(rules),
-            param_kind: Some(ParamKind {
-                api_version: Some(format!("{GROUP}/{VERSION}")),
-                kind: Some("Platform".into()),
-            }),
+            param_kind: Some(params_kind()),
             variables: Some(vec![
                 variable("pod", format!("object.{path}")),
                 variable(
@@ -469,9 +535,12 @@ fn placement(name: &str, rules: MatchResources, path: &str) -> ValidatingAdmissi
                     "oldTolerations",
                     format!("request.operation == 'UPDATE' && has(oldObject.{path}.tolerations) ? oldObject.{path}.tolerations : []"),
                 ),
+                // The Platform's tolerations as [key, operator, value, effect] lists.
                 variable(
                     "allowed",
-                    "params != null && has(params.spec.workloadNodes) && has(params.spec.workloadNodes.tolerations) ? params.spec.workloadNodes.tolerations : []".into(),
+                    format!(
+                        "params != null && has(params.data) && '{WORKLOAD_TOLERATIONS_KEY}' in params.data ? params.data.{WORKLOAD_TOLERATIONS_KEY}.split('\\n').filter(l, l != '').map(l, l.split('|')).filter(p, size(p) == 4) : []"
+                    ),
                 ),
             ]),
             validations: Some(vec![
@@ -486,8 +555,8 @@ fn placement(name: &str, rules: MatchResources, path: &str) -> ValidatingAdmissi
                     format!("!has(variables.pod.tolerations) || variables.pod.tolerations.all(t, {allowed})"),
                     format!(
                         "'{path}.tolerations: an agency may tolerate only the taints of the nodes the Platform gives agencies (spec.workloadNodes.tolerations: ' + (size(variables.allowed) == 0 ? 'none' : variables.allowed.map(p, {}).join(', ')) + '); refused: ' + variables.pod.tolerations.filter(t, !({allowed})).map(t, {}).join(', ')",
-                        describe("p"),
-                        describe("t")
+                        describe(listed_fields),
+                        describe(toleration_fields("t"))
                     ),
                     "Forbidden",
                 ),
@@ -631,10 +700,12 @@ pub fn bindings() -> Vec<ValidatingAdmissionPolicyBinding> {
                 TENANT_CRONJOB_PLACEMENT_POLICY,
             ];
             let param_ref = with_platform.contains(&name).then(|| ParamRef {
-                name: Some(PLATFORM_NAME.into()),
-                // Without a Platform there is no base domain to check against yet, nor a node pool
-                // for agencies (and the tenant controller provisions no tenant namespace).
-                parameter_not_found_action: Some("Allow".into()),
+                name: Some(PARAMS_CONFIG_MAP.into()),
+                namespace: Some(RELEASE_NAMESPACE_PLACEHOLDER.into()),
+                // Before the operator has read a Platform there is no base domain to check a
+                // Tenant against (the tenant controller checks it too); but an agency Pod — there are
+                // none before the operator has run — is refused rather than placed anywhere.
+                parameter_not_found_action: Some(if name == TENANT_DOMAIN_POLICY { "Allow" } else { "Deny" }.into()),
                 ..Default::default()
             });
             binding(name, param_ref)
@@ -645,6 +716,49 @@ pub fn bindings() -> Vec<ValidatingAdmissionPolicyBinding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parameter_carries_the_base_domain_and_one_toleration_a_line() {
+        use crate::platform::{NodePool, NodeToleration, TaintEffect, TolerationOperator};
+        let mut platform: crate::platform::PlatformSpec =
+            serde_json::from_value(serde_json::json!({"baseDomain": "danang.gov.vn"})).unwrap();
+        let empty = params_config_map(&platform, "govpaas-system");
+        let data = empty.data.unwrap();
+        assert_eq!((data[BASE_DOMAIN_KEY].as_str(), data[WORKLOAD_TOLERATIONS_KEY].as_str()), ("danang.gov.vn", ""));
+        assert_eq!(empty.metadata.namespace.as_deref(), Some("govpaas-system"));
+        platform.workload_nodes = Some(NodePool {
+            tolerations: vec![
+                NodeToleration {
+                    key: Some("govpaas.io/agencies".into()),
+                    operator: Some(TolerationOperator::Exists),
+                    value: None,
+                    effect: Some(TaintEffect::NoSchedule),
+                },
+                NodeToleration { key: Some("zone".into()), operator: None, value: Some("a".into()), effect: None },
+                // Would read as more fields than it has: left out, so the policy allows less.
+                NodeToleration { key: Some("x".into()), operator: None, value: Some("a|Exists".into()), effect: None },
+            ],
+            ..Default::default()
+        });
+        let data = params_config_map(&platform, "govpaas-system").data.unwrap();
+        assert_eq!(data[WORKLOAD_TOLERATIONS_KEY], "govpaas.io/agencies|Exists||NoSchedule\nzone||a|");
+    }
+
+    #[test]
+    fn parameterised_policies_read_a_built_in_kind() {
+        // A custom-resource parameter fails closed after an API server restart (kubernetes#124237).
+        for policy in policies() {
+            if let Some(kind) = policy.spec.as_ref().and_then(|s| s.param_kind.as_ref()) {
+                assert_eq!((kind.api_version.as_deref(), kind.kind.as_deref()), (Some("v1"), Some("ConfigMap")));
+            }
+        }
+        let bound: Vec<_> = bindings().into_iter().filter_map(|b| b.spec.param_ref).collect();
+        assert_eq!(bound.len(), 4);
+        for param in bound {
+            assert_eq!(param.name.as_deref(), Some(PARAMS_CONFIG_MAP));
+            assert_eq!(param.namespace.as_deref(), Some(RELEASE_NAMESPACE_PLACEHOLDER));
+        }
+    }
 
     #[test]
     fn every_policy_has_a_binding_and_fails_closed() {

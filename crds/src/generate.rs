@@ -16,6 +16,8 @@ pub const ADMISSION_POLICIES_FILE: &str = "charts/govpaas/templates/admission-po
 /// ServiceAccount, which depends on the release (`helm install` applies it; the tests install the
 /// chart for it).
 pub const TENANT_OBJECTS_POLICY_FILE: &str = "charts/govpaas/templates/tenant-objects-policy.yaml";
+/// What the chart puts in place of [`admission::RELEASE_NAMESPACE_PLACEHOLDER`].
+pub const RELEASE_NAMESPACE_TEMPLATE: &str = "{{ .Release.Namespace }}";
 /// What the chart puts in place of [`admission::OPERATOR_USER_PLACEHOLDER`].
 const OPERATOR_USER_TEMPLATE: &str = "{{ include \"govpaas.operatorUser\" . }}";
 
@@ -81,9 +83,11 @@ pub fn files() -> Result<Vec<GeneratedFile>, serde_yaml::Error> {
     let mut policies = String::from(HEADER);
     policies.push_str(
         "# ValidatingAdmissionPolicies for the rules that need the tenant: they read the govpaas labels\n\
-         # and annotations the tenant controller writes on each tenant namespace, and the Platform.\n\
+         # and annotations the tenant controller writes on each tenant namespace, and what of the\n\
+         # Platform the operator copies into the ConfigMap govpaas-admission-params.\n\
          # They match govpaas kinds, and core objects (Services, PersistentVolumeClaims) only in\n\
-         # namespaces labelled govpaas.io/tenant.\n",
+         # namespaces labelled govpaas.io/tenant. A Helm template only in that the parameterised\n\
+         # bindings name the release namespace ({{ .Release.Namespace }}).\n",
     );
     let documents = admission::policies()
         .iter()
@@ -94,6 +98,9 @@ pub fn files() -> Result<Vec<GeneratedFile>, serde_yaml::Error> {
         policies.push_str("---\n");
         policies.push_str(&document);
     }
+    // The parameterised bindings name the release namespace (where the operator writes their
+    // parameter): a Helm template there; the tests apply the file with that placeholder replaced.
+    let policies = policies.replace(admission::RELEASE_NAMESPACE_PLACEHOLDER, RELEASE_NAMESPACE_TEMPLATE);
     files.push(GeneratedFile { path: ADMISSION_POLICIES_FILE.into(), contents: policies });
 
     let mut template = String::from(HEADER);
@@ -241,9 +248,20 @@ mod tests {
         for file in files.iter().filter(|file| file.path != CONDITIONS_DOC) {
             assert!(file.contents.starts_with(HEADER), "{}", file.path);
             // Helm renders templates/: the policies must not look like template actions, except
-            // the one that names the operator, inside a single-quoted YAML scalar.
+            // the one that names the operator, inside a single-quoted YAML scalar, and the release
+            // namespace of the parameterised bindings (and of the header that says so).
             let actions = file.contents.matches("{{").count();
-            if file.path == TENANT_OBJECTS_POLICY_FILE {
+            if file.path == ADMISSION_POLICIES_FILE {
+                let namespaces = file.contents.matches(RELEASE_NAMESPACE_TEMPLATE).count();
+                assert_eq!(actions, namespaces, "only the release namespace is a template action");
+                let bindings = file
+                    .contents
+                    .lines()
+                    .filter(|l| l.trim() == format!("namespace: {RELEASE_NAMESPACE_TEMPLATE}"))
+                    .count();
+                assert_eq!(bindings, 4, "the four parameterised bindings name it");
+                assert!(!file.contents.contains(admission::RELEASE_NAMESPACE_PLACEHOLDER));
+            } else if file.path == TENANT_OBJECTS_POLICY_FILE {
                 assert_eq!(actions, 1, "{}", file.path);
                 let line = file.contents.lines().find(|l| l.contains("{{")).unwrap();
                 assert!(line.trim_start().starts_with("- expression: '"), "{line}");

@@ -36,8 +36,19 @@ fn install(cluster: &Cluster) {
     args.extend(names.iter().map(String::as_str));
     cluster.kubectl_ok(&args);
 
-    apply_file(cluster, &cluster.root.join(ADMISSION_POLICIES_FILE));
+    let (ok, _, err) = cluster.kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "--field-manager", FIELD_MANAGER, "-f", "-"],
+        &admission_policies(cluster),
+    );
+    assert!(ok, "applying the admission policies: {err}");
     wait_for_policies(cluster);
+}
+
+/// The admission policies as the chart renders them in the release namespace
+/// ([`crate::operator::NAMESPACE`]): the file is a Helm template only in naming it.
+pub fn admission_policies(cluster: &Cluster) -> String {
+    let template = std::fs::read_to_string(cluster.root.join(ADMISSION_POLICIES_FILE)).expect("the admission policies");
+    template.replace(govpaas_crds::generate::RELEASE_NAMESPACE_TEMPLATE, crate::operator::NAMESPACE)
 }
 
 /// A policy whose `paramKind` the API server has not discovered yet fails closed with "failed to

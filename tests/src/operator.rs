@@ -55,17 +55,22 @@ pub fn install_chart(cluster: &Cluster) {
         lock.lock().expect("locking the helm lock file");
         // Objects another test applied from the chart's files (the admission policies) are adopted
         // by the release instead of refused as "owned by no release".
-        let policies = cluster.root.join("charts/govpaas/templates/admission-policies.yaml");
-        let policies = policies.to_str().expect("a UTF-8 path");
-        cluster.kubectl_ok(&["label", "--overwrite", "-f", policies, "app.kubernetes.io/managed-by=Helm"]);
-        cluster.kubectl_ok(&[
-            "annotate",
-            "--overwrite",
-            "-f",
-            policies,
-            &format!("meta.helm.sh/release-name={RELEASE}"),
-            &format!("meta.helm.sh/release-namespace={NAMESPACE}"),
-        ]);
+        let policies = crate::api::admission_policies(cluster);
+        let (ok, _, err) =
+            cluster.kubectl_stdin(&["label", "--overwrite", "-f", "-", "app.kubernetes.io/managed-by=Helm"], &policies);
+        assert!(ok, "labelling the admission policies: {err}");
+        let (ok, _, err) = cluster.kubectl_stdin(
+            &[
+                "annotate",
+                "--overwrite",
+                "-f",
+                "-",
+                &format!("meta.helm.sh/release-name={RELEASE}"),
+                &format!("meta.helm.sh/release-namespace={NAMESPACE}"),
+            ],
+            &policies,
+        );
+        assert!(ok, "annotating the admission policies: {err}");
         let chart = cluster.root.join("charts/govpaas");
         let out = cluster
             .helm()

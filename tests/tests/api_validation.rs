@@ -240,8 +240,29 @@ impl PlatformUse {
             "danang.gov.vn".to_owned()
         };
         users.0 += 1;
+        write_admission_params(cluster);
         PlatformUse { base_domain }
     }
+}
+
+/// The admission policies' parameter, as the operator writes it from the Platform (no operator
+/// runs for this file's tests; one of another test process writes the same).
+fn write_admission_params(cluster: &Cluster) {
+    let out = cluster.kubectl().args(["get", "platform", "default", "-o", "json"]).output().expect("kubectl");
+    assert!(out.status.success(), "reading the Platform: {}", String::from_utf8_lossy(&out.stderr));
+    let platform: govpaas_crds::Platform = serde_json::from_slice(&out.stdout).expect("a Platform");
+    let params = govpaas_crds::admission::params_config_map(&platform.spec, govpaas_tests::operator::NAMESPACE);
+    let mut params = serde_json::to_value(params).expect("JSON");
+    params["apiVersion"] = "v1".into();
+    params["kind"] = "ConfigMap".into();
+    // The release namespace, if no chart was installed yet on this cluster.
+    let namespace = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                       "metadata": {"name": govpaas_tests::operator::NAMESPACE}});
+    let (ok, _, err) = cluster.kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "--field-manager", MANAGER, "-f", "-"],
+        &format!("{namespace}\n---\n{params}"),
+    );
+    assert!(ok, "writing the admission policies' parameter: {err}");
 }
 
 impl PlatformUse {

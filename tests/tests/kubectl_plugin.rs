@@ -388,8 +388,14 @@ fn the_grants(plugin: &Plugin) {
     let (json, _) = plugin.json(&["grants"]);
     assert_eq!(json["kind"], "LgspGrants");
     let grants = json["grants"].as_array().expect("grants");
-    assert_eq!(grants.len(), 1, "{json}");
-    let grant = &grants[0];
+    // Thanh Khê's grant from Sở Nội vụ, and Sở Nội vụ's of the national population database.
+    assert_eq!(grants.len(), 2, "{json}");
+    let national = grants.iter().find(|g| g["national"] == true).expect("the national grant");
+    assert_eq!(national["consumerService"], "so-noivu/du-lieu-noi-vu");
+    assert_eq!(national["api"], "csdlqg-dan-cu");
+    assert_eq!((national["state"].as_str(), national["reason"].as_str()), (Some("Granted"), Some("NationalPlatform")));
+    assert!(national["url"].as_str().is_some_and(|u| u.ends_with("/ndxp/csdlqg-dan-cu/")), "{national}");
+    let grant = grants.iter().find(|g| g["national"] == false).expect("the agency grant");
     assert_eq!(grant["consumer"]["code"], "H17.32");
     assert_eq!(grant["consumer"]["tenant"], "thanh-khe");
     assert_eq!(grant["consumerService"], "thanh-khe/mot-cua");

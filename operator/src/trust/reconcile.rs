@@ -129,6 +129,7 @@ struct Found {
 }
 
 async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action> {
+    ensure_admission_params(ctx, platform).await?;
     let now = OffsetDateTime::now_utc();
     let store = store::TrustStore::new(ctx.client.clone(), &ctx.settings.operator_namespace);
     let (secrets, config_maps) = (&store.secrets, &store.config_maps);
@@ -240,6 +241,22 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
     }
     write_status(ctx, platform, &found, now).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Keeps the admission policies' parameter (`govpaas_crds::admission::PARAMS_CONFIG_MAP`: the base
+/// domain and the agencies' node tolerations) equal to the Platform's; written only when it differs.
+async fn ensure_admission_params(ctx: &Context, platform: &Platform) -> Result<()> {
+    use govpaas_crds::admission::{PARAMS_CONFIG_MAP, params_config_map};
+    let namespace = &ctx.settings.operator_namespace;
+    let desired = params_config_map(&platform.spec, namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let stored = config_maps.get_opt(PARAMS_CONFIG_MAP).await?;
+    if stored.is_some_and(|stored| stored.data == desired.data && stored.labels() == desired.labels()) {
+        return Ok(());
+    }
+    Applier::new(ctx.client.clone()).apply(&desired).await?;
+    info!(config_map = PARAMS_CONFIG_MAP, "the admission policies' parameter follows the Platform");
+    Ok(())
 }
 
 /// Keeps or issues the LGSP gateway's certificate from the platform CA; when to look again.
