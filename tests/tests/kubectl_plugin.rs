@@ -432,7 +432,8 @@ fn the_certificates(plugin: &Plugin) {
     assert_eq!(count("PortalTLS"), 4, "{json}");
     assert_eq!(count("DocumentServiceTLS"), 3, "{json}");
     assert_eq!(count("DocumentSigning"), 3, "{json}");
-    assert_eq!(count("LgspClient"), 1, "{json}");
+    // Thanh Khê's, and Sở Nội vụ's (it consumes the national population database).
+    assert_eq!(count("LgspClient"), 2, "{json}");
     for certificate in certificates {
         assert!(certificate["notAfter"].is_string() && certificate["renewalTime"].is_string(), "{certificate}");
         assert_eq!(
@@ -442,10 +443,19 @@ fn the_certificates(plugin: &Plugin) {
         );
         assert!(certificate["daysLeft"].as_i64().is_some_and(|d| d > 1), "{certificate}");
     }
-    let client = certificates.iter().find(|c| c["kind"] == "LgspClient").unwrap();
+    let client = certificates
+        .iter()
+        .find(|c| c["kind"] == "LgspClient" && c["tenant"] == "thanh-khe")
+        .expect("Thanh Khê's client certificate");
     assert_eq!(
         (client["object"].as_str(), client["tenant"].as_str()),
         (Some("DataSharingService/thanh-khe/mot-cua"), Some("thanh-khe"))
+    );
+    assert!(
+        certificates
+            .iter()
+            .any(|c| c["kind"] == "LgspClient" && c["object"] == "DataSharingService/so-noivu/du-lieu-noi-vu"),
+        "{json}"
     );
     assert_eq!(client["secretName"], "mot-cua-lgsp-client");
     let portal =
@@ -484,7 +494,13 @@ fn what_agency_admins_see(plugin: &Plugin) {
     assert!(stderr.contains("you may not list datasharingservices.govpaas.io in all namespaces"), "{stderr}");
     assert_eq!(grants["complete"], false);
     assert_eq!(grants["providedApis"][0]["api"], "can-bo-cong-chuc");
-    assert_eq!(grants["grants"].as_array().map(Vec::len), Some(0), "Thanh Khê's consumption is not its to read");
+    // Its own national consumption only: Thanh Khê's is not its to read.
+    let own = grants["grants"].as_array().expect("grants");
+    assert_eq!(own.len(), 1, "{grants}");
+    assert_eq!(
+        (own[0]["national"].as_bool(), own[0]["consumerService"].as_str()),
+        (Some(true), Some("so-noivu/du-lieu-noi-vu"))
+    );
 
     // Someone who is nobody's admin gets told what is missing, and no output.
     let out = plugin.run(&["--as", "khach@danang.gov.vn", "tree"]);
