@@ -29,6 +29,8 @@ pub const SERVICE_ACCOUNT: &str = "govpaas-operator";
 pub const SCOPE_LABEL: &str = "govpaas.io/scope";
 /// The base domain of the Platform the tests create when none exists.
 pub const TEST_BASE_DOMAIN: &str = "danang.gov.vn";
+/// What the log says before each start of an operator process.
+const START_MARKER: &str = "===== govpaas-operator starting";
 /// The field manager the tests write the Platform with.
 const MANAGER: &str = "govpaas-tests-operator";
 
@@ -202,8 +204,7 @@ impl OperatorProcess {
 
     fn spawn(&mut self) {
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the operator log");
-        writeln!(log, "===== govpaas-operator starting (scope {}) =====", self.scope)
-            .expect("writing the operator log");
+        writeln!(log, "{START_MARKER} (scope {}) =====", self.scope).expect("writing the operator log");
         let stderr = log.try_clone().expect("cloning the log handle");
         let mut command = Command::new(&self.binary);
         command.arg("--kubeconfig").arg(&self.kubeconfig);
@@ -278,7 +279,11 @@ impl OperatorProcess {
     /// The operator's `/metrics`, or `None` while the running process has not served them yet.
     pub async fn try_metrics(&self) -> Option<String> {
         self.child.as_ref()?;
-        http_get_logged(&self.log(), "/metrics").await.ok()
+        // Only the address logged since the last start: until a restarted process logs its own,
+        // its predecessor's is no answer (another process may have its port by then).
+        let log = self.log();
+        let current = log.rfind(START_MARKER).map_or(log.as_str(), |start| &log[start..]);
+        http_get_logged(current, "/metrics").await.ok()
     }
 
     /// The whole HTTP response (status line, headers, body) of `path` on the operator's metrics

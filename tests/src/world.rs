@@ -22,7 +22,7 @@ use govpaas_crds::data_sharing::{AccessDecision, ApiConsumer, ConsumedApi, Provi
 use govpaas_crds::document_service::{DeletePolicy, DocumentExchange, DocumentSigning, DocumentStorage};
 use govpaas_crds::metadata::{DOMAIN_ANNOTATION, TENANT_LABEL};
 use govpaas_crds::portal::OnlineServiceMode;
-use govpaas_crds::tenant::{Admins, Agency, TenantQuota};
+use govpaas_crds::tenant::{Admins, Agency, Exposure, NamespaceQuota, TenantNamespace, TenantQuota};
 use govpaas_crds::{
     AgencyLevel, DataSharingService, DataSharingServiceSpec, DocumentService, DocumentServiceSpec, Platform, Portal,
     PortalSpec, Tenant, TenantSpec,
@@ -485,6 +485,16 @@ impl TenantBuilder {
     }
     pub fn suspended(mut self, suspended: bool) -> Self {
         self.0.spec.suspended = suspended;
+        self
+    }
+    /// One more of the agency's namespaces (`spec.namespaces`), with its share of the quota.
+    pub fn namespace(mut self, name: &str, quota: NamespaceQuota) -> Self {
+        self.0.spec.namespaces.push(TenantNamespace { name: name.to_owned(), quota: Some(quota) });
+        self
+    }
+    /// The Service exposure the provincial admin allows the agency.
+    pub fn exposure(mut self, exposure: Exposure) -> Self {
+        self.0.spec.exposure = exposure;
         self
     }
     /// Users and groups that administer the agency's namespaces.
