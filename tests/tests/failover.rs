@@ -106,9 +106,38 @@ async fn the_standby_takes_over_when_the_leader_dies() {
     eprintln!("the standby reconciled a new Tenant {:.1}s after the leader was killed", took.as_secs_f64());
     assert!(took <= Duration::from_secs(15), "took {took:?}, more than 15 s; standby log:\n{}", second.log_tail(30));
 
-    // The standby holds the Lease now, and says so.
-    assert_eq!(lease_holder(&world, &lease).await, second_identity, "the Lease passed to the standby");
-    let metrics = second.metrics().await;
+    // The standby holds the Lease within the same 15 s of the kill, and says so. (Waited for, not
+    // read once: in one CI run the new Tenant was Ready 0.3 s after the kill, before the standby
+    // could have led; its managers are printed below to tell who wrote it.)
+    if took < Duration::from_secs(1) {
+        let tenant: govpaas_crds::Tenant = world.get("", &after).await;
+        let managers: Vec<_> = tenant
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .map(|m| format!("{:?} {:?} {:?}", m.manager, m.operation, m.subresource))
+            .collect();
+        eprintln!("the new Tenant was Ready before the standby could lead; its writers: {managers:?}");
+    }
+    let handover = Duration::from_secs(15).saturating_sub(killed.elapsed()).max(Duration::from_secs(1));
+    let led = tokio::time::timeout(handover, async {
+        while lease_holder(&world, &lease).await != second_identity {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        led.is_ok(),
+        "the Lease did not pass to the standby within 15 s of the kill (holder: {}); standby log:\n{}",
+        lease_holder(&world, &lease).await,
+        second.log_tail(30)
+    );
+    let metrics = eventually(WAIT, "the standby leading and its reconcile of the new Tenant", || async {
+        let metrics = second.try_metrics().await?;
+        (operator::leading(&metrics) && operator::reconciles(&metrics, "tenant") >= 1.0).then_some(metrics)
+    })
+    .await;
     assert!(operator::leading(&metrics), "the standby leads:\n{metrics}");
     assert!(operator::reconciles(&metrics, "tenant") >= 1.0, "the standby reconciled the new Tenant:\n{metrics}");
     // No object was written by both: every scrape that counted a reconcile of the standby's also
