@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::*;
 use govpaas_gateway::config::{ConfigPaths, RoutesSource};
 use govpaas_gateway::{RunningGateway, Settings};
-use govpaas_pki::{CertificateAuthority, ClientCertificateRequest, ServerCertificateRequest};
+use govpaas_pki::{CertificateAuthority, ServerCertificateRequest};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -32,15 +32,7 @@ struct Delivered {
 
 /// A DocumentService's identity (`…/docs/<name>`) from its tenant CA.
 fn document_identity(tenant: &CertificateAuthority, name: &str) -> ClientCert {
-    let identity = tenant.agency().unwrap().workload("docs", name).unwrap();
-    let issued = tenant
-        .issue_client_certificate(&ClientCertificateRequest { identity: identity.clone() }, &policy(), now())
-        .unwrap();
-    ClientCert {
-        identity: identity.uri(),
-        crt: issued.chain_pem().to_owned(),
-        key: issued.private_key_pem().expose().to_owned(),
-    }
+    workload_cert(tenant, "docs", name)
 }
 
 /// The receiver's exchange port: HTTPS with a certificate `ca` issued for `name`, answering
@@ -162,16 +154,7 @@ impl Exchange {
 
     async fn verify_audit(mut self) -> (bool, String) {
         self.gateway.take().unwrap().shutdown().await;
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_govpaas-gateway"))
-            .args(["audit", "verify", "--log"])
-            .arg(self.dir.path().join("audit.jsonl"))
-            .arg("--certificate")
-            .arg(self.dir.path().join("tls.crt"))
-            .arg("--ca")
-            .arg(self.dir.path().join("ca.crt"))
-            .output()
-            .unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+        audit_verify(self.dir.path())
     }
 }
 

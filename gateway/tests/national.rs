@@ -128,19 +128,7 @@ impl Province {
     /// Stops the gateway (a last checkpoint is signed) and runs `govpaas-gateway audit verify`.
     async fn verify_audit(mut self) -> (bool, String) {
         self.gateway.take().unwrap().shutdown().await;
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_govpaas-gateway"))
-            .args(["audit", "verify", "--log"])
-            .arg(self.dir.path().join("audit.jsonl"))
-            .arg("--certificate")
-            .arg(self.dir.path().join("tls.crt"))
-            .arg("--ca")
-            .arg(self.dir.path().join("ca.crt"))
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
-        )
+        audit_verify(self.dir.path())
     }
 }
 

@@ -4,27 +4,25 @@
 //! process with the chart's gateway credentials, `--routes-from-cluster`) serves them. A hyper
 //! upstream on loopback stands in for the provider's Service, reached through `--resolve`.
 
+mod lgsp_client;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::path::Path;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use govpaas_crds::data_sharing::GrantState;
 use govpaas_crds::lgsp::{self, RouteTable};
 use govpaas_crds::{DataSharingService, Platform};
-use govpaas_pki::TrustAnchors;
+use govpaas_tests::eventually;
 use govpaas_tests::gateway::GatewayProcess;
 use govpaas_tests::operator;
 use govpaas_tests::world::{ConsumedApiBuilder, DataSharingServiceBuilder, ProvidedApiBuilder, WAIT, World, service};
-use govpaas_tests::{eventually, secret_data};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
-use rustls::pki_types::ServerName;
 
 /// Agency codes of this test's scope (the operator sees only its scope's Tenants).
 const PROVIDER_CODE: &str = "H48.20";
@@ -142,41 +140,6 @@ async fn upstream() -> SocketAddr {
     address
 }
 
-/// A real rustls client: trusts the platform bundle, presents the client certificate of `secret`.
-fn client_config(secret: &Secret) -> Arc<rustls::ClientConfig> {
-    let trust = TrustAnchors::from_pem(&secret_data(secret, "ca.crt")).expect("ca.crt is the trust bundle");
-    let (crt, key) = (secret_data(secret, "tls.crt"), secret_data(secret, "tls.key"));
-    govpaas_pki::tls::client_config(&trust, Some((&crt, &key))).expect("a client configuration")
-}
-
-/// `GET https://<host><path>` through the gateway at `address`: (status, JSON body).
-async fn call(
-    address: SocketAddr,
-    host: &str,
-    config: Arc<rustls::ClientConfig>,
-    path: &str,
-) -> Result<(StatusCode, serde_json::Value), String> {
-    let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
-    let server_name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await.map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("{e:?}"))?;
-    tokio::spawn(connection);
-    let request = Request::builder().uri(path).header("host", host).body(Full::new(Bytes::new())).unwrap();
-    let response = sender.send_request(request).await.map_err(|e| format!("{e:?}"))?;
-    let status = response.status();
-    let body = response.into_body().collect().await.map_err(|e| format!("{e:?}"))?.to_bytes();
-    let body = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(format!("{body:?}")));
-    Ok((status, body))
-}
-
-/// Writes the gateway's TLS files from the Secret the operator issued.
-fn write_gateway_tls(secret: &Secret, dir: &Path) {
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        std::fs::write(dir.join(key), secret_data(secret, key)).expect("writing the gateway's TLS files");
-    }
-}
-
 #[tokio::test]
 async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_denies_it() {
     let world = Lgsp::new().await;
@@ -205,7 +168,7 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     let gateway_secret = world.secret(operator::NAMESPACE, govpaas_operator::lgsp::GATEWAY_TLS_SECRET).await;
     assert_eq!(gateway_secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let dir = tempfile::tempdir().expect("a temporary directory");
-    write_gateway_tls(&gateway_secret, dir.path());
+    lgsp_client::mount(&gateway_secret, &["tls.crt", "tls.key", "ca.crt"], dir.path());
 
     let resolve = [format!("ho-tich.{provider}.svc={upstream}")];
     let mut gateway = GatewayProcess::start(world.cluster, &world.scope, dir.path(), &resolve);
@@ -215,7 +178,8 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
 
     // The consumer's call reaches the provider, which sees the verified identity.
     let (status, body) = eventually(WAIT, "the consumer's call answered by the provider", || async {
-        let answer = call(gateway.listen, &host, client_config(&consumer_secret), &path).await.ok()?;
+        let answer =
+            lgsp_client::call(gateway.listen, &host, lgsp_client::client_config(&consumer_secret), &path).await.ok()?;
         (answer.0 == StatusCode::OK).then_some(answer)
     })
     .await;
@@ -226,7 +190,9 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     assert_eq!(body["host"], format!("ho-tich.{provider}.svc:8080"));
 
     // A third agency's valid certificate: refused, naming its identity.
-    let (status, body) = call(gateway.listen, &host, client_config(&other_secret), &path).await.expect("an answer");
+    let (status, body) = lgsp_client::call(gateway.listen, &host, lgsp_client::client_config(&other_secret), &path)
+        .await
+        .expect("an answer");
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body["detail"].as_str().unwrap_or_default().contains(&world.identity(OTHER_CODE, "benh-an")), "{body}");
 
@@ -234,7 +200,8 @@ async fn a_consumer_reaches_the_provider_through_the_gateway_until_the_provider_
     world.apply_provider(|api| api.deny(CONSUMER_CODE)).await;
     world.consumption(&consumer, "mot-cua", GrantState::Denied).await;
     let (status, body) = eventually(WAIT, "the denial in force at the gateway", || async {
-        let answer = call(gateway.listen, &host, client_config(&consumer_secret), &path).await.ok()?;
+        let answer =
+            lgsp_client::call(gateway.listen, &host, lgsp_client::client_config(&consumer_secret), &path).await.ok()?;
         (answer.0 == StatusCode::FORBIDDEN).then_some(answer)
     })
     .await;

@@ -14,65 +14,25 @@ mod nginx;
 #[allow(dead_code)]
 mod ndxp;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+mod lgsp_client;
+
 use std::time::Duration;
 
-use bytes::Bytes;
 use govpaas_crds::data_sharing::GrantState;
 use govpaas_crds::{DataSharingService, Platform};
-use govpaas_pki::TrustAnchors;
 use govpaas_tests::gateway::GatewayProcess;
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{eventually, private_cluster, secret_data, unique_name};
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use ndxp::{MockNdxp, POPULATION};
-use rustls::pki_types::ServerName;
 
 const WAIT: Duration = Duration::from_secs(120);
 /// The province: the national platform knows it by this code.
 const PROVINCE_CODE: &str = "H48";
 const CONSUMER_CODE: &str = "H48.12";
 const OTHER_CODE: &str = "H48.13";
-
-fn client_config(secret: &Secret) -> Arc<rustls::ClientConfig> {
-    let trust = TrustAnchors::from_pem(&secret_data(secret, "ca.crt")).expect("ca.crt is the trust bundle");
-    let (crt, key) = (secret_data(secret, "tls.crt"), secret_data(secret, "tls.key"));
-    govpaas_pki::tls::client_config(&trust, Some((&crt, &key))).expect("a client configuration")
-}
-
-/// `GET https://<host><path>` through the gateway at `address`: (status, JSON body).
-async fn call(
-    address: SocketAddr,
-    host: &str,
-    config: Arc<rustls::ClientConfig>,
-    path: &str,
-) -> (StatusCode, serde_json::Value) {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("connecting to the gateway");
-    let server_name = ServerName::try_from(host.to_owned()).expect("a server name");
-    let tls = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp).await.expect("a TLS session");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("HTTP/1.1");
-    tokio::spawn(connection);
-    let request = Request::builder().uri(path).header("host", host).body(Full::new(Bytes::new())).unwrap();
-    let response = sender.send_request(request).await.expect("an answer");
-    let status = response.status();
-    let body = response.into_body().collect().await.expect("the body").to_bytes();
-    let body = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(format!("{body:?}")));
-    (status, body)
-}
-
-/// Writes `keys` of `secret` into `dir`, as the kubelet mounts a Secret.
-fn mount(secret: &Secret, keys: &[&str], dir: &Path) {
-    std::fs::create_dir_all(dir).expect("the mount directory");
-    for key in keys {
-        std::fs::write(dir.join(key), secret_data(secret, key)).expect("writing a mounted file");
-    }
-}
 
 #[tokio::test]
 async fn a_granted_agency_reaches_the_national_platform_with_the_provinces_identity() {
@@ -178,8 +138,8 @@ async fn a_granted_agency_reaches_the_national_platform_with_the_provinces_ident
     // The gateway, as its Pod runs it: its TLS and national Secrets mounted.
     let gateway_secret = secrets.get(govpaas_operator::lgsp::GATEWAY_TLS_SECRET).await.expect("the gateway's TLS");
     let dir = tempfile::tempdir().expect("a temporary directory");
-    mount(&gateway_secret, &["tls.crt", "tls.key", "ca.crt"], dir.path());
-    mount(&national_secret, &["url", "tls.crt", "tls.key", "ca.crt"], &dir.path().join("ndxp"));
+    lgsp_client::mount(&gateway_secret, &["tls.crt", "tls.key", "ca.crt"], dir.path());
+    lgsp_client::mount(&national_secret, &["url", "tls.crt", "tls.key", "ca.crt"], &dir.path().join("ndxp"));
     let national_dir = dir.path().join("ndxp").display().to_string();
     let mut gateway =
         GatewayProcess::start_with(cluster, &scope, dir.path(), &[], &["--national".to_owned(), national_dir]);
@@ -199,7 +159,9 @@ async fn a_granted_agency_reaches_the_national_platform_with_the_provinces_ident
     // as the TLS client and the department in X-Lgsp-Consumer.
     let path = format!("/ndxp/{POPULATION}/cong-dan/001?ho=Nguyen");
     let (status, body) = eventually(WAIT, "the national route served", || async {
-        let answer = call(gateway.listen, &host, client_config(&consumer_secret), &path).await;
+        let answer = lgsp_client::call(gateway.listen, &host, lgsp_client::client_config(&consumer_secret), &path)
+            .await
+            .expect("an answer");
         (answer.0 == StatusCode::OK).then_some(answer)
     })
     .await;
@@ -215,9 +177,14 @@ async fn a_granted_agency_reaches_the_national_platform_with_the_provinces_ident
 
     // The other department: not granted (its consumption was refused), so 403 — and the NDXP
     // receives nothing more.
-    let (status, body) = call(gateway.listen, &host, client_config(&other_secret), &path).await;
+    let (status, body) = lgsp_client::call(gateway.listen, &host, lgsp_client::client_config(&other_secret), &path)
+        .await
+        .expect("an answer");
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = call(gateway.listen, &host, client_config(&other_secret), "/ndxp/csdlqg-dat-dai/x").await;
+    let (status, body) =
+        lgsp_client::call(gateway.listen, &host, lgsp_client::client_config(&other_secret), "/ndxp/csdlqg-dat-dai/x")
+            .await
+            .expect("an answer");
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(national.received().len(), 1, "refused calls never reach the NDXP: {:?}", national.received());

@@ -64,7 +64,13 @@ pub struct ClientCert {
 }
 
 pub fn client_cert(tenant: &CertificateAuthority, name: &str) -> ClientCert {
-    let identity = tenant.agency().unwrap().workload("dss", name).unwrap();
+    workload_cert(tenant, "dss", name)
+}
+
+/// A client certificate for the tenant's workload `kind`/`name` (`dss` for a DataSharingService,
+/// `docs` for a DocumentService).
+pub fn workload_cert(tenant: &CertificateAuthority, kind: &str, name: &str) -> ClientCert {
+    let identity = tenant.agency().unwrap().workload(kind, name).unwrap();
     let issued = tenant
         .issue_client_certificate(&ClientCertificateRequest { identity: identity.clone() }, &policy(), now())
         .unwrap();
@@ -368,4 +374,22 @@ pub async fn send_raw(
         text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
     let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// `govpaas-gateway audit verify` of `dir`'s `audit.jsonl` against its `tls.crt` (the signer) and
+/// `ca.crt` (the platform CA): whether it verified, and what it printed.
+pub fn audit_verify(dir: &Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_govpaas-gateway"))
+        .args(["audit", "verify", "--log"])
+        .arg(dir.join("audit.jsonl"))
+        .arg("--certificate")
+        .arg(dir.join("tls.crt"))
+        .arg("--ca")
+        .arg(dir.join("ca.crt"))
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
 }

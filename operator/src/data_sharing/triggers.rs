@@ -1,5 +1,5 @@
 //! What wakes a DataSharingService besides a change of its own: another DataSharingService whose
-//! change concerns its grants. The composition root (`crate::controllers`) watches every
+//! change concerns its grants. The composition root (`controllers.rs`) watches every
 //! DataSharingService once and asks these rules which others to wake; they are pure.
 //!
 //! When a DataSharingService changes its spec or goes away, these look again: the services of its

@@ -25,6 +25,16 @@ pub enum Halt {
     ChangedMeanwhile,
 }
 
+impl Halt {
+    /// What a user is told: the problem's message, or the halt itself when it carries none.
+    pub fn into_message(self) -> String {
+        match self {
+            Halt::Waiting(problem) | Halt::Refused(problem) => problem.message,
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 /// What ends a reconcile step early.
 #[derive(Debug)]
 pub enum Stop {

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
 use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
 use crate::reconcile::conditions;
-use crate::reconcile::outcome::{Halt, Stop};
+use crate::reconcile::outcome::Stop;
 use crate::tenancy::TenantContext;
 use crate::tenancy::TenantObject;
 use govpaas_pki::renewal::requeue_after;
@@ -251,8 +251,7 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
     };
     let trust = match ctx.trust.current() {
         Ok(trust) => trust,
-        Err(Stop::Halt(Halt::Waiting(problem))) => return unusable(problem.message),
-        Err(Stop::Halt(other)) => return unusable(format!("{other:?}")),
+        Err(Stop::Halt(halt)) => return unusable(halt.into_message()),
         Err(Stop::Failed(error)) => return Err(error),
     };
     let mut context = TenantContext::of(tenant, platform);

@@ -27,7 +27,7 @@ use crate::lgsp;
 use crate::reconcile::apply::Applier;
 use crate::reconcile::conditions::{self, Desired};
 use crate::reconcile::events::Publisher;
-use crate::reconcile::outcome::{Halt, Stop};
+use crate::reconcile::outcome::Stop;
 use crate::reconcile::shared::Subscription;
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{Problem, apply, labels, runner};
@@ -229,10 +229,7 @@ async fn reconcile_platform(platform: &Platform, ctx: &Context) -> Result<Action
             requeue = requeue.min(next);
         }
         Err(Stop::Halt(halt)) => {
-            let message = match halt {
-                Halt::Waiting(problem) | Halt::Refused(problem) => problem.message,
-                other => format!("{other:?}"),
-            };
+            let message = halt.into_message();
             ctx.trust.publish(Err(message.clone()));
             found.unusable.get_or_insert(message);
             requeue = requeue.min(NOT_READY);
@@ -330,11 +327,8 @@ async fn ensure_national(
             let context = crate::tenancy::TenantContext::of(province, platform);
             let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now).await {
                 Ok(ca) => ca,
-                Err(Stop::Halt(Halt::Waiting(problem) | Halt::Refused(problem))) => {
-                    return Ok((Some(Err(Problem::new(national::reasons::PENDING, problem.message))), NOT_READY));
-                }
-                Err(Stop::Halt(other)) => {
-                    let problem = Problem::new(national::reasons::PENDING, format!("{other:?}"));
+                Err(Stop::Halt(halt)) => {
+                    let problem = Problem::new(national::reasons::PENDING, halt.into_message());
                     return Ok((Some(Err(problem)), NOT_READY));
                 }
                 Err(Stop::Failed(error)) => return Err(error),

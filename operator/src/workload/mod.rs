@@ -4,7 +4,7 @@
 //! the tenant is suspended, and may not serve a host another service already serves.
 //!
 //! Everything here is pure: the controllers in `portal` and `document` read the world (through
-//! `crate::service`), hand it to these functions and apply what comes back. Certificates (keep or issue,
+//! `service`), hand it to these functions and apply what comes back. Certificates (keep or issue,
 //! the CA Secrets) are `crate::certificates`; the tenant facts are `crate::tenancy`.
 //!
 //! - [`names`]: the child objects' names, and the check that a service's name can carry them;

@@ -1,5 +1,5 @@
 //! The conditions of a Portal or DocumentService that was applied, computed from what runs, with no
-//! client (why nothing was applied is `crate::service::pipeline`'s to say).
+//! client (why nothing was applied is `service::pipeline`'s to say).
 //!
 //! `Ready` answers the user's first question and its reason says why not: `Suspended`, a
 //! ReplicaSet's `FailedCreate` or `QuotaExceeded`, what holds it (its volume), or `Progressing`
@@ -63,7 +63,7 @@ pub fn replica_counts(deployment: &Deployment) -> (i32, bool) {
 }
 
 /// The conditions of a workload that was applied: `Ready`, `Available`, `CertificateReady`, and
-/// `Suspended` while its tenant is. (When nothing was applied, `crate::service::pipeline` says why
+/// `Suspended` while its tenant is. (When nothing was applied, `service::pipeline` says why
 /// and carries these over.)
 pub fn conditions(applied: &Running<'_>) -> Vec<Desired> {
     let mut all = vec![ready_when_applied(applied), available(applied), certificate_ready(&applied.certificates)];
