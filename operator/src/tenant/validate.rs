@@ -64,12 +64,17 @@ pub fn is_parent_error(error: &HierarchyError) -> bool {
     )
 }
 
-/// Orders Tenants oldest first (ties by name): the order in which claims (an agency code, a
-/// namespace, a domain) are settled, so the Tenant that had it first keeps it.
+/// Orders Tenants oldest first: the order in which claims (an agency code, a namespace, a domain)
+/// are settled, so the Tenant that had it first keeps it. Creation times have a resolution of one
+/// second, so within a second a Tenant already accepted (its status records a domain) comes before
+/// one not yet accepted — a newcomer never displaces a provisioned Tenant — and then names decide.
 pub fn oldest_first(tenants: &mut [&Tenant]) {
     tenants.sort_by(|a, b| {
-        let created = |t: &Tenant| t.metadata.creation_timestamp.clone();
-        created(a).cmp(&created(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+        let key = |t: &Tenant| {
+            let accepted = t.status.as_ref().is_some_and(|s| s.domain.is_some());
+            (t.metadata.creation_timestamp.clone(), !accepted)
+        };
+        key(a).cmp(&key(b)).then_with(|| a.name_any().cmp(&b.name_any()))
     });
 }
 
@@ -278,6 +283,27 @@ mod tests {
         let all = fixtures::refs(&tenants);
         let around = validate(all[2], &all, BASE, &[]).domain.unwrap_err().message;
         assert!(around.contains(&format!("contains the domain \"a.b.{BASE}\" of Tenant")), "{around}");
+    }
+
+    #[test]
+    fn within_one_second_an_accepted_tenant_keeps_its_domain_from_a_newcomer() {
+        // Created in the same second, the newcomer's name sorts first; the accepted tenant still
+        // holds its domain, and the newcomer inside it is the one refused.
+        let mut tenants = fixtures::province();
+        let second = tenants[0].metadata.creation_timestamp.clone();
+        tenants[0].metadata.name = Some("z-tinh".into());
+        let older_domain = tenants[0].domain(BASE);
+        tenants[0].status.get_or_insert_with(Default::default).domain = Some(older_domain.clone());
+        tenants[1].metadata.creation_timestamp = second;
+        tenants[1].metadata.name = Some("a-moi".into());
+        tenants[1].spec.domain = Some(format!("cong.{older_domain}"));
+        tenants[1].status = None;
+        let mut all = fixtures::refs(&tenants);
+        oldest_first(&mut all);
+        assert_eq!(all[0].name_any(), "z-tinh");
+        let refused = validate(&tenants[1], &all, BASE, &[]).domain.unwrap_err().message;
+        assert!(refused.contains("Tenant \"z-tinh\""), "{refused}");
+        assert!(validate(&tenants[0], &all, BASE, &[]).domain.is_ok());
     }
 
     #[test]
