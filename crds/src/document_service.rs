@@ -5,8 +5,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use kube::core::Rule;
+
 use crate::{
-    common::{DNS_SUBDOMAIN_PATTERN, HOST_PATTERN, IMAGE_PATTERN, Size, positive_quantity},
+    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN, normalise, normalise_cel},
+    common::{DNS_SUBDOMAIN_PATTERN, HOST_PATTERN, IMAGE_PATTERN, RateLimit, Size, positive_quantity},
+    data_sharing::AccessDecision,
     status::CertificateStatus,
 };
 
@@ -126,13 +130,79 @@ impl Default for DocumentStorage {
 }
 
 /// Electronic document exchange.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentExchange {
     /// Register the agency's exchange endpoint on the LGSP so that other agencies can send it
     /// edXML packages and it can send theirs.
     #[serde(default)]
     pub enabled: bool,
+    /// Who may send when no rule of `senders` names them: `Approve` (default: every
+    /// exchange-enabled DocumentService of the province) or `Deny` (only those `senders` approves).
+    #[serde(default)]
+    pub default_decision: AccessDecision,
+    /// Rules about senders. A rule naming the sending DocumentService outranks one for its whole
+    /// agency (`service: "*"`); within a rank, `Deny` wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["agencyCode".into(), "service".into()]))]
+    #[x_kube(validation = senders_each_once())]
+    pub senders: Vec<DocumentSender>,
+    /// Rate limit per sender. Unset: the Platform's `lgsp.defaultRateLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A rule about who may send documents to this DocumentService.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentSender {
+    /// The sending agency's code (Decision 20/2020 `H48.12` or the legacy `000.00.12.H48`).
+    #[schemars(length(min = 3, max = AGENCY_CODE_MAX_LEN), regex(pattern = AGENCY_CODE_PATTERN))]
+    pub agency_code: String,
+    /// The sending DocumentService's name, or `*` for any of the agency's.
+    #[serde(default = "any_service")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"))]
+    pub service: String,
+    /// `Approve` (default) or `Deny`.
+    #[serde(default)]
+    pub decision: AccessDecision,
+}
+
+fn any_service() -> String {
+    "*".into()
+}
+
+/// CEL on `senders`: no rule twice, an agency's code in either form being one agency.
+fn senders_each_once() -> Rule {
+    Rule::new(format!(
+        "self.all(a, self.exists_one(b, b.service == a.service && {} == {}))",
+        normalise_cel("b.agencyCode"),
+        normalise_cel("a.agencyCode")
+    ))
+    .message("lists the same sender twice (an agency's code in either form is one agency): keep one rule per agency and service")
+}
+
+impl DocumentExchange {
+    /// Whether this exchange admits the DocumentService `service` of agency `agency` (either code
+    /// form): a rule naming it, else a rule for its agency's `*`, else `defaultDecision`; within a
+    /// rank `Deny` wins.
+    pub fn admits(&self, agency: &str, service: &str) -> bool {
+        let agency = normalise(agency);
+        let decide = |named: bool| {
+            let mut matching = self
+                .senders
+                .iter()
+                .filter(|rule| normalise(&rule.agency_code) == agency)
+                .filter(|rule| if named { rule.service == service } else { rule.service == "*" })
+                .map(|rule| rule.decision)
+                .peekable();
+            matching.peek().is_some().then(|| {
+                if matching.any(|d| d == AccessDecision::Deny) { AccessDecision::Deny } else { AccessDecision::Approve }
+            })
+        };
+        decide(true).or_else(|| decide(false)).unwrap_or(self.default_decision) == AccessDecision::Approve
+    }
 }
 
 /// The document-signing certificate.
@@ -166,9 +236,13 @@ pub struct DocumentServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
-    /// The exchange endpoint on the LGSP gateway.
+    /// The exchange endpoint on the LGSP gateway: `https://<gateway>/<agency code>/edoc/<name>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The client certificate this DocumentService sends documents with (its identity
+    /// `spiffe://<base domain>/agency/<code>/docs/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_certificate: Option<CertificateStatus>,
     /// The web interface's URL, when `host` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -199,4 +273,48 @@ pub struct StorageStatus {
     /// The capacity the volume provides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Quantity>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(default: AccessDecision, rules: &[(&str, &str, AccessDecision)]) -> DocumentExchange {
+        DocumentExchange {
+            enabled: true,
+            default_decision: default,
+            senders: rules
+                .iter()
+                .map(|(code, service, decision)| DocumentSender {
+                    agency_code: (*code).into(),
+                    service: (*service).into(),
+                    decision: *decision,
+                })
+                .collect(),
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn a_named_rule_outranks_the_agencys_star_and_deny_wins_within_a_rank() {
+        use AccessDecision::{Approve, Deny};
+        let open = exchange(Approve, &[]);
+        assert!(open.admits("H48.12", "van-ban"), "by default every exchange-enabled service may send");
+        let closed = exchange(
+            Deny,
+            &[
+                ("H48", "*", Approve),
+                ("000.00.12.H48", "van-ban", Approve),
+                ("H48.12", "*", Deny),
+                ("H48.13", "x", Deny),
+            ],
+        );
+        assert!(closed.admits("H48", "any"), "the agency's star");
+        assert!(closed.admits("H48.12", "van-ban"), "named (legacy code form) outranks the agency's Deny");
+        assert!(!closed.admits("H48.12", "khac"), "the agency's Deny");
+        assert!(!closed.admits("H48.14", "van-ban"), "no rule: the default");
+        assert!(!closed.admits("H48.13", "x"));
+        let both = exchange(Approve, &[("H48.12", "*", Approve), ("H48.12", "*", Deny)]);
+        assert!(!both.admits("H48.12", "a"), "Deny wins within a rank");
+    }
 }

@@ -109,6 +109,9 @@ pub const SOURCE_NAMESPACE_LABEL: &str = "govpaas.io/lgsp-source-namespace";
 pub const SOURCE_NAME_ANNOTATION: &str = "govpaas.io/lgsp-source-name";
 /// Label on a route table: the uid of its DataSharingService (a re-created one is another source).
 pub const SOURCE_UID_LABEL: &str = "govpaas.io/lgsp-source-uid";
+/// Label on a DocumentService's route table: [`DOCUMENT_SOURCE`] (a DataSharingService's has none),
+/// so that each controller watches and sweeps only its own kind of table.
+pub const SOURCE_KIND_LABEL: &str = "govpaas.io/lgsp-source-kind";
 /// The label (key, value) of the LGSP gateway's Pods in the operator's namespace: what a provider's
 /// NetworkPolicy admits.
 pub const GATEWAY_POD_LABEL: (&str, &str) = ("app.kubernetes.io/name", "govpaas-gateway");

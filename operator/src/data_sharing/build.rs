@@ -13,21 +13,17 @@ use govpaas_crds::data_sharing::{
     ConsumptionStatus, DataSharingService, DataSharingServiceStatus, GrantState, ProvidedApi, RouteStatus,
 };
 use govpaas_crds::lgsp::{self, RouteTable};
-use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PlatformSpec;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::grants::{Decision, Directory, IDENTITY_KIND, Member};
 use crate::certificates::TlsMaterial;
 use crate::error::Result;
+use crate::lgsp::tables::{self, TableSource};
 use crate::reconcile::Problem;
-use crate::reconcile::labels;
 use crate::workload::objects::{self, Owner};
 use govpaas_pki::AgencyIdentity;
 
@@ -36,7 +32,6 @@ pub const COMPONENT: &str = "data-sharing";
 /// The suffix of the client certificate Secret's name.
 pub const CLIENT_SECRET_SUFFIX: &str = "-lgsp-client";
 /// The label Kubernetes puts on every namespace: its name.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The longest name a DataSharingService may have: it is the `app.kubernetes.io/instance` label
 /// value of its objects, which has at most 63 characters.
 pub const MAX_NAME: usize = 63;
@@ -321,60 +316,33 @@ fn national_rate_limit(platform: &govpaas_crds::platform::PlatformSpec, api: &st
         .unwrap_or_else(|| platform.lgsp.default_rate_limit.clone())
 }
 
-/// The labels of a route table ConfigMap.
-pub fn route_table_labels(member: &Member<'_>, uid: &str) -> BTreeMap<String, String> {
-    let mut labels = labels::owned_labels(lgsp::ROUTE_TABLE_COMPONENT, &member.name);
-    labels.insert(lgsp::SOURCE_NAMESPACE_LABEL.to_owned(), member.namespace.clone());
-    labels.insert(lgsp::SOURCE_UID_LABEL.to_owned(), uid.to_owned());
-    labels.insert(TENANT_LABEL.to_owned(), member.tenant.clone());
-    labels
-}
-
-/// The ConfigMap holding `table`, in the operator's namespace. It carries no owner reference (one
-/// cannot cross namespaces): it is found by its labels and pruned by them (see `super::sweep`).
+/// The ConfigMap holding `table`, in the operator's namespace (`crate::lgsp::tables`).
 pub fn route_table_config_map(inputs: &Inputs<'_>, table: &RouteTable) -> ConfigMap {
     let member = inputs.member;
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(lgsp::route_table_name(&member.namespace, &member.name)),
-            namespace: Some(inputs.operator_namespace.to_owned()),
-            labels: Some(route_table_labels(member, &table.source.uid)),
-            annotations: Some(BTreeMap::from([(lgsp::SOURCE_NAME_ANNOTATION.to_owned(), member.name.clone())])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(lgsp::ROUTE_TABLE_KEY.to_owned(), table.to_json())])),
-        ..Default::default()
-    }
+    let source = TableSource {
+        kind: None,
+        namespace: &member.namespace,
+        name: &member.name,
+        uid: &table.source.uid,
+        tenant: &member.tenant,
+    };
+    tables::table_config_map(
+        lgsp::route_table_name(&member.namespace, &member.name),
+        inputs.operator_namespace,
+        &source,
+        table,
+    )
 }
 
 /// The NetworkPolicy letting the LGSP gateway's Pods reach `backend`'s Pods on its target port.
 pub fn network_policy(owner: &Owner, operator_namespace: &str, api: &ProvidedApi, backend: &Backend) -> NetworkPolicy {
-    let (gateway_key, gateway_value) = lgsp::GATEWAY_POD_LABEL;
-    let selector =
-        |labels: BTreeMap<String, String>| LabelSelector { match_labels: Some(labels), ..Default::default() };
-    NetworkPolicy {
-        metadata: owner.child_meta(&network_policy_name(&owner.name, &api.name)),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector(backend.selector.clone())),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(selector(BTreeMap::from([(
-                        NAMESPACE_NAME_LABEL.to_owned(),
-                        operator_namespace.to_owned(),
-                    )]))),
-                    pod_selector: Some(selector(BTreeMap::from([(gateway_key.to_owned(), gateway_value.to_owned())]))),
-                    ..Default::default()
-                }]),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(backend.target_port.clone()),
-                    protocol: Some(backend.protocol.clone()),
-                    ..Default::default()
-                }]),
-            }]),
-            egress: None,
-        }),
-    }
+    crate::lgsp::gateway_ingress_policy(
+        owner.child_meta(&network_policy_name(&owner.name, &api.name)),
+        backend.selector.clone(),
+        operator_namespace,
+        backend.target_port.clone(),
+        &backend.protocol,
+    )
 }
 
 /// A DataSharingService's desired objects.

@@ -7,7 +7,8 @@
 //!   a consumer, and its route table, a ConfigMap in the operator's namespace that the gateway
 //!   will read (schema in [`govpaas_crds::lgsp`]);
 //! - [`reconcile`] applies them, prunes, and writes the status computed from what it applied;
-//! - [`sweep`] deletes the route tables of DataSharingServices that are gone.
+//! - `crate::lgsp::tables` names, applies and sweeps the route tables (of DataSharingServices that
+//!   are gone).
 //!
 //! Triggers: a DataSharingService's spec changing (a generation predicate); its NetworkPolicies
 //! and client Secret changing (metadata watchers); its route table changing or vanishing; a
@@ -19,20 +20,19 @@
 pub mod build;
 pub mod grants;
 pub mod reconcile;
-pub mod sweep;
 pub mod triggers;
 
 use std::sync::Arc;
 
-use govpaas_crds::lgsp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::{Api, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
 
+use crate::lgsp::tables;
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
 use crate::service::runtime::{DataSharingObject, ServiceWatch, Shared};
@@ -46,19 +46,10 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
 
     // Route tables live in the operator's namespace and carry no owner reference: they map back to
     // their DataSharingService by label and annotation.
-    let (route_tables, route_table_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
-    let route_table_api: Api<PartialObjectMeta<ConfigMap>> =
-        Api::namespaced(client.clone(), &shared.settings.operator_namespace);
-    let route_table_stream =
-        watch::watcher(route_table_api, crate::reconcile::watch::config().labels(lgsp::ROUTE_TABLE_SELECTOR))
-            .default_backoff()
-            .modify(watch::strip)
-            .reflect(route_table_writer)
-            .touched_objects();
+    let (route_tables, route_table_stream) =
+        tables::watch_tables(client.clone(), &shared.settings.operator_namespace, tables::DATA_SHARING_TABLES);
     let source_of = |table: PartialObjectMeta<ConfigMap>| {
-        let namespace = table.labels().get(lgsp::SOURCE_NAMESPACE_LABEL).cloned();
-        let name = table.annotations().get(lgsp::SOURCE_NAME_ANNOTATION).cloned();
-        namespace.zip(name).map(|(namespace, name)| ObjectRef::<DataSharingObject>::new(&name).within(&namespace))
+        tables::source_of(&table).map(|(namespace, name)| ObjectRef::<DataSharingObject>::new(&name).within(&namespace))
     };
 
     // A Service appearing, changing or going may be the one behind a provided API.
@@ -105,8 +96,25 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DataSharingService>;
     let controller = runner::run("data-sharing", controller, concurrency, &telemetry, synced, reconcile, context);
+    let sweep = tables::Sweep {
+        kind: "DataSharingService",
+        live: {
+            let shared = shared.clone();
+            move || shared.data_sharing.state().iter().filter_map(|service| service.meta().uid.clone()).collect()
+        },
+        serves: {
+            let shared = shared.clone();
+            move |tenant: &str| shared.serves_tenant(tenant)
+        },
+        woken: shared.route_tables_orphaned.clone(),
+    };
+    let ready = {
+        let shared = shared.clone();
+        async move { shared.wait_until_ready().await.is_ok() }
+    };
+    let namespace = shared.settings.operator_namespace.clone();
     tokio::select! {
         () = controller => {}
-        () = sweep::run(shared, route_tables) => {}
+        () = tables::sweep(shared.client.clone(), &namespace, route_tables, ready, sweep) => {}
     }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{debug, info};
@@ -24,7 +24,7 @@ use tracing::{debug, info};
 use super::build::{self, COMPONENT, Inputs};
 use super::grants::{self, Directory};
 use crate::certificates::leaf::{Leaf, LeafSpec};
-use crate::error::Result;
+use crate::lgsp::tables::TableSlot;
 use crate::reconcile::Problem;
 use crate::reconcile::apply::Applier;
 use crate::reconcile::conditions::Desired;
@@ -71,60 +71,13 @@ impl DesiredSet for DesiredObjects {
         vec![
             Owned::boxed(client_secret.as_slice(), secrets),
             Owned::boxed(network_policies.as_slice(), policies),
-            Box::new(RouteTable {
+            Box::new(TableSlot {
                 wanted: route_table.as_ref(),
                 name: &self.route_table,
                 namespace: operator_namespace,
                 cached: route_tables,
             }),
         ]
-    }
-}
-
-/// The route table: in the operator's namespace, with no owner reference (a namespaced owner
-/// cannot own it there), so it is found by name and deleted when no longer wanted; the sweep
-/// ([`super::sweep`]) deletes those of DataSharingServices that are gone.
-struct RouteTable<'a> {
-    wanted: Option<&'a ConfigMap>,
-    name: &'a str,
-    namespace: &'a str,
-    cached: &'a Store<PartialObjectMeta<ConfigMap>>,
-}
-
-impl OwnedKind for RouteTable<'_> {
-    fn apply<'a>(&'a self, applier: &'a mut Applier) -> futures::future::BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            if let Some(table) = self.wanted {
-                applier.apply(table).await?;
-            }
-            Ok(())
-        })
-    }
-
-    fn prune<'a>(
-        &'a self,
-        applier: &'a Applier,
-        _: &'a OwnedKey<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<Vec<String>>> {
-        Box::pin(async move {
-            if self.wanted.is_some() {
-                return Ok(Vec::new());
-            }
-            let Some(stale) = self.cached.get(&ObjectRef::new(self.name).within(self.namespace)) else {
-                return Ok(Vec::new());
-            };
-            let stale = super::sweep::Stale {
-                name: self.name.to_owned(),
-                uid: stale.metadata.uid.clone().unwrap_or_default(),
-                resource_version: stale.metadata.resource_version.clone(),
-            };
-            let api = Api::namespaced(applier.client().clone(), self.namespace);
-            Ok(if super::sweep::delete(&api, &stale).await? {
-                vec![format!("{}/{}", self.namespace, self.name)]
-            } else {
-                Vec::new()
-            })
-        })
     }
 }
 

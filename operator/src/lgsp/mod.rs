@@ -16,11 +16,17 @@
 //! the rotation's census counts this Secret by its [`COMPONENT`] label, so a rotation waits for it.
 
 pub mod national;
+pub mod tables;
 
 use std::collections::BTreeMap;
 
 use govpaas_crds::platform::PlatformSpec;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use kube::{Api, Client};
 use time::OffsetDateTime;
@@ -37,6 +43,47 @@ use govpaas_pki::IssuancePolicy;
 pub const GATEWAY_TLS_SECRET: &str = "govpaas-gateway-tls";
 /// The component label of that Secret: what the CA rotation's census selects.
 pub const COMPONENT: &str = "lgsp-gateway";
+
+/// The label every namespace carries with its own name: how a policy selects the operator's.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A NetworkPolicy (`metadata`) admitting the LGSP gateway's Pods (in `operator_namespace`) to the
+/// Pods `pods` selects, on `port`/`protocol` only: how a provided API's or an exchange endpoint's
+/// Pods become reachable from the gateway and from nothing else the policy names.
+pub fn gateway_ingress_policy(
+    metadata: ObjectMeta,
+    pods: BTreeMap<String, String>,
+    operator_namespace: &str,
+    port: IntOrString,
+    protocol: &str,
+) -> NetworkPolicy {
+    let (gateway_key, gateway_value) = govpaas_crds::lgsp::GATEWAY_POD_LABEL;
+    let selector =
+        |labels: BTreeMap<String, String>| LabelSelector { match_labels: Some(labels), ..Default::default() };
+    NetworkPolicy {
+        metadata,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector(pods)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selector(BTreeMap::from([(
+                        NAMESPACE_NAME_LABEL.to_owned(),
+                        operator_namespace.to_owned(),
+                    )]))),
+                    pod_selector: Some(selector(BTreeMap::from([(gateway_key.to_owned(), gateway_value.to_owned())]))),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(port),
+                    protocol: Some(protocol.to_owned()),
+                    ..Default::default()
+                }]),
+            }]),
+            egress: None,
+        }),
+    }
+}
 
 /// The gateway's public host name: `Platform spec.lgsp.host`, or `lgsp.<baseDomain>`.
 pub fn gateway_host(platform: &PlatformSpec) -> String {
