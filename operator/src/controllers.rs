@@ -174,6 +174,9 @@ struct Fanout {
     /// Each DataSharingService's last seen generation and the agencies its grants involve.
     sharing: HashMap<String, (Option<i64>, std::collections::BTreeSet<String>)>,
     route_tables_orphaned: Arc<tokio::sync::Notify>,
+    /// Each DocumentService's last seen generation and whether its exchange was enabled.
+    exchanging: HashMap<String, (Option<i64>, bool)>,
+    exchange_tables_orphaned: Arc<tokio::sync::Notify>,
 }
 
 impl Fanout {
@@ -233,6 +236,43 @@ impl Fanout {
                 self.wake_blocked();
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    /// A DocumentService changed its spec or went away: when its exchange is or was enabled, every
+    /// other exchange-enabled DocumentService looks again (its route table lists the senders it
+    /// admits). A deleted one's route table is swept.
+    fn document_event(&mut self, event: &watcher::Event<DocumentObject>) {
+        let key = |object: &DocumentObject| object.meta().uid.clone().unwrap_or_default();
+        let enabled = |object: &DocumentObject| object.0.as_ref().is_ok_and(|d| d.spec.exchange.enabled);
+        let (object, deleted) = match event {
+            watcher::Event::InitApply(object) => {
+                self.exchanging.insert(key(object), (object.meta().generation, enabled(object)));
+                return;
+            }
+            watcher::Event::Apply(object) => (object, false),
+            watcher::Event::Delete(object) => (object, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let now = enabled(object) && !deleted;
+        let previous = if deleted {
+            self.exchanging.remove(&key(object))
+        } else {
+            self.exchanging.insert(key(object), (object.meta().generation, now))
+        };
+        if deleted {
+            self.exchange_tables_orphaned.notify_one();
+        }
+        let unchanged = previous.is_some_and(|(generation, _)| generation == object.meta().generation) && !deleted;
+        let was = previous.is_some_and(|(_, enabled)| enabled);
+        if unchanged || !(now || was) {
+            return;
+        }
+        for service in self.documents.state() {
+            let other = service.meta().uid != object.meta().uid;
+            if other && service.0.as_ref().is_ok_and(|d| d.spec.exchange.enabled) {
+                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
         }
     }
 
@@ -299,6 +339,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
     let (data_sharing, data_sharing_writer) = reflector::store::<DataSharingObject>();
     let (namespaces, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     let route_tables_orphaned = Arc::new(tokio::sync::Notify::new());
+    let exchange_tables_orphaned = Arc::new(tokio::sync::Notify::new());
     let fanout = Arc::new(std::sync::Mutex::new(Fanout {
         portals: portals.clone(),
         documents: documents.clone(),
@@ -308,6 +349,8 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         generations: HashMap::new(),
         sharing: HashMap::new(),
         route_tables_orphaned: route_tables_orphaned.clone(),
+        exchanging: HashMap::new(),
+        exchange_tables_orphaned: exchange_tables_orphaned.clone(),
     }));
 
     // Services read the Platform's spec only: its status (written on every step of a CA rotation)
@@ -415,7 +458,9 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
             .reflect(document_writer)
             .inspect_ok(move |event| {
                 listed.observe("DocumentService", event);
-                lock(&fanout).service_event(event);
+                let mut fanout = lock(&fanout);
+                fanout.service_event(event);
+                fanout.document_event(event);
             })
             .touched_objects()
             // The restore annotation is read too.
@@ -450,6 +495,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         documents: documents.clone(),
         data_sharing: data_sharing.clone(),
         route_tables_orphaned,
+        exchange_tables_orphaned,
         known_tenants,
         listed: listed_rx,
         platform_trust: inputs.trust,

@@ -13,10 +13,11 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Secret, SecretVolumeSource,
     Service, Volume, VolumeResourceRequirements,
 };
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
+use super::exchange;
 use super::retention::{DELETE_POLICY_ANNOTATION, reclaim_policy};
 use crate::certificates::TlsMaterial;
 use crate::error::Result;
@@ -167,6 +168,28 @@ pub struct Desired {
     pub tls_secret: Secret,
     /// Only with signing enabled.
     pub signing_secret: Option<Secret>,
+    /// Only while its exchange endpoint is registered.
+    pub exchange: Option<ExchangeObjects>,
+}
+
+/// The exchange's objects in the service's namespace (its route table lives in the operator's).
+#[derive(Clone, Debug)]
+pub struct ExchangeObjects {
+    /// The client certificate it sends with.
+    pub client_secret: Secret,
+    /// The gateway's way in to the exchange port.
+    pub network_policy: NetworkPolicy,
+}
+
+/// What a registered exchange endpoint adds to the build.
+#[derive(Clone, Copy, Debug)]
+pub struct ExchangeBuild<'a> {
+    /// The sending client certificate.
+    pub client: &'a TlsMaterial,
+    /// `https://<gateway>/<code>/edoc/<name>/`.
+    pub endpoint: &'a str,
+    /// The operator's namespace, where the gateway's Pods run.
+    pub operator_namespace: &'a str,
 }
 
 #[cfg(test)]
@@ -178,6 +201,10 @@ impl Desired {
         values.extend(self.ingress.as_ref().map(serde_json::to_value));
         values.push(serde_json::to_value(&self.tls_secret));
         values.extend(self.signing_secret.as_ref().map(serde_json::to_value));
+        if let Some(exchange) = &self.exchange {
+            values.push(serde_json::to_value(&exchange.client_secret));
+            values.push(serde_json::to_value(&exchange.network_policy));
+        }
         values.into_iter().map(|v| v.expect("k8s objects serialise")).collect()
     }
 }
@@ -220,13 +247,15 @@ fn secret_volume(name: &str, secret: &str) -> Volume {
 
 /// Builds a DocumentService's objects. `storage_ready`: the volume may receive documents (bound,
 /// and marked `Retain` when the service retains). `tls` is the certificate of [`Inputs::tls_names`];
-/// `signing` the document-signing certificate, when enabled.
+/// `signing` the document-signing certificate, when enabled; `exchange` what its registered
+/// exchange endpoint needs.
 pub fn build(
     inputs: &Inputs<'_>,
     binding: &ClaimBinding,
     storage_ready: bool,
     tls: &TlsMaterial,
     signing: Option<&TlsMaterial>,
+    exchange_endpoint: Option<ExchangeBuild<'_>>,
 ) -> Result<Desired> {
     let service = inputs.service;
     let owner = Owner::of(service, COMPONENT)?;
@@ -256,6 +285,15 @@ pub fn build(
         env.push(pod::env("GOVPAAS_SIGNING_DIR", "/etc/govpaas/signing"));
         mounts.push(pod::mount("signing", "/etc/govpaas/signing", true));
         volumes.push(secret_volume("signing", &names.signing_secret));
+    }
+    let client_secret = exchange::client_secret_name(&names);
+    if let Some(endpoint) = &exchange_endpoint {
+        // What the container needs to send: its client certificate, and where its own endpoint is
+        // (the gateway's host is the URL's).
+        env.push(pod::env("GOVPAAS_EXCHANGE_ENDPOINT", endpoint.endpoint));
+        env.push(pod::env("GOVPAAS_EXCHANGE_CLIENT_DIR", exchange::CLIENT_DIR));
+        mounts.push(pod::mount("exchange-client", exchange::CLIENT_DIR, true));
+        volumes.push(secret_volume("exchange-client", &client_secret));
     }
     let container = pod::web_container(
         "document-service",
@@ -297,6 +335,15 @@ pub fn build(
         }),
         tls_secret: objects::tls_secret(&owner, &names.tls_secret, tls),
         signing_secret: signing.map(|material| objects::tls_secret(&owner, &names.signing_secret, material)),
+        exchange: exchange_endpoint.map(|endpoint| ExchangeObjects {
+            client_secret: objects::tls_secret(&owner, &client_secret, endpoint.client),
+            network_policy: exchange::network_policy(
+                &owner,
+                &names,
+                owner.selector_labels(),
+                endpoint.operator_namespace,
+            ),
+        }),
     })
 }
 
@@ -304,6 +351,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::fixtures;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn material(what: &str) -> TlsMaterial {
         TlsMaterial {
@@ -321,7 +369,14 @@ mod tests {
         let inputs = Inputs { service: &service, platform: &case.platform.spec, tenant: &tenant };
         assert_eq!(validate(&inputs), None);
         let signing = service.spec.signing.enabled.then(|| material("signing"));
-        let desired = build(&inputs, binding, storage_ready, &material("tls"), signing.as_ref()).unwrap();
+        let client = material("exchange client");
+        let endpoint = format!("https://lgsp.quangnam.gov.vn/{}/edoc/{}/", tenant.agency_code, service.name_any());
+        let exchange = service.spec.exchange.enabled.then(|| ExchangeBuild {
+            client: &client,
+            endpoint: &endpoint,
+            operator_namespace: "govpaas-system",
+        });
+        let desired = build(&inputs, binding, storage_ready, &material("tls"), signing.as_ref(), exchange).unwrap();
         fixtures::assert_golden(&format!("document/{name}.expected.yaml"), &desired.to_values());
         desired
     }
@@ -334,6 +389,15 @@ mod tests {
         assert!(desired.ingress.is_some());
         assert!(desired.signing_secret.is_some());
         assert_eq!(desired.service.metadata.labels.as_ref().unwrap()[EXCHANGE_LABEL], "enabled");
+        // The exchange: its client certificate mounted, and the gateway let in to port 8443 only.
+        let exchange = desired.exchange.as_ref().expect("the exchange's objects");
+        assert_eq!(exchange.client_secret.metadata.name.as_deref(), Some("van-ban-docs-edoc-client"));
+        let policy = exchange.network_policy.spec.as_ref().unwrap();
+        let ingress = &policy.ingress.as_ref().unwrap()[0];
+        assert_eq!(ingress.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(HTTPS_PORT)));
+        let pod = desired.deployment.spec.template.spec.as_ref().unwrap();
+        let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.mount_path == exchange::CLIENT_DIR && m.read_only == Some(true)));
         let claim = desired.claim.spec.unwrap();
         assert_eq!(claim.volume_name.as_deref(), Some("pvc-0a1b"));
         assert_eq!(desired.claim.metadata.annotations.unwrap()[DELETE_POLICY_ANNOTATION], "Retain");
@@ -345,6 +409,7 @@ mod tests {
         assert_eq!(desired.deployment.spec.replicas, Some(0), "no Pod before the volume is ready");
         assert!(desired.ingress.is_none(), "no host, no Ingress");
         assert!(desired.signing_secret.is_none());
+        assert!(desired.exchange.is_none());
         assert!(!desired.service.metadata.labels.as_ref().unwrap().contains_key(EXCHANGE_LABEL));
         let claim = desired.claim.spec.unwrap();
         assert_eq!(claim.storage_class_name.as_deref(), Some("fast-ssd"), "the service's own class");

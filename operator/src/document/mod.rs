@@ -8,10 +8,18 @@
 //! it marked and, when one is released and retained (its service or tenant deleted), publishes an
 //! Event on the volume (in the `default` namespace, where Events of cluster-scoped objects go) saying whose documents it holds and how to restore them.
 //!
-//! Triggers: as for Portals (spec and annotations, owned objects including the claim, the
-//! wake-ups of [`crate::service::runtime`]), and every 10 s while the volume binds.
+//! [`exchange`] decides its electronic document exchange: who may send to it, its route table for
+//! the LGSP gateway (in the operator's namespace, swept by `crate::lgsp::tables` when the
+//! DocumentService is gone), its sending identity and the gateway's way in to its exchange port.
+//!
+//! Triggers: as for Portals (spec and annotations, owned objects including the claim and the
+//! NetworkPolicy, the wake-ups of [`crate::service::runtime`]), its route table changing or
+//! vanishing, any exchange-enabled DocumentService changing its exchange (the composition root
+//! wakes every other exchange-enabled one: their sender lists may change), and every 10 s while
+//! the volume binds.
 
 pub mod build;
+pub mod exchange;
 pub mod reconcile;
 pub mod retention;
 
@@ -19,15 +27,18 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource};
 use serde_json::json;
 
+use crate::lgsp::tables;
 use crate::reconcile::apply::FIELD_MANAGER;
 use crate::reconcile::triggers::Triggers;
 use crate::reconcile::{labels, runner, watch};
@@ -42,6 +53,14 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     let (ingresses, ingress_stream) = watch::metadata_cache::<Ingress>(client.clone(), &owned);
     let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
     let (claims, claim_stream) = watch::metadata_cache::<PersistentVolumeClaim>(client.clone(), &owned);
+    let (network_policies, policy_stream) = watch::metadata_cache::<NetworkPolicy>(client.clone(), &owned);
+    // Exchange route tables live in the operator's namespace, found by label and annotation.
+    let operator_namespace = shared.settings.operator_namespace.clone();
+    let (route_tables, route_table_stream) =
+        tables::watch_tables(client.clone(), &operator_namespace, tables::DOCUMENT_TABLES);
+    let source_of = |table: PartialObjectMeta<ConfigMap>| {
+        tables::source_of(&table).map(|(namespace, name)| ObjectRef::<DocumentObject>::new(&name).within(&namespace))
+    };
 
     // Owned kinds wake their DocumentService from tasks of their own (`reconcile::triggers`).
     let (mut triggers, owned_changed) = Triggers::<DocumentObject>::new("document-service");
@@ -50,12 +69,23 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     triggers.owned("Ingress", ingress_stream);
     triggers.owned("Secret", secret_stream);
     triggers.owned("PersistentVolumeClaim", claim_stream);
+    triggers.owned("NetworkPolicy", policy_stream);
+    triggers.watch("route table", route_table_stream, source_of);
     let controller = Controller::for_stream(documents.stream, documents.store)
         .reconcile_on(futures::stream::select(documents.wake, owned_changed));
     let concurrency = shared.settings.concurrency;
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
-        caches: reconcile::Caches { deployments, services, ingresses, secrets, claims },
+        caches: reconcile::Caches {
+            deployments,
+            services,
+            ingresses,
+            secrets,
+            claims,
+            network_policies,
+            route_tables: route_tables.clone(),
+            operator_namespace: operator_namespace.clone(),
+        },
     });
     let telemetry = shared.settings.telemetry.clone();
     let synced = {
@@ -64,9 +94,27 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DocumentService>;
     let controller = runner::run("document-service", controller, concurrency, &telemetry, synced, reconcile, context);
+    let sweep = tables::Sweep {
+        kind: "DocumentService",
+        live: {
+            let shared = shared.clone();
+            move || shared.documents.state().iter().filter_map(|service| service.meta().uid.clone()).collect()
+        },
+        serves: {
+            let shared = shared.clone();
+            move |tenant: &str| shared.serves_tenant(tenant)
+        },
+        woken: shared.exchange_tables_orphaned.clone(),
+    };
+    let ready = {
+        let shared = shared.clone();
+        async move { shared.wait_until_ready().await.is_ok() }
+    };
+    let client = shared.client.clone();
     tokio::select! {
         () = controller => {}
         () = announce_retained(shared) => {}
+        () = tables::sweep(client, &operator_namespace, route_tables, ready, sweep) => {}
     }
 }
 

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use govpaas_crds::DocumentService;
-use govpaas_crds::conditions::{DOCUMENT_SERVICE, Documented, ROUTES_REGISTERED, STORAGE_BOUND, reasons};
+use govpaas_crds::conditions::{DOCUMENT_SERVICE, Documented, ROUTES_REGISTERED, STORAGE_BOUND};
 use govpaas_crds::document_service::{DeletePolicy, DocumentServiceStatus, StorageStatus};
 use govpaas_crds::status::CertificateStatus;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -21,10 +21,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{debug, info};
 
-use super::build::{self, COMPONENT, ClaimBinding, EXCHANGE_LABEL, IDENTITY_KIND, Inputs, Names};
+use super::build::{self, COMPONENT, ClaimBinding, IDENTITY_KIND, Inputs, Names};
+use super::exchange;
 use super::retention::{self, RESTORE_ANNOTATION, RestoreTarget, VolumeOwner};
 use crate::certificates::leaf::LeafSpec;
 use crate::error::{Error, Result};
+use crate::lgsp::tables::TableSlot;
 use crate::reconcile::Problem;
 use crate::reconcile::apply::{Applier, FIELD_MANAGER};
 use crate::reconcile::conditions::Desired;
@@ -36,8 +38,9 @@ use crate::service::workload::{self, Ask};
 use crate::workload::objects::Owner;
 use crate::workload::quota_fit::Usage;
 use crate::workload::status::{self, Running};
-use govpaas_pki::AgencyIdentity;
+use govpaas_crds::agency::normalise;
 use govpaas_pki::renewal::requeue_after;
+use govpaas_pki::{AgencyIdentity, WorkloadIdentity};
 
 /// How soon to look again while the volume binds (the claim's watch usually comes first).
 const BINDING: Duration = Duration::from_secs(10);
@@ -57,26 +60,60 @@ pub struct Caches {
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// The exchange route tables, in the operator's namespace.
+    pub route_tables: Store<PartialObjectMeta<ConfigMap>>,
+    /// The operator's namespace, where route tables live.
+    pub operator_namespace: String,
 }
 
 /// What every DocumentService reconcile shares.
 pub type Context = ServiceContext<Caches>;
 
-impl DesiredSet for build::Desired {
+/// A DocumentService's desired objects, with its route table (wanted or not) by name.
+pub struct DesiredObjects {
+    pub objects: build::Desired,
+    /// Only while its exchange endpoint is registered.
+    pub route_table: Option<ConfigMap>,
+    /// The route table's name, which exists only while it is wanted.
+    pub route_table_name: String,
+}
+
+impl DesiredSet for DesiredObjects {
     type Caches = Caches;
 
     fn owned<'a>(&'a self, caches: &'a Caches) -> Vec<Box<dyn OwnedKind + 'a>> {
         // The claim is applied before the set (whether its volume is bound decides whether Pods
         // run) and never pruned: it always has the one name, and it holds the documents.
-        let build::Desired { claim: _, deployment, service, ingress, tls_secret, signing_secret } = self;
-        let Caches { deployments, services, ingresses, secrets, claims: _ } = caches;
-        let certificates: Vec<Secret> = std::iter::once(tls_secret).chain(signing_secret).cloned().collect();
+        let build::Desired { claim: _, deployment, service, ingress, tls_secret, signing_secret, exchange } =
+            &self.objects;
+        let Caches {
+            deployments,
+            services,
+            ingresses,
+            secrets,
+            claims: _,
+            network_policies,
+            route_tables,
+            operator_namespace,
+        } = caches;
+        let mut certificates: Vec<Secret> = std::iter::once(tls_secret).chain(signing_secret).cloned().collect();
+        certificates.extend(exchange.iter().map(|e| e.client_secret.clone()));
+        let policies: Vec<NetworkPolicy> = exchange.iter().map(|e| e.network_policy.clone()).collect();
         vec![
             // Secrets before the Deployment and Ingress that mount or name them.
             Owned::boxed(certificates, secrets),
             Owned::boxed(std::slice::from_ref(service), services),
             Owned::boxed(std::slice::from_ref(deployment), deployments),
             Owned::boxed(ingress.as_slice(), ingresses),
+            Owned::boxed(policies, network_policies),
+            // The route table last: the gateway sends packages only once the Pods may be reached.
+            Box::new(TableSlot {
+                wanted: self.route_table.as_ref(),
+                name: &self.route_table_name,
+                namespace: operator_namespace,
+                cached: route_tables,
+            }),
         ]
     }
 }
@@ -94,7 +131,9 @@ impl ServiceKind for DocumentService {
 
     fn certificates(status: &DocumentServiceStatus) -> Vec<(&'static str, &CertificateStatus)> {
         let server = status.certificate.iter().map(|certificate| ("server", certificate));
-        server.chain(status.signing_certificate.iter().map(|certificate| ("signing", certificate))).collect()
+        let signing = status.signing_certificate.iter().map(|certificate| ("signing", certificate));
+        let exchange = status.exchange_certificate.iter().map(|certificate| ("exchange-client", certificate));
+        server.chain(signing).chain(exchange).collect()
     }
 
     async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<DocumentServiceStatus>> {
@@ -171,6 +210,19 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
         None
     };
 
+    // The exchange: its endpoint and identity, unless an older DocumentService of the agency holds
+    // the name.
+    let exchange = exchange_state(read, ctx)?;
+    let client_leaf = match &exchange {
+        ExchangeState::Registered { identity, .. } => {
+            let spec = LeafSpec::Client { identity: identity.clone() };
+            let what = "the exchange client certificate";
+            let secret = exchange::client_secret_name(&names);
+            Some(workload::certificate(&client, namespace, &secret, &spec, &authority, now, what).await?)
+        }
+        _ => None,
+    };
+
     // The volume: restore a retained one if asked, then the claim, then its volume's marking.
     let mut applier = Applier::new(client.clone());
     let owner = Owner::of(service, COMPONENT)?;
@@ -182,7 +234,28 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     let storage = storage(ctx, &inputs, &names, &applied_claim, &mut applier).await?;
 
     // Build, apply and prune the rest from the same set.
-    let desired = build::build(&inputs, &binding, storage.ready, &tls.material, signing.as_ref().map(|l| &l.material))?;
+    let registered = match (&exchange, &client_leaf) {
+        (ExchangeState::Registered { endpoint, .. }, Some(leaf)) => Some((endpoint, leaf)),
+        _ => None,
+    };
+    let exchange_build = registered.map(|(endpoint, leaf)| build::ExchangeBuild {
+        client: &leaf.material,
+        endpoint: &endpoint.url,
+        operator_namespace: &ctx.caches.operator_namespace,
+    });
+    let objects = build::build(
+        &inputs,
+        &binding,
+        storage.ready,
+        &tls.material,
+        signing.as_ref().map(|l| &l.material),
+        exchange_build,
+    )?;
+    let desired = DesiredObjects {
+        objects,
+        route_table: registered.map(|(endpoint, _)| endpoint.table.clone()),
+        route_table_name: govpaas_crds::lgsp::exchange_table_name(namespace, name),
+    };
     let owner = OwnedKey { component: COMPONENT, name, uid: &read.uid };
     let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
         .await
@@ -199,11 +272,18 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     if let Some(leaf) = &signing {
         shared.publish_issued(&reference, &signing_what, leaf).await;
     }
+    let exchange_what = "exchange client certificate";
+    if let Some(leaf) = &client_leaf {
+        shared.publish_issued(&reference, exchange_what, leaf).await;
+    }
 
     let url = inputs.url();
     let mut certificates = vec![(tls_what.as_str(), &tls)];
     if let Some(leaf) = &signing {
         certificates.push((signing_what.as_str(), leaf));
+    }
+    if let Some(leaf) = &client_leaf {
+        certificates.push((exchange_what, leaf));
     }
     let running = Running {
         deployment,
@@ -229,13 +309,21 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
         signing_certificate: signing
             .as_ref()
             .map(|leaf| status::certificate_status(&names.signing_secret, leaf, &authority.policy)),
+        endpoint: registered.map(|(endpoint, _)| endpoint.url.clone()),
+        exchange_certificate: client_leaf
+            .as_ref()
+            .map(|leaf| status::certificate_status(&exchange::client_secret_name(&names), leaf, &authority.policy)),
         ..DocumentServiceStatus::default()
     };
     let mut conditions = status::conditions(&running);
     conditions.push(storage.condition);
-    conditions.push(routes(service, &names));
+    conditions.push(routes(service, &exchange, &ctx.caches.operator_namespace));
     debug!("applied DocumentService {namespace}/{name}");
-    let renewal = std::iter::once(&tls).chain(signing.as_ref()).map(|leaf| leaf.renewal_time(&authority.policy)).min();
+    let renewal = std::iter::once(&tls)
+        .chain(signing.as_ref())
+        .chain(client_leaf.as_ref())
+        .map(|leaf| leaf.renewal_time(&authority.policy))
+        .min();
     let next = renewal.map_or(pipeline::RESYNC, |at| requeue_after(now, at));
     Ok(Applied { conditions, status, requeue: if storage.ready { next } else { next.min(BINDING) } })
 }
@@ -414,20 +502,87 @@ async fn storage(
     })
 }
 
-/// The `RoutesRegistered` condition: the exchange flag is recorded on the Service for the LGSP
-/// wiring; the gateway's route table is not provisioned by this controller.
-fn routes(service: &DocumentService, names: &Names) -> Desired {
-    if service.spec.exchange.enabled {
-        Desired::fails(
+/// Where the service's exchange stands.
+#[derive(Debug)]
+enum ExchangeState {
+    /// `spec.exchange.enabled` is false.
+    Disabled,
+    /// An older DocumentService of the agency (`namespace/name`) holds the endpoint and identity.
+    Conflict { holder: String, path: String },
+    /// Its endpoint, and the identity it sends as.
+    Registered { endpoint: Box<exchange::Endpoint>, identity: WorkloadIdentity },
+}
+
+/// Decides the exchange from every DocumentService of the province in the cache (no request).
+fn exchange_state(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<ExchangeState> {
+    let service = read.service;
+    if !service.spec.exchange.enabled {
+        return Ok(ExchangeState::Disabled);
+    }
+    let shared = &ctx.shared;
+    let agencies = shared.tenant_agencies();
+    let documents = shared.documents.state();
+    let peers = exchange::peers(documents.iter().filter_map(|d| d.0.as_ref().ok()), |namespace| {
+        agencies.get(namespace).cloned()
+    });
+    let tenant = &read.tenant_context;
+    let me = exchange::Peer {
+        service,
+        namespace: read.namespace.clone(),
+        name: read.name.clone(),
+        tenant: tenant.name.clone(),
+        agency_code: tenant.agency_code.clone(),
+        agency: normalise(&tenant.agency_code),
+    };
+    if let Some(holder) = exchange::holder(&peers, &me.agency, &me.name)
+        && holder.namespace != me.namespace
+    {
+        return Ok(ExchangeState::Conflict {
+            holder: format!("{}/{}", holder.namespace, holder.name),
+            path: govpaas_crds::lgsp::exchange_path(&me.agency, &me.name),
+        });
+    }
+    let base_domain = &read.platform.spec.base_domain;
+    let identity = me
+        .identity(base_domain)
+        .map_err(|err| Halt::CertificateFailed(format!("cannot name the exchange identity: {err}")))?;
+    let endpoint =
+        exchange::endpoint(&me, &peers, &read.platform.spec, &tenant.domain, &read.uid, &ctx.caches.operator_namespace);
+    Ok(ExchangeState::Registered { endpoint: Box::new(endpoint), identity })
+}
+
+/// The `RoutesRegistered` condition.
+fn routes(service: &DocumentService, exchange: &ExchangeState, operator_namespace: &str) -> Desired {
+    match exchange {
+        ExchangeState::Disabled => Desired::fails(
             ROUTES_REGISTERED,
-            reasons::PENDING,
+            exchange::EXCHANGE_DISABLED,
+            "spec.exchange.enabled is false: the agency has no exchange endpoint on the LGSP and sends no documents through it",
+        ),
+        ExchangeState::Conflict { holder, path } => Desired::fails(
+            ROUTES_REGISTERED,
+            exchange::NAME_CONFLICT,
             format!(
-                "document exchange is enabled and recorded on Service {} ({EXCHANGE_LABEL}=enabled); the LGSP gateway's route table is not provisioned by this operator yet, so there is no exchange endpoint",
-                names.workload
+                "DocumentService {holder}, older and of the same agency, holds the exchange endpoint {path} and its sending identity: rename this DocumentService or turn its exchange off"
             ),
         )
-    } else {
-        Desired::fails(ROUTES_REGISTERED, "ExchangeDisabled", "spec.exchange.enabled is false: no LGSP route is wanted")
+        .with_event(EventType::Warning),
+        ExchangeState::Registered { endpoint, identity } => {
+            let rules = &service.spec.exchange;
+            let table = endpoint.table.metadata.name.as_deref().unwrap_or_default();
+            Desired::holds(
+                ROUTES_REGISTERED,
+                exchange::REGISTERED,
+                format!(
+                    "exchange endpoint {} is in the LGSP gateway's route table {operator_namespace}/{table}; {} DocumentServices of the province may send to it (defaultDecision {:?}, {} sender rules); it sends as {}",
+                    endpoint.url,
+                    endpoint.senders,
+                    rules.default_decision,
+                    rules.senders.len(),
+                    identity.uri()
+                ),
+            )
+        }
     }
 }
 
@@ -447,13 +602,16 @@ mod tests {
     }
 
     #[test]
-    fn exchange_is_recorded_but_no_route_is_claimed() {
-        let mut service: DocumentService = fixtures::case("document/retained.yaml").one("DocumentService");
-        let names = Names::of(&service);
-        let enabled = routes(&service, &names);
-        assert_eq!((enabled.status, enabled.reason.as_str()), (crate::reconcile::conditions::FALSE, reasons::PENDING));
-        assert!(enabled.message.contains("govpaas.io/document-exchange=enabled"), "{}", enabled.message);
-        service.spec.exchange.enabled = false;
-        assert_eq!(routes(&service, &names).reason, "ExchangeDisabled");
+    fn routes_registered_says_where_the_endpoint_is_or_why_not() {
+        let service: DocumentService = fixtures::case("document/retained.yaml").one("DocumentService");
+        let disabled = routes(&service, &ExchangeState::Disabled, "govpaas-system");
+        assert_eq!(
+            (disabled.status, disabled.reason.as_str()),
+            (crate::reconcile::conditions::FALSE, "ExchangeDisabled")
+        );
+        let conflict = ExchangeState::Conflict { holder: "so-a/van-ban".into(), path: "/H48.12/edoc/van-ban/".into() };
+        let refused = routes(&service, &conflict, "govpaas-system");
+        assert_eq!(refused.reason, exchange::NAME_CONFLICT);
+        assert!(refused.message.contains("so-a/van-ban") && refused.message.contains("/H48.12/edoc/van-ban/"));
     }
 }

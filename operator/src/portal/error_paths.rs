@@ -220,6 +220,7 @@ fn context(client: kube::Client, platform_trust: TrustSubscriber) -> Arc<Service
         documents: store_of(vec![]),
         data_sharing: store_of(vec![]),
         route_tables_orphaned: Default::default(),
+        exchange_tables_orphaned: Default::default(),
         known_tenants: Default::default(),
         listed: all_listed(),
         platform_trust,

@@ -44,6 +44,7 @@ fn shared() -> Shared {
         documents: reflector::store().0,
         data_sharing: reflector::store().0,
         route_tables_orphaned: Default::default(),
+        exchange_tables_orphaned: Default::default(),
         known_tenants: Default::default(),
         listed: all_listed(),
         platform_trust: crate::certificates::published::channel().1,

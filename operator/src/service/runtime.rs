@@ -95,6 +95,8 @@ pub struct Shared {
     /// Woken when a DataSharingService is deleted: its route table, in the operator's namespace,
     /// has no owner reference to go with it (the data-sharing controller sweeps it).
     pub route_tables_orphaned: Arc<tokio::sync::Notify>,
+    /// Rung when a DocumentService goes away: its exchange route table is swept.
+    pub exchange_tables_orphaned: Arc<tokio::sync::Notify>,
     /// Every Tenant this operator has seen since it started, deleted ones included: whose
     /// retained volumes are this operator's to announce.
     pub known_tenants: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
