@@ -40,7 +40,7 @@ pub struct CertsReport {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateEntry {
-    /// `PlatformCA`, `TenantCA`, `PortalTLS`, `DocumentServiceTLS`, `DocumentSigning`, `LgspClient`.
+    /// `PlatformCA`, `TenantCA`, `PortalTLS`, `DocumentServiceTLS`, `DocumentSigning`, `DocumentExchangeClient`, `LgspClient`.
     pub kind: String,
     /// The object whose status reports it: `Platform/default`, `Tenant/so-yte`,
     /// `Portal/so-yte/cong-thong-tin`…
@@ -125,6 +125,10 @@ pub fn build(sources: Sources<'_>, scope: Scope, now: Timestamp, expiring: Optio
         if let Some(cert) = status.and_then(|s| s.signing_certificate.as_ref()) {
             let object = path("DocumentService", &ns, service.name_any());
             found.push(("DocumentSigning".into(), object, tenant_of(&ns), cert));
+        }
+        if let Some(cert) = status.and_then(|s| s.exchange_certificate.as_ref()) {
+            let object = path("DocumentService", &ns, service.name_any());
+            found.push(("DocumentExchangeClient".into(), object, tenant_of(&ns), cert));
         }
     }
     for service in sources.data_sharing {
@@ -299,6 +303,8 @@ mod tests {
         status.certificate = Some(certificate("van-ban-tls", "2027-02-01T08:00:00Z", "2026-12-02T08:00:00Z"));
         status.signing_certificate =
             Some(certificate("van-ban-signing", "2027-06-01T08:00:00Z", "2027-02-01T08:00:00Z"));
+        status.exchange_certificate =
+            Some(certificate("van-ban-docs-edoc-client", "2027-04-01T08:00:00Z", "2027-02-15T08:00:00Z"));
         let mut sharing = fixtures::data_sharing();
         let consumer = sharing.iter_mut().find(|s| s.name_any() == "mot-cua").unwrap();
         consumer.status.get_or_insert_default().client_certificate =
@@ -336,6 +342,7 @@ mod tests {
                 ("PortalTLS", "Portal/hoi-an/mot-cua"),
                 ("PortalTLS", "Portal/so-yte/cong-thong-tin"),
                 ("PortalTLS", "Portal/ubnd/dichvucong"),
+                ("DocumentExchangeClient", "DocumentService/ubnd/van-ban"),
                 ("DocumentSigning", "DocumentService/ubnd/van-ban"),
                 ("TenantCA", "Tenant/ubnd"),
                 ("PlatformCA", "Platform/default"),
@@ -384,9 +391,9 @@ mod tests {
     fn the_table() {
         let world = world();
         let text = render(&build(sources(&world), Scope::Complete, now(), None), false);
-        assert!(text.starts_with("KIND                OBJECT                                TENANT     NOT AFTER             RENEWAL               DAYS  STATE\n"), "{text}");
-        assert!(text.contains("LgspClient          DataSharingService/thanh-khe/mot-cua  thanh-khe  2026-12-04T08:00:00Z  2026-11-30T08:00:00Z     1  RenewalOverdue !\n"), "{text}");
-        assert!(text.contains("10 certificates, 3 overdue"), "{text}");
+        assert!(text.starts_with("KIND                    OBJECT                                TENANT     NOT AFTER             RENEWAL               DAYS  STATE\n"), "{text}");
+        assert!(text.contains("LgspClient              DataSharingService/thanh-khe/mot-cua  thanh-khe  2026-12-04T08:00:00Z  2026-11-30T08:00:00Z     1  RenewalOverdue !\n"), "{text}");
+        assert!(text.contains("11 certificates, 3 overdue"), "{text}");
         assert!(text.contains("platform trust: Stable, CAs: govpaas-ca (issuing)"), "{text}");
     }
 }
