@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use govpaas_crds::common::Size;
 use govpaas_crds::data_sharing::{AccessDecision, ApiConsumer, ConsumedApi, ProvidedApi};
-use govpaas_crds::document_service::{DeletePolicy, DocumentExchange, DocumentSigning, DocumentStorage};
+use govpaas_crds::document_service::{
+    DeletePolicy, DocumentExchange, DocumentSender, DocumentSigning, DocumentStorage,
+};
 use govpaas_crds::metadata::{DOMAIN_ANNOTATION, TENANT_LABEL};
 use govpaas_crds::portal::OnlineServiceMode;
 use govpaas_crds::tenant::{Admins, Agency, Exposure, NamespaceQuota, TenantNamespace, TenantQuota};
@@ -583,6 +585,20 @@ impl DocumentServiceBuilder {
     /// Electronic document exchange over the LGSP.
     pub fn exchange(mut self, enabled: bool) -> Self {
         self.0.spec.exchange.enabled = enabled;
+        self
+    }
+    /// Who may send when no rule names them.
+    pub fn default_sender_decision(mut self, decision: AccessDecision) -> Self {
+        self.0.spec.exchange.default_decision = decision;
+        self
+    }
+    /// A rule about the senders of agency `code`'s DocumentService `service` (`*`: any of its).
+    pub fn sender(mut self, code: &str, service: &str, decision: AccessDecision) -> Self {
+        self.0.spec.exchange.senders.push(DocumentSender {
+            agency_code: code.to_owned(),
+            service: service.to_owned(),
+            decision,
+        });
         self
     }
     pub fn host(mut self, host: &str) -> Self {
