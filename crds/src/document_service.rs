@@ -5,10 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use kube::core::Rule;
-
 use crate::{
-    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN, normalise, normalise_cel},
+    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN, normalise},
     common::{DNS_SUBDOMAIN_PATTERN, HOST_PATTERN, IMAGE_PATTERN, RateLimit, Size, positive_quantity},
     data_sharing::AccessDecision,
     status::CertificateStatus,
@@ -141,12 +139,12 @@ pub struct DocumentExchange {
     /// exchange-enabled DocumentService of the province) or `Deny` (only those `senders` approves).
     #[serde(default)]
     pub default_decision: AccessDecision,
-    /// Rules about senders. A rule naming the sending DocumentService outranks one for its whole
-    /// agency (`service: "*"`); within a rank, `Deny` wins.
+    /// Rules about senders, one per agency code and service. A rule naming the sending
+    /// DocumentService outranks one for its whole agency (`service: "*"`); within a rank `Deny`
+    /// wins, so two rules for one agency written in both code forms are never ambiguous.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["agencyCode".into(), "service".into()]))]
-    #[x_kube(validation = senders_each_once())]
     pub senders: Vec<DocumentSender>,
     /// Rate limit per sender. Unset: the Platform's `lgsp.defaultRateLimit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,16 +169,6 @@ pub struct DocumentSender {
 
 fn any_service() -> String {
     "*".into()
-}
-
-/// CEL on `senders`: no rule twice, an agency's code in either form being one agency.
-fn senders_each_once() -> Rule {
-    Rule::new(format!(
-        "self.all(a, self.exists_one(b, b.service == a.service && {} == {}))",
-        normalise_cel("b.agencyCode"),
-        normalise_cel("a.agencyCode")
-    ))
-    .message("lists the same sender twice (an agency's code in either form is one agency): keep one rule per agency and service")
 }
 
 impl DocumentExchange {
