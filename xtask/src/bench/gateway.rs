@@ -42,7 +42,7 @@ const HEADLINE_CONNECTIONS: [u32; 3] = [1, 16, 64];
 /// Concurrent clients opening a new connection for every request.
 const HANDSHAKE_WORKERS: u32 = 16;
 /// A run's length, unless `GOVPAAS_BENCH_SECONDS` says otherwise.
-const RUN_SECONDS: u64 = 5;
+const RUN_SECONDS: u64 = 8;
 
 /// What a run is aimed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,7 +162,7 @@ struct Ports {
 fn measure(bin: &Binaries, dir: &Path, run_seconds: u64) -> Result<Results> {
     write_pki(dir)?;
     let ports = Ports { upstream: free_port()?, nginx: free_port()?, gateway: free_port()? };
-    for name in ["upstream", "nginx"] {
+    for name in ["upstream", "nginx", "audit"] {
         std::fs::create_dir_all(dir.join(name))?;
     }
     std::fs::create_dir_all(dir.join("routes"))?;
@@ -202,7 +202,7 @@ fn measure(bin: &Binaries, dir: &Path, run_seconds: u64) -> Result<Results> {
     };
     // Both proxies answer, and answer 200, before anything is timed; this also warms them up.
     for target in [Target::Gateway, Target::Nginx, Target::Direct] {
-        let report = vegeta.attack(&url(target), Load::KeepAlive(4), 1)?;
+        let report = vegeta.start(&url(target), Load::KeepAlive(4), 2)?.wait()?;
         if report.requests == 0 || report.success < 1.0 {
             bail!("{} did not answer the warm-up with 200: {report:?}", target.name());
         }
@@ -210,14 +210,20 @@ fn measure(bin: &Binaries, dir: &Path, run_seconds: u64) -> Result<Results> {
 
     let mut runs = Vec::new();
     let one = |target: Target, load: Load, runs: &mut Vec<Run>| -> Result<()> {
+        // The first half of a run opens its connections (a thousand handshakes take seconds) and
+        // warms up; every figure, CPU time included, is taken over the second half.
+        let seconds = run_length(load, run_seconds);
+        let attack = vegeta.start(&url(target), load, seconds)?;
+        std::thread::sleep(Duration::from_secs_f64(seconds as f64 / 2.0));
         let cpu_before = servers(target).map(|s| cpu_seconds(s.pid())).transpose()?;
         let cores_before = core_times()?;
-        let report = vegeta.attack(&url(target), load, run_seconds)?;
+        let outcome = attack.wait();
         let cores_after = core_times()?;
         let proxy_cpu_seconds = match (servers(target), cpu_before) {
             (Some(s), Some(before)) => cpu_seconds(s.pid())? - before,
             _ => 0.0,
         };
+        let report = outcome?;
         let busy = |core: u32| busy_fraction(&cores_before, &cores_after, core as usize);
         let run = Run {
             target,
@@ -430,24 +436,103 @@ struct Vegeta {
 }
 
 impl Vegeta {
-    fn attack(&self, url: &str, load: Load, seconds: u64) -> Result<Report> {
+    fn start(&self, url: &str, load: Load, seconds: u64) -> Result<Attack> {
         let targets = self.dir.join("targets.txt");
         std::fs::write(&targets, format!("GET {url}\n"))?;
         let results = self.dir.join("results.bin");
         let args = attack_args(url, load, seconds.max(1), &self.dir, &targets, &results);
-        let status = pinned(&self.binary, GENERATOR_CORE)
+        let child = pinned(&self.binary, GENERATOR_CORE)
             .args(&args)
             .stdout(Stdio::null())
-            .status()
+            .spawn()
             .context("starting vegeta attack")?;
+        Ok(Attack { child, binary: self.binary.clone(), results, seconds: seconds.max(1), args })
+    }
+}
+
+/// A vegeta attack under way.
+struct Attack {
+    child: Child,
+    binary: PathBuf,
+    results: PathBuf,
+    seconds: u64,
+    args: Vec<String>,
+}
+
+impl Attack {
+    /// Waits for the attack to end; its figures over the second half of its duration.
+    fn wait(mut self) -> Result<Report> {
+        let status = self.child.wait().context("waiting for vegeta attack")?;
         if !status.success() {
-            bail!("vegeta attack {} failed: {status}", args.join(" "));
+            bail!("vegeta attack {} failed: {status}", self.args.join(" "));
         }
-        let out = Command::new(&self.binary).args(["report", "-type=json"]).arg(&results).output()?;
-        if !out.status.success() {
-            bail!("vegeta report failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        parse_report(&String::from_utf8_lossy(&out.stdout))
+        let output = |args: &[&str]| -> Result<String> {
+            let out = Command::new(&self.binary).args(args).arg(&self.results).output()?;
+            if !out.status.success() {
+                bail!("vegeta {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let whole = parse_report(&output(&["report", "-type=json"])?)?;
+        let samples = parse_samples(&output(&["encode", "-to=csv"])?);
+        let half = Duration::from_secs_f64(self.seconds as f64 / 2.0);
+        Ok(window(&samples, half, half * 2, whole.errors))
+    }
+}
+
+/// How long a run lasts: twice as long for the sweep beyond 64 connections, whose first half
+/// opens hundreds of connections.
+fn run_length(load: Load, run_seconds: u64) -> u64 {
+    match load {
+        Load::KeepAlive(n) if n > 64 => run_seconds * 2,
+        _ => run_seconds,
+    }
+}
+
+/// One request, from `vegeta encode -to=csv`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// When it was sent, in Unix nanoseconds.
+    pub sent_ns: i64,
+    pub code: u16,
+    pub latency_ns: u64,
+}
+
+/// The first three columns of vegeta's CSV (timestamp, code, latency: numbers, before any quoted
+/// field); lines that do not start so are skipped.
+pub fn parse_samples(csv: &str) -> Vec<Sample> {
+    csv.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(4, ',');
+            Some(Sample {
+                sent_ns: fields.next()?.parse().ok()?,
+                code: fields.next()?.parse().ok()?,
+                latency_ns: fields.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The figures of the requests sent between `from` and `to` after the first one: successful (2xx)
+/// requests per second of the window, the fraction answered 2xx, and latency percentiles.
+pub fn window(samples: &[Sample], from: Duration, to: Duration, errors: Vec<String>) -> Report {
+    let first = samples.iter().map(|s| s.sent_ns).min().unwrap_or(0);
+    let (from_ns, to_ns) = (first + from.as_nanos() as i64, first + to.as_nanos() as i64);
+    let inside: Vec<&Sample> = samples.iter().filter(|s| s.sent_ns >= from_ns && s.sent_ns < to_ns).collect();
+    let ok = inside.iter().filter(|s| (200..300).contains(&s.code)).count();
+    let mut latencies: Vec<u64> = inside.iter().map(|s| s.latency_ns).collect();
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1));
+        Duration::from_nanos(latencies.get(rank - 1).copied().unwrap_or(0))
+    };
+    Report {
+        requests: inside.len() as u64,
+        throughput: ok as f64 / (to - from).as_secs_f64(),
+        success: if inside.is_empty() { 0.0 } else { ok as f64 / inside.len() as f64 },
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        errors,
     }
 }
 
@@ -486,7 +571,15 @@ pub fn attack_args(url: &str, load: Load, seconds: u64, pki: &Path, targets: &Pa
             format!("-workers={n}"),
             format!("-max-workers={n}"),
         ]),
-        Load::Rate(r) => args.push(format!("-rate={r}/1s")),
+        // As many connections as the 64-connection run, opened in the first half: never a storm
+        // of new connections when answers slow down.
+        Load::Rate(r) => args.extend([
+            format!("-rate={r}/1s"),
+            "-workers=64".into(),
+            "-max-workers=64".into(),
+            "-connections=64".into(),
+            "-max-connections=64".into(),
+        ]),
     }
     args
 }
@@ -609,8 +702,10 @@ pub fn gateway_section(r: &Results, m: &Machine) -> String {
          \n\
          Machine: {model}; {cpus} CPUs (`nproc`); {memory} memory; {rustc}; Linux {kernel}; load average \
          {load} when the run started (the machine is shared with other builds: every figure is the median of \
-         {rounds} rounds in which the two proxies ran alternately, each run {secs} s, so a neighbour's build \
-         hurts both alike; the ratios are the figures to read).\n\
+         {rounds} rounds in which the two proxies ran alternately, so a neighbour's build hurts both alike; the \
+         ratios are the figures to read). Each run lasts {secs} s ({sweep} s beyond 64 connections); its first \
+         half opens the connections and warms up, and every figure — rates, latencies, CPU time, core use — \
+         is taken over its second half.\n\
          \n\
          **Setup.** govpaas-gateway (release build, audit on with an fdatasync per answer as the chart runs it, \
          a route table granting the client certificate's identity one API) and {nginx_version} (one worker, \
@@ -633,6 +728,7 @@ pub fn gateway_section(r: &Results, m: &Machine) -> String {
         load = m.load_average,
         rounds = r.rounds,
         secs = r.run_seconds,
+        sweep = r.run_seconds * 2,
         nginx_version = r.nginx_version,
         body = UPSTREAM_BODY.len(),
         pc = PROXY_CORE,
@@ -1127,6 +1223,27 @@ mod tests {
         assert_eq!(parse_core_times(cores), [(10, 50), (2, 100)]);
         assert_eq!(busy_fraction(&[(10, 50)], &[(60, 150)], 0), 0.5);
         assert!(busy_fraction(&[], &[], 0).is_nan());
+    }
+
+    #[test]
+    fn runs_are_measured_over_their_second_half() {
+        let csv = "1000000000,200,1000000,0,84,,,,0,GET,https://x/,\n\
+                   1500000000,200,2000000,0,84,,,,1,GET,https://x/,\n\
+                   2000000000,200,3000000,0,84,,,,2,GET,https://x/,\n\
+                   2500000000,503,9000000,0,84,\"a, quoted\nerror\",,,3,GET,https://x/,\n\
+                   3000000000,200,4000000,0,84,,,,4,GET,https://x/,\n";
+        let samples = parse_samples(csv);
+        assert_eq!(samples.len(), 5, "the quoted error's second line is skipped");
+        let report = window(&samples, Duration::from_secs(1), Duration::from_secs(2), vec![]);
+        assert_eq!(report.requests, 2, "sent 1.0 s and 1.5 s after the first");
+        assert_eq!(report.throughput, 1.0, "one 2xx in a one-second window");
+        assert_eq!(report.success, 0.5);
+        assert_eq!(report.p50, Duration::from_millis(3));
+        assert_eq!(report.p99, Duration::from_millis(9));
+        let empty = window(&[], Duration::from_secs(1), Duration::from_secs(2), vec![]);
+        assert_eq!((empty.requests, empty.success, empty.p99), (0, 0.0, Duration::ZERO));
+        assert_eq!(run_length(Load::KeepAlive(64), 8), 8);
+        assert_eq!(run_length(Load::KeepAlive(1000), 8), 16);
     }
 
     #[test]
