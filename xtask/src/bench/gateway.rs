@@ -709,7 +709,7 @@ pub fn gateway_section(r: &Results, m: &Machine) -> String {
          \n\
          **Setup.** govpaas-gateway (release build, audit on with an fdatasync per answer as the chart runs it, \
          a route table granting the client certificate's identity one API) and {nginx_version} (one worker, \
-         `ssl_verify_client on`, keep-alive upstream, access log on), each an mTLS reverse proxy in front of \
+         `ssl_verify_client on`, keep-alive upstream, access log on — written, never synced), each an mTLS reverse proxy in front of \
          the same upstream: a second nginx answering a {body}-byte JSON body over plain HTTP/1.1 keep-alive. \
          Both proxies serve the same ECDSA P-256 server certificate chain and trust the same platform CA, made \
          by govpaas-pki. The proxy under test and the upstream are pinned to core {pc} (`taskset`), the load \
@@ -885,6 +885,37 @@ pub fn gateway_section(r: &Results, m: &Machine) -> String {
              much as the proxies', and the per-CPU-second ratio is the one that compares the proxies",
             saturated.join(", ")
         ));
+    }
+    // A proxy whose own core was full while the generator's had room is the limit itself.
+    for target in [gw, ng] {
+        let own_core: Vec<String> = CONNECTIONS
+            .iter()
+            .filter(|&&n| {
+                let load = Load::KeepAlive(n);
+                r.generator_busy(load) < 0.95 && r.proxy_busy(target, load) >= 0.9
+            })
+            .map(|n| n.to_string())
+            .collect();
+        if !own_core.is_empty() {
+            limits.push(format!(
+                "{} filled its own core (≥ 90 % busy, with the upstream) while the generator's had room at {} \
+                 connection(s): there it is its own limit",
+                target.name(),
+                own_core.join(", ")
+            ));
+        }
+    }
+    for target in [gw, ng] {
+        let reached = r.throughput(target, half);
+        if reached < 0.95 * r.half_rate as f64 {
+            limits.push(format!(
+                "{} could not sustain half of nginx's best rate (it reached {} of {} requests/s): its latencies \
+                 there are a saturated proxy's, queueing included",
+                target.name(),
+                rate(reached),
+                thousands(r.half_rate as u64)
+            ));
+        }
     }
     if r.generator_busy(hs) >= 0.95 {
         limits.push(
@@ -1174,6 +1205,24 @@ mod tests {
             "| 10.0 MiB (nginx: 5.0 MiB) | **met** |",
             "gateway 1.00× its best, 100.00 % answered; nginx 1.00×, 100.00 % | **met** |",
             "**vegeta saturated its core** at 1, 16, 64, 256, 1000 keep-alive connection(s)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        // A gateway that filled its core, with the generator's to spare, and fell short of half load.
+        let mut r = results();
+        for run in r.runs.iter_mut() {
+            run.generator_core_busy = 0.6;
+            if run.target == Target::Gateway {
+                run.proxy_core_busy = 0.97;
+                if run.load == Load::Rate(5000) {
+                    run.report.throughput = 3000.0;
+                }
+            }
+        }
+        let text = gateway_section(&r, &machine());
+        for needle in [
+            "govpaas-gateway filled its own core (≥ 90 % busy, with the upstream) while the generator's had room at 1, 16, 64, 256, 1000 connection(s)",
+            "govpaas-gateway could not sustain half of nginx's best rate (it reached 3,000 of 5,000 requests/s)",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
