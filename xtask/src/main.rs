@@ -24,7 +24,7 @@ enum Task {
     },
     /// Bring up the control plane and show govpaas at work.
     Demo,
-    /// Run a benchmark and record its results in docs/benchmarks.md: `certificates` (release), `tree` (the release plugin over 4,000 Tenants on a control plane of its own).
+    /// Run a benchmark and record its results in docs/benchmarks.md: `certificates` (release), `tree` (the release plugin over 4,000 Tenants on a control plane of its own), `gateway` (govpaas-gateway against nginx as mTLS reverse proxies, driven by vegeta).
     Bench {
         /// Which benchmark.
         what: String,

@@ -30,6 +30,9 @@ pub const COREDNS_VERSION: &str = "v1.14.7";
 /// The real node's NetworkPolicy implementation: kube-router's firewall alone (iptables and ipset), run
 /// beside the kubelet. docs/development.md says why this one.
 pub const KUBE_ROUTER_VERSION: &str = "v2.10.0";
+/// The gateway benchmark's load generator (`cargo xtask bench gateway`): HTTP/1.1 over TLS with a
+/// client certificate, keep-alive or not, at a fixed rate or as fast as it can.
+pub const VEGETA_VERSION: &str = "v12.12.0";
 
 /// One helper module to build: a Go module at a version and the binaries to build from it.
 struct GoBuild {
@@ -138,6 +141,16 @@ const UMOCI: GoBuild = GoBuild {
     replace: &[],
 };
 
+const VEGETA: GoBuild = GoBuild {
+    name: "vegeta",
+    module: "github.com/tsenart/vegeta/v12",
+    version: VEGETA_VERSION,
+    binaries: &[("github.com/tsenart/vegeta/v12", "vegeta")],
+    ldflags: || format!("-X main.Version={VEGETA_VERSION}"),
+    replace_staging: false,
+    replace: &[],
+};
+
 fn kubernetes_ldflags() -> String {
     let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or("0");
     ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
@@ -219,6 +232,12 @@ pub fn ensure() -> Result<Tools> {
 pub fn umoci() -> Result<PathBuf> {
     ensure_built(&UMOCI)?;
     Ok(tool_dir(&UMOCI).join("umoci"))
+}
+
+/// vegeta, the gateway benchmark's load generator: built once, on first use.
+pub fn vegeta() -> Result<PathBuf> {
+    ensure_built(&VEGETA)?;
+    Ok(tool_dir(&VEGETA).join("vegeta"))
 }
 
 /// What the real node runs besides the Debian packages (`cluster::node`): built once, on first use.

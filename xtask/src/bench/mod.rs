@@ -10,14 +10,17 @@ use serde_json::Value;
 
 use crate::paths;
 
+mod gateway;
+
 /// The benchmarks `run` knows.
-pub const BENCHMARKS: &[&str] = &["certificates", "tree"];
+pub const BENCHMARKS: &[&str] = &["certificates", "tree", "gateway"];
 
 /// Runs the named benchmark and updates its section of `docs/benchmarks.md`.
 pub fn run(what: &str) -> Result<()> {
     match what {
         "certificates" => certificates(),
         "tree" => tree(),
+        "gateway" => gateway::run(),
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     }
 }
