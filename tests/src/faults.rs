@@ -12,7 +12,7 @@
 //!   and compared at the end;
 //! - [`orphans`]: every object labelled `app.kubernetes.io/managed-by=govpaas-operator` in the
 //!   province, of every kind the API server serves, with an owner that exists (route tables, which
-//!   cannot have an owner across namespaces, with their DataSharingService).
+//!   cannot have an owner across namespaces, with their DataSharingService or DocumentService).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -21,7 +21,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use govpaas_crds::lgsp::{ROUTE_TABLE_COMPONENT, SOURCE_NAMESPACE_LABEL, SOURCE_UID_LABEL};
+use govpaas_crds::lgsp::{
+    DATA_SHARING_SOURCE, DOCUMENT_SOURCE, ROUTE_TABLE_COMPONENT, SOURCE_KIND_LABEL, SOURCE_NAMESPACE_LABEL,
+    SOURCE_UID_LABEL,
+};
 use govpaas_crds::metadata::{DOMAIN_ANNOTATION, TENANT_LABEL};
 use govpaas_crds::quantity::Amount;
 use govpaas_crds::quota::{QuotaVector, Resource};
@@ -811,9 +814,18 @@ pub async fn orphans(client: &Client, province: &Province) -> anyhow::Result<Vec
                 found.push(format!("{what}: a route table without its source labels"));
                 continue;
             };
-            let source = Api::<DataSharingService>::namespaced(client.clone(), source_ns).get_opt(name).await?;
-            if source.as_ref().and_then(|s| s.uid()).as_deref() != Some(uid.as_str()) {
-                found.push(format!("{what}: its DataSharingService {source_ns}/{name} (uid {uid}) is gone"));
+            // A DocumentService's exchange table says so by its kind label; a DataSharingService's has none.
+            let source_kind = labels.get(SOURCE_KIND_LABEL).map_or(DATA_SHARING_SOURCE, String::as_str);
+            let source_uid = if source_kind == DOCUMENT_SOURCE {
+                Api::<DocumentService>::namespaced(client.clone(), source_ns).get_opt(name).await?.and_then(|s| s.uid())
+            } else {
+                Api::<DataSharingService>::namespaced(client.clone(), source_ns)
+                    .get_opt(name)
+                    .await?
+                    .and_then(|s| s.uid())
+            };
+            if source_uid.as_deref() != Some(uid.as_str()) {
+                found.push(format!("{what}: its {source_kind} {source_ns}/{name} (uid {uid}) is gone"));
             }
             continue;
         }

@@ -75,7 +75,7 @@ impl Services {
 
     /// A DocumentService in the tenant's namespace, with `storage` of volume and exchange on.
     fn document_service(&self, name: &str, storage: &str, policy: DeletePolicy) -> DocumentServiceBuilder {
-        DocumentServiceBuilder::new(&self.tenant, name).storage(storage).delete_policy(policy).exchange(true)
+        DocumentServiceBuilder::new(&self.tenant, name).storage(storage).delete_policy(policy)
     }
 
     /// Applying `object` is refused: the API server's message.
@@ -418,7 +418,10 @@ async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores
     let bound = condition(&status.conditions, "StorageBound");
     assert_eq!((bound.status.as_str(), bound.reason.as_str()), ("True", "VolumeRetained"));
     assert!(status.signing_certificate.is_some(), "a document-signing certificate");
-    assert_eq!(condition(&status.conditions, "RoutesRegistered").status, "False");
+    // Exchange is off (the API's default): no endpoint on the LGSP (tests/tests/document_exchange.rs has it on).
+    let routes = condition(&status.conditions, "RoutesRegistered");
+    assert_eq!((routes.status.as_str(), routes.reason.as_str()), ("False", "ExchangeDisabled"));
+    assert!(status.endpoint.is_none() && status.exchange_certificate.is_none());
 
     let volume = world.bound_volume("van-ban-docs-data").await;
     let volume_name = volume.name_any();
@@ -443,8 +446,11 @@ async fn a_document_service_keeps_its_volume_when_deleted_and_a_new_one_restores
             world.get::<PersistentVolume>("", &volume_name).await.metadata.resource_version,
         ]
     };
+    // The first look lets a write still in flight land (the Pod's readiness reaching the status).
     let errors = world.reconcile_errors("document-service").await;
     let seen = world.reconciles("document-service").await;
+    world.touch("service", "van-ban-docs", "settling");
+    let seen = world.reconciled_beyond("document-service", seen).await;
     world.touch("service", "van-ban-docs", "touched-by-hand");
     let before = versions().await;
     let seen = world.reconciled_beyond("document-service", seen).await;
