@@ -11,11 +11,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use govpaas_operator::error::{Error, Result};
 use govpaas_operator::leader::{self, Leadership};
-use govpaas_operator::telemetry::{self, Telemetry};
+use govpaas_operator::telemetry::{self, Metrics, Telemetry, api_requests};
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
@@ -83,7 +85,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {
+/// The kube client, counting every request it sends (`govpaas_api_requests_total`).
+async fn client(kubeconfig: Option<&PathBuf>, metrics: Arc<Metrics>) -> Result<Client> {
     let mut config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
@@ -95,11 +98,13 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {
         None => Config::infer().await.map_err(|err| Error::Config(err.to_string()))?,
     };
     govpaas_operator::reconcile::watch::bound_reads(&mut config);
-    Client::try_from(config).map_err(Error::Kube)
+    let count = tower::util::MapRequestLayer::new(api_requests::counter(metrics));
+    Ok(ClientBuilder::try_from(config).map_err(Error::Kube)?.with_layer(&count).build())
 }
 
 async fn run(args: Args) -> Result<()> {
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let telemetry = Telemetry::new();
+    let client = client(args.kubeconfig.as_ref(), telemetry.metrics.clone()).await?;
     let instance = std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -108,7 +113,6 @@ async fn run(args: Args) -> Result<()> {
         concurrency = args.concurrency,
         "govpaas-operator starting"
     );
-    let telemetry = Telemetry::new();
     let listener = tokio::net::TcpListener::bind(args.metrics_address)
         .await
         .map_err(|source| Error::Serve { address: args.metrics_address, source })?;

@@ -25,6 +25,13 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    pub verb: &'static str,
+    /// As kubectl names it: `deployments.apps`, `secrets`, `tenants.govpaas.io/status`.
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub phase: &'static str,
 }
@@ -44,6 +51,7 @@ pub struct Metrics {
     /// other than Stable held for days finds a stalled rotation).
     rotation: Family<PhaseLabels, Gauge>,
     leader: Gauge,
+    api_requests: Family<ApiRequestLabels, Counter>,
 }
 
 impl Metrics {
@@ -77,9 +85,15 @@ impl Metrics {
             "1 for the platform CA rotation's current phase (as this instance last saw it)",
             rotation.clone(),
         );
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests sent to the API server, by verb and resource (watches counted when opened)",
+            api_requests.clone(),
+        );
         registry.register_collector(Box::new(certificates));
         registry.register_collector(Box::new(tenant_quota));
-        Metrics { registry, reconciles, failures, duration, managed, leader, rotation }
+        Metrics { registry, reconciles, failures, duration, managed, leader, rotation, api_requests }
     }
 
     /// Starts timing one reconcile of `controller`; the result is recorded when the timer drops.
@@ -97,6 +111,12 @@ impl Metrics {
         for known in ROTATION_PHASES {
             self.rotation.get_or_create(&PhaseLabels { phase: known }).set(i64::from(known == phase));
         }
+    }
+
+    /// One request sent to the API server.
+    pub fn api_request(&self, request: &super::api_requests::ApiRequest) {
+        let labels = ApiRequestLabels { verb: request.verb.label(), resource: request.resource.clone() };
+        self.api_requests.get_or_create(&labels).inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

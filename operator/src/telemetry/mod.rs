@@ -4,6 +4,7 @@
 //! records its outcome and duration when dropped (so an early return or `?` is measured too);
 //! certificates are reported by the controllers that keep them and turned into gauges at scrape time.
 
+pub mod api_requests;
 mod certificates;
 mod metrics;
 mod server;
