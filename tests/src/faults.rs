@@ -367,52 +367,57 @@ pub async fn provisioned_domain(client: &Client, tenant: &str) -> Option<String>
     namespace.annotations().get(DOMAIN_ANNOTATION).cloned()
 }
 
-/// Applies one service (and, for a provider, the Service behind its API) in its agency's namespace,
-/// whose domain is `domain`.
-pub async fn apply_service(client: &Client, plan: &ServicePlan, domain: &str) -> kube::Result<()> {
+/// One service's objects, as its agency writes them in its namespace, whose domain is `domain`:
+/// for a provider, the Service behind its API first, then the govpaas object.
+pub fn service_manifests(plan: &ServicePlan, domain: &str) -> Vec<Value> {
     let ns = plan.tenant.as_str();
     let meta = json!({"name": plan.name, "namespace": ns});
     match &plan.kind {
-        ServiceKind::Portal => {
-            let object = json!({
-                "apiVersion": "govpaas.io/v1alpha1", "kind": "Portal", "metadata": meta,
-                "spec": {"hosts": [format!("{}.{domain}", plan.name)], "replicas": 1},
-            });
-            apply(&Api::<Portal>::namespaced(client.clone(), ns), &plan.name, &object).await
-        }
-        ServiceKind::Documents => {
-            let object = json!({
-                "apiVersion": "govpaas.io/v1alpha1", "kind": "DocumentService", "metadata": meta,
-                "spec": {"storage": {"size": "1Gi", "deletePolicy": "Retain"}, "exchange": {"enabled": true}},
-            });
-            apply(&Api::<DocumentService>::namespaced(client.clone(), ns), &plan.name, &object).await
-        }
-        ServiceKind::Provider { api, consumer_code } => {
-            let backend = json!({
+        ServiceKind::Portal => vec![json!({
+            "apiVersion": "govpaas.io/v1alpha1", "kind": "Portal", "metadata": meta,
+            "spec": {"hosts": [format!("{}.{domain}", plan.name)], "replicas": 1},
+        })],
+        ServiceKind::Documents => vec![json!({
+            "apiVersion": "govpaas.io/v1alpha1", "kind": "DocumentService", "metadata": meta,
+            "spec": {"storage": {"size": "1Gi", "deletePolicy": "Retain"}, "exchange": {"enabled": true}},
+        })],
+        ServiceKind::Provider { api, consumer_code } => vec![
+            json!({
                 "apiVersion": "v1", "kind": "Service", "metadata": {"name": api, "namespace": ns},
                 "spec": {"selector": {"app": api}, "ports": [{"port": 8080}]},
-            });
-            apply(&Api::<Service>::namespaced(client.clone(), ns), api, &backend).await?;
-            let object = json!({
+            }),
+            json!({
                 "apiVersion": "govpaas.io/v1alpha1", "kind": "DataSharingService", "metadata": meta,
                 "spec": {"provides": [{
                     "name": api, "service": api, "port": 8080, "path": "/api/v1",
                     "consumers": [{"agencyCode": consumer_code}],
                 }]},
-            });
-            apply(&Api::<DataSharingService>::namespaced(client.clone(), ns), &plan.name, &object).await
-        }
-        ServiceKind::Consumer { provider_code, api } => {
-            let object = json!({
-                "apiVersion": "govpaas.io/v1alpha1", "kind": "DataSharingService", "metadata": meta,
-                "spec": {"consumes": [{
-                    "name": format!("nguon-{}", plan.name), "agencyCode": provider_code, "api": api,
-                    "purpose": "Tra cứu dữ liệu liên thông giữa các cơ quan",
-                }]},
-            });
-            apply(&Api::<DataSharingService>::namespaced(client.clone(), ns), &plan.name, &object).await
+            }),
+        ],
+        ServiceKind::Consumer { provider_code, api } => vec![json!({
+            "apiVersion": "govpaas.io/v1alpha1", "kind": "DataSharingService", "metadata": meta,
+            "spec": {"consumes": [{
+                "name": format!("nguon-{}", plan.name), "agencyCode": provider_code, "api": api,
+                "purpose": "Tra cứu dữ liệu liên thông giữa các cơ quan",
+            }]},
+        })],
+    }
+}
+
+/// Applies one service (and, for a provider, the Service behind its API) in its agency's namespace,
+/// whose domain is `domain`.
+pub async fn apply_service(client: &Client, plan: &ServicePlan, domain: &str) -> kube::Result<()> {
+    let ns = plan.tenant.as_str();
+    for object in service_manifests(plan, domain) {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        match object["kind"].as_str().unwrap_or_default() {
+            "Service" => apply(&Api::<Service>::namespaced(client.clone(), ns), &name, &object).await?,
+            "Portal" => apply(&Api::<Portal>::namespaced(client.clone(), ns), &name, &object).await?,
+            "DocumentService" => apply(&Api::<DocumentService>::namespaced(client.clone(), ns), &name, &object).await?,
+            _ => apply(&Api::<DataSharingService>::namespaced(client.clone(), ns), &name, &object).await?,
         }
     }
+    Ok(())
 }
 
 /// Applies each agency's services as soon as its namespace is provisioned, until all are applied

@@ -5,6 +5,7 @@
 //! cleans them up when done.
 
 pub mod api;
+pub mod converge;
 pub mod faults;
 pub mod gateway;
 pub mod operator;

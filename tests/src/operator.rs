@@ -111,12 +111,18 @@ pub fn ensure_platform(cluster: &Cluster) -> String {
 }
 
 /// The operator binary, built once per test process (a no-op when fresh), in a target directory of
-/// its own (see [`xtask::install::build_operator`]).
+/// its own (see [`xtask::install::build_operator`]); the release build when
+/// `GOVPAAS_TEST_OPERATOR_PROFILE=release` (benchmarks).
 pub fn operator_binary(_cluster: &Cluster) -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let binary = xtask::install::build_operator().unwrap_or_else(|err| panic!("{err:#}"));
+            let built = if std::env::var("GOVPAAS_TEST_OPERATOR_PROFILE").is_ok_and(|p| p == "release") {
+                xtask::install::build_binary("govpaas-operator", "operator", xtask::install::Profile::Release)
+            } else {
+                xtask::install::build_operator()
+            };
+            let binary = built.unwrap_or_else(|err| panic!("{err:#}"));
             assert!(binary.exists(), "{} is missing after cargo build", binary.display());
             binary
         })
@@ -266,6 +272,13 @@ impl OperatorProcess {
         self.spawn();
     }
 
+    /// Starts the operator again after [`Self::stop`] (a no-op while it runs).
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// Whether the process is still running (it must never exit on its own).
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
@@ -278,12 +291,23 @@ impl OperatorProcess {
 
     /// The operator's `/metrics`, or `None` while the running process has not served them yet.
     pub async fn try_metrics(&self) -> Option<String> {
+        self.try_http_get("/metrics").await
+    }
+
+    /// `GET path` on the running process's metrics and health port, or `None` while it has not
+    /// served it yet.
+    pub async fn try_http_get(&self, path: &str) -> Option<String> {
         self.child.as_ref()?;
         // Only the address logged since the last start: until a restarted process logs its own,
         // its predecessor's is no answer (another process may have its port by then).
         let log = self.log();
         let current = log.rfind(START_MARKER).map_or(log.as_str(), |start| &log[start..]);
-        http_get_logged(current, "/metrics").await.ok()
+        http_get_logged(current, path).await.ok()
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The whole HTTP response (status line, headers, body) of `path` on the operator's metrics

@@ -24,10 +24,12 @@ enum Task {
     },
     /// Bring up the control plane and show govpaas at work.
     Demo,
-    /// Run a benchmark and record its results in docs/benchmarks.md: `certificates` (release), `tree` (the release plugin over 4,000 Tenants on a control plane of its own), `gateway` (govpaas-gateway against nginx as mTLS reverse proxies, driven by vegeta).
+    /// Run a benchmark and record its results in docs/benchmarks.md: `certificates` (release), `tree` (the release plugin over 4,000 Tenants on a control plane of its own), `gateway` (govpaas-gateway against nginx as mTLS reverse proxies, driven by vegeta), `converge` (a province converged by the release operator against a raw writer of the same objects, each on a control plane of its own).
     Bench {
         /// Which benchmark.
         what: String,
+        #[command(flatten)]
+        converge: xtask::bench::ConvergeOptions,
     },
     /// Fault injection: a province converging while the operator is killed again and again; the
     /// figures go into docs/resilience.md.
@@ -125,7 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
         Task::Demo => xtask::demo::run()?,
-        Task::Bench { what } => xtask::bench::run(&what)?,
+        Task::Bench { what, converge } => xtask::bench::run(&what, &converge)?,
         Task::Faults { tenants, services, kills, seed, leader_elect, control_plane } => {
             xtask::faults::run(xtask::faults::Sizes { tenants, services, kills, seed, leader_elect, control_plane })?
         }

@@ -10,17 +10,22 @@ use serde_json::Value;
 
 use crate::paths;
 
+pub mod converge;
 mod gateway;
 
-/// The benchmarks `run` knows.
-pub const BENCHMARKS: &[&str] = &["certificates", "tree", "gateway"];
+pub use converge::ConvergeOptions;
 
-/// Runs the named benchmark and updates its section of `docs/benchmarks.md`.
-pub fn run(what: &str) -> Result<()> {
+/// The benchmarks `run` knows.
+pub const BENCHMARKS: &[&str] = &["certificates", "tree", "gateway", "converge"];
+
+/// Runs the named benchmark and updates its section of `docs/benchmarks.md`; `options` size the
+/// converge benchmark.
+pub fn run(what: &str, options: &ConvergeOptions) -> Result<()> {
     match what {
         "certificates" => certificates(),
         "tree" => tree(),
         "gateway" => gateway::run(),
+        "converge" => converge::run(options),
         other => bail!("unknown benchmark {other:?}; known: {}", BENCHMARKS.join(", ")),
     }
 }
@@ -358,7 +363,7 @@ mod tests {
 
     #[test]
     fn unknown_benchmarks_are_refused() {
-        let err = run("nope").unwrap_err();
+        let err = run("nope", &ConvergeOptions::default()).unwrap_err();
         assert!(err.to_string().contains("certificates"), "{err}");
     }
 
