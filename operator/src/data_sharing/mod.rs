@@ -89,6 +89,7 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
             route_tables: route_tables.clone(),
             operator_namespace: shared.settings.operator_namespace.clone(),
         },
+        known: Default::default(),
     });
     let synced = {
         let shared = shared.clone();

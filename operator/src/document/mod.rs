@@ -86,6 +86,7 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
             route_tables: route_tables.clone(),
             operator_namespace: operator_namespace.clone(),
         },
+        known: Default::default(),
     });
     let telemetry = shared.settings.telemetry.clone();
     let synced = {

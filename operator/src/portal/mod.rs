@@ -56,6 +56,7 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
     let context = Arc::new(reconcile::Context {
         shared,
         caches: reconcile::Caches { deployments, services, ingresses, pod_disruption_budgets, secrets },
+        known: Default::default(),
     });
     let synced = {
         let shared = context.shared.clone();

@@ -21,6 +21,7 @@ use super::build::{self, COMPONENT, Inputs, Names};
 use crate::certificates::leaf::LeafSpec;
 use crate::error::Error;
 use crate::reconcile::apply::Applier;
+use crate::reconcile::known::Lookup;
 use crate::reconcile::outcome::{Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind};
@@ -52,7 +53,7 @@ impl DesiredSet for build::Desired {
             // The Secret before the Ingress that names it.
             Owned::boxed(std::slice::from_ref(tls_secret), secrets),
             Owned::boxed(std::slice::from_ref(service), services),
-            Owned::boxed(std::slice::from_ref(deployment), deployments),
+            Owned::always(std::slice::from_ref(deployment), deployments),
             Owned::boxed(std::slice::from_ref(ingress), ingresses),
             Owned::boxed(pod_disruption_budget.as_slice(), pod_disruption_budgets),
         ]
@@ -93,7 +94,11 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     let ordered = workload::hosts_free(shared, &read.tenant_context, &claim)?;
     let wanted = inputs.usage().map_err(Stop::refused)?;
     let hosts = inputs.hosts();
-    let current = workload::current(&shared.client, &ctx.caches.services, namespace, &names.workload).await?;
+    let deployments = Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments };
+    let ingresses = Lookup { known: &ctx.known.ingresses, cache: &ctx.caches.ingresses };
+    let current =
+        workload::current(&shared.client, &ctx.caches.services, deployments, ingresses, namespace, &names.workload)
+            .await?;
     let ask = Ask { claim: &claim, ordered: &ordered, wanted, public_hosts: hosts.len(), storage_class: None };
     workload::fits(shared, &read.tenant_context, namespace, &ask, &current)?;
 
@@ -104,6 +109,7 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     let spec = LeafSpec::Server { dns_names: hosts.clone() };
     let leaf = workload::certificate(
         &shared.client,
+        Lookup { known: &ctx.known.secrets, cache: &ctx.caches.secrets },
         namespace,
         &names.tls_secret,
         &spec,
@@ -115,7 +121,7 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
 
     // Build, apply and prune from the same set.
     let desired = build::build(&inputs, &leaf.material)?;
-    let mut applier = Applier::new(shared.client.clone());
+    let mut applier = Applier::remembering(shared.client.clone(), shared.applied.clone());
     let owner = OwnedKey { component: COMPONENT, name: &read.name, uid: &read.uid };
     let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
         .await
@@ -126,6 +132,7 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     let deployment = applier
         .applied::<Deployment>(Some(namespace), &names.workload)
         .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
+    ctx.known.deployments.remember(deployment);
 
     let reference = portal.object_ref(&());
     shared.publish_issued(&reference, &what, &leaf).await;

@@ -99,6 +99,10 @@ pub struct Context {
     pub ledger: Arc<Mutex<Ledger>>,
     pub publisher: Publisher,
     pub status_writes: crate::reconcile::apply::StatusWrites,
+    /// Where each tenant CA loaded or issued is published, for the service controllers.
+    pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
+    /// What the tenant controller applied (objects already right are not applied again).
+    pub applied: Arc<crate::reconcile::apply::AppliedObjects>,
     /// Turns `true` once every cache has listed (see [`Caches::wait_until_ready`]).
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     /// The platform trust the trust controller publishes.
@@ -271,11 +275,19 @@ pub struct SharedInputs {
     pub trust: TrustSubscriber,
     /// The ResourceQuotas it writes (their usage goes into status).
     pub resource_quotas: Subscription<ResourceQuota>,
+    /// Where it publishes each tenant CA it loads or issues, for the service controllers.
+    pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
 }
 
 /// Runs the tenant controller until shutdown.
 pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
-    let SharedInputs { tenants: tenant_subscription, platforms, trust, resource_quotas: quota_subscription } = shared;
+    let SharedInputs {
+        tenants: tenant_subscription,
+        platforms,
+        trust,
+        resource_quotas: quota_subscription,
+        tenant_cas,
+    } = shared;
     let (wake, woken) = unbounded();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
@@ -380,6 +392,8 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         caches_ready,
         ledger,
         status_writes: Default::default(),
+        applied: Default::default(),
+        tenant_cas,
         trust,
         wake,
         settings: settings.clone(),

@@ -325,7 +325,9 @@ async fn ensure_national(
                 return Ok((Some(Err(Problem::new(national::reasons::PROVINCE_TENANT_MISSING, message))), NOT_READY));
             };
             let context = crate::tenancy::TenantContext::of(province, platform);
-            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now).await {
+            // Read from its Secret each time: this controller runs apart from the tenant controller.
+            let loaded = crate::certificates::tenant_cas::TenantCas::default();
+            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now, &loaded).await {
                 Ok(ca) => ca,
                 Err(Stop::Halt(halt)) => {
                     let problem = Problem::new(national::reasons::PENDING, halt.into_message());
