@@ -170,7 +170,7 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     applier.apply_all_unless_current(&objects.cluster_role_bindings, &caches.cluster_role_bindings).await?;
     // Trust bundles are not pruned: one goes with its namespace or its Tenant (owner reference),
     // and one left in place while the platform CA cannot be read keeps workloads verifying.
-    applier.apply_all(&objects.config_maps).await?;
+    applier.apply_all_unless_current(&objects.config_maps, &caches.trust_bundles).await?;
     let mut pruned = Vec::new();
     pruned.extend(applier.prune(&caches.cluster_role_bindings.state(), COMPONENT, &name, &uid).await?);
     pruned.extend(applier.prune(&caches.role_bindings.state(), COMPONENT, &name, &uid).await?);

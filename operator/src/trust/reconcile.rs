@@ -82,7 +82,9 @@ pub async fn run(
     // The trust ConfigMap wakes the Platform from a task of its own (`reconcile::triggers`).
     let (mut triggers, changed) = Triggers::<Platform>::new(CONTROLLER);
     triggers.watch("platform trust", trust.touched(), |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
-    let controller = Controller::for_stream(platform_stream, store.clone()).reconcile_on(changed);
+    let clock = runner::QueueClock::default();
+    let controller =
+        Controller::for_stream(clock.watched(platform_stream), store.clone()).reconcile_on(clock.woken(changed));
     let telemetry = settings.telemetry.clone();
     let context = Arc::new(Context {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
@@ -106,7 +108,7 @@ pub async fn run(
             listed
         }
     };
-    runner::run(CONTROLLER, controller, 1, &telemetry, ready, reconcile, context).await;
+    runner::run(CONTROLLER, controller, clock, 1, &telemetry, ready, reconcile, context).await;
     drop(triggers);
 }
 
