@@ -2,6 +2,7 @@
 //! size, host, quota) → certificates → the volume (restore a retained one if asked, apply the
 //! claim, mark the bound volume with the delete policy) → build → apply and prune → status.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use govpaas_crds::DocumentService;
@@ -105,7 +106,7 @@ impl DesiredSet for DesiredObjects {
             // Secrets before the Deployment and Ingress that mount or name them.
             Owned::boxed(certificates, secrets),
             Owned::boxed(std::slice::from_ref(service), services),
-            Owned::always(std::slice::from_ref(deployment), deployments),
+            Owned::boxed(std::slice::from_ref(deployment), deployments),
             Owned::boxed(ingress.as_slice(), ingresses),
             Owned::boxed(policies, network_policies),
             // The route table last: the gateway sends packages only once the Pods may be reached.
@@ -236,11 +237,24 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     let mut applier = Applier::remembering(client.clone(), shared.applied.clone());
     let owner = Owner::of(service, COMPONENT)?;
     let binding = claim_binding(ctx, &inputs, &names, stored_claim.as_ref()).await?;
-    let applied_claim = applier
-        .apply(&build::volume_claim(&inputs, &owner, &binding))
+    let claim = build::volume_claim(&inputs, &owner, &binding);
+    applier
+        .apply_unless_current(&claim, &ctx.caches.claims)
         .await
         .map_err(|err| pipeline::apply_failed(err, &format!("the volume claim {}", names.claim)))?;
-    ctx.known.claims.remember(&applied_claim);
+    // The claim as stored: the apply's answer, or, when it was already right, as last read.
+    let applied_claim = match applier.applied::<PersistentVolumeClaim>(Some(namespace), &names.claim) {
+        Some(applied) => {
+            ctx.known.claims.remember(applied);
+            applied.clone()
+        }
+        None => claims
+            .get(&client, namespace, &names.claim)
+            .await?
+            .ok_or(Error::MissingField { kind: "PersistentVolumeClaim", field: "status" })?
+            .as_ref()
+            .clone(),
+    };
     let storage = storage(ctx, &inputs, &names, &applied_claim, &mut applier).await?;
 
     // Build, apply and prune the rest from the same set.
@@ -273,10 +287,19 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the DocumentService no longer wants");
     }
-    let deployment = applier
-        .applied::<Deployment>(Some(namespace), &names.workload)
-        .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
-    ctx.known.deployments.remember(deployment);
+    // Its status: from the apply's answer, or, when it was already right and not applied, as
+    // last read or applied (the cache shows it unchanged since).
+    let deployment = match applier.applied::<Deployment>(Some(namespace), &names.workload) {
+        Some(applied) => {
+            ctx.known.deployments.remember(applied);
+            Arc::new(applied.clone())
+        }
+        None => Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments }
+            .get(&client, namespace, &names.workload)
+            .await?
+            .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?,
+    };
+    let deployment = deployment.as_ref();
 
     let reference = service.object_ref(&());
     shared.publish_issued(&reference, &tls_what, &tls).await;

@@ -3,6 +3,8 @@
 //! own objects, the CA Secrets and the applies talk to the API server; every decision is a pure
 //! function.
 
+use std::sync::Arc;
+
 use govpaas_crds::Portal;
 use govpaas_crds::conditions::PORTAL;
 use govpaas_crds::portal::PortalStatus;
@@ -53,7 +55,7 @@ impl DesiredSet for build::Desired {
             // The Secret before the Ingress that names it.
             Owned::boxed(std::slice::from_ref(tls_secret), secrets),
             Owned::boxed(std::slice::from_ref(service), services),
-            Owned::always(std::slice::from_ref(deployment), deployments),
+            Owned::boxed(std::slice::from_ref(deployment), deployments),
             Owned::boxed(std::slice::from_ref(ingress), ingresses),
             Owned::boxed(pod_disruption_budget.as_slice(), pod_disruption_budgets),
         ]
@@ -129,10 +131,19 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the Portal no longer wants");
     }
-    let deployment = applier
-        .applied::<Deployment>(Some(namespace), &names.workload)
-        .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
-    ctx.known.deployments.remember(deployment);
+    // Its status: from the apply's answer, or, when it was already right and not applied, as
+    // last read or applied (the cache shows it unchanged since).
+    let deployment = match applier.applied::<Deployment>(Some(namespace), &names.workload) {
+        Some(applied) => {
+            ctx.known.deployments.remember(applied);
+            Arc::new(applied.clone())
+        }
+        None => Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments }
+            .get(&shared.client, namespace, &names.workload)
+            .await?
+            .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?,
+    };
+    let deployment = deployment.as_ref();
 
     let reference = portal.object_ref(&());
     shared.publish_issued(&reference, &what, &leaf).await;
