@@ -239,7 +239,7 @@ impl Applier {
             object.meta().name.clone().ok_or(Error::MissingField { kind: kind_of::<K>(), field: "metadata.name" })?;
         let namespace = object.meta().namespace.clone();
         let key = ObjectKey::of::<K>(namespace.clone(), name.clone());
-        let fingerprint = format!("{:016x}", fingerprint(object));
+        let fingerprint = content_fingerprint(object);
         if let Some(cached) = cache.cached_meta(namespace.as_deref(), &name)
             && remembered.current(&key, &fingerprint, &cached)
         {
@@ -461,6 +461,15 @@ fn fingerprint(status: &impl Serialize) -> u64 {
     hasher.finish()
 }
 
+/// The fingerprint [`APPLIED_ANNOTATION`] records: of the object's content only — a certificate
+/// Secret carries the resourceVersion its content was decided from (a precondition of its apply),
+/// which is not part of what it says, and would make every apply look new.
+fn content_fingerprint<K: Resource + Clone + Serialize>(object: &K) -> String {
+    let mut content = object.clone();
+    content.meta_mut().resource_version = None;
+    format!("{:016x}", fingerprint(&content))
+}
+
 /// A `'static` name of the kind, for errors (kinds are few and fixed).
 fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()) {
@@ -555,6 +564,22 @@ mod tests {
         let mut deleting = meta(Some("f1"), "3");
         deleting.deletion_timestamp = Some(Time(Default::default()));
         assert!(!applied.current(&key, "f1", &deleting), "being deleted: applied (and refused) rather than trusted");
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_content_not_the_version_it_was_decided_from() {
+        let policy = |version: Option<&str>, name: &str| NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: version.map(str::to_owned),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let fingerprint = content_fingerprint(&policy(Some("1"), "a"));
+        assert_eq!(fingerprint, content_fingerprint(&policy(Some("2"), "a")));
+        assert_eq!(fingerprint, content_fingerprint(&policy(None, "a")));
+        assert_ne!(fingerprint, content_fingerprint(&policy(Some("1"), "b")));
     }
 
     #[test]
