@@ -22,11 +22,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc rather than glibc's malloc: every watch event replaces a cached object, and glibc's
-/// per-thread arenas keep much of what is freed; mimalloc returns it (docs/benchmarks.md, converge).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
