@@ -70,11 +70,14 @@ pub async fn run(client: Client, settings: Settings) {
         trust_publisher,
         tenants.store(),
     );
+    // The tenant CAs the tenant controller loads, which the service controllers issue with.
+    let tenant_cas = Arc::new(crate::certificates::tenant_cas::TenantCas::default());
     let tenant_inputs = crate::tenant::SharedInputs {
         tenants: tenants.subscribe(),
         platforms: platforms.subscribe(),
         trust: platform_trust.clone(),
         resource_quotas: quotas.subscribe(),
+        tenant_cas: tenant_cas.clone(),
     };
     let tenant_controller = crate::tenant::run(client.clone(), settings.clone(), tenant_inputs);
     let service_inputs = ServiceInputs {
@@ -82,6 +85,7 @@ pub async fn run(client: Client, settings: Settings) {
         trust: platform_trust,
         tenants: tenants.subscribe(),
         quotas: quotas.subscribe(),
+        tenant_cas,
     };
     // The Platform's tenant count: only an operator that sees every Tenant counts them.
     let census = settings
@@ -121,6 +125,7 @@ struct ServiceInputs {
     trust: TrustSubscriber,
     tenants: Subscription<TenantObject>,
     quotas: Subscription<ResourceQuota>,
+    tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
 }
 
 /// Runs `on_change` for each object `subscription` touches, recording in `listed` when its watch
@@ -485,6 +490,8 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
     let shared = Arc::new(Shared {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
         status_writes: Default::default(),
+        applied: Default::default(),
+        tenant_cas: inputs.tenant_cas.clone(),
         client: client.clone(),
         settings,
         platforms,

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use govpaas_crds::metadata::DOMAIN_ANNOTATION;
 use govpaas_crds::{DataSharingService, DocumentService, Portal, Tenant};
 use govpaas_tests::converge::{self, RequestTotals, WrittenObject, object_key};
+
 use govpaas_tests::faults::{self, Province};
 use govpaas_tests::operator::{self, OperatorProcess};
 use govpaas_tests::{Cluster, private_cluster};
@@ -304,6 +305,7 @@ async fn operator_phase(cluster: &'static Cluster, args: &Args) -> Value {
     let converge_seconds = start.elapsed().as_secs_f64();
     let converged_metrics = metrics_of(&op).await;
     let converged_by = converge::api_requests(&converged_metrics);
+    let queue_wait = converge::QueueWait::of(&converged_metrics);
     let converged = RequestTotals::of(&converged_by).since(&at_start);
     let reconciles: f64 =
         expected_reconciles(&province).iter().map(|(c, _)| operator::reconciles(&converged_metrics, c)).sum();
@@ -393,6 +395,7 @@ async fn operator_phase(cluster: &'static Cluster, args: &Args) -> Value {
         "restart_requests_by": breakdown(&BTreeMap::new(), &restart_by),
         "object_writes": converged.object_writes(),
         "reconciles": reconciles,
+        "queue_wait": queue_wait,
         "idle_rss_mib": idle_rss,
         "peak_rss_mib": peak_rss,
         "steady_rss_mib": steady_rss,

@@ -208,6 +208,52 @@ pub fn api_requests(metrics: &str) -> BTreeMap<(String, String), f64> {
     out
 }
 
+/// The queue wait (`govpaas_reconcile_queue_wait_seconds`) of every controller together: how
+/// long objects waited from the event that asked for them to the start of their reconcile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct QueueWait {
+    pub count: f64,
+    pub mean_seconds: f64,
+    /// The upper bound of the histogram bucket holding the median, and the 99th percentile.
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+}
+
+impl QueueWait {
+    pub fn of(metrics: &str) -> Self {
+        let name = "govpaas_reconcile_queue_wait_seconds";
+        let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        let (mut count, mut sum) = (0.0, 0.0);
+        for line in metrics.lines().filter(|l| l.starts_with(name)) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            if series.starts_with(&format!("{name}_count")) {
+                count += value;
+            } else if series.starts_with(&format!("{name}_sum")) {
+                sum += value;
+            } else if let Some(start) = series.find("le=\"") {
+                let le = &series[start + 4..];
+                let le = &le[..le.find('"').unwrap_or(le.len())];
+                let bound = if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().unwrap_or(f64::INFINITY) };
+                // Keyed by the bound's bits: bounds are positive, so their order is the bits' order.
+                buckets.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += value;
+            }
+        }
+        let quantile = |q: f64| {
+            buckets
+                .values()
+                .find(|(_, cumulative)| *cumulative >= q * count && count > 0.0)
+                .map_or(0.0, |(bound, _)| *bound)
+        };
+        QueueWait {
+            count,
+            mean_seconds: if count > 0.0 { sum / count } else { 0.0 },
+            p50_seconds: quantile(0.5),
+            p99_seconds: quantile(0.99),
+        }
+    }
+}
+
 /// How `requests` ([`api_requests`]) add up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RequestTotals {
@@ -341,6 +387,24 @@ mod tests {
         let status_only = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s",
             "managedFields": [{"manager": "govpaas.io/operator", "subresource": "status", "fieldsV1": {"f:status": {}}}]}});
         assert_eq!(owned_fields(&status_only), None);
+    }
+
+    #[test]
+    fn the_queue_wait_of_every_controller_adds_up() {
+        let metrics = "govpaas_reconcile_queue_wait_seconds_sum{controller=\"tenant\"} 3.0\n\
+            govpaas_reconcile_queue_wait_seconds_count{controller=\"tenant\"} 4\n\
+            govpaas_reconcile_queue_wait_seconds_bucket{le=\"0.5\",controller=\"tenant\"} 2\n\
+            govpaas_reconcile_queue_wait_seconds_bucket{le=\"1.0\",controller=\"tenant\"} 3\n\
+            govpaas_reconcile_queue_wait_seconds_bucket{le=\"+Inf\",controller=\"tenant\"} 4\n\
+            govpaas_reconcile_queue_wait_seconds_sum{controller=\"portal\"} 1.0\n\
+            govpaas_reconcile_queue_wait_seconds_count{controller=\"portal\"} 4\n\
+            govpaas_reconcile_queue_wait_seconds_bucket{le=\"0.5\",controller=\"portal\"} 4\n\
+            govpaas_reconcile_queue_wait_seconds_bucket{le=\"1.0\",controller=\"portal\"} 4\n\
+            govpaas_reconcile_queue_wait_seconds_bucket{le=\"+Inf\",controller=\"portal\"} 4\n";
+        let wait = QueueWait::of(metrics);
+        assert_eq!((wait.count, wait.mean_seconds, wait.p50_seconds), (8.0, 0.5, 0.5));
+        assert_eq!(wait.p99_seconds, f64::INFINITY);
+        assert_eq!(QueueWait::of(""), QueueWait::default());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   tenant's domain, owned by the Tenant (it goes when the Tenant goes).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use govpaas_crds::platform::{CaKeyAlgorithm, CaMode, PlatformSpec};
 use govpaas_crds::status::CertificateStatus;
@@ -23,6 +24,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use time::{Duration, OffsetDateTime};
 
+use crate::certificates::tenant_cas::TenantCas;
 use crate::certificates::trust_store::PlatformTrust;
 use govpaas_crds::agency::normalise;
 
@@ -256,12 +258,21 @@ pub async fn tenant_ca(
 /// not issued yet, expired, or from a platform CA that a rotation retires is waited for (the
 /// tenant controller issues it, and its new `status.ca` wakes the services); one that is merely
 /// due for renewal still certifies until then.
+///
+/// A CA loaded in this process already ([`TenantCas`]) under the same issuing platform CA and not
+/// expired is used as it is, without reading its Secret or parsing its key again.
 pub async fn issued_tenant_ca(
     api: &Api<Secret>,
     context: &TenantContext,
     trust: &PlatformTrust,
     now: OffsetDateTime,
-) -> Step<CertificateAuthority> {
+    loaded: &TenantCas,
+) -> Step<Arc<CertificateAuthority>> {
+    if let Some(ca) = loaded.get(&context.name, &trust.issuing, now)
+        && mismatch(&ca, context).is_none()
+    {
+        return Ok(ca);
+    }
     let name = tenant_ca_secret_name(&context.name);
     let waiting = |what: &str| {
         Err(Stop::waiting(
@@ -287,19 +298,23 @@ pub async fn issued_tenant_ca(
             return Err(Stop::waiting(reasons::TENANT_CA_INVALID, message));
         }
     };
-    let agency_matches = ca.agency().is_some_and(|a| normalise(a.agency_code()) == normalise(&context.agency_code));
-    if !agency_matches || ca.permitted_domains() != [context.domain.clone()] {
+    if let Some(found) = mismatch(&ca, context) {
         let message = format!(
-            "the tenant CA in Secret {name} is for {:?} in {:?}, but tenant {} is agency {} with domain {}: the tenant controller re-issues it",
-            ca.agency().map(|a| a.agency_code().to_owned()),
-            ca.permitted_domains(),
-            context.name,
-            context.agency_code,
-            context.domain
+            "the tenant CA in Secret {name} is for {found}, but tenant {} is agency {} with domain {}: the tenant controller re-issues it",
+            context.name, context.agency_code, context.domain
         );
         return Err(Stop::waiting(reasons::TENANT_CA_MISMATCH, message));
     }
+    let ca = Arc::new(ca);
+    loaded.publish(&context.name, &trust.issuing, ca.clone());
     Ok(ca)
+}
+
+/// What `ca` is for, when it is not for `context`'s agency and domain.
+fn mismatch(ca: &CertificateAuthority, context: &TenantContext) -> Option<String> {
+    let agency_matches = ca.agency().is_some_and(|a| normalise(a.agency_code()) == normalise(&context.agency_code));
+    (!agency_matches || ca.permitted_domains() != [context.domain.clone()])
+        .then(|| format!("{:?} in {:?}", ca.agency().map(|a| a.agency_code().to_owned()), ca.permitted_domains()))
 }
 
 /// Whether the CA certificate in `certificate_pem` was issued by `ca`.
@@ -512,12 +527,16 @@ mod tests {
             let read = {
                 let (api, context, trust, now) = (api.clone(), world.context.clone(), world.trust, world.now);
                 tokio::spawn(async move {
-                    let missing = issued_tenant_ca(&api, &context, &trust, now).await;
+                    let loaded = TenantCas::default();
+                    let missing = issued_tenant_ca(&api, &context, &trust, now, &loaded).await;
                     // Ten years on, the CA has expired: renewing it is the tenant controller's job.
                     let later = now + Duration::days(3650);
-                    let expired = issued_tenant_ca(&api, &context, &trust, later).await;
-                    let current = issued_tenant_ca(&api, &context, &trust, now).await;
-                    let waiting = |step: Step<CertificateAuthority>| match step {
+                    let expired = issued_tenant_ca(&api, &context, &trust, later, &loaded).await;
+                    let current = issued_tenant_ca(&api, &context, &trust, now, &loaded).await;
+                    // Loaded once: the next reconcile neither reads the Secret nor parses the key.
+                    let again = issued_tenant_ca(&api, &context, &trust, now, &loaded).await;
+                    assert!(again.is_ok_and(|ca| current.as_ref().is_ok_and(|c| Arc::ptr_eq(c, &ca))));
+                    let waiting = |step: Step<Arc<CertificateAuthority>>| match step {
                         Err(Stop::Halt(crate::reconcile::outcome::Halt::Waiting(problem))) => Some(problem),
                         _ => None,
                     };

@@ -7,6 +7,8 @@
 //!   and the pure decision of a CA rotation's next step;
 //! - [`trust_store`]: the ConfigMap that state lives in, and [`trust_store::PlatformTrust`], what the
 //!   tenant and service controllers issue with;
+//! - [`tenant_cas`]: the tenant CAs loaded in this process, which the service controllers issue
+//!   with (the tenant controller publishes each one it loads);
 //! - [`published`]: the watch channel on which the trust controller publishes that platform trust
 //!   (the tenant and service controllers never read the platform CA's Secret themselves).
 //!
@@ -16,6 +18,7 @@
 pub mod ca_secrets;
 pub mod leaf;
 pub mod published;
+pub mod tenant_cas;
 pub mod trust_state;
 pub mod trust_store;
 

@@ -77,8 +77,9 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
     triggers.owned("Secret", secret_stream);
     triggers.watch("route table", route_table_stream, source_of);
     triggers.watch("Service", service_stream, providers_of);
-    let controller = Controller::for_stream(services.stream, services.store)
-        .reconcile_on(futures::stream::select(services.wake, changed));
+    let clock = runner::QueueClock::default();
+    let controller = Controller::for_stream(clock.watched(services.stream), services.store)
+        .reconcile_on(clock.woken(futures::stream::select(services.wake, changed)));
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
     let context = Arc::new(reconcile::Context {
@@ -89,13 +90,15 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
             route_tables: route_tables.clone(),
             operator_namespace: shared.settings.operator_namespace.clone(),
         },
+        known: Default::default(),
     });
     let synced = {
         let shared = shared.clone();
         async move { shared.wait_until_ready().await.is_ok() }
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DataSharingService>;
-    let controller = runner::run("data-sharing", controller, concurrency, &telemetry, synced, reconcile, context);
+    let controller =
+        runner::run("data-sharing", controller, clock, concurrency, &telemetry, synced, reconcile, context);
     let sweep = tables::Sweep {
         kind: "DataSharingService",
         live: {

@@ -28,6 +28,7 @@ use crate::lgsp::tables::TableSlot;
 use crate::reconcile::Problem;
 use crate::reconcile::apply::Applier;
 use crate::reconcile::conditions::Desired;
+use crate::reconcile::known::Lookup;
 use crate::reconcile::outcome::{Halt, Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind, StatusEvent};
@@ -204,7 +205,9 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
             .map_err(|err| Halt::CertificateFailed(format!("cannot name the client identity: {err}")))?;
         let spec = LeafSpec::Client { identity: identity.clone() };
         let what = format!("the LGSP client certificate for {}", identity.uri());
-        let leaf = workload::certificate(&client, namespace, &secret_name, &spec, &authority, now, &what).await?;
+        let secrets = Lookup { known: &ctx.known.secrets, cache: &ctx.caches.secrets };
+        let leaf =
+            workload::certificate(&client, secrets, namespace, &secret_name, &spec, &authority, now, &what).await?;
         Some((identity.uri(), leaf, authority.policy))
     };
 
@@ -214,7 +217,7 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
         build::build(&inputs, &provided, client_leaf.as_ref().map(|(_, leaf, _)| &leaf.material), table.as_ref())?;
     let table_name = lgsp::route_table_name(namespace, name);
     let desired = DesiredObjects { objects, route_table: table_name.clone() };
-    let mut applier = Applier::new(client.clone());
+    let mut applier = Applier::remembering(client.clone(), shared.applied.clone());
     let owner = OwnedKey { component: COMPONENT, name, uid: &read.uid };
     let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
         .await

@@ -71,8 +71,9 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     triggers.owned("PersistentVolumeClaim", claim_stream);
     triggers.owned("NetworkPolicy", policy_stream);
     triggers.watch("route table", route_table_stream, source_of);
-    let controller = Controller::for_stream(documents.stream, documents.store)
-        .reconcile_on(futures::stream::select(documents.wake, owned_changed));
+    let clock = runner::QueueClock::default();
+    let controller = Controller::for_stream(clock.watched(documents.stream), documents.store)
+        .reconcile_on(clock.woken(futures::stream::select(documents.wake, owned_changed)));
     let concurrency = shared.settings.concurrency;
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
@@ -86,6 +87,7 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
             route_tables: route_tables.clone(),
             operator_namespace: operator_namespace.clone(),
         },
+        known: Default::default(),
     });
     let telemetry = shared.settings.telemetry.clone();
     let synced = {
@@ -93,7 +95,8 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
         async move { shared.wait_until_ready().await.is_ok() }
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DocumentService>;
-    let controller = runner::run("document-service", controller, concurrency, &telemetry, synced, reconcile, context);
+    let controller =
+        runner::run("document-service", controller, clock, concurrency, &telemetry, synced, reconcile, context);
     let sweep = tables::Sweep {
         kind: "DocumentService",
         live: {

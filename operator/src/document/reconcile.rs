@@ -2,6 +2,7 @@
 //! size, host, quota) → certificates → the volume (restore a retained one if asked, apply the
 //! claim, mark the bound volume with the delete policy) → build → apply and prune → status.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use govpaas_crds::DocumentService;
@@ -30,6 +31,7 @@ use crate::lgsp::tables::TableSlot;
 use crate::reconcile::Problem;
 use crate::reconcile::apply::{Applier, FIELD_MANAGER};
 use crate::reconcile::conditions::Desired;
+use crate::reconcile::known::Lookup;
 use crate::reconcile::outcome::{Halt, Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind};
@@ -164,9 +166,12 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     let claim = inputs.host_claim();
     let ordered = workload::hosts_free(shared, tenant_context, &claim)?;
     let wanted = inputs.usage().map_err(Stop::refused)?;
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let stored_claim = claims.get_opt(&names.claim).await?;
-    let mut current = workload::current(&client, &ctx.caches.services, namespace, &names.workload).await?;
+    let claims = Lookup { known: &ctx.known.claims, cache: &ctx.caches.claims };
+    let stored_claim = claims.get(&client, namespace, &names.claim).await?.map(|c| c.as_ref().clone());
+    let deployments = Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments };
+    let ingresses = Lookup { known: &ctx.known.ingresses, cache: &ctx.caches.ingresses };
+    let mut current =
+        workload::current(&client, &ctx.caches.services, deployments, ingresses, namespace, &names.workload).await?;
     let stored_spec = stored_claim.as_ref().and_then(|c| c.spec.as_ref());
     if let Some(size) = stored_spec.and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage")) {
         current = current.plus(Usage::one_claim(govpaas_crds::quantity::Amount::of(size).unwrap_or_default()));
@@ -188,8 +193,10 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     let tls_names = inputs.tls_names();
     let tls_what = format!("TLS certificate for {}", tls_names.join(", "));
     let spec = LeafSpec::Server { dns_names: tls_names.clone() };
+    let secrets = || Lookup { known: &ctx.known.secrets, cache: &ctx.caches.secrets };
     let tls = workload::certificate(
         &client,
+        secrets(),
         namespace,
         &names.tls_secret,
         &spec,
@@ -205,7 +212,10 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
             .map_err(|err| Halt::CertificateFailed(format!("cannot name the signing identity: {err}")))?;
         let spec = LeafSpec::Signing { identity, signer_name: tenant_context.display_name.clone() };
         let what = "the document-signing certificate";
-        Some(workload::certificate(&client, namespace, &names.signing_secret, &spec, &authority, now, what).await?)
+        Some(
+            workload::certificate(&client, secrets(), namespace, &names.signing_secret, &spec, &authority, now, what)
+                .await?,
+        )
     } else {
         None
     };
@@ -218,19 +228,33 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
             let spec = LeafSpec::Client { identity: identity.clone() };
             let what = "the exchange client certificate";
             let secret = exchange::client_secret_name(&names);
-            Some(workload::certificate(&client, namespace, &secret, &spec, &authority, now, what).await?)
+            Some(workload::certificate(&client, secrets(), namespace, &secret, &spec, &authority, now, what).await?)
         }
         _ => None,
     };
 
     // The volume: restore a retained one if asked, then the claim, then its volume's marking.
-    let mut applier = Applier::new(client.clone());
+    let mut applier = Applier::remembering(client.clone(), shared.applied.clone());
     let owner = Owner::of(service, COMPONENT)?;
     let binding = claim_binding(ctx, &inputs, &names, stored_claim.as_ref()).await?;
-    let applied_claim = applier
-        .apply(&build::volume_claim(&inputs, &owner, &binding))
+    let claim = build::volume_claim(&inputs, &owner, &binding);
+    applier
+        .apply_unless_current(&claim, &ctx.caches.claims)
         .await
         .map_err(|err| pipeline::apply_failed(err, &format!("the volume claim {}", names.claim)))?;
+    // The claim as stored: the apply's answer, or, when it was already right, as last read.
+    let applied_claim = match applier.applied::<PersistentVolumeClaim>(Some(namespace), &names.claim) {
+        Some(applied) => {
+            ctx.known.claims.remember(applied);
+            applied.clone()
+        }
+        None => claims
+            .get(&client, namespace, &names.claim)
+            .await?
+            .ok_or(Error::MissingField { kind: "PersistentVolumeClaim", field: "status" })?
+            .as_ref()
+            .clone(),
+    };
     let storage = storage(ctx, &inputs, &names, &applied_claim, &mut applier).await?;
 
     // Build, apply and prune the rest from the same set.
@@ -263,9 +287,19 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the DocumentService no longer wants");
     }
-    let deployment = applier
-        .applied::<Deployment>(Some(namespace), &names.workload)
-        .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
+    // Its status: from the apply's answer, or, when it was already right and not applied, as
+    // last read or applied (the cache shows it unchanged since).
+    let deployment = match applier.applied::<Deployment>(Some(namespace), &names.workload) {
+        Some(applied) => {
+            ctx.known.deployments.remember(applied);
+            Arc::new(applied.clone())
+        }
+        None => Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments }
+            .get(&client, namespace, &names.workload)
+            .await?
+            .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?,
+    };
+    let deployment = deployment.as_ref();
 
     let reference = service.object_ref(&());
     shared.publish_issued(&reference, &tls_what, &tls).await;

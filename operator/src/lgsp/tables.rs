@@ -133,7 +133,7 @@ impl OwnedKind for TableSlot<'_> {
     fn apply<'a>(&'a self, applier: &'a mut Applier) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             if let Some(table) = self.wanted {
-                applier.apply(table).await?;
+                applier.apply_unless_current(table, self.cached).await?;
             }
             Ok(())
         })

@@ -210,6 +210,8 @@ fn context(client: kube::Client, platform_trust: TrustSubscriber) -> Arc<Service
     let shared = Arc::new(Shared {
         publisher: crate::reconcile::events::Publisher::new(client.clone(), None),
         status_writes: Default::default(),
+        applied: Default::default(),
+        tenant_cas: Default::default(),
         client,
         settings,
         platforms: store_of(vec![fixtures::platform()]),
@@ -232,7 +234,7 @@ fn context(client: kube::Client, platform_trust: TrustSubscriber) -> Arc<Service
         pod_disruption_budgets: store_of(vec![]),
         secrets: store_of(vec![]),
     };
-    Arc::new(ServiceContext { shared, caches })
+    Arc::new(ServiceContext { shared, caches, known: Default::default() })
 }
 
 async fn reconcile_portal(fault: Option<(Method, &'static str, Fault)>) -> (crate::error::Result<Action>, Vec<Seen>) {

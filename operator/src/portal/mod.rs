@@ -49,18 +49,20 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
     triggers.owned("Ingress", ingress_stream);
     triggers.owned("PodDisruptionBudget", budget_stream);
     triggers.owned("Secret", secret_stream);
-    let controller = Controller::for_stream(portals.stream, portals.store)
-        .reconcile_on(futures::stream::select(portals.wake, owned_changed));
+    let clock = runner::QueueClock::default();
+    let controller = Controller::for_stream(clock.watched(portals.stream), portals.store)
+        .reconcile_on(clock.woken(futures::stream::select(portals.wake, owned_changed)));
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
     let context = Arc::new(reconcile::Context {
         shared,
         caches: reconcile::Caches { deployments, services, ingresses, pod_disruption_budgets, secrets },
+        known: Default::default(),
     });
     let synced = {
         let shared = context.shared.clone();
         async move { shared.wait_until_ready().await.is_ok() }
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::Portal>;
-    runner::run("portal", controller, concurrency, &telemetry, synced, reconcile, context).await;
+    runner::run("portal", controller, clock, concurrency, &telemetry, synced, reconcile, context).await;
 }

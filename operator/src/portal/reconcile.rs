@@ -3,6 +3,8 @@
 //! own objects, the CA Secrets and the applies talk to the API server; every decision is a pure
 //! function.
 
+use std::sync::Arc;
+
 use govpaas_crds::Portal;
 use govpaas_crds::conditions::PORTAL;
 use govpaas_crds::portal::PortalStatus;
@@ -21,6 +23,7 @@ use super::build::{self, COMPONENT, Inputs, Names};
 use crate::certificates::leaf::LeafSpec;
 use crate::error::Error;
 use crate::reconcile::apply::Applier;
+use crate::reconcile::known::Lookup;
 use crate::reconcile::outcome::{Step, Stop};
 use crate::service::owned::{self, DesiredSet, Owned, OwnedKey, OwnedKind};
 use crate::service::pipeline::{self, Applied, Read, ServiceKind};
@@ -93,7 +96,11 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     let ordered = workload::hosts_free(shared, &read.tenant_context, &claim)?;
     let wanted = inputs.usage().map_err(Stop::refused)?;
     let hosts = inputs.hosts();
-    let current = workload::current(&shared.client, &ctx.caches.services, namespace, &names.workload).await?;
+    let deployments = Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments };
+    let ingresses = Lookup { known: &ctx.known.ingresses, cache: &ctx.caches.ingresses };
+    let current =
+        workload::current(&shared.client, &ctx.caches.services, deployments, ingresses, namespace, &names.workload)
+            .await?;
     let ask = Ask { claim: &claim, ordered: &ordered, wanted, public_hosts: hosts.len(), storage_class: None };
     workload::fits(shared, &read.tenant_context, namespace, &ask, &current)?;
 
@@ -104,6 +111,7 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     let spec = LeafSpec::Server { dns_names: hosts.clone() };
     let leaf = workload::certificate(
         &shared.client,
+        Lookup { known: &ctx.known.secrets, cache: &ctx.caches.secrets },
         namespace,
         &names.tls_secret,
         &spec,
@@ -115,7 +123,7 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
 
     // Build, apply and prune from the same set.
     let desired = build::build(&inputs, &leaf.material)?;
-    let mut applier = Applier::new(shared.client.clone());
+    let mut applier = Applier::remembering(shared.client.clone(), shared.applied.clone());
     let owner = OwnedKey { component: COMPONENT, name: &read.name, uid: &read.uid };
     let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
         .await
@@ -123,9 +131,19 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the Portal no longer wants");
     }
-    let deployment = applier
-        .applied::<Deployment>(Some(namespace), &names.workload)
-        .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?;
+    // Its status: from the apply's answer, or, when it was already right and not applied, as
+    // last read or applied (the cache shows it unchanged since).
+    let deployment = match applier.applied::<Deployment>(Some(namespace), &names.workload) {
+        Some(applied) => {
+            ctx.known.deployments.remember(applied);
+            Arc::new(applied.clone())
+        }
+        None => Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments }
+            .get(&shared.client, namespace, &names.workload)
+            .await?
+            .ok_or(Error::MissingField { kind: "Deployment", field: "status" })?,
+    };
+    let deployment = deployment.as_ref();
 
     let reference = portal.object_ref(&());
     shared.publish_issued(&reference, &what, &leaf).await;

@@ -69,7 +69,7 @@ impl<K> Applicable for K where
 }
 
 /// Identifies one applied object across kinds.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub kind: String,
     pub namespace: Option<String>,
@@ -82,17 +82,129 @@ impl ObjectKey {
     }
 }
 
+/// The annotation on every object applied through [`Applier::apply_unless_current`]: the
+/// fingerprint of what the operator applied, which the metadata caches show, so that an object
+/// already right is recognised without reading or rewriting it — after a restart too.
+pub const APPLIED_ANNOTATION: &str = "govpaas.io/applied";
+
+/// What the operator last applied to each object in this process, and the resourceVersion the API
+/// server gave it: an object whose cache entry still has that version and carries the same
+/// fingerprint is exactly as the operator left it, and applying it again would change nothing.
+/// Shared by every reconcile of a controller. A deleted object's entry stays (a key and a few
+/// bytes), like [`StatusWrites`]' entries.
+#[derive(Default)]
+pub struct AppliedObjects {
+    last: std::sync::Mutex<std::collections::HashMap<ObjectKey, LastApply>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LastApply {
+    fingerprint: String,
+    resource_version: String,
+}
+
+impl AppliedObjects {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectKey, LastApply>> {
+        self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `cached` (the object as a cache shows it) is what the operator applies as
+    /// `fingerprint`: it carries that fingerprint, and nobody wrote it since this process applied
+    /// it, or this process has not applied it yet (it was applied before a restart: the
+    /// fingerprint on it says what). A write by someone else changes its resourceVersion, so it is
+    /// applied again — a hand edit of a field the operator owns is taken back, as before.
+    fn current(&self, key: &ObjectKey, fingerprint: &str, cached: &kube::api::ObjectMeta) -> bool {
+        let carried = cached.annotations.as_ref().and_then(|a| a.get(APPLIED_ANNOTATION));
+        let Some(version) = cached.resource_version.as_deref() else { return false };
+        if carried.map(String::as_str) != Some(fingerprint) || cached.deletion_timestamp.is_some() {
+            return false;
+        }
+        let mut last = self.lock();
+        match last.get(key) {
+            Some(known) => known.fingerprint == fingerprint && known.resource_version == version,
+            None => {
+                last.insert(
+                    key.clone(),
+                    LastApply { fingerprint: fingerprint.to_owned(), resource_version: version.to_owned() },
+                );
+                true
+            }
+        }
+    }
+
+    fn record(&self, key: ObjectKey, fingerprint: String, resource_version: Option<String>) {
+        match resource_version {
+            Some(resource_version) => {
+                self.lock().insert(key, LastApply { fingerprint, resource_version });
+            }
+            None => {
+                self.lock().remove(&key);
+            }
+        }
+    }
+}
+
+/// Where [`Applier::apply_unless_current`] finds an object's cached metadata: a cache of the kind.
+pub trait CachedMeta<K> {
+    fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta>;
+}
+
+impl<K> CachedMeta<K> for kube::runtime::reflector::Store<PartialObjectMeta<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
+{
+    fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta> {
+        let reference = kube::runtime::reflector::ObjectRef::new(name);
+        let reference = match namespace {
+            Some(ns) => reference.within(ns),
+            None => reference,
+        };
+        self.get(&reference).map(|object| object.metadata.clone())
+    }
+}
+
+/// A cache of whole objects serves as well (the tenants' ResourceQuotas).
+pub struct WholeObjects<'a, K: Resource<DynamicType = ()> + Clone + 'static>(
+    pub &'a kube::runtime::reflector::Store<K>,
+);
+
+impl<K> CachedMeta<K> for WholeObjects<'_, K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta> {
+        let reference = kube::runtime::reflector::ObjectRef::new(name);
+        let reference = match namespace {
+            Some(ns) => reference.within(ns),
+            None => reference,
+        };
+        self.0.get(&reference).map(|object| object.meta().clone())
+    }
+}
+
 /// Applies one reconcile's desired objects and remembers them, so that [`Applier::prune`] can
 /// delete what the owner created before and no longer wants.
 pub struct Applier {
     client: Client,
     /// What this reconcile applied, as the API server returned it.
     applied: BTreeMap<ObjectKey, Arc<dyn Any + Send + Sync>>,
+    /// What this reconcile wanted and found already right (not applied, not to be pruned).
+    current: std::collections::BTreeSet<ObjectKey>,
+    /// What the controller applied before, for [`Self::apply_unless_current`]; none: every
+    /// object is applied.
+    remembered: Option<Arc<AppliedObjects>>,
 }
 
 impl Applier {
     pub fn new(client: Client) -> Self {
-        Applier { client, applied: BTreeMap::new() }
+        Applier { client, applied: BTreeMap::new(), current: Default::default(), remembered: None }
+    }
+
+    /// An applier that skips objects already right ([`Self::apply_unless_current`]), remembering
+    /// its applies in `remembered`, the controller's.
+    pub fn remembering(client: Client, remembered: Arc<AppliedObjects>) -> Self {
+        Applier { client, applied: BTreeMap::new(), current: Default::default(), remembered: Some(remembered) }
     }
 
     /// The client it applies with.
@@ -111,6 +223,52 @@ impl Applier {
         Ok(applied)
     }
 
+    /// Applies `object` unless `cache` shows it exactly as the operator applied it (see
+    /// [`AppliedObjects`]); the object applied carries its fingerprint in [`APPLIED_ANNOTATION`].
+    /// Returns whether it was applied. Without a memory ([`Self::new`]) it always applies.
+    pub async fn apply_unless_current<K: Applicable>(
+        &mut self,
+        object: &K,
+        cache: &impl CachedMeta<K>,
+    ) -> Result<bool> {
+        let Some(remembered) = self.remembered.clone() else {
+            self.apply(object).await?;
+            return Ok(true);
+        };
+        let name =
+            object.meta().name.clone().ok_or(Error::MissingField { kind: kind_of::<K>(), field: "metadata.name" })?;
+        let namespace = object.meta().namespace.clone();
+        let key = ObjectKey::of::<K>(namespace.clone(), name.clone());
+        let fingerprint = content_fingerprint(object);
+        if let Some(cached) = cache.cached_meta(namespace.as_deref(), &name)
+            && remembered.current(&key, &fingerprint, &cached)
+        {
+            self.current.insert(key);
+            return Ok(false);
+        }
+        let mut marked = object.clone();
+        marked
+            .meta_mut()
+            .annotations
+            .get_or_insert_default()
+            .insert(APPLIED_ANNOTATION.to_owned(), fingerprint.clone());
+        let applied = self.apply(&marked).await?;
+        remembered.record(key, fingerprint, applied.meta().resource_version.clone());
+        Ok(true)
+    }
+
+    /// [`Self::apply_unless_current`] for each object in turn, stopping at the first failure.
+    pub async fn apply_all_unless_current<K: Applicable>(
+        &mut self,
+        objects: &[K],
+        cache: &impl CachedMeta<K>,
+    ) -> Result<()> {
+        for object in objects {
+            self.apply_unless_current(object, cache).await?;
+        }
+        Ok(())
+    }
+
     /// Applies each object in turn, stopping at the first failure.
     pub async fn apply_all<K: Applicable>(&mut self, objects: &[K]) -> Result<Vec<K>> {
         let mut applied = Vec::with_capacity(objects.len());
@@ -120,9 +278,10 @@ impl Applier {
         Ok(applied)
     }
 
-    /// Whether this reconcile applied the object.
+    /// Whether this reconcile applied the object, or found it already right.
     pub fn was_applied<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) -> bool {
-        self.applied.contains_key(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))
+        let key = ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned());
+        self.applied.contains_key(&key) || self.current.contains(&key)
     }
 
     /// The object this reconcile applied, as the API server returned it (with its status).
@@ -302,6 +461,15 @@ fn fingerprint(status: &impl Serialize) -> u64 {
     hasher.finish()
 }
 
+/// The fingerprint [`APPLIED_ANNOTATION`] records: of the object's content only — a certificate
+/// Secret carries the resourceVersion its content was decided from (a precondition of its apply),
+/// which is not part of what it says, and would make every apply look new.
+fn content_fingerprint<K: Resource + Clone + Serialize>(object: &K) -> String {
+    let mut content = object.clone();
+    content.meta_mut().resource_version = None;
+    format!("{:016x}", fingerprint(&content))
+}
+
 /// A `'static` name of the kind, for errors (kinds are few and fixed).
 fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()) {
@@ -373,6 +541,45 @@ mod tests {
         assert!(is_conflict(&api(409)));
         assert!(!is_conflict(&api(422)));
         assert!(!is_conflict(&Error::Config("409".into())));
+    }
+
+    #[test]
+    fn an_object_is_current_while_it_carries_the_fingerprint_and_nobody_wrote_it_since() {
+        let applied = AppliedObjects::default();
+        let key = ObjectKey::of::<NetworkPolicy>(Some("ns".into()), "deny".into());
+        let meta = |fingerprint: Option<&str>, version: &str| ObjectMeta {
+            resource_version: Some(version.into()),
+            annotations: fingerprint.map(|f| [(APPLIED_ANNOTATION.to_owned(), f.to_owned())].into()),
+            ..Default::default()
+        };
+        assert!(!applied.current(&key, "f1", &meta(None, "1")), "never applied by the operator");
+        assert!(!applied.current(&key, "f2", &meta(Some("f1"), "1")), "applied as something else");
+        // Applied before this process started, and it says what: trusted, and remembered.
+        assert!(applied.current(&key, "f1", &meta(Some("f1"), "1")));
+        assert!(applied.current(&key, "f1", &meta(Some("f1"), "1")));
+        // Someone wrote it since (a hand edit of a field the operator owns): applied again.
+        assert!(!applied.current(&key, "f1", &meta(Some("f1"), "2")));
+        applied.record(key.clone(), "f1".into(), Some("3".into()));
+        assert!(applied.current(&key, "f1", &meta(Some("f1"), "3")));
+        let mut deleting = meta(Some("f1"), "3");
+        deleting.deletion_timestamp = Some(Time(Default::default()));
+        assert!(!applied.current(&key, "f1", &deleting), "being deleted: applied (and refused) rather than trusted");
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_content_not_the_version_it_was_decided_from() {
+        let policy = |version: Option<&str>, name: &str| NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: version.map(str::to_owned),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let fingerprint = content_fingerprint(&policy(Some("1"), "a"));
+        assert_eq!(fingerprint, content_fingerprint(&policy(Some("2"), "a")));
+        assert_eq!(fingerprint, content_fingerprint(&policy(None, "a")));
+        assert_ne!(fingerprint, content_fingerprint(&policy(Some("1"), "b")));
     }
 
     #[test]

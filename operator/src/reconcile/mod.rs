@@ -2,8 +2,10 @@
 //!
 //! A reconcile reads from caches, validates and builds its desired objects with no client (pure
 //! functions in the controller's own module), then hands them to this framework:
-//! - [`apply`]: server-side apply under the one field manager [`apply::FIELD_MANAGER`], and pruning
-//!   of objects the controller created earlier but no longer wants, found by label in its caches;
+//! - [`apply`]: server-side apply under the one field manager [`apply::FIELD_MANAGER`] (skipped for
+//!   an object its cache shows exactly as last applied), and pruning of objects the controller
+//!   created earlier but no longer wants, found by label in its caches;
+//! - [`known`]: whole objects a reconcile reads, kept while their cached version is unchanged;
 //! - [`conditions`]: status conditions whose `lastTransitionTime` moves only on a real transition,
 //!   so a resync of an unchanged world writes nothing;
 //! - [`events`]: Kubernetes Events for user errors, published only when a condition changes;
@@ -18,6 +20,7 @@
 pub mod apply;
 pub mod conditions;
 pub mod events;
+pub mod known;
 pub mod labels;
 pub mod outcome;
 pub mod runner;

@@ -66,6 +66,78 @@ where
     }
 }
 
+/// When each object was first asked for since its last reconcile began: by a watch event of its
+/// own or a trigger (a change to something it owns or depends on). The reconcile that starts
+/// next reports how long it waited (`govpaas_reconcile_queue_wait_seconds`): the debounce, the
+/// queue behind the concurrency limit, and a reconcile of the same object still running. Requeues
+/// by timer are not asked for by anything, so they are not counted.
+pub struct QueueClock<K: Resource>
+where
+    K::DynamicType: Eq + Hash,
+{
+    asked: Arc<Mutex<HashMap<ObjectRef<K>, std::time::Instant>>>,
+}
+
+impl<K: Resource> Clone for QueueClock<K>
+where
+    K::DynamicType: Eq + Hash,
+{
+    fn clone(&self) -> Self {
+        QueueClock { asked: self.asked.clone() }
+    }
+}
+
+impl<K: Resource> Default for QueueClock<K>
+where
+    K::DynamicType: Eq + Hash,
+{
+    fn default() -> Self {
+        QueueClock { asked: Default::default() }
+    }
+}
+
+impl<K> QueueClock<K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
+{
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, std::time::Instant>> {
+        self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `object` was asked for now (the earliest ask since its last reconcile counts).
+    pub fn asked(&self, object: ObjectRef<K>) {
+        self.lock().entry(object).or_insert_with(std::time::Instant::now);
+    }
+
+    /// How long `object` waited, if anything asked for it since its last reconcile began.
+    pub fn started(&self, object: &ObjectRef<K>) -> Option<Duration> {
+        self.lock().remove(object).map(|asked| asked.elapsed())
+    }
+
+    /// The objects of a watch stream, each timed as asked for.
+    pub fn watched<E, S>(&self, stream: S) -> impl futures::Stream<Item = Result<K, E>> + Send + use<K, E, S>
+    where
+        S: futures::Stream<Item = Result<K, E>> + Send,
+    {
+        let clock = self.clone();
+        stream.inspect(move |item| {
+            if let Ok(object) = item {
+                clock.asked(ObjectRef::from_obj_with(object, Default::default()));
+            }
+        })
+    }
+
+    /// A stream of reconcile requests, each timed as asked for.
+    pub fn woken<S>(&self, stream: S) -> impl futures::Stream<Item = ObjectRef<K>> + Send + use<K, S>
+    where
+        S: futures::Stream<Item = ObjectRef<K>> + Send,
+    {
+        let clock = self.clone();
+        stream.inspect(move |object| clock.asked(object.clone()))
+    }
+}
+
 /// 2 s doubled for each further consecutive failure, capped at [`MAX_BACKOFF`].
 pub fn delay_after(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
@@ -77,9 +149,11 @@ pub fn delay_after(failures: u32) -> Duration {
 /// cancelled after [`RECONCILE_TIMEOUT`] and retried with backoff, and measured in `telemetry`
 /// (outcome, error variant, duration); the cache's size is reported as
 /// managed objects, and readiness waits for the cache to sync.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<K, Ctx, Fut>(
     name: &'static str,
     controller: Controller<K>,
+    clock: QueueClock<K>,
     concurrency: u16,
     telemetry: &Telemetry,
     synced: impl Future<Output = bool> + Send + 'static,
@@ -108,6 +182,9 @@ pub async fn run<K, Ctx, Fut>(
     let managed = telemetry.metrics.clone();
     // The timer records when the reconcile's future ends, however it ends.
     let measured = move |object: Arc<K>, ctx: Arc<Ctx>| {
+        if let Some(waited) = clock.started(&object_ref_of(object.as_ref())) {
+            metrics.queue_wait(name, waited);
+        }
         let mut timer = metrics.reconcile(name);
         let reconciled = reconcile(object, ctx);
         async move {

@@ -28,6 +28,8 @@ fn shared() -> Shared {
     Shared {
         publisher: crate::reconcile::events::Publisher::new(client.clone(), None),
         status_writes: Default::default(),
+        applied: Default::default(),
+        tenant_cas: Default::default(),
         client,
         settings: crate::settings::Settings {
             tenant_selector: None,

@@ -34,23 +34,42 @@ pub trait OwnedKind: Send + Sync {
 }
 
 /// An owned kind with owner references, pruned by label and owner from the metadata cache of that
-/// kind.
+/// kind; an object the cache shows already right is not applied again.
 pub struct Owned<'a, K: Applicable> {
     pub wanted: Cow<'a, [K]>,
     pub cached: &'a Store<PartialObjectMeta<K>>,
+    /// Apply even what the cache shows right: the reconcile reads what the API server answers
+    /// (a Deployment's status).
+    pub always: bool,
 }
 
-impl<'a, K: Applicable> Owned<'a, K> {
+impl<'a, K: Applicable> Owned<'a, K>
+where
+    Store<PartialObjectMeta<K>>: crate::reconcile::apply::CachedMeta<K>,
+{
     /// `wanted`: a slice of the desired set (or a list gathered from several of its fields).
     pub fn boxed(wanted: impl Into<Cow<'a, [K]>>, cached: &'a Store<PartialObjectMeta<K>>) -> Box<dyn OwnedKind + 'a> {
-        Box::new(Owned { wanted: wanted.into(), cached })
+        Box::new(Owned { wanted: wanted.into(), cached, always: false })
+    }
+
+    /// Like [`Self::boxed`], applied on every reconcile: the reconcile reads the applied object
+    /// back ([`Applier::applied`]).
+    pub fn always(wanted: impl Into<Cow<'a, [K]>>, cached: &'a Store<PartialObjectMeta<K>>) -> Box<dyn OwnedKind + 'a> {
+        Box::new(Owned { wanted: wanted.into(), cached, always: true })
     }
 }
 
-impl<K: Applicable> OwnedKind for Owned<'_, K> {
+impl<K: Applicable> OwnedKind for Owned<'_, K>
+where
+    Store<PartialObjectMeta<K>>: crate::reconcile::apply::CachedMeta<K>,
+{
     fn apply<'a>(&'a self, applier: &'a mut Applier) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            applier.apply_all(&self.wanted).await?;
+            if self.always {
+                applier.apply_all(&self.wanted).await?;
+            } else {
+                applier.apply_all_unless_current(&self.wanted, self.cached).await?;
+            }
             Ok(())
         })
     }

@@ -84,6 +84,10 @@ pub struct Shared {
     pub publisher: Publisher,
     /// The status writes of the three service controllers (keyed by uid).
     pub status_writes: crate::reconcile::apply::StatusWrites,
+    /// The tenant CAs loaded in this process (the tenant controller publishes them).
+    pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
+    /// What the three service controllers applied (objects already right are not applied again).
+    pub applied: Arc<crate::reconcile::apply::AppliedObjects>,
     pub platforms: Store<Platform>,
     pub tenants: Store<TenantObject>,
     /// Tenant namespaces (those labelled `govpaas.io/tenant`), metadata only.
@@ -132,11 +136,24 @@ impl Shared {
 pub struct ServiceContext<C> {
     pub shared: Arc<Shared>,
     pub caches: C,
+    /// The whole objects this controller's reconciles read, kept while unchanged.
+    pub known: Known,
+}
+
+/// The whole objects a service controller reads (a certificate's Secret, what its workload holds
+/// of the quota), kept from the last read or apply while their cached version is unchanged: no
+/// live read of what the metadata caches show has not changed (`reconcile::known`).
+#[derive(Default)]
+pub struct Known {
+    pub secrets: crate::reconcile::known::KnownObjects<k8s_openapi::api::core::v1::Secret>,
+    pub deployments: crate::reconcile::known::KnownObjects<k8s_openapi::api::apps::v1::Deployment>,
+    pub ingresses: crate::reconcile::known::KnownObjects<k8s_openapi::api::networking::v1::Ingress>,
+    pub claims: crate::reconcile::known::KnownObjects<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
 }
 
 /// The CA side of a service's certificates, loaded for one reconcile.
 pub struct Authority {
-    pub tenant_ca: CertificateAuthority,
+    pub tenant_ca: Arc<CertificateAuthority>,
     pub trust: TrustAnchors,
     pub trust_pem: String,
     pub policy: IssuancePolicy,
@@ -246,7 +263,7 @@ impl Shared {
             .map_err(|message| Stop::waiting(reasons::CERTIFICATE_POLICY_INVALID, message))?;
         let platform_trust = self.platform_trust.current()?;
         let secrets = Api::namespaced(self.client.clone(), &self.settings.operator_namespace);
-        let tenant_ca = ca_secrets::issued_tenant_ca(&secrets, context, &platform_trust, now).await?;
+        let tenant_ca = ca_secrets::issued_tenant_ca(&secrets, context, &platform_trust, now, &self.tenant_cas).await?;
         let (trust, trust_pem) = (platform_trust.anchors.clone(), platform_trust.bundle_pem.clone());
         Ok(Authority { tenant_ca, trust, trust_pem, policy })
     }

@@ -5,13 +5,14 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client};
 use time::OffsetDateTime;
 
 use super::runtime::{Authority, Shared};
 use crate::certificates::leaf::{Leaf, LeafSpec, Stored, keep_or_issue};
+use crate::reconcile::known::Lookup;
 use crate::reconcile::outcome::{Halt, Step, Stop};
 use crate::tenancy::TenantContext;
 use crate::workload::hosts::{self, HostClaim};
@@ -40,14 +41,17 @@ impl Current {
 }
 
 /// Reads what the workload named `workload` in `namespace` holds now: its Deployment and Ingress
-/// from the API server (their spec decides the quota), its Service from the metadata `services`.
+/// (their spec decides the quota; read from the API server only when changed since last read or
+/// applied), its Service from the metadata `services`.
 pub async fn current(
     client: &Client,
     services: &Store<PartialObjectMeta<k8s_openapi::api::core::v1::Service>>,
+    deployments: Lookup<'_, Deployment>,
+    ingresses: Lookup<'_, Ingress>,
     namespace: &str,
     workload: &str,
 ) -> Step<Current> {
-    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace).get_opt(workload).await?;
+    let deployment = deployments.get(client, namespace, workload).await?.map(|d| d.as_ref().clone());
     let mut current = Current {
         admitted: deployment.as_ref().map(Usage::admitted_by).unwrap_or_default(),
         held: deployment.as_ref().map(Usage::held_by).unwrap_or_default(),
@@ -57,8 +61,9 @@ pub async fn current(
     if services.get(&ObjectRef::new(workload).within(namespace)).is_some() {
         current = current.plus(Usage::one_service());
     }
-    let ingress = Api::<Ingress>::namespaced(client.clone(), namespace).get_opt(workload).await?;
-    current.public_hosts = ingress.and_then(|i| i.spec.and_then(|s| s.rules)).map_or(0, |rules| rules.len());
+    let ingress = ingresses.get(client, namespace, workload).await?;
+    current.public_hosts =
+        ingress.and_then(|i| i.spec.as_ref().and_then(|s| s.rules.as_ref().map(Vec::len))).unwrap_or(0);
     Ok(current)
 }
 
@@ -106,8 +111,11 @@ pub fn fits(shared: &Shared, tenant: &TenantContext, namespace: &str, ask: &Ask<
 
 /// The leaf stored in `secret` if it is still right for `spec`, else a new one from the tenant CA;
 /// `what` names it in the message when it cannot be issued ("the TLS certificate for a.gov.vn").
+/// The stored Secret is read from the API server only when changed since last read.
+#[allow(clippy::too_many_arguments)]
 pub async fn certificate(
     client: &Client,
+    secrets: Lookup<'_, Secret>,
     namespace: &str,
     secret: &str,
     spec: &LeafSpec,
@@ -115,7 +123,7 @@ pub async fn certificate(
     now: OffsetDateTime,
     what: &str,
 ) -> Step<Leaf> {
-    let stored = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(secret).await?;
-    keep_or_issue(Stored::of(stored.as_ref()), spec, &authority.issuer(), now)
+    let stored = secrets.get(client, namespace, secret).await?;
+    keep_or_issue(Stored::of(stored.as_deref()), spec, &authority.issuer(), now)
         .map_err(|err| Halt::CertificateFailed(format!("cannot issue {what}: {err}")).into())
 }

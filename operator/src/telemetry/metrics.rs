@@ -52,6 +52,7 @@ pub struct Metrics {
     rotation: Family<PhaseLabels, Gauge>,
     leader: Gauge,
     api_requests: Family<ApiRequestLabels, Counter>,
+    queue_wait: Family<ControllerLabels, Histogram>,
 }
 
 impl Metrics {
@@ -91,9 +92,18 @@ impl Metrics {
             "Requests sent to the API server, by verb and resource (watches counted when opened)",
             api_requests.clone(),
         );
+        // 1 ms … ~33 s.
+        let queue_wait = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "reconcile_queue_wait_seconds",
+            "How long an object waited, from the event that asked for it to the start of its reconcile, by controller",
+            queue_wait.clone(),
+        );
         registry.register_collector(Box::new(certificates));
         registry.register_collector(Box::new(tenant_quota));
-        Metrics { registry, reconciles, failures, duration, managed, leader, rotation, api_requests }
+        Metrics { registry, reconciles, failures, duration, managed, leader, rotation, api_requests, queue_wait }
     }
 
     /// Starts timing one reconcile of `controller`; the result is recorded when the timer drops.
@@ -111,6 +121,11 @@ impl Metrics {
         for known in ROTATION_PHASES {
             self.rotation.get_or_create(&PhaseLabels { phase: known }).set(i64::from(known == phase));
         }
+    }
+
+    /// An object of `controller` waited `waited` for its reconcile to start.
+    pub fn queue_wait(&self, controller: &'static str, waited: std::time::Duration) {
+        self.queue_wait.get_or_create(&ControllerLabels { controller }).observe(waited.as_secs_f64());
     }
 
     /// One request sent to the API server.

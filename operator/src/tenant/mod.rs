@@ -64,6 +64,8 @@ pub struct Caches {
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
     pub cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
     pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
+    /// The trust bundles it wrote.
+    pub trust_bundles: Store<PartialObjectMeta<ConfigMap>>,
     /// Every Portal, DocumentService and DataSharingService (metadata): the tenant's service counts.
     pub portals: Store<PartialObjectMeta<Portal>>,
     pub document_services: Store<PartialObjectMeta<DocumentService>>,
@@ -99,6 +101,10 @@ pub struct Context {
     pub ledger: Arc<Mutex<Ledger>>,
     pub publisher: Publisher,
     pub status_writes: crate::reconcile::apply::StatusWrites,
+    /// Where each tenant CA loaded or issued is published, for the service controllers.
+    pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
+    /// What the tenant controller applied (objects already right are not applied again).
+    pub applied: Arc<crate::reconcile::apply::AppliedObjects>,
     /// Turns `true` once every cache has listed (see [`Caches::wait_until_ready`]).
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     /// The platform trust the trust controller publishes.
@@ -271,11 +277,19 @@ pub struct SharedInputs {
     pub trust: TrustSubscriber,
     /// The ResourceQuotas it writes (their usage goes into status).
     pub resource_quotas: Subscription<ResourceQuota>,
+    /// Where it publishes each tenant CA it loads or issues, for the service controllers.
+    pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
 }
 
 /// Runs the tenant controller until shutdown.
 pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
-    let SharedInputs { tenants: tenant_subscription, platforms, trust, resource_quotas: quota_subscription } = shared;
+    let SharedInputs {
+        tenants: tenant_subscription,
+        platforms,
+        trust,
+        resource_quotas: quota_subscription,
+        tenant_cas,
+    } = shared;
     let (wake, woken) = unbounded();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
@@ -314,7 +328,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         watch::metadata_cache::<ClusterRoleBinding>(client.clone(), &owned);
     // Trust bundles are never pruned, so nothing reads their cache: the watch only brings a
     // hand-edited or deleted bundle back at once (agency admins may edit ConfigMaps).
-    let (_, trust_bundle_stream) = watch::metadata_cache::<ConfigMap>(client.clone(), &owned);
+    let (trust_bundles, trust_bundle_stream) = watch::metadata_cache::<ConfigMap>(client.clone(), &owned);
     // The tenant controller is the one writer of tenant CAs: a CA Secret deleted or edited by hand
     // wakes its Tenant (its owner), which issues it again.
     let ca_selector = labels::component_selector(crate::certificates::ca_secrets::COMPONENT);
@@ -340,8 +354,9 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     triggers.watch("DataSharingService", data_sharing_stream, tenant_of_service(namespaces.clone(), tenants.clone()));
     triggers.watch("Platform", platform_stream, every_tenant(tenants.clone()));
     triggers.watch("platform trust", trust_stream, every_tenant(tenants.clone()));
-    let controller =
-        Controller::for_stream(tenant_stream, tenants.clone()).reconcile_on(futures::stream::select(woken, changed));
+    let clock = runner::QueueClock::default();
+    let controller = Controller::for_stream(clock.watched(tenant_stream), tenants.clone())
+        .reconcile_on(clock.woken(futures::stream::select(woken, changed)));
 
     let caches = Caches {
         namespaces,
@@ -351,6 +366,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         role_bindings,
         cluster_roles,
         cluster_role_bindings,
+        trust_bundles,
         portals,
         document_services,
         data_sharing_services,
@@ -380,6 +396,8 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         caches_ready,
         ledger,
         status_writes: Default::default(),
+        applied: Default::default(),
+        tenant_cas,
         trust,
         wake,
         settings: settings.clone(),
@@ -389,6 +407,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         let mut ready = context.caches_ready.clone();
         async move { ready.wait_for(|ready| *ready).await.is_ok() }
     };
-    runner::run("tenant", controller, settings.concurrency, &telemetry, synced, reconcile::reconcile, context).await;
+    runner::run("tenant", controller, clock, settings.concurrency, &telemetry, synced, reconcile::reconcile, context)
+        .await;
     drop(triggers);
 }

@@ -158,18 +158,19 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let objects = build::build(tenant, &owner, &inputs);
 
     // Apply, then prune what this Tenant had and no longer wants.
-    let mut applier = Applier::new(ctx.client.clone());
-    applier.apply_all(&objects.namespaces).await?;
-    applier.apply_all(&objects.resource_quotas).await?;
-    applier.apply_all(&objects.limit_ranges).await?;
-    applier.apply_all(&objects.network_policies).await?;
-    applier.apply_all(&objects.cluster_roles).await?;
-    applier.apply_all(&objects.role_bindings).await?;
-    applier.apply_all(&objects.cluster_role_bindings).await?;
+    // What the caches show already right is not applied again.
+    let caches = &ctx.caches;
+    let mut applier = Applier::remembering(ctx.client.clone(), ctx.applied.clone());
+    applier.apply_all_unless_current(&objects.namespaces, &caches.namespaces).await?;
+    applier.apply_all_unless_current(&objects.resource_quotas, &apply::WholeObjects(&caches.resource_quotas)).await?;
+    applier.apply_all_unless_current(&objects.limit_ranges, &caches.limit_ranges).await?;
+    applier.apply_all_unless_current(&objects.network_policies, &caches.network_policies).await?;
+    applier.apply_all_unless_current(&objects.cluster_roles, &caches.cluster_roles).await?;
+    applier.apply_all_unless_current(&objects.role_bindings, &caches.role_bindings).await?;
+    applier.apply_all_unless_current(&objects.cluster_role_bindings, &caches.cluster_role_bindings).await?;
     // Trust bundles are not pruned: one goes with its namespace or its Tenant (owner reference),
     // and one left in place while the platform CA cannot be read keeps workloads verifying.
-    applier.apply_all(&objects.config_maps).await?;
-    let caches = &ctx.caches;
+    applier.apply_all_unless_current(&objects.config_maps, &caches.trust_bundles).await?;
     let mut pruned = Vec::new();
     pruned.extend(applier.prune(&caches.cluster_role_bindings.state(), COMPONENT, &name, &uid).await?);
     pruned.extend(applier.prune(&caches.role_bindings.state(), COMPONENT, &name, &uid).await?);
@@ -258,9 +259,12 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
     let tenant_ca = ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await?;
-    let mut trust = TenantTrust { bundle: Some(trust.bundle_pem.clone()), ..TenantTrust::default() };
+    let trust_now = trust;
+    let mut trust = TenantTrust { bundle: Some(trust_now.bundle_pem.clone()), ..TenantTrust::default() };
     match tenant_ca {
         Ok(tenant_ca) => {
+            let tenant_ca = Arc::new(tenant_ca);
+            ctx.tenant_cas.publish(&tenant.name_any(), &trust_now.issuing, tenant_ca.clone());
             // A tenant CA's renewal point is when the operator renews it.
             let renewal = ca_secrets::tenant_ca_renewal_time(&tenant_ca, &policy);
             let secret = ca_secrets::tenant_ca_secret_name(&tenant.name_any());

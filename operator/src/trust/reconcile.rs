@@ -82,7 +82,9 @@ pub async fn run(
     // The trust ConfigMap wakes the Platform from a task of its own (`reconcile::triggers`).
     let (mut triggers, changed) = Triggers::<Platform>::new(CONTROLLER);
     triggers.watch("platform trust", trust.touched(), |_| [kube::runtime::reflector::ObjectRef::new(PLATFORM_NAME)]);
-    let controller = Controller::for_stream(platform_stream, store.clone()).reconcile_on(changed);
+    let clock = runner::QueueClock::default();
+    let controller =
+        Controller::for_stream(clock.watched(platform_stream), store.clone()).reconcile_on(clock.woken(changed));
     let telemetry = settings.telemetry.clone();
     let context = Arc::new(Context {
         publisher: Publisher::new(client.clone(), settings.instance.clone()),
@@ -106,7 +108,7 @@ pub async fn run(
             listed
         }
     };
-    runner::run(CONTROLLER, controller, 1, &telemetry, ready, reconcile, context).await;
+    runner::run(CONTROLLER, controller, clock, 1, &telemetry, ready, reconcile, context).await;
     drop(triggers);
 }
 
@@ -325,7 +327,9 @@ async fn ensure_national(
                 return Ok((Some(Err(Problem::new(national::reasons::PROVINCE_TENANT_MISSING, message))), NOT_READY));
             };
             let context = crate::tenancy::TenantContext::of(province, platform);
-            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now).await {
+            // Read from its Secret each time: this controller runs apart from the tenant controller.
+            let loaded = crate::certificates::tenant_cas::TenantCas::default();
+            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now, &loaded).await {
                 Ok(ca) => ca,
                 Err(Stop::Halt(halt)) => {
                     let problem = Problem::new(national::reasons::PENDING, halt.into_message());

@@ -76,6 +76,31 @@ fn verdict(met: bool) -> &'static str {
     if met { "**met**" } else { "**not met**" }
 }
 
+/// `0.42 s` as `420 ms`, `12.3 s`.
+fn seconds(value: f64) -> String {
+    if value < 1.0 { format!("{:.0} ms", value * 1000.0) } else { format!("{value:.1} s") }
+}
+
+/// A histogram bucket's upper bound: `≤ 16 ms`, or `above 33 s` for the last, unbounded one.
+fn bound(value: f64) -> String {
+    if value.is_finite() { format!("≤ {}", seconds(value)) } else { "above 33 s".to_owned() }
+}
+
+/// The six most frequent `verb resource` rows of a breakdown (`[["apply secrets", 12], …]`).
+fn top(r: &Value, key: &str) -> String {
+    let rows: Vec<String> = r
+        .pointer(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(6)
+        .filter_map(|row| {
+            Some(format!("{} × `{}`", thousands(row.get(1)?.as_f64()?.round() as u64), row.get(0)?.as_str()?))
+        })
+        .collect();
+    if rows.is_empty() { "none".to_owned() } else { rows.join(", ") }
+}
+
 /// The docs/benchmarks.md section for one run's merged result.
 pub fn section(r: &Value, m: &Machine) -> Result<String> {
     let num = |key: &str| r.pointer(key).and_then(Value::as_f64).with_context(|| format!("the result lacks {key}"));
@@ -152,6 +177,14 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
          {inputs} Tenants and services ({reconciles_per_input:.1} each). After the restart: {restart_all} \
          requests, {restart_reads} of them reads and {restart_watches} watches opened.\n\
          \n\
+         **The queue**: while converging, {waits} reconciles were asked for by an event (a watch of the \
+         object or of something it owns or reads); from the event to the reconcile's start they waited \
+         {wait_mean} on average, the median {wait_p50}, the 99th percentile {wait_p99} (histogram buckets, \
+         `govpaas_reconcile_queue_wait_seconds`).\n\
+         \n\
+         The most frequent requests while converging: {top_converge}. After the restart: {top_restart}. In \
+         the quiet window: {top_quiet}.\n\
+         \n\
          The national run is the same command with `--tenants 4000 --services 12000` (≈ 8× the objects; on \
          this machine expect well over an hour for the operator phase alone, more for the raw writer's \
          fresh control plane); it has not been run here.\n",
@@ -196,6 +229,13 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
         restart_all = count("/restart_requests/all")?,
         restart_reads = count("/restart_requests/reads")?,
         restart_watches = count("/restart_requests/watches")?,
+        waits = count("/queue_wait/count")?,
+        wait_mean = seconds(num("/queue_wait/mean_seconds")?),
+        wait_p50 = bound(num("/queue_wait/p50_seconds").unwrap_or(f64::INFINITY)),
+        wait_p99 = bound(num("/queue_wait/p99_seconds").unwrap_or(f64::INFINITY)),
+        top_converge = top(r, "/requests_by"),
+        top_restart = top(r, "/restart_requests_by"),
+        top_quiet = top(r, "/quiet_requests_by"),
     ))
 }
 
@@ -216,7 +256,9 @@ mod tests {
             "quiet_requests": restart, "quiet_object_writes": 0.0, "quiet_changed": 0,
             "restart_window_seconds": 120.0, "restart_ready_seconds": 2.0, "restart_resync_seconds": 30.0,
             "restart_requests": restart, "restart_object_writes": 0.0, "restart_changed": 0,
-            "restart_peak_rss_mib": 60.0, "raw_operator_writes": 14000, "raw_waves": 5, "raw_deployments": 750
+            "restart_peak_rss_mib": 60.0, "raw_operator_writes": 14000, "raw_waves": 5, "raw_deployments": 750,
+            "requests_by": [["apply secrets", 3000.0], ["get secrets", 20.0]], "restart_requests_by": [],
+            "queue_wait": {"count": 9000.0, "mean_seconds": 0.25, "p50_seconds": 0.016, "p99_seconds": null}
         });
         let machine = Machine {
             cpus: "2".into(),
@@ -235,6 +277,8 @@ mod tests {
             "| 0.036 | | ≤ 0.1 | **met** |",
             "70.0 MiB; 50.0 MiB | | ≤ 64 MiB | **not met** |",
             "14,000 objects",
+            "3,000 × `apply secrets`, 20 × `get secrets`. After the restart: none.",
+            "waited 250 ms on average, the median ≤ 16 ms, the 99th percentile above 33 s",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
