@@ -97,6 +97,8 @@ where
                 Ok(response)
             });
         };
+        // Announced now, so that a sync running meanwhile may wait for this record too.
+        let expected = log.expect_record();
         self.exchanges.spawn(async move {
             let _permit = permit;
             let Ok(response) = inner.call(request).await;
@@ -124,7 +126,7 @@ where
             if exchange.client_gone {
                 metrics.client_gone.inc();
             }
-            let written = log.append_durable(Entry::Exchange(exchange)).await;
+            let written = log.append_expected(expected, Entry::Exchange(exchange)).await;
             metrics.audit_written(&written);
             let response = match written {
                 Ok(_) => response,
