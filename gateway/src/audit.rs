@@ -13,7 +13,10 @@ pub use govpaas_audit::{
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
@@ -56,7 +59,8 @@ impl CheckpointSigner {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditSettings {
     /// `fdatasync` every exchange record before its answer is released (grouped: one sync covers
-    /// every record written while the previous one ran). Off: records are written (a crash of the
+    /// every record written while the previous one ran, and a sync waits a little for the records
+    /// of exchanges under way, see [`MAX_GATHER`]). Off: records are written (a crash of the
     /// gateway loses nothing, the kernel has them) but a crash of the node can lose the last ones.
     pub fsync: bool,
     /// The log is rotated once it reaches this size: renamed to `<name>.<last seq, 20 digits>`
@@ -70,8 +74,15 @@ impl Default for AuditSettings {
     }
 }
 
+/// The longest a sync waits to gather the records of exchanges under way (and no longer than the
+/// last sync took). Every answer waits for a sync, so a sync that covers more records saves a
+/// whole `fdatasync` (a journal commit and a disk flush) for each record it gathers; the wait is
+/// bounded so that it adds little to an answer's latency, and skipped when no exchange is under way
+/// (a lone client never waits for others).
+pub const MAX_GATHER: Duration = Duration::from_micros(250);
+
 /// The append-only log. Appends are serialised by a mutex; each record is one `write` of a whole
-/// line to a file opened for appending; a thread of its own syncs them to disk.
+/// line to a file opened for appending; a thread of its own syncs them to disk, a group at a time.
 pub struct AuditLog {
     path: PathBuf,
     display: String,
@@ -81,7 +92,7 @@ pub struct AuditLog {
     durable: watch::Receiver<Durable>,
     /// The last write's failure, cleared by the next success (what `/readyz` reports).
     last_failure: Mutex<Option<String>>,
-    sync: Arc<SyncRequests>,
+    group: Arc<GroupCommit>,
     /// Signs the checkpoint that closes a file at rotation (the gateway's current key).
     signer: Mutex<Option<Arc<CheckpointSigner>>>,
 }
@@ -106,10 +117,49 @@ enum Durable {
     Failed { through: u64, error: String },
 }
 
+/// Where appenders and the sync thread meet, without a lock or a system call per record: an
+/// appender wakes the sync thread only when it sleeps with nothing to sync, or when it waits for
+/// the last record it expected.
 #[derive(Default)]
-struct SyncRequests {
-    wanted: Mutex<(u64, bool)>,
-    changed: Condvar,
+struct GroupCommit {
+    /// The highest sequence number an appender waits to see on disk.
+    wanted: AtomicU64,
+    /// Records announced by [`AuditLog::expect_record`] and not written yet.
+    expected: AtomicUsize,
+    /// The sync thread sleeps with nothing to sync: the next wanted record wakes it.
+    idle: AtomicBool,
+    /// The sync thread gathers a group: the last expected record wakes it.
+    gathering: AtomicBool,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl GroupCommit {
+    fn want(&self, seq: u64) {
+        self.wanted.fetch_max(seq, Ordering::SeqCst);
+        if self.idle.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// An exchange under way whose record is still to come (see [`AuditLog::expect_record`]): a sync
+/// waits a little for it rather than leave it to the next sync. Dropped once the record is
+/// written, or if it never will be.
+pub struct ExpectedRecord(Arc<GroupCommit>);
+
+impl Drop for ExpectedRecord {
+    fn drop(&mut self) {
+        if self.0.expected.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.gathering.swap(false, Ordering::SeqCst) {
+            self.0.wake();
+        }
+    }
 }
 
 impl AuditLog {
@@ -154,12 +204,13 @@ impl AuditLog {
             signed_at: std::time::Instant::now(),
         }));
         let (durable_tx, durable) = watch::channel(Durable::Through(last_seq));
-        let sync = Arc::new(SyncRequests::default());
-        let (thread_state, thread_sync) = (state.clone(), sync.clone());
-        std::thread::Builder::new()
+        let group = Arc::new(GroupCommit::default());
+        let (thread_state, thread_group) = (state.clone(), group.clone());
+        let thread = std::thread::Builder::new()
             .name("audit-sync".to_owned())
-            .spawn(move || sync_loop(&thread_state, &thread_sync, &durable_tx))
+            .spawn(move || sync_loop(&thread_state, &thread_group, &durable_tx, last_seq))
             .map_err(io_err)?;
+        let _ = group.thread.set(thread.thread().clone());
         let log = AuditLog {
             path: path.to_owned(),
             display,
@@ -167,7 +218,7 @@ impl AuditLog {
             state,
             durable,
             last_failure: Mutex::new(None),
-            sync,
+            group,
             signer: Mutex::new(None),
         };
         log.append(Entry::Start { gateway_version: env!("CARGO_PKG_VERSION").to_owned() })?;
@@ -204,18 +255,37 @@ impl AuditLog {
     pub async fn append_durable(&self, entry: Entry) -> Result<u64, AuditError> {
         let seq = self.append(entry)?;
         if self.settings.fsync {
+            self.group.want(seq);
             self.synced_through(seq).await?;
         }
         Ok(seq)
     }
 
-    /// Waits until the sync thread has synced record `seq`.
-    async fn synced_through(&self, seq: u64) -> Result<(), AuditError> {
-        {
-            let mut wanted = self.sync.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            wanted.0 = wanted.0.max(seq);
+    /// Announces a record to come, for an exchange that has just begun: until it is appended
+    /// with [`AuditLog::append_expected`] (or the returned value dropped), a sync may wait a
+    /// little for it (at most [`MAX_GATHER`]), so that one `fdatasync` covers more records.
+    pub fn expect_record(&self) -> ExpectedRecord {
+        self.group.expected.fetch_add(1, Ordering::SeqCst);
+        ExpectedRecord(self.group.clone())
+    }
+
+    /// [`AuditLog::append_durable`] for a record announced by [`AuditLog::expect_record`].
+    pub async fn append_expected(&self, expected: ExpectedRecord, entry: Entry) -> Result<u64, AuditError> {
+        let appended = self.append(entry);
+        if let (Ok(seq), true) = (&appended, self.settings.fsync) {
+            self.group.want(*seq);
         }
-        self.sync.changed.notify_one();
+        // Written (or failed): a gathering sync waits for it no longer.
+        drop(expected);
+        let seq = appended?;
+        if self.settings.fsync {
+            self.synced_through(seq).await?;
+        }
+        Ok(seq)
+    }
+
+    /// Waits until the sync thread has synced record `seq` (already wanted).
+    async fn synced_through(&self, seq: u64) -> Result<(), AuditError> {
         let mut durable = self.durable.clone();
         let reached = durable
             .wait_for(|d| match d {
@@ -325,40 +395,57 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        self.sync.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).1 = true;
-        self.sync.changed.notify_one();
+        self.group.stop.store(true, Ordering::SeqCst);
+        self.group.wake();
     }
 }
 
-/// The sync thread: waits for a record to be wanted on disk, syncs everything written so far
-/// (every writer waiting meanwhile is served by the same `fdatasync`), publishes how far.
-fn sync_loop(state: &Mutex<WriterState>, sync: &SyncRequests, durable: &watch::Sender<Durable>) {
-    let mut synced = 0;
+/// The sync thread: waits for a record to be wanted on disk, gathers the records of exchanges
+/// under way for a moment, syncs everything written so far (every appender waiting meanwhile is
+/// served by the same `fdatasync`), and publishes how far: the waiting answers are woken together.
+fn sync_loop(state: &Mutex<WriterState>, group: &GroupCommit, durable: &watch::Sender<Durable>, mut synced: u64) {
+    let mut last_sync = Duration::ZERO;
     loop {
-        {
-            let mut wanted = sync.wanted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            while wanted.0 <= synced && !wanted.1 {
-                wanted = sync.changed.wait(wanted).unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            if wanted.1 {
+        while group.wanted.load(Ordering::SeqCst) <= synced {
+            if group.stop.load(Ordering::SeqCst) {
                 return;
             }
+            // Set before the last look, so that an appender wanting a record after it wakes us.
+            group.idle.store(true, Ordering::SeqCst);
+            if group.wanted.load(Ordering::SeqCst) <= synced && !group.stop.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            group.idle.store(false, Ordering::SeqCst);
         }
+        gather(group, Instant::now() + last_sync.min(MAX_GATHER));
         let (through, file) = {
             let state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             (state.last_seq, state.sync_handle.clone())
         };
+        let started = Instant::now();
         // Records of a rotated file were synced at the rotation; this file holds the rest.
-        match file.sync_data() {
-            Ok(()) => {
-                synced = through;
-                durable.send_replace(Durable::Through(through));
-            }
-            Err(error) => {
-                synced = through;
-                durable.send_replace(Durable::Failed { through, error: error.to_string() });
-            }
+        let synced_data = file.sync_data();
+        last_sync = started.elapsed();
+        synced = through;
+        match synced_data {
+            Ok(()) => durable.send_replace(Durable::Through(through)),
+            Err(error) => durable.send_replace(Durable::Failed { through, error: error.to_string() }),
+        };
+    }
+}
+
+/// Waits until no announced record is still to come, or until `until`.
+fn gather(group: &GroupCommit, until: Instant) {
+    while group.expected.load(Ordering::SeqCst) > 0 && !group.stop.load(Ordering::SeqCst) {
+        let Some(left) = until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) else {
+            return;
+        };
+        // Set before the last look, so that the last expected record written after it wakes us.
+        group.gathering.store(true, Ordering::SeqCst);
+        if group.expected.load(Ordering::SeqCst) > 0 {
+            std::thread::park_timeout(left);
         }
+        group.gathering.store(false, Ordering::SeqCst);
     }
 }
 
@@ -727,6 +814,41 @@ mod tests {
         log.state.lock().unwrap().file = good;
         log.append(exchange(200)).unwrap();
         log.writable().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expected_records_are_answered_once_synced_even_when_one_never_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(AuditLog::open(&path).unwrap());
+        // An exchange announced whose record never comes: the others wait for it at most a gather.
+        let never = log.expect_record();
+        let started = Instant::now();
+        let appenders: Vec<_> = (0..32)
+            .map(|_| {
+                let (log, expected) = (log.clone(), log.expect_record());
+                tokio::spawn(async move { log.append_expected(expected, exchange(200)).await.unwrap() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for appender in appenders {
+            let seq = appender.await.unwrap();
+            // Released only once its record is on disk.
+            assert!(matches!(*log.durable.borrow(), Durable::Through(through) if through >= seq));
+            seqs.push(seq);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..34).collect::<Vec<u64>>(), "the start record is 1");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        drop(never);
+        assert_eq!(log.group.expected.load(Ordering::SeqCst), 0);
+        // A lone record, nothing else announced, and a record not announced: each answered once synced.
+        let expected = log.expect_record();
+        assert_eq!(log.append_expected(expected, exchange(200)).await.unwrap(), 34);
+        assert_eq!(log.append_durable(exchange(200)).await.unwrap(), 35);
+        assert_eq!(*log.durable.borrow(), Durable::Through(35));
+        let (_, cert) = signer();
+        assert_eq!(verify(&std::fs::read_to_string(&path).unwrap(), &cert).unwrap().records, 35);
     }
 
     /// What an attacker without the key can do: recompute every hash (and `prev`) after an edit.

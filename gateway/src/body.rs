@@ -146,6 +146,11 @@ impl BodyBudget {
         if body.size_hint().lower() > limit as u64 {
             return Err(BodyError::TooLarge { limit });
         }
+        // Nothing to read (a GET's, or an answer of `Content-Length: 0`): no deadline to set,
+        // no bytes to take, no buffer.
+        if body.is_end_stream() {
+            return Ok((Bytes::new(), BodyPermit::default()));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut permit = BodyPermit::default();
         // A declared length is taken at once: bodies taking their bytes chunk by chunk could
@@ -208,6 +213,9 @@ mod tests {
         let streamed = budget.read(StreamBody::new(chunks), 8, Duration::from_secs(1)).await;
         assert!(matches!(streamed, Err(BodyError::TooLarge { limit: 8 })));
         assert_eq!(budget.available(), 10);
+        // An empty body is read at once, and takes nothing.
+        let (empty, permit) = budget.read(Full::new(Bytes::new()), 8, Duration::from_secs(1)).await.unwrap();
+        assert_eq!((empty.len(), permit.bytes(), budget.available()), (0, 0, 10));
         // A body that never ends times out.
         let (_sender, never) = futures::channel::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
         let slow = budget.read(StreamBody::new(never), 8, Duration::from_millis(50)).await;

@@ -109,9 +109,9 @@ impl Api {
         format!("{}/{}", self.provider, self.name)
     }
 
-    pub fn grants(&self, identity: &WorkloadIdentity) -> bool {
-        let uri = identity.uri();
-        self.consumers.contains(&uri)
+    /// Whether the consumer of identity URI `uri` is granted this API.
+    pub fn grants(&self, uri: &str) -> bool {
+        self.consumers.iter().any(|consumer| consumer == uri)
     }
 }
 
@@ -655,7 +655,7 @@ pub(crate) mod tests {
         assert_eq!(base_path, "/api/v1");
         assert!(!api.open_data);
         assert_eq!(api.consumers, [CONSUMER]);
-        assert!(api.grants(&WorkloadIdentity::parse(CONSUMER).unwrap()));
+        assert!(api.grants(&WorkloadIdentity::parse(CONSUMER).unwrap().uri()));
         assert_eq!(api.source, "stnmt/dss");
 
         let resolve = Resolve(BTreeMap::from([("land.stnmt.svc".to_owned(), "127.0.0.1:9000".parse().unwrap())]));

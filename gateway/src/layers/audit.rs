@@ -1,17 +1,21 @@
 //! Writes one audit record per exchange, whatever became of it (refused, failed or answered),
-//! and whatever the client does: the exchange runs in a task of its own, so a client that
-//! closes its connection or resets its HTTP/2 stream before the answer does not cancel it, and
-//! its record is written (marked `clientGone`) — the provider did receive and execute it.
+//! and whatever the client does: the exchange runs in the request's own task, but a client that
+//! closes its connection or resets its HTTP/2 stream before the answer does not cancel it — what
+//! is left of it is spawned as a task of its own ([`Unabandoned`]), and its record is written
+//! (marked `clientGone`): the provider did receive and execute it.
 //! If the record cannot be written the caller gets 503 instead of the answer: no exchange goes
 //! unaudited (X-Road's message log fails closed the same way).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, GatewayRequest, GatewayResponse};
@@ -23,7 +27,8 @@ use crate::problem::{Problem, ProblemKind};
 #[derive(Clone)]
 pub struct AuditLayer {
     pub log: Arc<AuditLog>,
-    /// Where exchanges run; the gateway waits for them at shutdown.
+    /// Where exchanges whose clients went away finish; the gateway waits for every exchange
+    /// (those still in their request's task too) at shutdown.
     pub exchanges: TaskTracker,
     pub metrics: Metrics,
     /// Exchanges in flight at once (they outlive clients that went away): over it, 503.
@@ -56,7 +61,7 @@ pub struct AuditService<S> {
 impl<S> Service<GatewayRequest> for AuditService<S>
 where
     S: Service<GatewayRequest, Response = GatewayResponse, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
 {
     type Response = GatewayResponse;
     type Error = Infallible;
@@ -70,21 +75,24 @@ where
         let started = Instant::now();
         let notes = AuditNotes::default();
         request.extensions_mut().insert(notes.clone());
-        let client = request.extensions().get::<Connection>().map(|c| c.0.remote.to_string()).unwrap_or_default();
-        let method = request.method().to_string();
-        let path = request.uri().path().to_owned();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let connection = request.extensions().get::<Connection>().cloned();
+        let client = || connection.as_ref().map(|c| c.0.client.clone()).unwrap_or_default();
+        let method = request.method().clone();
+        let uri = request.uri().clone();
         let log = self.log.clone();
         let metrics = self.metrics.clone();
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             // Too many exchanges in flight: answered (and recorded) without running it.
             let busy = Problem::Busy(
                 "the gateway runs as many exchanges at once as it allows (--max-exchanges); retry shortly".to_owned(),
             );
-            let exchange =
-                Exchange { client, method, status: busy.status().as_u16(), ..Exchange::default() }.with_path(&path);
+            let exchange = Exchange {
+                client: client(),
+                method: method.as_str().to_owned(),
+                status: busy.status().as_u16(),
+                ..Exchange::default()
+            }
+            .with_path(uri.path());
             return Box::pin(async move {
                 metrics.exchanges.get_or_create(&StatusLabels { status: busy.status().as_u16() }).inc();
                 let written = log.append_durable(Entry::Exchange(exchange)).await;
@@ -97,34 +105,39 @@ where
                 Ok(response)
             });
         };
-        self.exchanges.spawn(async move {
+        // Announced now, so that a sync running meanwhile may wait for this record too.
+        let expected = log.expect_record();
+        let client = client();
+        // `poll_ready` readied `inner` for this call: no clone of the stack is needed.
+        let answered = self.inner.call(request);
+        let exchange_notes = notes.clone();
+        let exchange = async move {
             let _permit = permit;
-            let Ok(response) = inner.call(request).await;
-            let notes = notes.take();
-            let route = notes.route.clone();
+            let Ok(response) = answered.await;
+            let notes = exchange_notes.take();
             let (provider, api) = notes.addressed.unzip();
             let exchange = Exchange {
-                caller: match notes.caller {
-                    Some(Caller::Consumer(identity)) => Some(identity.uri()),
+                caller: match &notes.caller {
+                    Some(Caller::Consumer(consumer)) => Some(consumer.uri.to_string()),
                     _ => None,
                 },
                 client,
                 provider,
                 api,
-                method,
+                method: method.as_str().to_owned(),
                 path: String::new(),
                 status: response.status().as_u16(),
                 request_bytes: notes.request_bytes,
                 response_bytes: response.body().len() as u64,
                 duration_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                client_gone: answer.is_closed(),
-                package_sha256: notes.package_sha256.clone(),
+                client_gone: notes.client_gone,
+                package_sha256: notes.package_sha256,
             }
-            .with_path(notes.canonical_path.as_deref().unwrap_or(&path));
+            .with_path(notes.canonical_path.as_deref().unwrap_or(uri.path()));
             if exchange.client_gone {
                 metrics.client_gone.inc();
             }
-            let written = log.append_durable(Entry::Exchange(exchange)).await;
+            let written = log.append_expected(expected, Entry::Exchange(exchange)).await;
             metrics.audit_written(&written);
             let response = match written {
                 Ok(_) => response,
@@ -134,13 +147,54 @@ where
                 }
             };
             metrics.exchanges.get_or_create(&StatusLabels { status: response.status().as_u16() }).inc();
-            observe(&metrics, route.as_ref(), &response, started);
-            // The client may be gone: its record is written all the same.
-            let _ = answer.send(response);
-        });
-        Box::pin(async move {
-            Ok(answered.await.unwrap_or_else(|_| Problem::Internal("the exchange was lost".to_owned()).response()))
+            observe(&metrics, notes.route.as_ref(), &response, started);
+            Ok(response)
+        };
+        Box::pin(Unabandoned {
+            exchange: Some(Box::pin(exchange)),
+            notes,
+            exchanges: self.exchanges.clone(),
+            _tracked: self.exchanges.token(),
         })
+    }
+}
+
+/// An exchange run by its request's task, which the client cannot cancel: dropped before its
+/// answer (the client went away), it marks the exchange `clientGone` and spawns what is left of
+/// it. Cheaper than a task and a channel per exchange, when clients wait for their answers.
+struct Unabandoned {
+    exchange: Option<BoxFuture>,
+    notes: AuditNotes,
+    exchanges: TaskTracker,
+    /// The gateway's shutdown waits for this exchange too.
+    _tracked: TaskTrackerToken,
+}
+
+impl Future for Unabandoned {
+    type Output = Result<GatewayResponse, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(exchange) = self.exchange.as_mut() else {
+            return Poll::Ready(
+                Ok(Problem::Internal("the exchange was polled after its answer".to_owned()).response()),
+            );
+        };
+        let answer = std::task::ready!(exchange.as_mut().poll(cx));
+        self.exchange = None;
+        Poll::Ready(answer)
+    }
+}
+
+impl Drop for Unabandoned {
+    fn drop(&mut self) {
+        let Some(exchange) = self.exchange.take() else { return };
+        AuditNotes::update(&self.notes, |notes| notes.client_gone = true);
+        // The client may be gone: the exchange goes on, and its record is written all the same.
+        // (Spawned before `_tracked` is dropped, so the tracker never counts it finished.)
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(self.exchanges.spawn_on(exchange, &runtime)),
+            Err(_) => tracing::error!("an exchange abandoned outside the runtime could not finish"),
+        }
     }
 }
 

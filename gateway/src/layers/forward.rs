@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -67,8 +68,11 @@ impl Default for ForwardSettings {
 }
 
 /// The innermost service: a pooled HTTP/1.1 client to the providers, and the national platform's.
+/// Shared: a request takes a reference, not a copy of the client.
 #[derive(Clone)]
-pub struct Forward {
+pub struct Forward(Arc<Forwarder>);
+
+struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
     /// The national platform in force (swapped by the reloader).
     national: Arc<ArcSwapOption<NationalPlatform>>,
@@ -88,13 +92,13 @@ impl Forward {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
         connector.set_nodelay(true);
-        Forward {
+        Forward(Arc::new(Forwarder {
             client: Client::builder(TokioExecutor::new()).build(connector),
             national: live.national.clone(),
             upstream_tls: live.tls.clone(),
             settings,
             budget,
-        }
+        }))
     }
 }
 
@@ -108,7 +112,7 @@ impl Service<GatewayRequest> for Forward {
     }
 
     fn call(&mut self, request: GatewayRequest) -> BoxFuture {
-        let this = self.clone();
+        let this = self.0.clone();
         Box::pin(async move { Ok(this.forward(request).await) })
     }
 }
@@ -135,8 +139,8 @@ enum ExchangeFailure {
     Http(hyper::Error),
 }
 
-impl Forward {
-    async fn forward(self, request: GatewayRequest) -> GatewayResponse {
+impl Forwarder {
+    async fn forward(&self, request: GatewayRequest) -> GatewayResponse {
         let via = match request.extensions().get::<RoutedRequest>().map(|r| &r.api.target) {
             Some(Target::National) => match self.national.load_full() {
                 Some(platform) => Via::National(platform),
@@ -269,49 +273,58 @@ fn upstream_request(
     request: GatewayRequest,
     national: Option<&NationalPlatform>,
 ) -> Result<Request<Full<Bytes>>, Box<GatewayResponse>> {
-    let routed = request.extensions().get::<RoutedRequest>().cloned();
-    let caller = request.extensions().get::<Caller>().cloned();
-    let connection = request.extensions().get::<Connection>().cloned();
-    let (Some(routed), Some(caller), Some(connection)) = (routed, caller, connection) else {
+    let (mut parts, body) = request.into_parts();
+    // Taken, not copied: nothing of the client's request's extensions goes upstream.
+    let mut extensions = std::mem::take(&mut parts.extensions);
+    let (Some(routed), Some(caller), Some(connection)) =
+        (extensions.remove::<RoutedRequest>(), extensions.remove::<Caller>(), extensions.remove::<Connection>())
+    else {
         return Err(internal("forwarding before identity and routing"));
     };
-    let (mut parts, body) = request.into_parts();
     let crate::body::RequestBody::Read(body) = body else {
         return Err(internal("forwarding before the body was read"));
     };
     // The scheme and authority: `None` for origin-form, sent on a connection of its own.
-    let (origin, host, mut path) = match (&routed.api.target, national) {
+    let (origin, host, prefix, api) = match (&routed.api.target, national) {
         (Target::Agency { origin, host, base_path }, _) => {
-            (Some(("http", origin)), host.as_str(), format!("{base_path}{}", routed.rest))
+            (Some((Scheme::HTTP, origin)), host.as_str(), base_path.as_str(), None)
         }
         (Target::National, Some(platform)) => (
-            Some(("https", &platform.origin)),
+            Some((Scheme::HTTPS, &platform.origin)),
             platform.host.as_str(),
-            format!("{}/{}{}", platform.base_path, routed.api.name, routed.rest),
+            platform.base_path.as_str(),
+            Some(routed.api.name.as_str()),
         ),
         (Target::National, None) => return Err(internal("a national route without the national platform")),
-        (Target::Exchange { server_name, base_path, .. }, _) => {
-            (None, server_name.as_str(), format!("{base_path}{}", routed.rest))
-        }
+        (Target::Exchange { server_name, base_path, .. }, _) => (None, server_name.as_str(), base_path.as_str(), None),
     };
+    // `<prefix>[/<api>]<rest>[?<query>]`, written once into a buffer of the right size.
+    let query = parts.uri.query();
+    let mut path = String::with_capacity(
+        prefix.len() + api.map_or(0, |a| a.len() + 1) + routed.rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
+    );
+    path.push_str(prefix);
+    if let Some(api) = api {
+        path.push('/');
+        path.push_str(api);
+    }
+    path.push_str(&routed.rest);
     if path.is_empty() {
         path.push('/');
     }
-    if let Some(query) = parts.uri.query() {
-        path = format!("{path}?{query}");
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
     }
-    let uri = match origin {
-        Some((scheme, origin)) => Uri::builder()
-            .scheme(scheme)
-            .authority(origin.authority().map(|a| a.as_str()).unwrap_or_default())
-            .path_and_query(path)
-            .build(),
-        None => Uri::builder().path_and_query(path).build(),
+    let mut uri = http::uri::Parts::default();
+    uri.path_and_query =
+        Some(PathAndQuery::try_from(path).map_err(|e| internal(&format!("cannot build the upstream URI: {e}")))?);
+    if let Some((scheme, origin)) = origin {
+        uri.scheme = Some(scheme);
+        uri.authority = origin.authority().cloned();
     }
-    .map_err(|e| internal(&format!("cannot build the upstream URI: {e}")))?;
-    parts.uri = uri;
+    parts.uri = Uri::from_parts(uri).map_err(|e| internal(&format!("cannot build the upstream URI: {e}")))?;
     parts.version = http::Version::HTTP_11;
-    parts.extensions = http::Extensions::new();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     // Again here, where requests leave: whatever a layer did, no client's claim goes on.
@@ -320,28 +333,32 @@ fn upstream_request(
     let host = HeaderValue::from_str(host).map_err(|_| internal("host is not a header value"))?;
     headers.insert(header::HOST, host);
     headers.remove(header::CONTENT_LENGTH);
-    if let Caller::Consumer(identity) = &caller {
-        let value = HeaderValue::from_str(&identity.uri()).map_err(|_| internal("identity is not a header value"))?;
+    if let Caller::Consumer(consumer) = &caller {
+        let value = consumer.header.clone().ok_or_else(|| internal("identity is not a header value"))?;
         headers.insert(HeaderName::from_static(CONSUMER_HEADER), value);
     }
     // A Pod's address means nothing outside the province: the national platform is not told.
     if national.is_none() {
-        let address = HeaderValue::from_str(&connection.0.remote.ip().to_string())
-            .map_err(|_| internal("address is not a header value"))?;
-        headers.insert(HeaderName::from_static(CLIENT_ADDRESS_HEADER), address);
+        headers.insert(HeaderName::from_static(CLIENT_ADDRESS_HEADER), connection.0.client_address_header.clone());
     }
     Ok(Request::from_parts(parts, Full::new(body)))
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter().map(|h| HeaderName::from_static(h)).collect::<Vec<_>>().iter()) {
+    // The names a `Connection` header lists are connection-specific too (rare: collected only then).
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -378,7 +395,7 @@ mod tests {
         let request = routed(consumer(CONSUMER), std::sync::Arc::new(api));
         let (live, _files) = live_config();
         let forward = Forward::new(ForwardSettings::default(), BodyBudget::new(1 << 20), &live);
-        let response = forward.forward(request).await;
+        let response = forward.0.forward(request).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         let detail = crate::problem::detail_of(&response)["detail"].as_str().unwrap().to_owned();
         assert!(detail.contains("cannot be reached"), "{detail}");

@@ -14,10 +14,10 @@ impl Check for GrantCheck {
         let api = &routed.api;
         match caller {
             _ if api.open_data => Ok(()),
-            Caller::Consumer(identity) if api.grants(identity) => Ok(()),
-            Caller::Consumer(identity) => Err(Problem::NotGranted(format!(
+            Caller::Consumer(consumer) if api.grants(&consumer.uri) => Ok(()),
+            Caller::Consumer(consumer) => Err(Problem::NotGranted(format!(
                 "{} is not granted API {}: the provider has not approved this consumer",
-                identity.uri(),
+                consumer.uri,
                 api.label()
             ))
             .into()),

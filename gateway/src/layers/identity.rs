@@ -7,7 +7,7 @@
 use time::OffsetDateTime;
 
 use super::{Check, GatewayRequest, Refusal};
-use crate::context::{AuditNotes, Caller, Connection, Listener};
+use crate::context::{AuditNotes, Caller, Connection, Consumer, Listener};
 use crate::problem::Problem;
 
 #[derive(Clone, Debug, Default)]
@@ -27,16 +27,16 @@ impl Check for IdentityCheck {
                 let verified = identity.get_or_init(|| {
                     let until = govpaas_pki::verify::chain_not_after(peer_chain).unwrap_or(now);
                     govpaas_pki::verify::verify_client_chain(peer_chain, anchors, now)
-                        .map(|identity| (identity, until))
+                        .map(|identity| (Consumer::new(identity), until))
                         .map_err(|e| e.to_string())
                 });
                 match verified {
                     // A connection may outlive its client certificate: every request checks it.
-                    Ok((identity, until)) if now < *until => Caller::Consumer(identity.clone()),
-                    Ok((identity, until)) => {
+                    Ok((consumer, until)) if now < *until => Caller::Consumer(consumer.clone()),
+                    Ok((consumer, until)) => {
                         return Err(Problem::CertificateExpired(format!(
                             "the client certificate of {} expired at {until} during this connection: reconnect with the renewed certificate",
-                            identity.uri()
+                            consumer.uri
                         ))
                         .into());
                     }
@@ -93,21 +93,21 @@ mod tests {
         let anchors = Arc::new(TrustAnchors::from_pem(ca.certificate_pem().as_bytes()).unwrap());
         let identity = WorkloadIdentity::parse(CONSUMER).unwrap();
         let connection = |until: OffsetDateTime| {
-            Connection(Arc::new(ConnectionInfo {
-                remote: client_addr(),
-                listener: Listener::Mutual {
+            Connection(Arc::new(ConnectionInfo::new(
+                client_addr(),
+                Listener::Mutual {
                     peer_chain: Vec::new(),
                     anchors: anchors.clone(),
                     // As verified at the handshake, valid until `until`.
-                    identity: OnceLock::from(Ok((identity.clone(), until))),
+                    identity: OnceLock::from(Ok((Consumer::new(identity.clone()), until))),
                 },
-            }))
+            )))
         };
 
         let mut fresh = request("/H17.12/land-records");
         fresh.extensions_mut().insert(connection(now + time::Duration::hours(1)));
         IdentityCheck.check(&mut fresh).unwrap();
-        assert_eq!(fresh.extensions().get::<Caller>(), Some(&Caller::Consumer(identity.clone())));
+        assert_eq!(fresh.extensions().get::<Caller>(), Some(&Caller::consumer(identity.clone())));
 
         let mut stale = request("/H17.12/land-records");
         stale.extensions_mut().insert(connection(now - time::Duration::seconds(1)));

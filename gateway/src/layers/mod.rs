@@ -71,7 +71,7 @@ impl<C, S> Service<GatewayRequest> for CheckService<C, S>
 where
     C: Check,
     S: Service<GatewayRequest, Response = GatewayResponse, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S::Future: Send + 'static,
 {
     type Response = GatewayResponse;
     type Error = Infallible;
@@ -83,12 +83,9 @@ where
 
     fn call(&mut self, mut request: GatewayRequest) -> BoxFuture {
         match self.check.check(&mut request) {
-            Ok(()) => {
-                // The clone is not ready; the one `poll_ready` prepared goes with the request.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { inner.call(request).await })
-            }
+            // The check is done before the call returns: the inner service that `poll_ready`
+            // prepared is called at once, without a clone of the stack below.
+            Ok(()) => Box::pin(self.inner.call(request)),
             Err(refusal) => Box::pin(std::future::ready(Ok(*refusal))),
         }
     }
@@ -173,6 +170,6 @@ pub(crate) mod testing {
     pub const OTHER: &str = "spiffe://quangnam.gov.vn/agency/H50/dss/x";
 
     pub fn consumer(uri: &str) -> Caller {
-        Caller::Consumer(govpaas_pki::WorkloadIdentity::parse(uri).unwrap())
+        Caller::consumer(govpaas_pki::WorkloadIdentity::parse(uri).unwrap())
     }
 }

@@ -19,9 +19,10 @@ use super::{Check, GatewayRequest, Refusal};
 use crate::problem::Problem;
 use crate::routes::{RateLimit, RouteSet};
 
-type Limiter = DefaultKeyedRateLimiter<String>;
-/// Per API label: its limit, and the buckets kept under it.
-type LimiterMap = HashMap<String, (RateLimit, Arc<Limiter>)>;
+type Limiter = DefaultKeyedRateLimiter<Arc<str>>;
+/// Per provider, per API name: its limit, and the buckets kept under it (two levels: found
+/// without formatting a key per request).
+type LimiterMap = HashMap<String, HashMap<String, (RateLimit, Arc<Limiter>)>>;
 
 /// One keyed limiter per API, replaced when the API's limit changes.
 #[derive(Clone)]
@@ -55,15 +56,15 @@ impl RateLimiters {
         RateLimit { requests_per_minute: divide(limit.requests_per_minute), burst: divide(limit.burst) }
     }
 
-    fn limiter(&self, api: &str, limit: RateLimit) -> Arc<Limiter> {
+    fn limiter(&self, provider: &str, api: &str, limit: RateLimit) -> Arc<Limiter> {
         let limit = self.share(limit);
         let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match limiters.get(api) {
+        match limiters.get(provider).and_then(|apis| apis.get(api)) {
             Some((current, limiter)) if *current == limit => limiter.clone(),
             _ => {
                 let quota = Quota::per_minute(limit.requests_per_minute).allow_burst(limit.burst);
                 let limiter = Arc::new(RateLimiter::keyed(quota));
-                limiters.insert(api.to_owned(), (limit, limiter.clone()));
+                limiters.entry(provider.to_owned()).or_default().insert(api.to_owned(), (limit, limiter.clone()));
                 limiter
             }
         }
@@ -73,9 +74,11 @@ impl RateLimiters {
     /// follows the active callers (called after every route reload and periodically).
     pub fn prune(&self, table: &RouteSet) {
         let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        limiters
-            .retain(|label, _| label.split_once('/').is_some_and(|(provider, api)| table.get(provider, api).is_some()));
-        for (_, limiter) in limiters.values() {
+        for (provider, apis) in limiters.iter_mut() {
+            apis.retain(|api, _| table.get(provider, api).is_some());
+        }
+        limiters.retain(|_, apis| !apis.is_empty());
+        for (_, limiter) in limiters.values().flat_map(HashMap::values) {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -90,13 +93,13 @@ pub struct RateLimitCheck {
 impl Check for RateLimitCheck {
     fn check(&self, request: &mut GatewayRequest) -> Result<(), Refusal> {
         let (caller, routed) = super::caller_and_route(request, "rate limit")?;
-        let label = routed.api.label();
         let limit = routed.api.rate_limit;
-        let limiter = self.limiters.limiter(&label, limit);
+        let limiter = self.limiters.limiter(&routed.api.provider, &routed.api.name, limit);
         let key = caller.rate_key();
         match limiter.check_key(&key) {
             Ok(()) => Ok(()),
             Err(not_until) => {
+                let label = routed.api.label();
                 let wait = not_until.wait_time_from(self.limiters.clock.now());
                 let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 let detail = format!(
