@@ -82,7 +82,7 @@ where
         PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
     {
         let calls = self.sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if calls % 256 == 0 {
+        if calls.is_multiple_of(256) {
             self.lock().retain(|(namespace, name), _| cache.get(&ObjectRef::new(name).within(namespace)).is_some());
         }
     }
@@ -169,9 +169,7 @@ mod tests {
                 let changed = known.get(&api, Some(&meta("2")), "ns", "tls").await.unwrap().unwrap();
                 // Not in the cache (created a moment ago): read.
                 let uncached = known.get(&api, None, "ns", "tls").await.unwrap().unwrap();
-                let versions =
-                    [&first, &again, &changed, &uncached].map(|s| s.metadata.resource_version.clone().unwrap());
-                versions
+                [&first, &again, &changed, &uncached].map(|s| s.metadata.resource_version.clone().unwrap())
             })
         };
         answer_get(&mut api_server, &secret("1")).await;
