@@ -272,13 +272,12 @@ impl AuditLog {
     /// [`AuditLog::append_durable`] for a record announced by [`AuditLog::expect_record`].
     pub async fn append_expected(&self, expected: ExpectedRecord, entry: Entry) -> Result<u64, AuditError> {
         let appended = self.append(entry);
-        if let (Ok(seq), true) = (&appended, self.settings.fsync) {
-            self.group.want(*seq);
-        }
-        // Written (or failed): a gathering sync waits for it no longer.
+        // Written (or failed): a gathering sync waits for it no longer. Before the sync thread is
+        // woken for it, so that a lone exchange's sync does not wait for the exchange itself.
         drop(expected);
         let seq = appended?;
         if self.settings.fsync {
+            self.group.want(seq);
             self.synced_through(seq).await?;
         }
         Ok(seq)
