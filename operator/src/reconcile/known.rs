@@ -5,6 +5,8 @@
 //! The metadata caches (`watch::metadata_cache`) already say when each owned object changes; this
 //! memory turns that into "no live read of what has not changed" without caching every whole
 //! object of the kind (a Secret's key material is held only for the objects reconciles read).
+//! What is kept is stripped as the caches are (`watch::strip`: managed fields, kubectl's
+//! last-applied copy), often the larger part of an object as the API server returns it.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -55,7 +57,8 @@ where
         }
         // Not in the cache yet (just created) or changed since: ask.
         match api.get_opt(name).await? {
-            Some(object) => {
+            Some(mut object) => {
+                super::watch::strip(&mut object);
                 let object = Arc::new(object);
                 self.lock().insert(key, object.clone());
                 Ok(Some(object))
@@ -72,7 +75,9 @@ where
         let (Some(namespace), Some(name)) = (object.meta().namespace.clone(), object.meta().name.clone()) else {
             return;
         };
-        self.lock().insert((namespace, name), Arc::new(object.clone()));
+        let mut kept = object.clone();
+        super::watch::strip(&mut kept);
+        self.lock().insert((namespace, name), Arc::new(kept));
     }
 
     /// Forgets the objects `cache` no longer holds (deleted), so that the memory holds no more than
@@ -176,12 +181,13 @@ mod tests {
         answer_get(&mut api_server, &secret("2")).await;
         answer_get(&mut api_server, &secret("2")).await;
         assert_eq!(reads.await.unwrap(), ["1", "1", "2", "2"].map(String::from));
-        // Applied: the answer is kept.
-        known.remember(&secret("3"));
+        // Applied: the answer is kept, without its managed fields.
+        let mut applied = secret("3");
+        applied.metadata.managed_fields = Some(vec![Default::default()]);
+        known.remember(&applied);
         let meta = secret("3").metadata;
-        assert_eq!(
-            known.get(&api, Some(&meta), "ns", "tls").await.unwrap().unwrap().metadata.resource_version.as_deref(),
-            Some("3")
-        );
+        let kept = known.get(&api, Some(&meta), "ns", "tls").await.unwrap().unwrap();
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("3"));
+        assert_eq!(kept.metadata.managed_fields, None);
     }
 }

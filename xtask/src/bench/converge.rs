@@ -260,14 +260,7 @@ mod tests {
             "requests_by": [["apply secrets", 3000.0], ["get secrets", 20.0]], "restart_requests_by": [],
             "queue_wait": {"count": 9000.0, "mean_seconds": 0.25, "p50_seconds": 0.016, "p99_seconds": null}
         });
-        let machine = Machine {
-            cpus: "2".into(),
-            cpu_model: "Test CPU".into(),
-            memory: "24.0 GiB".into(),
-            rustc: "rustc 1.95.0".into(),
-            kernel: "6.1".into(),
-            load_average: "0.5 0.4 0.3".into(),
-        };
+        let machine = Machine::for_tests();
         let text = section(&result, &machine).unwrap();
         for needle in [
             "Test CPU",

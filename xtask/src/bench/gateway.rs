@@ -1122,14 +1122,7 @@ mod tests {
     use super::*;
 
     fn machine() -> Machine {
-        Machine {
-            cpus: "2".into(),
-            cpu_model: "Test CPU".into(),
-            memory: "24.0 GiB".into(),
-            rustc: "rustc 1.95.0".into(),
-            kernel: "6.1".into(),
-            load_average: "0.5 0.4 0.3".into(),
-        }
+        Machine::for_tests()
     }
 
     fn report(throughput: f64, p50_ms: u64, p99_ms: u64) -> Report {

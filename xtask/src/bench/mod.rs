@@ -132,6 +132,21 @@ impl Machine {
     }
 }
 
+#[cfg(test)]
+impl Machine {
+    /// A made-up machine for the sections' tests.
+    pub(crate) fn for_tests() -> Self {
+        Machine {
+            cpus: "2".into(),
+            cpu_model: "Test CPU".into(),
+            memory: "24.0 GiB".into(),
+            rustc: "rustc 1.95.0".into(),
+            kernel: "6.1".into(),
+            load_average: "0.5 0.4 0.3".into(),
+        }
+    }
+}
+
 fn certificates_section(r: &Value, m: &Machine) -> Result<String> {
     let num = |key: &str| r[key].as_f64().with_context(|| format!("BENCH-RESULT lacks {key}"));
     let count = |key: &str| num(key).map(|v| thousands(v.round() as u64));
@@ -343,14 +358,7 @@ mod tests {
             "kubectl_get_json_seconds": 1.24, "raw_list_seconds": 0.31, "tree_to_kubectl_ratio": 0.5,
             "tree_to_raw_list_ratio": 2.0, "tree_json_to_kubectl_ratio": 0.56
         });
-        let machine = Machine {
-            cpus: "2".into(),
-            cpu_model: "Test CPU".into(),
-            memory: "24.0 GiB".into(),
-            rustc: "rustc 1.95.0".into(),
-            kernel: "6.1".into(),
-            load_average: "0.5 0.4 0.3".into(),
-        };
+        let machine = Machine::for_tests();
         let text = tree_section(&result, &machine).unwrap();
         for needle in ["Test CPU", "4,000 Tenants", "12.5 MB", "**0.620 s**", "**0.50**", "under the issue's bound"] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
@@ -378,14 +386,7 @@ mod tests {
             "issuance_to_sign_ratio": 0.3125, "issuance_to_primitive_bound_ratio": 0.52, "verified_samples": 480,
             "census_certificates": 16000, "census_bundles": 4000, "census_seconds": 0.5, "census_per_second": 32000
         });
-        let machine = Machine {
-            cpus: "2".into(),
-            cpu_model: "Test CPU".into(),
-            memory: "24.0 GiB".into(),
-            rustc: "rustc 1.95.0".into(),
-            kernel: "6.1".into(),
-            load_average: "0.5 0.4 0.3".into(),
-        };
+        let machine = Machine::for_tests();
         let text = certificates_section(&result, &machine).unwrap();
         for needle in [
             "Test CPU",
