@@ -133,8 +133,7 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
          `cargo xtask bench converge --tenants {tenants_arg} --services {services_arg}` \
          (`xtask/src/bench/converge.rs`, `tests/examples/converge_bench.rs`), run on {date}.\n\
          \n\
-         Machine: {model}; {cpus} CPUs (`nproc`); {memory} memory; {rustc}; Linux {kernel}; load average \
-         {load} when the run started. etcd, the API server, kube-controller-manager, kube-scheduler, kwok, the \
+         {machine}. etcd, the API server, kube-controller-manager, kube-scheduler, kwok, the \
          operator and the benchmark's own client share these cores: the operator and the raw writer each \
          ran on a control plane of its own, one after the other, on the same machine.\n\
          \n\
@@ -190,12 +189,7 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
          fresh control plane); it has not been run here.\n",
         tenants_arg = count("/tenants")?,
         services_arg = count("/services")?,
-        model = m.cpu_model,
-        cpus = m.cpus,
-        memory = m.memory,
-        rustc = m.rustc,
-        kernel = m.kernel,
-        load = m.load_average,
+        machine = m.summary(),
         tenants_n = count("/tenants")?,
         services_n = count("/services")?,
         nodes = count("/nodes")?,

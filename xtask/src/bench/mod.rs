@@ -132,6 +132,17 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// `Machine: <model>; <n> CPUs (`nproc`); <memory> memory; <rustc>; Linux <kernel>; load average
+    /// <load> when the run started`, the opening of a section's machine paragraph.
+    pub fn summary(&self) -> String {
+        format!(
+            "Machine: {}; {} CPUs (`nproc`); {} memory; {}; Linux {}; load average {} when the run started",
+            self.cpu_model, self.cpus, self.memory, self.rustc, self.kernel, self.load_average
+        )
+    }
+}
+
 #[cfg(test)]
 impl Machine {
     /// A made-up machine for the sections' tests.
