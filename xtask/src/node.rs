@@ -332,6 +332,9 @@ pub fn start(
             "--run-loadbalancer=false".into(),
             "--enable-cni=false".into(),
             "--enable-ipv6=false".into(),
+            // Its rules follow the API's events; a full sync every 15 s (5 min by default) mends
+            // them soon if an event's sync was missed or failed, as a test's 240 s wait requires.
+            "--iptables-sync-period=15s".into(),
             "--metrics-port=0".into(),
             format!("--health-port={}", free_port()?),
             "--v=1".into(),

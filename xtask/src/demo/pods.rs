@@ -118,7 +118,11 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
             break out;
         }
         if started.elapsed() > WAIT {
-            bail!("the granted call did not succeed within {} s:\n{out}", WAIT.as_secs());
+            bail!(
+                "the granted call did not succeed within {} s:\n{out}\n{}",
+                WAIT.as_secs(),
+                why_the_provider_is_unreachable(tools, kubeconfig)
+            );
         }
         std::thread::sleep(Duration::from_secs(2));
     };
@@ -316,6 +320,96 @@ fn wait_pods_ready(tools: &Tools, kubeconfig: &Path, namespace: &str, selector: 
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// What a failed exchange needs explained, in few lines: the provider's Pod and endpoints, the
+/// NetworkPolicies of its namespace, its DataSharingService's conditions, whether the Pod answers
+/// from the node itself (no policy applies there) and through its Service, the firewall's rules
+/// for the Pod, and the last lines of the gateway's and the firewall's logs.
+fn why_the_provider_is_unreachable(tools: &Tools, kubeconfig: &Path) -> String {
+    let get = |what: &str, args: &[&str]| {
+        let out = kubectl(tools, kubeconfig).args(args).output();
+        let text = match out {
+            Ok(out) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            Err(err) => err.to_string(),
+        };
+        format!("-- {what}:\n{}", text.trim_end())
+    };
+    let ns = PROVIDER_NAMESPACE;
+    let mut report = vec![
+        get("the provider's Pod", &["get", "pods", "-n", ns, "-l", "app=can-bo-api", "-o", "wide", "--no-headers"]),
+        get(
+            "its endpoints",
+            &[
+                "get",
+                "endpointslices",
+                "-n",
+                ns,
+                "-l",
+                "kubernetes.io/service-name=can-bo-api",
+                "-o",
+                "jsonpath={range .items[*].endpoints[*]}{.addresses} ready={.conditions.ready}{\"\\n\"}{end}",
+            ],
+        ),
+        get(
+            "NetworkPolicies",
+            &[
+                "get",
+                "networkpolicies",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} pods={.spec.podSelector.matchLabels} types={.spec.policyTypes} from={.spec.ingress[*].from} ports={.spec.ingress[*].ports}{\"\\n\"}{end}",
+            ],
+        ),
+        get(
+            "DataSharingServices",
+            &[
+                "get",
+                "datasharingservices",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}: {range .status.conditions[*]}{.type}={.status} {.reason}; {end}{\"\\n\"}{end}",
+            ],
+        ),
+    ];
+    let pod_ip = crate::cluster::kubectl_output(
+        tools,
+        kubeconfig,
+        &["get", "pod", "-n", ns, "can-bo-api", "-o", "jsonpath={.status.podIP}"],
+    );
+    let cluster_ip = crate::cluster::kubectl_output(
+        tools,
+        kubeconfig,
+        &["get", "service", "-n", ns, "can-bo-api", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    for (what, ip) in [("the Pod", pod_ip.clone()), ("the Service", cluster_ip)] {
+        let answer = match ip.as_deref().map(|ip| format!("{}:8080", ip.trim())).and_then(|a| a.parse().ok()) {
+            Some(address) => match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)) {
+                Ok(_) => format!("{address} accepts a connection"),
+                Err(err) => format!("{address}: {err}"),
+            },
+            None => "no address".to_owned(),
+        };
+        report.push(format!("-- {what} from the node: {answer}"));
+    }
+    let rules = Command::new("iptables-save").args(["-t", "filter"]).output();
+    let rules = rules.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default();
+    let pod_ip = pod_ip.unwrap_or_default();
+    let mentions = rules.lines().filter(|l| !pod_ip.is_empty() && l.contains(pod_ip.trim())).count();
+    report.push(format!(
+        "-- the firewall: {} pod chains, {} policy chains, {mentions} rules for the Pod's address",
+        rules.lines().filter(|l| l.starts_with(":KUBE-POD-FW-")).count(),
+        rules.lines().filter(|l| l.starts_with(":KUBE-NWPLCY-")).count(),
+    ));
+    report.push(get("the gateway's log", &["logs", "-n", install::NAMESPACE, "govpaas-gateway-0", "--tail=6"]));
+    let firewall_log = paths::cluster_dir().join("logs").join("kube-router.log");
+    let text = fs::read_to_string(&firewall_log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with('E') || l.starts_with('W')).collect();
+    let last: Vec<&str> = errors.iter().rev().take(6).rev().copied().collect();
+    report.push(format!("-- the firewall's last warnings and errors ({} in all):\n{}", errors.len(), last.join("\n")));
+    report.join("\n")
 }
 
 /// `agency-echo get URL` in the caller Pod of `namespace`, through the gateway's Service, with the
