@@ -29,6 +29,7 @@ use crate::certificates::trust_store::PlatformTrust;
 use govpaas_crds::agency::normalise;
 
 use crate::error::Result;
+use crate::reconcile::known::KnownObjects;
 use crate::reconcile::labels;
 use crate::reconcile::outcome::{Step, Stop};
 use crate::telemetry::CertificateKey;
@@ -178,9 +179,15 @@ pub async fn platform_ca(
 
 /// `tenant`'s CA, issued by the issuing platform CA of `trust` if it does not exist yet, renewed
 /// once it is due (or has expired) or once a platform CA rotation retires the CA that issued it,
-/// or why it cannot be used.
+/// or why it cannot be used. `stored` is its Secret as the tenant controller's cache (or its own
+/// last write) shows it; what is written is kept in `known`, so the next reconcile does not decide
+/// from the version before. A decision from a stale copy cannot do harm: a create of what exists
+/// and a renewal of a version since replaced both fail (409), and the stored CA is read instead.
+#[allow(clippy::too_many_arguments)]
 pub async fn tenant_ca(
     api: &Api<Secret>,
+    stored: Option<Arc<Secret>>,
+    known: &KnownObjects<Secret>,
     tenant: &Tenant,
     context: &TenantContext,
     base_domain: &str,
@@ -201,7 +208,7 @@ pub async fn tenant_ca(
             .issue_tenant_ca(&request, policy, now)
             .map_err(|err| format!("cannot issue the CA of tenant {}: {err}", context.name))
     };
-    let stored = match api.get_opt(&name).await? {
+    let stored = match stored {
         Some(secret) => secret,
         None => {
             let ca = match issue() {
@@ -216,7 +223,9 @@ pub async fn tenant_ca(
                 owner_references: tenant.controller_owner_ref(&()).map(|owner| vec![owner]),
                 ..Default::default()
             };
-            create_once(api, &ca_secret(meta, &ca)).await?
+            let created = create_once(api, &ca_secret(meta, &ca)).await?;
+            known.remember(&created);
+            Arc::new(created)
         }
     };
     let (Some(crt), Some(key)) = (secret_data(&stored, "tls.crt"), secret_data(&stored, "tls.key")) else {
@@ -226,11 +235,11 @@ pub async fn tenant_ca(
         Ok(ca) => ca,
         // An expired tenant CA certifies nothing any more: replacing it loses nothing.
         Err(govpaas_pki::Error::Expired { .. }) => {
-            return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
+            return renew_tenant_ca(api, known, &stored, issue(), platform_ca, now).await;
         }
         // A platform CA rotation is re-issuing: a tenant CA of the retiring CA moves to the new one.
         Err(govpaas_pki::Error::IssuerMismatch { .. }) if issued_by(trust.retiring.as_ref(), &crt) => {
-            return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
+            return renew_tenant_ca(api, known, &stored, issue(), platform_ca, now).await;
         }
         Err(err) => return Ok(Err(format!("the tenant CA Secret {name} does not hold a usable CA: {err}"))),
     };
@@ -248,7 +257,7 @@ pub async fn tenant_ca(
         )));
     }
     if is_due(now, ca.not_before(), ca.not_after(), policy.renewal) {
-        return renew_tenant_ca(api, &stored, issue(), platform_ca, now).await;
+        return renew_tenant_ca(api, known, &stored, issue(), platform_ca, now).await;
     }
     Ok(Ok(ca))
 }
@@ -337,6 +346,7 @@ pub fn tenant_ca_renewal_time(ca: &CertificateAuthority, policy: &IssuancePolicy
 /// carries it) until their controllers see another issuer and re-issue them.
 async fn renew_tenant_ca(
     api: &Api<Secret>,
+    known: &KnownObjects<Secret>,
     stored: &Secret,
     issued: std::result::Result<CertificateAuthority, String>,
     platform_ca: &CertificateAuthority,
@@ -355,12 +365,14 @@ async fn renew_tenant_ca(
         },
     });
     match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {
+        Ok(renewed) => {
+            known.remember(&renewed);
             tracing::info!(secret = %name, subject = ca.subject(), "renewed a tenant CA");
             Ok(Ok(ca))
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let winner = api.get(&name).await?;
+            known.remember(&winner);
             let (Some(crt), Some(key)) = (secret_data(&winner, "tls.crt"), secret_data(&winner, "tls.key")) else {
                 return Ok(Err(format!("the tenant CA Secret {name} lacks tls.crt or tls.key")));
             };

@@ -27,10 +27,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use crate::lgsp::tables;
 use crate::reconcile::triggers::Triggers;
@@ -42,7 +41,7 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
     let client = shared.client.clone();
     let owned = labels::component_selector(build::COMPONENT);
     let (network_policies, policy_stream) = watch::metadata_cache::<NetworkPolicy>(client.clone(), &owned);
-    let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
+    let (secrets, secret_stream) = watch::whole_cache::<Secret>(client.clone(), &owned, watch::keep_all);
 
     // Route tables live in the operator's namespace and carry no owner reference: they map back to
     // their DataSharingService by label and annotation.
@@ -52,14 +51,11 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
         tables::source_of(&table).map(|(namespace, name)| ObjectRef::<DataSharingObject>::new(&name).within(&namespace))
     };
 
-    // A Service appearing, changing or going may be the one behind a provided API.
-    let service_api: Api<PartialObjectMeta<Service>> = Api::all(client.clone());
-    let service_stream = watch::watcher(service_api, crate::reconcile::watch::config())
-        .default_backoff()
-        .modify(watch::strip)
-        .touched_objects();
+    // A Service appearing, changing or going may be the one behind a provided API; reconciles
+    // read the provided APIs' Services (their selector and ports) from this cache.
+    let (kubernetes_services, service_stream) = watch::every_service(client.clone());
     let store = services.store.clone();
-    let providers_of = move |service: PartialObjectMeta<Service>| {
+    let providers_of = move |service: Service| {
         let namespace = service.namespace().unwrap_or_default();
         let name = service.name_any();
         store
@@ -82,19 +78,25 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
         .reconcile_on(clock.woken(futures::stream::select(services.wake, changed)));
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
+    // Reconciles wait for the client Secrets' cache too: what it lacks then does not exist.
+    let secrets_listed = watch::Listed::of(&secrets);
+    let services_listed = watch::Listed::of(&kubernetes_services);
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
         caches: reconcile::Caches {
             network_policies,
             secrets,
+            kubernetes_services,
             route_tables: route_tables.clone(),
             operator_namespace: shared.settings.operator_namespace.clone(),
         },
         known: Default::default(),
+        owned_listed: watch::Listed::when(vec![secrets_listed, services_listed]),
     });
     let synced = {
         let shared = shared.clone();
-        async move { shared.wait_until_ready().await.is_ok() }
+        let owned_listed = context.owned_listed.clone();
+        async move { shared.wait_until_ready().await.is_ok() && owned_listed.wait().await }
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DataSharingService>;
     let controller =

@@ -1,8 +1,10 @@
 //! One reconcile of one DataSharingService, its part of `crate::service::pipeline`: read every
 //! DataSharingService's grants and the Services behind its APIs → validate (name, `lgspApis`
-//! quota) → client certificate → build → apply and prune → status. Only the reads of Services
-//! and the client Secret, the CA Secrets and the writes talk to the API server; every decision is a
-//! pure function ([`super::grants`], [`super::build`]).
+//! quota) → client certificate → build → apply and prune → status. The Services behind its APIs
+//! and its client Secret are read from caches; only the writes (and a tenant CA not loaded yet)
+//! talk to the API server; every decision is a pure function ([`super::grants`], [`super::build`]).
+
+use std::sync::Arc;
 
 use govpaas_crds::conditions::{
     CERTIFICATE_READY, DATA_SHARING_SERVICE, Documented, READY, ROUTES_REGISTERED, reasons,
@@ -16,8 +18,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{debug, info};
 
@@ -42,11 +44,14 @@ pub const REGISTERED: &str = "Registered";
 /// `RoutesRegistered`'s reason when there is nothing for the gateway.
 pub const NO_ROUTES: &str = "NoRoutes";
 
-/// Caches of what the controller writes: metadata only, for wake-ups and pruning.
+/// Caches of what the controller writes, for wake-ups and pruning: the client certificate Secrets
+/// whole (reconciles read them), the rest as metadata.
 #[derive(Clone)]
 pub struct Caches {
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Store<Secret>,
+    /// Every Service, trimmed to its selector and ports: the provided APIs' backends.
+    pub kubernetes_services: Store<Service>,
     /// Route tables, in the operator's namespace.
     pub route_tables: Store<PartialObjectMeta<ConfigMap>>,
     /// The operator's namespace, where route tables live.
@@ -68,7 +73,8 @@ impl DesiredSet for DesiredObjects {
 
     fn owned<'a>(&'a self, caches: &'a Caches) -> Vec<Box<dyn OwnedKind + 'a>> {
         let build::Desired { network_policies, client_secret, route_table } = &self.objects;
-        let Caches { network_policies: policies, secrets, route_tables, operator_namespace } = caches;
+        let Caches { network_policies: policies, secrets, route_tables, operator_namespace, kubernetes_services: _ } =
+            caches;
         vec![
             Owned::boxed(client_secret.as_slice(), secrets),
             Owned::boxed(network_policies.as_slice(), policies),
@@ -176,19 +182,15 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
         }
     }
 
-    // The Services behind the provided APIs.
+    // The Services behind the provided APIs, from the cache: one created later wakes this service.
     let client = shared.client.clone();
-    let services_api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let mut found: Vec<Service> = Vec::new();
-    for wanted in service.spec.provides.iter().map(|api| api.service.as_str()) {
-        if found.iter().any(|s| s.name_any() == wanted) {
-            continue;
-        }
-        if let Some(svc) = services_api.get_opt(wanted).await? {
-            found.push(svc);
-        }
-    }
-    let provided = build::provided(&inputs, |wanted| found.iter().find(|s| s.name_any() == wanted));
+    let found: Vec<Arc<Service>> = service
+        .spec
+        .provides
+        .iter()
+        .filter_map(|api| ctx.caches.kubernetes_services.get(&ObjectRef::new(&api.service).within(namespace)))
+        .collect();
+    let provided = build::provided(&inputs, |wanted| found.iter().find(|s| s.name_any() == wanted).map(|s| s.as_ref()));
     let registered: Vec<&ProvidedApi> = provided.iter().filter(|p| p.backend.is_ok()).map(|p| p.api).collect();
     let unregistered: Vec<Problem> = provided.iter().filter_map(|p| p.backend.clone().err()).collect();
     let consumptions = build::consumptions(&inputs);
@@ -219,9 +221,10 @@ async fn apply(read: &Read<'_, DataSharingService>, ctx: &Context) -> Step<Appli
     let desired = DesiredObjects { objects, route_table: table_name.clone() };
     let mut applier = Applier::remembering(client.clone(), shared.applied.clone());
     let owner = OwnedKey { component: COMPONENT, name, uid: &read.uid };
-    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
-        .await
-        .map_err(|err| pipeline::apply_failed(err, "applying the DataSharingService's objects"))?;
+    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner).await;
+    // What was applied is served until the caches show it, failed reconciles included.
+    ctx.known.remember_applied(&applier);
+    let pruned = pruned.map_err(|err| pipeline::apply_failed(err, "applying the DataSharingService's objects"))?;
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the DataSharingService no longer wants");
     }

@@ -26,9 +26,8 @@ pub mod retention;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -48,11 +47,11 @@ use crate::service::runtime::{DocumentObject, ServiceWatch, Shared};
 pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     let client = shared.client.clone();
     let owned = labels::component_selector(build::COMPONENT);
-    let (deployments, deployment_stream) = watch::metadata_cache::<Deployment>(client.clone(), &owned);
+    let (deployments, deployment_stream) = watch::whole_cache(client.clone(), &owned, watch::trim_deployment);
     let (services, service_stream) = watch::metadata_cache::<Service>(client.clone(), &owned);
-    let (ingresses, ingress_stream) = watch::metadata_cache::<Ingress>(client.clone(), &owned);
-    let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
-    let (claims, claim_stream) = watch::metadata_cache::<PersistentVolumeClaim>(client.clone(), &owned);
+    let (ingresses, ingress_stream) = watch::whole_cache(client.clone(), &owned, watch::trim_ingress);
+    let (secrets, secret_stream) = watch::whole_cache::<Secret>(client.clone(), &owned, watch::keep_all);
+    let (claims, claim_stream) = watch::whole_cache::<PersistentVolumeClaim>(client.clone(), &owned, watch::keep_all);
     let (network_policies, policy_stream) = watch::metadata_cache::<NetworkPolicy>(client.clone(), &owned);
     // Exchange route tables live in the operator's namespace, found by label and annotation.
     let operator_namespace = shared.settings.operator_namespace.clone();
@@ -75,6 +74,13 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     let controller = Controller::for_stream(clock.watched(documents.stream), documents.store)
         .reconcile_on(clock.woken(futures::stream::select(documents.wake, owned_changed)));
     let concurrency = shared.settings.concurrency;
+    // Reconciles wait for the whole-object caches too: what they lack then does not exist.
+    let owned_listed = watch::Listed::when(vec![
+        watch::Listed::of(&deployments),
+        watch::Listed::of(&ingresses),
+        watch::Listed::of(&secrets),
+        watch::Listed::of(&claims),
+    ]);
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
         caches: reconcile::Caches {
@@ -88,11 +94,13 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
             operator_namespace: operator_namespace.clone(),
         },
         known: Default::default(),
+        owned_listed,
     });
     let telemetry = shared.settings.telemetry.clone();
     let synced = {
         let shared = shared.clone();
-        async move { shared.wait_until_ready().await.is_ok() }
+        let owned_listed = context.owned_listed.clone();
+        async move { shared.wait_until_ready().await.is_ok() && owned_listed.wait().await }
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::DocumentService>;
     let controller =

@@ -54,14 +54,15 @@ pub const STORAGE_CLASS_NOT_FOUND: &str = "StorageClassNotFound";
 /// `StorageBound`'s reason when a retained volume cannot be restored.
 pub const VOLUME_NOT_RESTORABLE: &str = "VolumeNotRestorable";
 
-/// Caches of what the DocumentService controller owns: metadata only, for wake-ups and pruning.
+/// Caches of what the DocumentService controller owns, for wake-ups and pruning: whole objects of
+/// the kinds its reconciles read (trimmed to what they read), metadata of the others.
 #[derive(Clone)]
 pub struct Caches {
-    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub deployments: Store<Deployment>,
     pub services: Store<PartialObjectMeta<Service>>,
-    pub ingresses: Store<PartialObjectMeta<Ingress>>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
-    pub claims: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub ingresses: Store<Ingress>,
+    pub secrets: Store<Secret>,
+    pub claims: Store<PersistentVolumeClaim>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     /// The exchange route tables, in the operator's namespace.
     pub route_tables: Store<PartialObjectMeta<ConfigMap>>,
@@ -281,19 +282,17 @@ async fn apply(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Applied<
         route_table_name: govpaas_crds::lgsp::exchange_table_name(namespace, name),
     };
     let owner = OwnedKey { component: COMPONENT, name, uid: &read.uid };
-    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
-        .await
-        .map_err(|err| pipeline::apply_failed(err, "applying the DocumentService's objects"))?;
+    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner).await;
+    // What was applied is served until the caches show it, failed reconciles included.
+    ctx.known.remember_applied(&applier);
+    let pruned = pruned.map_err(|err| pipeline::apply_failed(err, "applying the DocumentService's objects"))?;
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the DocumentService no longer wants");
     }
     // Its status: from the apply's answer, or, when it was already right and not applied, as
     // last read or applied (the cache shows it unchanged since).
     let deployment = match applier.applied::<Deployment>(Some(namespace), &names.workload) {
-        Some(applied) => {
-            ctx.known.deployments.remember(applied);
-            Arc::new(applied.clone())
-        }
+        Some(applied) => Arc::new(applied.clone()),
         None => Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments }
             .get(&client, namespace, &names.workload)
             .await?

@@ -22,9 +22,7 @@ mod error_paths;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Controller;
 
@@ -36,11 +34,11 @@ use crate::service::runtime::{PortalObject, ServiceWatch, Shared};
 pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
     let client = shared.client.clone();
     let owned = labels::component_selector(build::COMPONENT);
-    let (deployments, deployment_stream) = watch::metadata_cache::<Deployment>(client.clone(), &owned);
+    let (deployments, deployment_stream) = watch::whole_cache(client.clone(), &owned, watch::trim_deployment);
     let (services, service_stream) = watch::metadata_cache::<Service>(client.clone(), &owned);
-    let (ingresses, ingress_stream) = watch::metadata_cache::<Ingress>(client.clone(), &owned);
+    let (ingresses, ingress_stream) = watch::whole_cache(client.clone(), &owned, watch::trim_ingress);
     let (pod_disruption_budgets, budget_stream) = watch::metadata_cache::<PodDisruptionBudget>(client.clone(), &owned);
-    let (secrets, secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &owned);
+    let (secrets, secret_stream) = watch::whole_cache::<Secret>(client.clone(), &owned, watch::keep_all);
 
     // Owned kinds wake their Portal from tasks of their own (`reconcile::triggers`).
     let (mut triggers, owned_changed) = Triggers::<PortalObject>::new("portal");
@@ -54,14 +52,22 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
         .reconcile_on(clock.woken(futures::stream::select(portals.wake, owned_changed)));
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
+    // Reconciles wait for the whole-object caches too: what they lack then does not exist.
+    let owned_listed = watch::Listed::when(vec![
+        watch::Listed::of(&deployments),
+        watch::Listed::of(&ingresses),
+        watch::Listed::of(&secrets),
+    ]);
     let context = Arc::new(reconcile::Context {
         shared,
         caches: reconcile::Caches { deployments, services, ingresses, pod_disruption_budgets, secrets },
         known: Default::default(),
+        owned_listed,
     });
     let synced = {
         let shared = context.shared.clone();
-        async move { shared.wait_until_ready().await.is_ok() }
+        let owned_listed = context.owned_listed.clone();
+        async move { shared.wait_until_ready().await.is_ok() && owned_listed.wait().await }
     };
     let reconcile = crate::service::pipeline::reconcile::<govpaas_crds::Portal>;
     runner::run("portal", controller, clock, concurrency, &telemetry, synced, reconcile, context).await;

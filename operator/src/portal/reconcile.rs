@@ -32,14 +32,15 @@ use crate::service::workload::{self, Ask};
 use crate::workload::status::{self, Running};
 use govpaas_pki::renewal::requeue_after;
 
-/// Caches of what the Portal controller owns: metadata only, for wake-ups and pruning.
+/// Caches of what the Portal controller owns, for wake-ups and pruning: whole objects of the
+/// kinds its reconciles read (trimmed to what they read), metadata of the others.
 #[derive(Clone)]
 pub struct Caches {
-    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub deployments: Store<Deployment>,
     pub services: Store<PartialObjectMeta<Service>>,
-    pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    pub ingresses: Store<Ingress>,
     pub pod_disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Store<Secret>,
 }
 
 /// What every Portal reconcile shares.
@@ -125,19 +126,17 @@ async fn apply(read: &Read<'_, Portal>, ctx: &Context) -> Step<Applied<PortalSta
     let desired = build::build(&inputs, &leaf.material)?;
     let mut applier = Applier::remembering(shared.client.clone(), shared.applied.clone());
     let owner = OwnedKey { component: COMPONENT, name: &read.name, uid: &read.uid };
-    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner)
-        .await
-        .map_err(|err| pipeline::apply_failed(err, "applying the Portal's objects"))?;
+    let pruned = owned::apply_and_prune(&mut applier, &desired, &ctx.caches, &owner).await;
+    // What was applied is served until the caches show it, failed reconciles included.
+    ctx.known.remember_applied(&applier);
+    let pruned = pruned.map_err(|err| pipeline::apply_failed(err, "applying the Portal's objects"))?;
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the Portal no longer wants");
     }
     // Its status: from the apply's answer, or, when it was already right and not applied, as
     // last read or applied (the cache shows it unchanged since).
     let deployment = match applier.applied::<Deployment>(Some(namespace), &names.workload) {
-        Some(applied) => {
-            ctx.known.deployments.remember(applied);
-            Arc::new(applied.clone())
-        }
+        Some(applied) => Arc::new(applied.clone()),
         None => Lookup { known: &ctx.known.deployments, cache: &ctx.caches.deployments }
             .get(&shared.client, namespace, &names.workload)
             .await?

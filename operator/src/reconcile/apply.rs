@@ -101,6 +101,23 @@ pub struct AppliedObjects {
 struct LastApply {
     fingerprint: String,
     resource_version: String,
+    /// The generation the apply left (kinds with a spec the API server counts: Deployments,
+    /// Ingresses, NetworkPolicies, PodDisruptionBudgets), and a hash of the labels and owner
+    /// references it left: see [`AppliedObjects::current`].
+    generation: Option<i64>,
+    identity: u64,
+}
+
+/// A hash of what of an object's metadata the operator applies besides annotations: its labels
+/// and owner references.
+fn identity(meta: &kube::api::ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.labels.hash(&mut hasher);
+    for owner in meta.owner_references.iter().flatten() {
+        (&owner.api_version, &owner.kind, &owner.name, &owner.uid, owner.controller).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl AppliedObjects {
@@ -113,6 +130,11 @@ impl AppliedObjects {
     /// it, or this process has not applied it yet (it was applied before a restart: the
     /// fingerprint on it says what). A write by someone else changes its resourceVersion, so it is
     /// applied again — a hand edit of a field the operator owns is taken back, as before.
+    ///
+    /// For a kind with a generation, a new resourceVersion at the generation the apply left, with
+    /// the labels and owners it left, is another writer's status (a Deployment's replicas, an
+    /// Ingress's load balancer): nothing the operator applies changed, and it is not applied
+    /// again. An edit of the spec raises the generation and is taken back at once.
     fn current(&self, key: &ObjectKey, fingerprint: &str, cached: &kube::api::ObjectMeta) -> bool {
         let carried = cached.annotations.as_ref().and_then(|a| a.get(APPLIED_ANNOTATION));
         let Some(version) = cached.resource_version.as_deref() else { return false };
@@ -121,21 +143,24 @@ impl AppliedObjects {
         }
         let mut last = self.lock();
         match last.get(key) {
-            Some(known) => known.fingerprint == fingerprint && known.resource_version == version,
+            Some(known) => {
+                known.fingerprint == fingerprint
+                    && (known.resource_version == version
+                        || (known.generation.is_some()
+                            && known.generation == cached.generation
+                            && known.identity == identity(cached)))
+            }
             None => {
-                last.insert(
-                    key.clone(),
-                    LastApply { fingerprint: fingerprint.to_owned(), resource_version: version.to_owned() },
-                );
+                last.insert(key.clone(), LastApply::of(fingerprint.to_owned(), version.to_owned(), cached));
                 true
             }
         }
     }
 
-    fn record(&self, key: ObjectKey, fingerprint: String, resource_version: Option<String>) {
-        match resource_version {
+    fn record(&self, key: ObjectKey, fingerprint: String, applied: &kube::api::ObjectMeta) {
+        match applied.resource_version.clone() {
             Some(resource_version) => {
-                self.lock().insert(key, LastApply { fingerprint, resource_version });
+                self.lock().insert(key, LastApply::of(fingerprint, resource_version, applied));
             }
             None => {
                 self.lock().remove(&key);
@@ -144,42 +169,39 @@ impl AppliedObjects {
     }
 }
 
+impl LastApply {
+    fn of(fingerprint: String, resource_version: String, meta: &kube::api::ObjectMeta) -> Self {
+        LastApply { fingerprint, resource_version, generation: meta.generation, identity: identity(meta) }
+    }
+}
+
+/// What a cache of kind `K` holds: the whole objects ([`super::watch::whole_cache`]) or their
+/// metadata ([`super::watch::metadata_cache`]). Applying, pruning and finding orphans need only
+/// the metadata, so they work over either.
+pub trait CacheOf<K>: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
+
+impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> CacheOf<K> for K {}
+
+impl<K> CacheOf<K> for PartialObjectMeta<K>
+where
+    K: Send + Sync + 'static,
+    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
+{
+}
+
 /// Where [`Applier::apply_unless_current`] finds an object's cached metadata: a cache of the kind.
 pub trait CachedMeta<K> {
     fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta>;
 }
 
-impl<K> CachedMeta<K> for kube::runtime::reflector::Store<PartialObjectMeta<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
-{
+impl<K, C: CacheOf<K>> CachedMeta<K> for kube::runtime::reflector::Store<C> {
     fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta> {
         let reference = kube::runtime::reflector::ObjectRef::new(name);
         let reference = match namespace {
             Some(ns) => reference.within(ns),
             None => reference,
         };
-        self.get(&reference).map(|object| object.metadata.clone())
-    }
-}
-
-/// A cache of whole objects serves as well (the tenants' ResourceQuotas).
-pub struct WholeObjects<'a, K: Resource<DynamicType = ()> + Clone + 'static>(
-    pub &'a kube::runtime::reflector::Store<K>,
-);
-
-impl<K> CachedMeta<K> for WholeObjects<'_, K>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta> {
-        let reference = kube::runtime::reflector::ObjectRef::new(name);
-        let reference = match namespace {
-            Some(ns) => reference.within(ns),
-            None => reference,
-        };
-        self.0.get(&reference).map(|object| object.meta().clone())
+        self.get(&reference).map(|object| object.meta().clone())
     }
 }
 
@@ -253,7 +275,7 @@ impl Applier {
             .get_or_insert_default()
             .insert(APPLIED_ANNOTATION.to_owned(), fingerprint.clone());
         let applied = self.apply(&marked).await?;
-        remembered.record(key, fingerprint, applied.meta().resource_version.clone());
+        remembered.record(key, fingerprint, applied.meta());
         Ok(true)
     }
 
@@ -289,14 +311,19 @@ impl Applier {
         self.applied.get(&ObjectKey::of::<K>(namespace.map(str::to_owned), name.to_owned()))?.downcast_ref::<K>()
     }
 
+    /// Every `K` this reconcile applied, as the API server returned it.
+    pub fn all_applied<K: Any>(&self) -> impl Iterator<Item = &K> {
+        self.applied.values().filter_map(|object| object.downcast_ref::<K>())
+    }
+
     /// Deletes the objects of kind `K` in `cached` (a cache's state) that controller `component` created for the owner
     /// (`instance`, with uid `owner_uid`) and that this reconcile did not apply. Both the labels and
     /// the owner reference must match, so a look-alike object made by hand is never deleted; the
     /// delete is conditional on the cached uid, so an object re-created meanwhile survives.
     /// Returns the `namespace/name`s deleted.
-    pub async fn prune<K: Applicable>(
+    pub async fn prune<K: Applicable, C: CacheOf<K>>(
         &self,
-        cached: &[Arc<PartialObjectMeta<K>>],
+        cached: &[Arc<C>],
         component: &str,
         instance: &str,
         owner_uid: &str,
@@ -323,11 +350,6 @@ impl Applier {
     }
 }
 
-/// The metadata of a whole cached object, for [`Applier::prune`] over caches of whole objects.
-pub fn metadata_of<K: Resource<DynamicType = ()>>(object: &K) -> PartialObjectMeta<K> {
-    PartialObjectMeta { types: None, metadata: object.meta().clone(), _phantom: Default::default() }
-}
-
 /// An object found in a cache that its owner no longer wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
@@ -338,8 +360,8 @@ pub struct Orphan {
 
 /// The cached objects labelled for `component`/`instance`, owned by `owner_uid`, not being deleted
 /// already, and not `wanted`.
-pub fn orphans<K>(
-    cached: &[Arc<PartialObjectMeta<K>>],
+pub fn orphans<C: Resource>(
+    cached: &[Arc<C>],
     component: &str,
     instance: &str,
     owner_uid: &str,
@@ -347,17 +369,14 @@ pub fn orphans<K>(
 ) -> Vec<Orphan> {
     let mut found: Vec<Orphan> = cached
         .iter()
-        .filter(|object| object.metadata.deletion_timestamp.is_none())
-        .filter(|object| object.metadata.labels.as_ref().is_some_and(|l| labels::is_owned_by(l, component, instance)))
-        .filter(|object| object.metadata.owner_references.iter().flatten().any(|owner| owner.uid == owner_uid))
-        .filter_map(|object| {
-            let name = object.metadata.name.clone()?;
-            let uid = object.metadata.uid.clone()?;
-            (!wanted(object.metadata.namespace.as_deref(), &name)).then(|| Orphan {
-                namespace: object.metadata.namespace.clone(),
-                name,
-                uid,
-            })
+        .map(|object| object.meta())
+        .filter(|meta| meta.deletion_timestamp.is_none())
+        .filter(|meta| meta.labels.as_ref().is_some_and(|l| labels::is_owned_by(l, component, instance)))
+        .filter(|meta| meta.owner_references.iter().flatten().any(|owner| owner.uid == owner_uid))
+        .filter_map(|meta| {
+            let name = meta.name.clone()?;
+            let uid = meta.uid.clone()?;
+            (!wanted(meta.namespace.as_deref(), &name)).then(|| Orphan { namespace: meta.namespace.clone(), name, uid })
         })
         .collect();
     found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -559,11 +578,33 @@ mod tests {
         assert!(applied.current(&key, "f1", &meta(Some("f1"), "1")));
         // Someone wrote it since (a hand edit of a field the operator owns): applied again.
         assert!(!applied.current(&key, "f1", &meta(Some("f1"), "2")));
-        applied.record(key.clone(), "f1".into(), Some("3".into()));
+        applied.record(key.clone(), "f1".into(), &meta(Some("f1"), "3"));
         assert!(applied.current(&key, "f1", &meta(Some("f1"), "3")));
         let mut deleting = meta(Some("f1"), "3");
         deleting.deletion_timestamp = Some(Time(Default::default()));
         assert!(!applied.current(&key, "f1", &deleting), "being deleted: applied (and refused) rather than trusted");
+    }
+
+    #[test]
+    fn another_writers_status_at_the_applied_generation_is_not_a_reason_to_apply() {
+        let applied = AppliedObjects::default();
+        let key = ObjectKey::of::<NetworkPolicy>(Some("ns".into()), "web".into());
+        let meta = |version: &str, generation: Option<i64>, label: &str| ObjectMeta {
+            resource_version: Some(version.into()),
+            generation,
+            labels: Some([("app".to_owned(), label.to_owned())].into()),
+            annotations: Some([(APPLIED_ANNOTATION.to_owned(), "f1".to_owned())].into()),
+            ..Default::default()
+        };
+        applied.record(key.clone(), "f1".into(), &meta("3", Some(1), "web"));
+        // The status moved (a new version), the spec did not (the same generation): current.
+        assert!(applied.current(&key, "f1", &meta("4", Some(1), "web")));
+        // The spec was edited (a new generation), or a label was: applied again.
+        assert!(!applied.current(&key, "f1", &meta("5", Some(2), "web")));
+        assert!(!applied.current(&key, "f1", &meta("5", Some(1), "edited")));
+        // A kind without a generation (a Secret, a ConfigMap): any new version is applied again.
+        applied.record(key.clone(), "f1".into(), &meta("6", None, "web"));
+        assert!(!applied.current(&key, "f1", &meta("7", None, "web")));
     }
 
     #[test]

@@ -1,102 +1,156 @@
-//! Whole objects a reconcile reads (a certificate Secret, a Deployment, an Ingress) kept from the
-//! last time they were read or applied, and served again while a metadata cache shows the same
-//! resourceVersion: the object cannot have changed, so the API server is not asked again.
+//! The whole objects a reconcile reads (a certificate Secret, a Deployment, an Ingress, a claim),
+//! served from the controller's whole-object cache (`watch::whole_cache`), with what this process
+//! applied a moment ago kept until the cache has caught up with it.
 //!
-//! The metadata caches (`watch::metadata_cache`) already say when each owned object changes; this
-//! memory turns that into "no live read of what has not changed" without caching every whole
-//! object of the kind (a Secret's key material is held only for the objects reconciles read).
-//! What is kept is stripped as the caches are (`watch::strip`: managed fields, kubectl's
-//! last-applied copy), often the larger part of an object as the API server returns it.
+//! A reconcile that follows its own apply must never see the version before it (it would issue a
+//! certificate twice), and the cache lags the apply by a watch event. So the answer of every apply
+//! is kept ([`KnownObjects::remember`]) and served while it is newer than what the cache shows.
+//! resourceVersions are compared as numbers: the API server documents them as comparable since
+//! Kubernetes 1.35 (KEP-5504); one that is not a number is read from the API server instead.
+//! An object the cache lacks does not exist, since the controller starts reconciling only once
+//! its caches have listed — unless it was applied a moment ago. Nothing else is read live.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use kube::api::ObjectMeta;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
-/// The last version read or applied of each object of kind `K`, by namespace and name.
+use super::apply::Applier;
+
+/// How long an applied copy is kept when no reconcile asks for it again: far longer than a watch
+/// event takes to reach the cache.
+const KEPT_FOR: Duration = Duration::from_secs(60);
+
+/// What this process applied of kind `K` lately, by namespace and name, trimmed as the cache
+/// trims (`trim`).
 pub struct KnownObjects<K> {
-    last: Mutex<HashMap<(String, String), Arc<K>>>,
-    sweeps: std::sync::atomic::AtomicU64,
+    kept: Mutex<HashMap<(String, String), Kept<K>>>,
+    trim: fn(&mut K),
+}
+
+struct Kept<K> {
+    object: Arc<K>,
+    at: Instant,
 }
 
 impl<K> Default for KnownObjects<K> {
     fn default() -> Self {
-        KnownObjects { last: Mutex::new(HashMap::new()), sweeps: Default::default() }
+        KnownObjects { kept: Mutex::new(HashMap::new()), trim: |_| {} }
     }
+}
+
+/// Which of two copies of one object is newer, by resourceVersion; `None`: they cannot be compared.
+fn newer(a: Option<&str>, b: Option<&str>) -> Option<Ordering> {
+    let a: u64 = a?.parse().ok()?;
+    let b: u64 = b?.parse().ok()?;
+    Some(a.cmp(&b))
 }
 
 impl<K> KnownObjects<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<K>>> {
-        self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Kept copies trimmed by `trim`, the cache's own trim.
+    pub fn trimmed(trim: fn(&mut K)) -> Self {
+        KnownObjects { kept: Mutex::new(HashMap::new()), trim }
     }
 
-    /// The object `namespace/name`: the one kept, while `cached` (its metadata as a cache shows
-    /// it) has its resourceVersion; else read from the API server (and kept). `None` when it does
-    /// not exist.
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Kept<K>>> {
+        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn keep(&self, mut object: K) -> Arc<K> {
+        super::watch::strip(&mut object);
+        (self.trim)(&mut object);
+        let object = Arc::new(object);
+        let (Some(namespace), Some(name)) = (object.meta().namespace.clone(), object.meta().name.clone()) else {
+            return object;
+        };
+        let now = Instant::now();
+        let mut kept = self.lock();
+        kept.insert((namespace, name), Kept { object: object.clone(), at: now });
+        // Copies the cache has long caught up with go, so the memory holds only recent applies.
+        if kept.len() >= 64 && kept.len().is_power_of_two() {
+            kept.retain(|_, copy| now.duration_since(copy.at) < KEPT_FOR);
+        }
+        object
+    }
+
+    /// Keeps `object` as the API server returned it from an apply.
+    pub fn remember(&self, object: &K) {
+        self.keep(object.clone());
+    }
+
+    /// Keeps every `K` `applier` applied (failed reconciles too: what did get applied is stored).
+    pub fn remember_applied(&self, applier: &Applier)
+    where
+        K: Send + Sync + 'static,
+    {
+        for object in applier.all_applied::<K>() {
+            self.remember(object);
+        }
+    }
+
+    /// `namespace/name`: as `cache` shows it, or as this process applied it when that is newer
+    /// (or the cache does not show it yet). Read from the API server only when the two cannot be
+    /// ordered. `None`: it does not exist.
     pub async fn get(
         &self,
-        api: &Api<K>,
-        cached: Option<&ObjectMeta>,
+        client: &kube::Client,
+        cache: &Store<K>,
         namespace: &str,
         name: &str,
-    ) -> kube::Result<Option<Arc<K>>> {
+    ) -> kube::Result<Option<Arc<K>>>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    {
         let key = (namespace.to_owned(), name.to_owned());
-        if let Some(version) = cached.and_then(|meta| meta.resource_version.as_deref())
-            && let Some(known) = self.lock().get(&key).cloned()
-            && known.meta().resource_version.as_deref() == Some(version)
-        {
-            return Ok(Some(known));
-        }
-        // Not in the cache yet (just created) or changed since: ask.
-        match api.get_opt(name).await? {
-            Some(mut object) => {
-                super::watch::strip(&mut object);
-                let object = Arc::new(object);
-                self.lock().insert(key, object.clone());
-                Ok(Some(object))
+        let cached = cache.get(&ObjectRef::new(name).within(namespace));
+        let kept = {
+            let mut kept = self.lock();
+            match kept.get(&key) {
+                Some(copy) if copy.at.elapsed() < KEPT_FOR => Some(copy.object.clone()),
+                Some(_) => {
+                    kept.remove(&key);
+                    None
+                }
+                None => None,
+            }
+        };
+        let Some(kept) = kept else { return Ok(cached) };
+        let Some(cached) = cached else { return Ok(Some(kept)) };
+        let (cached_version, kept_version) =
+            (cached.meta().resource_version.as_deref(), kept.meta().resource_version.as_deref());
+        match newer(cached_version, kept_version) {
+            Some(Ordering::Less) => Ok(Some(kept)),
+            Some(_) => {
+                // The cache has caught up (or someone wrote since): it is the truth from now on.
+                self.lock().remove(&key);
+                Ok(Some(cached))
             }
             None => {
-                self.lock().remove(&key);
-                Ok(None)
+                let api: Api<K> = Api::namespaced(client.clone(), namespace);
+                Ok(api.get_opt(name).await?.map(|object| self.keep(object)))
             }
         }
     }
 
-    /// Keeps `object` as the API server returned it (from an apply).
-    pub fn remember(&self, object: &K) {
-        let (Some(namespace), Some(name)) = (object.meta().namespace.clone(), object.meta().name.clone()) else {
-            return;
-        };
-        let mut kept = object.clone();
-        super::watch::strip(&mut kept);
-        self.lock().insert((namespace, name), Arc::new(kept));
-    }
-
-    /// Forgets the objects `cache` no longer holds (deleted), so that the memory holds no more than
-    /// the cache does: at most once per 256 calls (the walk is over every kept object).
-    pub fn sweep(&self, cache: &Store<PartialObjectMeta<K>>)
-    where
-        PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
-    {
-        let calls = self.sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if calls.is_multiple_of(256) {
-            self.lock().retain(|(namespace, name), _| cache.get(&ObjectRef::new(name).within(namespace)).is_some());
-        }
+    /// How many applied copies are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
-/// A kind's kept objects with the metadata cache that says whether they changed.
+/// A kind's cache with what this process applied of it lately.
 pub struct Lookup<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
     pub known: &'a KnownObjects<K>,
-    pub cache: &'a Store<PartialObjectMeta<K>>,
+    pub cache: &'a Store<K>,
 }
 
 impl<K> Lookup<'_, K>
@@ -106,37 +160,20 @@ where
         + DeserializeOwned
         + Debug
         + 'static,
-    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
 {
-    /// [`KnownObjects::get`] of `namespace/name`, with its metadata from the cache.
+    /// [`KnownObjects::get`] of `namespace/name`.
     pub async fn get(&self, client: &kube::Client, namespace: &str, name: &str) -> kube::Result<Option<Arc<K>>> {
-        let cached = cached_meta(self.cache, namespace, name);
-        if cached.is_none() {
-            // Gone, or not seen yet: nothing kept of it can be trusted, and what the cache no
-            // longer holds is let go now and then, so the memory stays the size of the cache.
-            self.known.sweep(self.cache);
-        }
-        let api = Api::namespaced(client.clone(), namespace);
-        self.known.get(&api, cached.as_ref(), namespace, name).await
+        self.known.get(client, self.cache, namespace, name).await
     }
-}
-
-/// The metadata of `namespace/name` in `cache`.
-pub fn cached_meta<K>(cache: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObjectMeta>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
-{
-    cache.get(&ObjectRef::new(name).within(namespace)).map(|object| object.metadata.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::Secret;
+    use kube::api::ObjectMeta;
+    use kube::runtime::watcher;
 
     use super::*;
-
-    type ApiServer = tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>;
 
     fn secret(version: &str) -> Secret {
         Secret {
@@ -150,44 +187,72 @@ mod tests {
         }
     }
 
-    async fn answer_get(api_server: &mut ApiServer, answer: &Secret) {
-        let (request, send) = api_server.next_request().await.expect("a request");
-        assert_eq!(request.method(), http::Method::GET);
-        assert_eq!(request.uri().path(), "/api/v1/namespaces/ns/secrets/tls");
-        let body = serde_json::to_vec(answer).unwrap();
-        send.send_response(http::Response::builder().status(200).body(kube::client::Body::from(body)).unwrap());
+    /// A client whose API server answers nothing: any request would hang the test.
+    fn silent_client()
+    -> (kube::Client, tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>)
+    {
+        let (service, handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        (kube::Client::new(service, "ns"), handle)
+    }
+
+    fn version(object: &Option<Arc<Secret>>) -> Option<String> {
+        object.as_ref().and_then(|o| o.metadata.resource_version.clone())
     }
 
     #[tokio::test]
-    async fn an_object_is_read_again_only_once_its_version_changed() {
-        let (service, mut api_server) =
-            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
-        let api: Api<Secret> = Api::namespaced(kube::Client::new(service, "ns"), "ns");
-        let known = Arc::new(KnownObjects::<Secret>::default());
-        let reads = {
-            let (known, api) = (known.clone(), api.clone());
-            tokio::spawn(async move {
-                let meta = |v: &str| secret(v).metadata;
-                // Unknown: read. Known at the cached version: not read. A new version: read.
-                let first = known.get(&api, Some(&meta("1")), "ns", "tls").await.unwrap().unwrap();
-                let again = known.get(&api, Some(&meta("1")), "ns", "tls").await.unwrap().unwrap();
-                let changed = known.get(&api, Some(&meta("2")), "ns", "tls").await.unwrap().unwrap();
-                // Not in the cache (created a moment ago): read.
-                let uncached = known.get(&api, None, "ns", "tls").await.unwrap().unwrap();
-                [&first, &again, &changed, &uncached].map(|s| s.metadata.resource_version.clone().unwrap())
-            })
-        };
-        answer_get(&mut api_server, &secret("1")).await;
-        answer_get(&mut api_server, &secret("2")).await;
-        answer_get(&mut api_server, &secret("2")).await;
-        assert_eq!(reads.await.unwrap(), ["1", "1", "2", "2"].map(String::from));
-        // Applied: the answer is kept, without its managed fields.
-        let mut applied = secret("3");
+    async fn the_cache_serves_unless_what_was_applied_is_newer() {
+        let (client, _api_server) = silent_client();
+        let (cache, mut writer) = kube::runtime::reflector::store::<Secret>();
+        let known = KnownObjects::<Secret>::default();
+
+        // Not cached, nothing applied: it does not exist, and nobody is asked.
+        assert_eq!(version(&known.get(&client, &cache, "ns", "tls").await.unwrap()), None);
+
+        // Applied a moment ago, not cached yet: the applied copy, without its managed fields.
+        let mut applied = secret("5");
         applied.metadata.managed_fields = Some(vec![Default::default()]);
         known.remember(&applied);
-        let meta = secret("3").metadata;
-        let kept = known.get(&api, Some(&meta), "ns", "tls").await.unwrap().unwrap();
-        assert_eq!(kept.metadata.resource_version.as_deref(), Some("3"));
-        assert_eq!(kept.metadata.managed_fields, None);
+        let kept = known.get(&client, &cache, "ns", "tls").await.unwrap();
+        assert_eq!(version(&kept), Some("5".into()));
+        assert_eq!(kept.unwrap().metadata.managed_fields, None);
+
+        // The cache still shows the version before the apply: the applied copy wins.
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("4")));
+        assert_eq!(version(&known.get(&client, &cache, "ns", "tls").await.unwrap()), Some("5".into()));
+
+        // The cache caught up, then someone else wrote: the cache, and the copy is let go.
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("7")));
+        assert_eq!(version(&known.get(&client, &cache, "ns", "tls").await.unwrap()), Some("7".into()));
+        assert_eq!(known.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn versions_that_cannot_be_ordered_are_read_from_the_api_server() {
+        let (client, mut api_server) = silent_client();
+        let (cache, mut writer) = kube::runtime::reflector::store::<Secret>();
+        writer.apply_watcher_event(&watcher::Event::Apply(secret("opaque-a")));
+        let known = Arc::new(KnownObjects::<Secret>::default());
+        known.remember(&secret("opaque-b"));
+        let read = {
+            let known = known.clone();
+            tokio::spawn(async move { version(&known.get(&client, &cache, "ns", "tls").await.unwrap()) })
+        };
+        let (request, send) = api_server.next_request().await.expect("a read");
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/ns/secrets/tls");
+        let body = serde_json::to_vec(&secret("opaque-c")).unwrap();
+        send.send_response(http::Response::builder().status(200).body(kube::client::Body::from(body)).unwrap());
+        assert_eq!(read.await.unwrap(), Some("opaque-c".into()));
+    }
+
+    #[test]
+    fn kept_copies_are_trimmed_like_the_cache() {
+        let known = KnownObjects::<Secret>::trimmed(|secret| secret.data = None);
+        let mut applied = secret("3");
+        applied.data = Some(Default::default());
+        known.remember(&applied);
+        let kept = known.lock().values().next().map(|copy| copy.object.clone()).unwrap();
+        assert_eq!(kept.data, None);
     }
 }

@@ -112,6 +112,140 @@ where
     (reader, stream)
 }
 
+/// A cache of every whole `K` matching `selector` (cluster-wide), each trimmed by `trim` to what
+/// reconciles read of it, and the stream that fills it (poll it, or the cache stays empty). For
+/// the owned kinds whose content reconciles read (certificate Secrets, Deployments, Ingresses,
+/// claims): one watch serves both the owner's wake-ups and the reads, so nothing is read live.
+pub fn whole_cache<K>(
+    client: Client,
+    selector: &str,
+    trim: fn(&mut K),
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api: Api<K> = Api::all(client);
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config().labels(selector))
+        .default_backoff()
+        .modify(move |object| {
+            strip(object);
+            trim(object);
+        })
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Says when a controller's caches have all listed once, to any number of waiters (a store's own
+/// `wait_until_ready` wakes only one: kube-runtime's `DelayedInit` keeps a single waker). A
+/// reconcile that waits for it may take what a cache lacks as not existing.
+#[derive(Clone)]
+pub struct Listed(tokio::sync::watch::Receiver<bool>);
+
+impl Listed {
+    /// Listed once every future of `stores` (each a store's `wait_until_ready`, its only waiter)
+    /// says so; never, if one says its cache stopped.
+    pub fn when(stores: Vec<futures::future::BoxFuture<'static, bool>>) -> Self {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if futures::future::join_all(stores).await.into_iter().all(|listed| listed) {
+                let _ = sender.send(true);
+            }
+        });
+        Listed(receiver)
+    }
+
+    /// Already listed (tests that fill the stores by hand).
+    pub fn done() -> Self {
+        Listed(tokio::sync::watch::channel(true).1)
+    }
+
+    /// The future of `store` having listed, for [`Self::when`].
+    pub fn of<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, bool>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let store = store.clone();
+        Box::pin(async move { store.wait_until_ready().await.is_ok() })
+    }
+
+    /// Waits until every cache has listed; `false`: one stopped first.
+    pub async fn wait(&self) -> bool {
+        self.0.clone().wait_for(|listed| *listed).await.is_ok()
+    }
+}
+
+/// A cache of every Service in the cluster, trimmed to its selector and ports (what a provided
+/// API's backend is made of), and the stream that fills it.
+pub fn every_service(
+    client: Client,
+) -> (
+    Store<k8s_openapi::api::core::v1::Service>,
+    impl Stream<Item = Result<k8s_openapi::api::core::v1::Service, watcher::Error>> + Send + 'static,
+) {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config())
+        .default_backoff()
+        .modify(|service| {
+            strip(service);
+            trim_service(service);
+        })
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Keeps of a Service its selector and ports, and of its metadata what identifies it.
+pub fn trim_service(service: &mut k8s_openapi::api::core::v1::Service) {
+    let meta = &mut service.metadata;
+    meta.annotations = None;
+    meta.labels = None;
+    service.spec = service.spec.take().map(|spec| k8s_openapi::api::core::v1::ServiceSpec {
+        selector: spec.selector,
+        ports: spec.ports,
+        ..Default::default()
+    });
+    service.status = None;
+}
+
+/// Keeps a whole object as it is.
+pub fn keep_all<K>(_: &mut K) {}
+
+/// Keeps of a Deployment what reconciles read: its replicas, its containers' names and resources
+/// (what it holds of the quota), its selector (a required field) and its status.
+pub fn trim_deployment(deployment: &mut k8s_openapi::api::apps::v1::Deployment) {
+    let spec = &mut deployment.spec;
+    spec.strategy = None;
+    let template = &mut spec.template;
+    template.metadata = None;
+    if let Some(pod) = template.spec.as_mut() {
+        let containers = std::mem::take(&mut pod.containers)
+            .into_iter()
+            .map(|container| k8s_openapi::api::core::v1::Container {
+                name: container.name,
+                resources: container.resources,
+                ..Default::default()
+            })
+            .collect();
+        *pod = k8s_openapi::api::core::v1::PodSpec { containers, ..Default::default() };
+    }
+}
+
+/// Keeps of an Ingress what reconciles read: its rules' hosts.
+pub fn trim_ingress(ingress: &mut k8s_openapi::api::networking::v1::Ingress) {
+    let Some(spec) = ingress.spec.as_mut() else { return };
+    let rules = spec.rules.take().map(|rules| {
+        rules
+            .into_iter()
+            .map(|rule| k8s_openapi::api::networking::v1::IngressRule { host: rule.host, http: None })
+            .collect()
+    });
+    *spec = k8s_openapi::api::networking::v1::IngressSpec { rules, ..Default::default() };
+    ingress.status = None;
+}
+
 /// A cache of the metadata of every `K` in the cluster, for counting, and a stream of the objects
 /// created or deleted since it listed — not of their updates, which do not change a count.
 pub fn census<K>(
@@ -170,6 +304,50 @@ mod tests {
         let annotations = ns.metadata.annotations.unwrap();
         assert_eq!(annotations.len(), 1);
         assert!(annotations.contains_key("govpaas.io/domain"));
+    }
+
+    #[test]
+    fn trimmed_deployments_and_ingresses_keep_what_reconciles_read() {
+        let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "mot-cua", "namespace": "hoi-an", "generation": 3},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "mot-cua"}},
+                     "template": {"metadata": {"labels": {"app": "mot-cua"}},
+                                  "spec": {"containers": [{"name": "web", "image": "portal:1",
+                                           "env": [{"name": "A", "value": "b"}],
+                                           "resources": {"requests": {"cpu": "100m"}}}],
+                                           "volumes": [{"name": "tls", "secret": {"secretName": "tls"}}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1, "observedGeneration": 3}
+        }))
+        .unwrap();
+        let mut trimmed = deployment.clone();
+        trim_deployment(&mut trimmed);
+        let spec = &trimmed.spec;
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers.len(), 1);
+        assert_eq!(pod.containers[0].name, "web");
+        assert_eq!(
+            pod.containers[0].resources,
+            deployment.spec.template.spec.as_ref().unwrap().containers[0].resources
+        );
+        assert!(pod.containers[0].env.is_none() && pod.volumes.is_none() && spec.template.metadata.is_none());
+        assert_eq!(trimmed.status, deployment.status);
+        assert_eq!(trimmed.metadata, deployment.metadata);
+
+        let mut ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "mot-cua", "namespace": "hoi-an"},
+            "spec": {"tls": [{"hosts": ["mot-cua.hoi-an.danang.gov.vn"], "secretName": "tls"}],
+                     "rules": [{"host": "mot-cua.hoi-an.danang.gov.vn", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                                "backend": {"service": {"name": "mot-cua", "port": {"number": 80}}}}]}}]}
+        }))
+        .unwrap();
+        trim_ingress(&mut ingress);
+        let spec = ingress.spec.unwrap();
+        assert!(spec.tls.is_none());
+        let rules = spec.rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].host.as_deref(), Some("mot-cua.hoi-an.danang.gov.vn"));
+        assert!(rules[0].http.is_none());
     }
 
     /// Answers a request of the mocked API server with `status` and `body`.

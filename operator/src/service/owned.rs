@@ -11,7 +11,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 
 use crate::error::Result;
-use crate::reconcile::apply::{Applicable, Applier};
+use crate::reconcile::apply::{Applicable, Applier, CacheOf};
 
 /// Who the owned objects belong to: the controller and the one object of its kind.
 pub struct OwnedKey<'a> {
@@ -33,58 +33,37 @@ pub trait OwnedKind: Send + Sync {
     fn prune<'a>(&'a self, applier: &'a Applier, owner: &'a OwnedKey<'a>) -> BoxFuture<'a, Result<Vec<String>>>;
 }
 
-/// An owned kind with owner references, pruned by label and owner from the metadata cache of that
-/// kind; an object the cache shows already right is not applied again.
-pub struct Owned<'a, K: Applicable> {
+/// An owned kind with owner references, pruned by label and owner from the cache of that kind
+/// (of whole objects or of their metadata, `C`); an object the cache shows already right is not
+/// applied again.
+pub struct Owned<'a, K: Applicable, C: CacheOf<K> = PartialObjectMeta<K>> {
     pub wanted: Cow<'a, [K]>,
-    pub cached: &'a Store<PartialObjectMeta<K>>,
-    /// Apply even what the cache shows right: the reconcile reads what the API server answers
-    /// (a Deployment's status).
-    pub always: bool,
+    pub cached: &'a Store<C>,
 }
 
-impl<'a, K: Applicable> Owned<'a, K>
-where
-    Store<PartialObjectMeta<K>>: crate::reconcile::apply::CachedMeta<K>,
-{
+impl<'a, K: Applicable, C: CacheOf<K>> Owned<'a, K, C> {
     /// `wanted`: a slice of the desired set (or a list gathered from several of its fields).
-    pub fn boxed(wanted: impl Into<Cow<'a, [K]>>, cached: &'a Store<PartialObjectMeta<K>>) -> Box<dyn OwnedKind + 'a> {
-        Box::new(Owned { wanted: wanted.into(), cached, always: false })
-    }
-
-    /// Like [`Self::boxed`], applied on every reconcile: the reconcile reads the applied object
-    /// back ([`Applier::applied`]).
-    pub fn always(wanted: impl Into<Cow<'a, [K]>>, cached: &'a Store<PartialObjectMeta<K>>) -> Box<dyn OwnedKind + 'a> {
-        Box::new(Owned { wanted: wanted.into(), cached, always: true })
+    pub fn boxed(wanted: impl Into<Cow<'a, [K]>>, cached: &'a Store<C>) -> Box<dyn OwnedKind + 'a> {
+        Box::new(Owned { wanted: wanted.into(), cached })
     }
 }
 
-impl<K: Applicable> OwnedKind for Owned<'_, K>
-where
-    Store<PartialObjectMeta<K>>: crate::reconcile::apply::CachedMeta<K>,
-{
+impl<K: Applicable, C: CacheOf<K>> OwnedKind for Owned<'_, K, C> {
     fn apply<'a>(&'a self, applier: &'a mut Applier) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            if self.always {
-                applier.apply_all(&self.wanted).await?;
-            } else {
-                applier.apply_all_unless_current(&self.wanted, self.cached).await?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { applier.apply_all_unless_current(&self.wanted, self.cached).await })
     }
 
     fn prune<'a>(&'a self, applier: &'a Applier, owner: &'a OwnedKey<'a>) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
-            let cached: Vec<Arc<PartialObjectMeta<K>>> = self.cached.state();
-            applier.prune(&cached, owner.component, owner.name, owner.uid).await
+            let cached: Vec<Arc<C>> = self.cached.state();
+            applier.prune::<K, C>(&cached, owner.component, owner.name, owner.uid).await
         })
     }
 }
 
 /// A kind's desired objects, with the caches of what exists of each owned kind.
 pub trait DesiredSet {
-    /// The metadata caches of the kind's owned objects, one field per owned kind.
+    /// The caches of the kind's owned objects, one field per owned kind.
     type Caches;
 
     /// Every owned kind, wanted objects paired with their cache, in the order they are applied

@@ -167,6 +167,9 @@ pub async fn reconcile<K: ServiceKind>(
             return Ok(Action::await_change());
         };
         ctx.shared.wait_until_ready().await?;
+        if !ctx.owned_listed.wait().await {
+            return Err(Error::CachesStopped(K::COMPONENT));
+        }
         if service.meta().deletion_timestamp.is_some() {
             // Its children carry owner references: the garbage collector removes them.
             return Ok(Action::await_change());

@@ -35,7 +35,9 @@ use crate::certificates::published::TrustSubscriber;
 use crate::error::{Error, Result};
 use crate::reconcile::conditions;
 use crate::reconcile::events::Publisher;
+use crate::reconcile::known::KnownObjects;
 use crate::reconcile::outcome::{Step, Stop};
+use crate::reconcile::watch;
 use crate::settings::Settings;
 use crate::tenancy::{Scope, TenantContext, TenantObject, scope_of};
 use crate::workload::hosts::{self, Dated, HostClaim};
@@ -136,19 +138,42 @@ impl Shared {
 pub struct ServiceContext<C> {
     pub shared: Arc<Shared>,
     pub caches: C,
+    /// Whether the whole-object caches in `caches` have listed once: reconciles wait for it, and
+    /// then take what they lack as not existing.
+    pub owned_listed: watch::Listed,
     /// The whole objects this controller's reconciles read, kept while unchanged.
     pub known: Known,
 }
 
-/// The whole objects a service controller reads (a certificate's Secret, what its workload holds
-/// of the quota), kept from the last read or apply while their cached version is unchanged: no
-/// live read of what the metadata caches show has not changed (`reconcile::known`).
-#[derive(Default)]
+/// What a service controller applied lately of the whole objects its reconciles read (a
+/// certificate's Secret, what its workload holds of the quota), served until its whole-object
+/// caches catch up (`reconcile::known`).
 pub struct Known {
-    pub secrets: crate::reconcile::known::KnownObjects<k8s_openapi::api::core::v1::Secret>,
-    pub deployments: crate::reconcile::known::KnownObjects<k8s_openapi::api::apps::v1::Deployment>,
-    pub ingresses: crate::reconcile::known::KnownObjects<k8s_openapi::api::networking::v1::Ingress>,
-    pub claims: crate::reconcile::known::KnownObjects<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    pub secrets: KnownObjects<k8s_openapi::api::core::v1::Secret>,
+    pub deployments: KnownObjects<k8s_openapi::api::apps::v1::Deployment>,
+    pub ingresses: KnownObjects<k8s_openapi::api::networking::v1::Ingress>,
+    pub claims: KnownObjects<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            secrets: KnownObjects::trimmed(watch::keep_all),
+            deployments: KnownObjects::trimmed(watch::trim_deployment),
+            ingresses: KnownObjects::trimmed(watch::trim_ingress),
+            claims: KnownObjects::trimmed(watch::keep_all),
+        }
+    }
+}
+
+impl Known {
+    /// Keeps what `applier` applied of the kinds reconciles read.
+    pub fn remember_applied(&self, applier: &crate::reconcile::apply::Applier) {
+        self.secrets.remember_applied(applier);
+        self.deployments.remember_applied(applier);
+        self.ingresses.remember_applied(applier);
+        self.claims.remember_applied(applier);
+    }
 }
 
 /// The CA side of a service's certificates, loaded for one reconcile.
@@ -314,10 +339,9 @@ impl Shared {
         use kube::runtime::events::EventType;
         let until = crate::reconcile::conditions::time_of(leaf.not_after).0;
         let (type_, reason, note) = match &leaf.issued {
-            None => return,
-            Some(Issued::New) => {
-                (EventType::Normal, "CertificateIssued", format!("issued the {what}, valid until {until}"))
-            }
+            // A service's first certificate is part of its creation: its status shows it, and an
+            // Event per new service would be one more write each for a province's worth of them.
+            None | Some(Issued::New) => return,
             Some(Issued::Renewal) => {
                 (EventType::Normal, "CertificateRenewed", format!("renewed the {what}, now valid until {until}"))
             }

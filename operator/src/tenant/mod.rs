@@ -66,6 +66,8 @@ pub struct Caches {
     pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
     /// The trust bundles it wrote.
     pub trust_bundles: Store<PartialObjectMeta<ConfigMap>>,
+    /// The tenant CA Secrets, whole: each reconcile loads its tenant's CA from here.
+    pub ca_secrets: Store<Secret>,
     /// Every Portal, DocumentService and DataSharingService (metadata): the tenant's service counts.
     pub portals: Store<PartialObjectMeta<Portal>>,
     pub document_services: Store<PartialObjectMeta<DocumentService>>,
@@ -80,6 +82,7 @@ impl Caches {
     /// would leave one of the two asleep.
     pub async fn wait_until_ready(&self) -> bool {
         self.namespaces.wait_until_ready().await.is_ok()
+            && self.ca_secrets.wait_until_ready().await.is_ok()
             && self.limit_ranges.wait_until_ready().await.is_ok()
             && self.network_policies.wait_until_ready().await.is_ok()
             && self.role_bindings.wait_until_ready().await.is_ok()
@@ -105,6 +108,8 @@ pub struct Context {
     pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
     /// What the tenant controller applied (objects already right are not applied again).
     pub applied: Arc<crate::reconcile::apply::AppliedObjects>,
+    /// The tenant CA Secrets this controller wrote lately, served until its cache shows them.
+    pub known_cas: crate::reconcile::known::KnownObjects<Secret>,
     /// Turns `true` once every cache has listed (see [`Caches::wait_until_ready`]).
     pub caches_ready: tokio::sync::watch::Receiver<bool>,
     /// The platform trust the trust controller publishes.
@@ -332,7 +337,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     // The tenant controller is the one writer of tenant CAs: a CA Secret deleted or edited by hand
     // wakes its Tenant (its owner), which issues it again.
     let ca_selector = labels::component_selector(crate::certificates::ca_secrets::COMPONENT);
-    let (_, ca_secret_stream) = watch::metadata_cache::<Secret>(client.clone(), &ca_selector);
+    let (ca_secrets, ca_secret_stream) = watch::whole_cache::<Secret>(client.clone(), &ca_selector, watch::keep_all);
 
     let (portals, portal_stream) = watch::census::<Portal>(client.clone());
     let (document_services, document_stream) = watch::census::<DocumentService>(client.clone());
@@ -367,6 +372,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         cluster_roles,
         cluster_role_bindings,
         trust_bundles,
+        ca_secrets,
         portals,
         document_services,
         data_sharing_services,
@@ -397,6 +403,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         ledger,
         status_writes: Default::default(),
         applied: Default::default(),
+        known_cas: Default::default(),
         tenant_cas,
         trust,
         wake,

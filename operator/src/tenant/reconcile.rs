@@ -14,7 +14,9 @@ use govpaas_crds::{Tenant, conditions::SUSPENDED};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -31,8 +33,9 @@ use super::{COMPONENT, Context, suspend};
 use crate::certificates::ca_secrets;
 use crate::error::{Error, Result};
 use crate::quota::{Family, Member, Request};
-use crate::reconcile::apply::{self, Applier, FIELD_MANAGER};
+use crate::reconcile::apply::{Applier, FIELD_MANAGER};
 use crate::reconcile::conditions;
+use crate::reconcile::known::Lookup;
 use crate::reconcile::outcome::Stop;
 use crate::tenancy::TenantContext;
 use crate::tenancy::TenantObject;
@@ -162,7 +165,7 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let caches = &ctx.caches;
     let mut applier = Applier::remembering(ctx.client.clone(), ctx.applied.clone());
     applier.apply_all_unless_current(&objects.namespaces, &caches.namespaces).await?;
-    applier.apply_all_unless_current(&objects.resource_quotas, &apply::WholeObjects(&caches.resource_quotas)).await?;
+    applier.apply_all_unless_current(&objects.resource_quotas, &caches.resource_quotas).await?;
     applier.apply_all_unless_current(&objects.limit_ranges, &caches.limit_ranges).await?;
     applier.apply_all_unless_current(&objects.network_policies, &caches.network_policies).await?;
     applier.apply_all_unless_current(&objects.cluster_roles, &caches.cluster_roles).await?;
@@ -172,16 +175,16 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     // and one left in place while the platform CA cannot be read keeps workloads verifying.
     applier.apply_all_unless_current(&objects.config_maps, &caches.trust_bundles).await?;
     let mut pruned = Vec::new();
-    pruned.extend(applier.prune(&caches.cluster_role_bindings.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.role_bindings.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.cluster_roles.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.network_policies.state(), COMPONENT, &name, &uid).await?);
-    pruned.extend(applier.prune(&caches.limit_ranges.state(), COMPONENT, &name, &uid).await?);
-    let quotas: Vec<_> =
-        caches.resource_quotas.state().iter().map(|quota| Arc::new(apply::metadata_of(quota.as_ref()))).collect();
-    pruned.extend(applier.prune(&quotas, COMPONENT, &name, &uid).await?);
+    pruned.extend(
+        applier.prune::<ClusterRoleBinding, _>(&caches.cluster_role_bindings.state(), COMPONENT, &name, &uid).await?,
+    );
+    pruned.extend(applier.prune::<RoleBinding, _>(&caches.role_bindings.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune::<ClusterRole, _>(&caches.cluster_roles.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune::<NetworkPolicy, _>(&caches.network_policies.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune::<LimitRange, _>(&caches.limit_ranges.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune::<ResourceQuota, _>(&caches.resource_quotas.state(), COMPONENT, &name, &uid).await?);
     // Namespaces last: deleting one deletes everything in it.
-    pruned.extend(applier.prune(&caches.namespaces.state(), COMPONENT, &name, &uid).await?);
+    pruned.extend(applier.prune::<Namespace, _>(&caches.namespaces.state(), COMPONENT, &name, &uid).await?);
     if !pruned.is_empty() {
         info!(?pruned, "pruned objects the tenant no longer wants");
     }
@@ -258,7 +261,22 @@ async fn trust_bundle(ctx: &Context, tenant: &Tenant, platform: &Platform, domai
     let mut context = TenantContext::of(tenant, platform);
     context.domain = domain.to_owned();
     let base_domain = &platform.spec.base_domain;
-    let tenant_ca = ca_secrets::tenant_ca(&store.secrets, tenant, &context, base_domain, &trust, &policy, now).await?;
+    let name = ca_secrets::tenant_ca_secret_name(&context.name);
+    let stored = Lookup { known: &ctx.known_cas, cache: &ctx.caches.ca_secrets }
+        .get(&ctx.client, operator_namespace, &name)
+        .await?;
+    let tenant_ca = ca_secrets::tenant_ca(
+        &store.secrets,
+        stored,
+        &ctx.known_cas,
+        tenant,
+        &context,
+        base_domain,
+        &trust,
+        &policy,
+        now,
+    )
+    .await?;
     let trust_now = trust;
     let mut trust = TenantTrust { bundle: Some(trust_now.bundle_pem.clone()), ..TenantTrust::default() };
     match tenant_ca {
