@@ -44,11 +44,15 @@ impl<K> Default for KnownObjects<K> {
     }
 }
 
-/// Which of two copies of one object is newer, by resourceVersion; `None`: they cannot be compared.
+/// How two copies of one object are ordered, by resourceVersion (integers of any size, as the
+/// API server defines them); `None`: they cannot be compared.
 fn newer(a: Option<&str>, b: Option<&str>) -> Option<Ordering> {
-    let a: u64 = a?.parse().ok()?;
-    let b: u64 = b?.parse().ok()?;
-    Some(a.cmp(&b))
+    fn integer(version: &str) -> Option<&str> {
+        let digits = version.trim_start_matches('0');
+        (!version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+    }
+    let (a, b) = (integer(a?)?, integer(b?)?);
+    Some(a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
 }
 
 impl<K> KnownObjects<K>
@@ -244,6 +248,17 @@ mod tests {
         let body = serde_json::to_vec(&secret("opaque-c")).unwrap();
         send.send_response(http::Response::builder().status(200).body(kube::client::Body::from(body)).unwrap());
         assert_eq!(read.await.unwrap(), Some("opaque-c".into()));
+    }
+
+    #[test]
+    fn resource_versions_are_ordered_as_integers_of_any_size() {
+        assert_eq!(newer(Some("9"), Some("10")), Some(Ordering::Less));
+        assert_eq!(newer(Some("123456789012345678901234567890"), Some("99")), Some(Ordering::Greater));
+        assert_eq!(newer(Some("42"), Some("42")), Some(Ordering::Equal));
+        assert_eq!(newer(Some("7"), Some("007")), Some(Ordering::Equal));
+        assert_eq!(newer(Some("a1"), Some("2")), None);
+        assert_eq!(newer(Some(""), Some("2")), None);
+        assert_eq!(newer(None, Some("2")), None);
     }
 
     #[test]
