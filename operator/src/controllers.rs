@@ -21,7 +21,7 @@ use govpaas_crds::Platform;
 use govpaas_crds::conditions::{READY, reasons};
 use govpaas_crds::metadata::TENANT_LABEL;
 use govpaas_crds::platform::PLATFORM_NAME;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -70,14 +70,20 @@ pub async fn run(client: Client, settings: Settings) {
         trust_publisher,
         tenants.store(),
     );
-    // The tenant CAs the tenant controller loads, which the service controllers issue with.
+    // The tenant CAs the tenant controller loads, which the service controllers issue with; their
+    // Secrets, which the tenant controller writes and both read (the services only until the
+    // tenant controller has loaded a CA in this process).
     let tenant_cas = Arc::new(crate::certificates::tenant_cas::TenantCas::default());
+    let ca_config = watch::config().labels(&labels::component_selector(crate::certificates::ca_secrets::COMPONENT));
+    let ca_api = Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace);
+    let mut ca_secrets = SharedWatch::new("tenant CA Secret", ca_api, ca_config);
     let tenant_inputs = crate::tenant::SharedInputs {
         tenants: tenants.subscribe(),
         platforms: platforms.subscribe(),
         trust: platform_trust.clone(),
         resource_quotas: quotas.subscribe(),
         tenant_cas: tenant_cas.clone(),
+        ca_secrets: ca_secrets.subscribe(),
     };
     let tenant_controller = crate::tenant::run(client.clone(), settings.clone(), tenant_inputs);
     let service_inputs = ServiceInputs {
@@ -86,6 +92,7 @@ pub async fn run(client: Client, settings: Settings) {
         tenants: tenants.subscribe(),
         quotas: quotas.subscribe(),
         tenant_cas,
+        ca_secrets: ca_secrets.subscribe(),
     };
     // The Platform's tenant count: only an operator that sees every Tenant counts them.
     let census = settings
@@ -102,7 +109,7 @@ pub async fn run(client: Client, settings: Settings) {
     let services = run_services(client, settings, service_inputs);
     // The shared watches end only when every subscriber has gone, the controllers on SIGTERM.
     let watches = async {
-        tokio::join!(platforms.run(), trust.run(), tenants.run(), quotas.run());
+        tokio::join!(platforms.run(), trust.run(), tenants.run(), quotas.run(), ca_secrets.run());
     };
     tokio::select! {
         _ = async { tokio::join!(trust_controller, tenant_controller, services) } => {}
@@ -126,6 +133,7 @@ struct ServiceInputs {
     tenants: Subscription<TenantObject>,
     quotas: Subscription<ResourceQuota>,
     tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
+    ca_secrets: Subscription<Secret>,
 }
 
 /// Runs `on_change` for each object `subscription` touches, recording in `listed` when its watch
@@ -439,6 +447,8 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         }
     };
     let (quotas, quota_task) = follow(inputs.quotas, "ResourceQuota", &listed, wake_quota);
+    // A renewed tenant CA reaches the services through their Tenant's status (its serial).
+    let (tenant_ca_secrets, ca_secret_task) = follow(inputs.ca_secrets, "tenant CA Secret", &listed, |_| {});
 
     let portal_stream = {
         let fanout = fanout.clone();
@@ -498,6 +508,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         tenants,
         namespaces,
         quotas,
+        tenant_ca_secrets,
         portals: portals.clone(),
         documents: documents.clone(),
         data_sharing: data_sharing.clone(),
@@ -523,7 +534,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
     // The related watchers run until their streams end, which they do not; the controllers stop
     // on SIGTERM, and then so does this.
     let related = async {
-        tokio::join!(platform_task, trust_task, tenant_task, namespace_task, quota_task);
+        tokio::join!(platform_task, trust_task, tenant_task, namespace_task, quota_task, ca_secret_task);
     };
     let controllers = async {
         tokio::join!(

@@ -269,9 +269,13 @@ pub async fn tenant_ca(
 /// due for renewal still certifies until then.
 ///
 /// A CA loaded in this process already ([`TenantCas`]) under the same issuing platform CA and not
-/// expired is used as it is, without reading its Secret or parsing its key again.
+/// expired is used as it is, without reading its Secret or parsing its key again. Else its Secret
+/// is `cached` (the shared cache's copy; only before the tenant controller has loaded it, just
+/// after a start, so it is fresh), or read from the API server when the cache lacks it (the tenant
+/// controller may have issued it a moment ago).
 pub async fn issued_tenant_ca(
     api: &Api<Secret>,
+    cached: Option<Arc<Secret>>,
     context: &TenantContext,
     trust: &PlatformTrust,
     now: OffsetDateTime,
@@ -289,8 +293,12 @@ pub async fn issued_tenant_ca(
             format!("waiting for the tenant controller to {what} the CA of tenant {}", context.name),
         ))
     };
-    let Some(stored) = api.get_opt(&name).await? else {
-        return waiting("issue");
+    let stored = match cached {
+        Some(stored) => stored,
+        None => match api.get_opt(&name).await? {
+            Some(stored) => Arc::new(stored),
+            None => return waiting("issue"),
+        },
     };
     let (Some(crt), Some(key)) = (secret_data(&stored, "tls.crt"), secret_data(&stored, "tls.key")) else {
         let message = format!("the tenant CA Secret {name} lacks tls.crt or tls.key");
@@ -535,19 +543,28 @@ mod tests {
                 tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
             let api: Api<Secret> = Api::namespaced(kube::Client::new(service, "govpaas-system"), "govpaas-system");
             let secret = stored(&world);
+            let secret_copy = secret.clone();
 
             let read = {
                 let (api, context, trust, now) = (api.clone(), world.context.clone(), world.trust, world.now);
                 tokio::spawn(async move {
                     let loaded = TenantCas::default();
-                    let missing = issued_tenant_ca(&api, &context, &trust, now, &loaded).await;
+                    let missing = issued_tenant_ca(&api, None, &context, &trust, now, &loaded).await;
                     // Ten years on, the CA has expired: renewing it is the tenant controller's job.
                     let later = now + Duration::days(3650);
-                    let expired = issued_tenant_ca(&api, &context, &trust, later, &loaded).await;
-                    let current = issued_tenant_ca(&api, &context, &trust, now, &loaded).await;
+                    let expired = issued_tenant_ca(&api, None, &context, &trust, later, &loaded).await;
+                    let current = issued_tenant_ca(&api, None, &context, &trust, now, &loaded).await;
                     // Loaded once: the next reconcile neither reads the Secret nor parses the key.
-                    let again = issued_tenant_ca(&api, &context, &trust, now, &loaded).await;
+                    let again = issued_tenant_ca(&api, None, &context, &trust, now, &loaded).await;
                     assert!(again.is_ok_and(|ca| current.as_ref().is_ok_and(|c| Arc::ptr_eq(c, &ca))));
+                    // Another process (just started): the cache's copy, and no read.
+                    let cached = Some(Arc::new(secret_copy));
+                    let from_cache = issued_tenant_ca(&api, cached, &context, &trust, now, &TenantCas::default()).await;
+                    assert!(
+                        from_cache.is_ok_and(|ca| current
+                            .as_ref()
+                            .is_ok_and(|c| c.certificate_pem() == ca.certificate_pem()))
+                    );
                     let waiting = |step: Step<Arc<CertificateAuthority>>| match step {
                         Err(Stop::Halt(crate::reconcile::outcome::Halt::Waiting(problem))) => Some(problem),
                         _ => None,

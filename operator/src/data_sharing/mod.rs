@@ -33,7 +33,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::lgsp::tables;
 use crate::reconcile::triggers::Triggers;
-use crate::reconcile::{labels, runner, watch};
+use crate::reconcile::{labels, runner, shared, watch};
 use crate::service::runtime::{DataSharingObject, ServiceWatch, Shared};
 
 /// Runs the DataSharingService controller, and the sweep of orphaned route tables, until shutdown.
@@ -79,8 +79,8 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
     // Reconciles wait for the client Secrets' cache too: what it lacks then does not exist.
-    let secrets_listed = watch::Listed::of(&secrets);
-    let services_listed = watch::Listed::of(&kubernetes_services);
+    let secrets_listed = shared::Listed::of(&secrets);
+    let services_listed = shared::Listed::of(&kubernetes_services);
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),
         caches: reconcile::Caches {
@@ -91,7 +91,7 @@ pub async fn run(shared: Arc<Shared>, services: ServiceWatch<DataSharingObject>)
             operator_namespace: shared.settings.operator_namespace.clone(),
         },
         known: Default::default(),
-        owned_listed: watch::Listed::when(vec![secrets_listed, services_listed]),
+        owned_listed: shared::Listed::when(vec![secrets_listed, services_listed]),
     });
     let synced = {
         let shared = shared.clone();

@@ -40,7 +40,7 @@ use serde_json::json;
 use crate::lgsp::tables;
 use crate::reconcile::apply::FIELD_MANAGER;
 use crate::reconcile::triggers::Triggers;
-use crate::reconcile::{labels, runner, watch};
+use crate::reconcile::{labels, runner, shared, watch};
 use crate::service::runtime::{DocumentObject, ServiceWatch, Shared};
 
 /// Runs the DocumentService controller, and the announcer of retained volumes, until shutdown.
@@ -75,11 +75,11 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
         .reconcile_on(clock.woken(futures::stream::select(documents.wake, owned_changed)));
     let concurrency = shared.settings.concurrency;
     // Reconciles wait for the whole-object caches too: what they lack then does not exist.
-    let owned_listed = watch::Listed::when(vec![
-        watch::Listed::of(&deployments),
-        watch::Listed::of(&ingresses),
-        watch::Listed::of(&secrets),
-        watch::Listed::of(&claims),
+    let owned_listed = shared::Listed::when(vec![
+        shared::Listed::of(&deployments),
+        shared::Listed::of(&ingresses),
+        shared::Listed::of(&secrets),
+        shared::Listed::of(&claims),
     ]);
     let context = Arc::new(reconcile::Context {
         shared: shared.clone(),

@@ -218,6 +218,7 @@ fn context(client: kube::Client, platform_trust: TrustSubscriber) -> Arc<Service
         tenants: store_of(vec![DeserializeGuard(Ok(tenant))]),
         namespaces: store_of(vec![namespace]),
         quotas: store_of(vec![]),
+        tenant_ca_secrets: store_of(vec![]),
         portals: store_of(vec![DeserializeGuard(Ok(fixtures::portal()))]),
         documents: store_of(vec![]),
         data_sharing: store_of(vec![]),
@@ -238,7 +239,7 @@ fn context(client: kube::Client, platform_trust: TrustSubscriber) -> Arc<Service
         shared,
         caches,
         known: Default::default(),
-        owned_listed: crate::reconcile::watch::Listed::done(),
+        owned_listed: crate::reconcile::shared::Listed::done(),
     })
 }
 

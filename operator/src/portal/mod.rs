@@ -27,7 +27,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Controller;
 
 use crate::reconcile::triggers::Triggers;
-use crate::reconcile::{labels, runner, watch};
+use crate::reconcile::{labels, runner, shared, watch};
 use crate::service::runtime::{PortalObject, ServiceWatch, Shared};
 
 /// Runs the Portal controller until shutdown.
@@ -53,10 +53,10 @@ pub async fn run(shared: Arc<Shared>, portals: ServiceWatch<PortalObject>) {
     let concurrency = shared.settings.concurrency;
     let telemetry = shared.settings.telemetry.clone();
     // Reconciles wait for the whole-object caches too: what they lack then does not exist.
-    let owned_listed = watch::Listed::when(vec![
-        watch::Listed::of(&deployments),
-        watch::Listed::of(&ingresses),
-        watch::Listed::of(&secrets),
+    let owned_listed = shared::Listed::when(vec![
+        shared::Listed::of(&deployments),
+        shared::Listed::of(&ingresses),
+        shared::Listed::of(&secrets),
     ]);
     let context = Arc::new(reconcile::Context {
         shared,

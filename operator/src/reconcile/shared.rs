@@ -49,6 +49,33 @@ where
 pub struct Listed(tokio::sync::watch::Receiver<bool>);
 
 impl Listed {
+    /// Listed once every future of `stores` says so (each a store's `wait_until_ready`, [`Self::of`],
+    /// its only waiter); never, if one says its cache stopped. For a controller's own caches: its
+    /// reconciles wait for it, and then take what a cache lacks as not existing.
+    pub fn when(stores: Vec<futures::future::BoxFuture<'static, bool>>) -> Self {
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if futures::future::join_all(stores).await.into_iter().all(|listed| listed) {
+                sender.send_replace(true);
+            }
+        });
+        Listed(receiver)
+    }
+
+    /// The future of `store` having listed, for [`Self::when`].
+    pub fn of<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, bool>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let store = store.clone();
+        Box::pin(async move { store.wait_until_ready().await.is_ok() })
+    }
+
+    /// Already listed (tests that fill the stores by hand).
+    pub fn done() -> Self {
+        Listed(tokio::sync::watch::channel(true).1)
+    }
+
     /// Waits until the watch has listed; false if it stopped before.
     pub async fn wait(mut self) -> bool {
         self.0.wait_for(|listed| *listed).await.is_ok()

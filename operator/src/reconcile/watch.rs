@@ -137,45 +137,6 @@ where
     (reader, stream)
 }
 
-/// Says when a controller's caches have all listed once, to any number of waiters (a store's own
-/// `wait_until_ready` wakes only one: kube-runtime's `DelayedInit` keeps a single waker). A
-/// reconcile that waits for it may take what a cache lacks as not existing.
-#[derive(Clone)]
-pub struct Listed(tokio::sync::watch::Receiver<bool>);
-
-impl Listed {
-    /// Listed once every future of `stores` (each a store's `wait_until_ready`, its only waiter)
-    /// says so; never, if one says its cache stopped.
-    pub fn when(stores: Vec<futures::future::BoxFuture<'static, bool>>) -> Self {
-        let (sender, receiver) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if futures::future::join_all(stores).await.into_iter().all(|listed| listed) {
-                let _ = sender.send(true);
-            }
-        });
-        Listed(receiver)
-    }
-
-    /// Already listed (tests that fill the stores by hand).
-    pub fn done() -> Self {
-        Listed(tokio::sync::watch::channel(true).1)
-    }
-
-    /// The future of `store` having listed, for [`Self::when`].
-    pub fn of<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, bool>
-    where
-        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-    {
-        let store = store.clone();
-        Box::pin(async move { store.wait_until_ready().await.is_ok() })
-    }
-
-    /// Waits until every cache has listed; `false`: one stopped first.
-    pub async fn wait(&self) -> bool {
-        self.0.clone().wait_for(|listed| *listed).await.is_ok()
-    }
-}
-
 /// A cache of every Service in the cluster, trimmed to its selector and ports (what a provided
 /// API's backend is made of), and the stream that fills it.
 pub fn every_service(

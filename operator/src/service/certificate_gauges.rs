@@ -42,6 +42,7 @@ fn shared() -> Shared {
         tenants: reflector::store().0,
         namespaces: reflector::store().0,
         quotas: reflector::store().0,
+        tenant_ca_secrets: reflector::store().0,
         portals: reflector::store().0,
         documents: reflector::store().0,
         data_sharing: reflector::store().0,

@@ -167,7 +167,7 @@ pub async fn reconcile<K: ServiceKind>(
             return Ok(Action::await_change());
         };
         ctx.shared.wait_until_ready().await?;
-        if !ctx.owned_listed.wait().await {
+        if !ctx.owned_listed.clone().wait().await {
             return Err(Error::CachesStopped(K::COMPONENT));
         }
         if service.meta().deletion_timestamp.is_some() {

@@ -52,8 +52,16 @@ pub type DocumentObject = DeserializeGuard<DocumentService>;
 pub type DataSharingObject = DeserializeGuard<DataSharingService>;
 
 /// The caches every reconcile reads, by the name each reports when it has listed once.
-const CACHES: [&str; 7] =
-    ["Platform", "Tenant", "Namespace", "ResourceQuota", "Portal", "DocumentService", "DataSharingService"];
+const CACHES: [&str; 8] = [
+    "Platform",
+    "Tenant",
+    "Namespace",
+    "ResourceQuota",
+    "tenant CA Secret",
+    "Portal",
+    "DocumentService",
+    "DataSharingService",
+];
 
 /// Every cache listed, for tests that fill the stores by hand.
 #[cfg(test)]
@@ -95,6 +103,8 @@ pub struct Shared {
     /// Tenant namespaces (those labelled `govpaas.io/tenant`), metadata only.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub quotas: Store<ResourceQuota>,
+    /// The tenant CA Secrets, read until the tenant controller has loaded a CA in this process.
+    pub tenant_ca_secrets: Store<k8s_openapi::api::core::v1::Secret>,
     pub portals: Store<PortalObject>,
     pub documents: Store<DocumentObject>,
     pub data_sharing: Store<DataSharingObject>,
@@ -140,7 +150,7 @@ pub struct ServiceContext<C> {
     pub caches: C,
     /// Whether the whole-object caches in `caches` have listed once: reconciles wait for it, and
     /// then take what they lack as not existing.
-    pub owned_listed: watch::Listed,
+    pub owned_listed: crate::reconcile::shared::Listed,
     /// The whole objects this controller's reconciles read, kept while unchanged.
     pub known: Known,
 }
@@ -288,7 +298,10 @@ impl Shared {
             .map_err(|message| Stop::waiting(reasons::CERTIFICATE_POLICY_INVALID, message))?;
         let platform_trust = self.platform_trust.current()?;
         let secrets = Api::namespaced(self.client.clone(), &self.settings.operator_namespace);
-        let tenant_ca = ca_secrets::issued_tenant_ca(&secrets, context, &platform_trust, now, &self.tenant_cas).await?;
+        let name = ca_secrets::tenant_ca_secret_name(&context.name);
+        let cached = self.tenant_ca_secrets.get(&ObjectRef::new(&name).within(&self.settings.operator_namespace));
+        let tenant_ca =
+            ca_secrets::issued_tenant_ca(&secrets, cached, context, &platform_trust, now, &self.tenant_cas).await?;
         let (trust, trust_pem) = (platform_trust.anchors.clone(), platform_trust.bundle_pem.clone());
         Ok(Authority { tenant_ca, trust, trust_pem, policy })
     }
@@ -421,6 +434,7 @@ mod tests {
             name::<TenantObject>(),
             "Namespace",
             name::<ResourceQuota>(),
+            "tenant CA Secret",
             "Portal",
             "DocumentService",
             "DataSharingService",

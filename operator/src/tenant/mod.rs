@@ -66,7 +66,8 @@ pub struct Caches {
     pub cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
     /// The trust bundles it wrote.
     pub trust_bundles: Store<PartialObjectMeta<ConfigMap>>,
-    /// The tenant CA Secrets, whole: each reconcile loads its tenant's CA from here.
+    /// The tenant CA Secrets, whole (a shared watch's cache, listed before the first reconcile):
+    /// each reconcile loads its tenant's CA from here.
     pub ca_secrets: Store<Secret>,
     /// Every Portal, DocumentService and DataSharingService (metadata): the tenant's service counts.
     pub portals: Store<PartialObjectMeta<Portal>>,
@@ -82,7 +83,6 @@ impl Caches {
     /// would leave one of the two asleep.
     pub async fn wait_until_ready(&self) -> bool {
         self.namespaces.wait_until_ready().await.is_ok()
-            && self.ca_secrets.wait_until_ready().await.is_ok()
             && self.limit_ranges.wait_until_ready().await.is_ok()
             && self.network_policies.wait_until_ready().await.is_ok()
             && self.role_bindings.wait_until_ready().await.is_ok()
@@ -284,6 +284,9 @@ pub struct SharedInputs {
     pub resource_quotas: Subscription<ResourceQuota>,
     /// Where it publishes each tenant CA it loads or issues, for the service controllers.
     pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
+    /// The tenant CA Secrets (it is their one writer): each reconcile loads its tenant's CA from
+    /// this cache, and a Secret deleted or edited by hand wakes its Tenant, which issues it again.
+    pub ca_secrets: Subscription<Secret>,
 }
 
 /// Runs the tenant controller until shutdown.
@@ -294,6 +297,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         trust,
         resource_quotas: quota_subscription,
         tenant_cas,
+        ca_secrets: ca_secret_subscription,
     } = shared;
     let (wake, woken) = unbounded();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -334,10 +338,9 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
     // Trust bundles are never pruned, so nothing reads their cache: the watch only brings a
     // hand-edited or deleted bundle back at once (agency admins may edit ConfigMaps).
     let (trust_bundles, trust_bundle_stream) = watch::metadata_cache::<ConfigMap>(client.clone(), &owned);
-    // The tenant controller is the one writer of tenant CAs: a CA Secret deleted or edited by hand
-    // wakes its Tenant (its owner), which issues it again.
-    let ca_selector = labels::component_selector(crate::certificates::ca_secrets::COMPONENT);
-    let (ca_secrets, ca_secret_stream) = watch::whole_cache::<Secret>(client.clone(), &ca_selector, watch::keep_all);
+    let ca_secrets = ca_secret_subscription.store.clone();
+    let ca_secrets_listed = ca_secret_subscription.listed.clone();
+    let ca_secret_stream = ca_secret_subscription.touched();
 
     let (portals, portal_stream) = watch::census::<Portal>(client.clone());
     let (document_services, document_stream) = watch::census::<DocumentService>(client.clone());
@@ -386,6 +389,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
                 && trust_settled.settled().await
                 && platforms_listed.wait().await
                 && quotas_listed.wait().await
+                && ca_secrets_listed.wait().await
                 && tenants_listed.wait().await
             {
                 tracing::info!(controller = COMPONENT, "caches ready");

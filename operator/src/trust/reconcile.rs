@@ -329,7 +329,7 @@ async fn ensure_national(
             let context = crate::tenancy::TenantContext::of(province, platform);
             // Read from its Secret each time: this controller runs apart from the tenant controller.
             let loaded = crate::certificates::tenant_cas::TenantCas::default();
-            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, &context, trust, now, &loaded).await {
+            let tenant_ca = match ca_secrets::issued_tenant_ca(&secrets, None, &context, trust, now, &loaded).await {
                 Ok(ca) => ca,
                 Err(Stop::Halt(halt)) => {
                     let problem = Problem::new(national::reasons::PENDING, halt.into_message());
