@@ -33,7 +33,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Api, Resource};
 use serde_json::json;
 
@@ -75,7 +75,9 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
         .reconcile_on(clock.woken(futures::stream::select(documents.wake, owned_changed)));
     let concurrency = shared.settings.concurrency;
     // Reconciles wait for the whole-object caches too: what they lack then does not exist.
+    let (marked_volumes, marked_writer) = reflector::store::<PersistentVolume>();
     let owned_listed = shared::Listed::when(vec![
+        shared::Listed::of(&marked_volumes),
         shared::Listed::of(&deployments),
         shared::Listed::of(&ingresses),
         shared::Listed::of(&secrets),
@@ -89,6 +91,7 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
             ingresses,
             secrets,
             claims,
+            marked_volumes,
             network_policies,
             route_tables: route_tables.clone(),
             operator_namespace: operator_namespace.clone(),
@@ -124,7 +127,7 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
     let client = shared.client.clone();
     tokio::select! {
         () = controller => {}
-        () = announce_retained(shared) => {}
+        () = announce_retained(shared, marked_writer) => {}
         () = tables::sweep(client, &operator_namespace, route_tables, ready, sweep) => {}
     }
 }
@@ -132,7 +135,10 @@ pub async fn run(shared: Arc<Shared>, documents: ServiceWatch<DocumentObject>) {
 /// Publishes, once per release, an Event on each document volume that its claim released and that
 /// is retained: where the documents are and how to restore them. Volumes of tenants another
 /// operator serves (`--tenant-selector`) are left to that operator.
-pub async fn announce_retained(shared: Arc<Shared>) {
+///
+/// The watch also fills `marked`, the cache of every marked document volume: a reconcile finds its
+/// bound volume there already marked, without reading it.
+pub async fn announce_retained(shared: Arc<Shared>, marked: reflector::store::Writer<PersistentVolume>) {
     // The Tenants this operator serves are known once the caches have listed.
     if shared.wait_until_ready().await.is_err() {
         return;
@@ -141,6 +147,8 @@ pub async fn announce_retained(shared: Arc<Shared>) {
     let selector = format!("{},{}", govpaas_crds::metadata::TENANT_LABEL, retention::CLAIM_LABEL_SELECTOR);
     watch::watcher(api.clone(), crate::reconcile::watch::config().labels(&selector))
         .default_backoff()
+        .modify(watch::strip)
+        .reflect(marked)
         .applied_objects()
         .for_each(|volume| {
             let shared = shared.clone();

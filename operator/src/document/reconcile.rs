@@ -16,7 +16,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -63,6 +63,9 @@ pub struct Caches {
     pub ingresses: Store<Ingress>,
     pub secrets: Store<Secret>,
     pub claims: Store<PersistentVolumeClaim>,
+    /// The document volumes already marked with their service (filled by `announce_retained`'s
+    /// watch).
+    pub marked_volumes: Store<PersistentVolume>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     /// The exchange route tables, in the operator's namespace.
     pub route_tables: Store<PartialObjectMeta<ConfigMap>>,
@@ -96,6 +99,7 @@ impl DesiredSet for DesiredObjects {
             ingresses,
             secrets,
             claims: _,
+            marked_volumes: _,
             network_policies,
             route_tables,
             operator_namespace,
@@ -453,17 +457,18 @@ async fn storage(
         capacity: claim.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage").cloned()),
     };
     if let (true, Some(volume_name)) = (phase == "Bound", volume_name) {
-        let volumes: Api<PersistentVolume> = Api::all(ctx.shared.client.clone());
-        if let Some(volume) = volumes.get_opt(&volume_name).await? {
-            let namespace = inputs.service.namespace().unwrap_or_default();
-            let name = inputs.service.name_any();
-            let owner = VolumeOwner {
-                tenant: inputs.tenant,
-                namespace: &namespace,
-                service: &name,
-                claim: &names.claim,
-                policy,
-            };
+        let namespace = inputs.service.namespace().unwrap_or_default();
+        let name = inputs.service.name_any();
+        let owner =
+            VolumeOwner { tenant: inputs.tenant, namespace: &namespace, service: &name, claim: &names.claim, policy };
+        // Marked already, as the cache shows: nothing to read or write. Else read it (not marked,
+        // or marked for another service or policy) and mark it.
+        let cached = ctx.caches.marked_volumes.get(&ObjectRef::new(&volume_name));
+        let volume = match cached {
+            Some(volume) if retention::is_marked(&volume, &owner) => Some(volume.as_ref().clone()),
+            _ => Api::<PersistentVolume>::all(ctx.shared.client.clone()).get_opt(&volume_name).await?,
+        };
+        if let Some(volume) = volume {
             let marked = if retention::is_marked(&volume, &owner) {
                 volume
             } else {
