@@ -152,8 +152,6 @@ pub struct Endpoint {
     pub url: String,
     /// The route table's ConfigMap.
     pub table: ConfigMap,
-    /// How many DocumentServices may send to it.
-    pub senders: usize,
 }
 
 /// The receiver's route table (schema v2) and its ConfigMap in `operator_namespace`.
@@ -197,7 +195,7 @@ pub fn endpoint(
                 .rate_limit
                 .clone()
                 .unwrap_or_else(|| platform.lgsp.default_rate_limit.clone()),
-            senders: senders.clone(),
+            senders,
         }],
     };
     let source = TableSource {
@@ -211,7 +209,6 @@ pub fn endpoint(
     Endpoint {
         url: format!("https://{}{path_prefix}", crate::lgsp::gateway_host(platform)),
         table: tables::table_config_map(name, operator_namespace, &source, &table),
-        senders: senders.len(),
     }
 }
 
@@ -295,7 +292,6 @@ mod tests {
             serde_json::from_value(serde_json::json!({"baseDomain": "danang.gov.vn"})).unwrap();
         let endpoint = endpoint(me, &peers, &platform, "so-noivu.danang.gov.vn", "u-1", "govpaas-system");
         assert_eq!(endpoint.url, "https://lgsp.danang.gov.vn/H48.12/edoc/van-ban/");
-        assert_eq!(endpoint.senders, 2);
         let table = endpoint.table;
         assert_eq!(table.metadata.name.as_deref(), Some("lgsp-edoc.so-noivu.van-ban"));
         assert_eq!(table.metadata.labels.as_ref().unwrap()[lgsp::SOURCE_KIND_LABEL], lgsp::DOCUMENT_SOURCE);

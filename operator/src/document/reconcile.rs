@@ -611,10 +611,11 @@ fn routes(service: &DocumentService, exchange: &ExchangeState, operator_namespac
             Desired::holds(
                 ROUTES_REGISTERED,
                 exchange::REGISTERED,
+                // No count of the senders: it changes with every DocumentService of the province,
+                // and a status that did would be rewritten on every receiver each time.
                 format!(
-                    "exchange endpoint {} is in the LGSP gateway's route table {operator_namespace}/{table}; {} DocumentServices of the province may send to it (defaultDecision {:?}, {} sender rules); it sends as {}",
+                    "exchange endpoint {} is in the LGSP gateway's route table {operator_namespace}/{table}, which lists the DocumentServices of the province its rules admit (defaultDecision {:?}, {} sender rules); it sends as {}",
                     endpoint.url,
-                    endpoint.senders,
                     rules.default_decision,
                     rules.senders.len(),
                     identity.uri()
