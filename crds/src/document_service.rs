@@ -6,9 +6,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN, normalise},
+    agency::{AGENCY_CODE_MAX_LEN, AGENCY_CODE_PATTERN},
     common::{DNS_SUBDOMAIN_PATTERN, HOST_PATTERN, IMAGE_PATTERN, RateLimit, Size, positive_quantity},
     data_sharing::AccessDecision,
+    lgsp::SenderRules,
     status::CertificateStatus,
 };
 
@@ -172,24 +173,9 @@ fn any_service() -> String {
 }
 
 impl DocumentExchange {
-    /// Whether this exchange admits the DocumentService `service` of agency `agency` (either code
-    /// form): a rule naming it, else a rule for its agency's `*`, else `defaultDecision`; within a
-    /// rank `Deny` wins.
-    pub fn admits(&self, agency: &str, service: &str) -> bool {
-        let agency = normalise(agency);
-        let decide = |named: bool| {
-            let mut matching = self
-                .senders
-                .iter()
-                .filter(|rule| normalise(&rule.agency_code) == agency)
-                .filter(|rule| if named { rule.service == service } else { rule.service == "*" })
-                .map(|rule| rule.decision)
-                .peekable();
-            matching.peek().is_some().then(|| {
-                if matching.any(|d| d == AccessDecision::Deny) { AccessDecision::Deny } else { AccessDecision::Approve }
-            })
-        };
-        decide(true).or_else(|| decide(false)).unwrap_or(self.default_decision) == AccessDecision::Approve
+    /// Its rules about senders, as the gateway applies them ([`SenderRules::admits`]).
+    pub fn sender_rules(&self) -> SenderRules {
+        SenderRules { default_decision: self.default_decision, senders: self.senders.clone() }
     }
 }
 
@@ -287,7 +273,7 @@ mod tests {
     fn a_named_rule_outranks_the_agencys_star_and_deny_wins_within_a_rank() {
         use AccessDecision::{Approve, Deny};
         let open = exchange(Approve, &[]);
-        assert!(open.admits("H48.12", "van-ban"), "by default every exchange-enabled service may send");
+        assert!(open.sender_rules().admits("H48.12", "van-ban"), "by default every exchange-enabled service may send");
         let closed = exchange(
             Deny,
             &[
@@ -297,12 +283,15 @@ mod tests {
                 ("H48.13", "x", Deny),
             ],
         );
-        assert!(closed.admits("H48", "any"), "the agency's star");
-        assert!(closed.admits("H48.12", "van-ban"), "named (legacy code form) outranks the agency's Deny");
-        assert!(!closed.admits("H48.12", "khac"), "the agency's Deny");
-        assert!(!closed.admits("H48.14", "van-ban"), "no rule: the default");
-        assert!(!closed.admits("H48.13", "x"));
+        assert!(closed.sender_rules().admits("H48", "any"), "the agency's star");
+        assert!(
+            closed.sender_rules().admits("H48.12", "van-ban"),
+            "named (legacy code form) outranks the agency's Deny"
+        );
+        assert!(!closed.sender_rules().admits("H48.12", "khac"), "the agency's Deny");
+        assert!(!closed.sender_rules().admits("H48.14", "van-ban"), "no rule: the default");
+        assert!(!closed.sender_rules().admits("H48.13", "x"));
         let both = exchange(Approve, &[("H48.12", "*", Approve), ("H48.12", "*", Deny)]);
-        assert!(!both.admits("H48.12", "a"), "Deny wins within a rank");
+        assert!(!both.sender_rules().admits("H48.12", "a"), "Deny wins within a rank");
     }
 }

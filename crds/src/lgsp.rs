@@ -75,11 +75,41 @@
 //!   TLS to `https://<service>.<namespace>.svc:<port><path><rest>`, verifying the receiver's
 //!   certificate for `serverName` against the platform trust bundle, with the sender's identity in
 //!   `X-Lgsp-Consumer`, and records the package's SHA-256 in the audit.
-//! - The operator writes version 2 for the tables that need it (DocumentServices' exchange endpoints)
-//!   and version 1 for the rest, which have nothing of version 2's: a gateway older than the operator
-//!   keeps serving data sharing during an upgrade (it refuses only the version 2 tables, keeping
-//!   their previous content), and the gateway reads both. A version 1 table with `exchange` entries
-//!   is refused whole: version 1 has none.
+//! - A version 1 table with `exchange` entries is refused whole: version 1 has none.
+//!
+//! # Schema, version 3 (`govpaas.io/lgsp-routes/v3`)
+//!
+//! Version 2, with the exchange's admission decided by the gateway instead of listed: an exchange
+//! endpoint carries no `senders` but its own sending `identity` and its receiver's `admission`
+//! rules, exactly as its DocumentService's `spec.exchange` writes them:
+//!
+//! ```json
+//! "exchange": [{
+//!   "service": "van-thu", "pathPrefix": "/H48.12/edoc/van-thu/", "upstream": {…}, "rateLimit": {…},
+//!   "identity": "spiffe://danang.gov.vn/agency/000.00.12.H48/docs/van-thu",
+//!   "admission": {"defaultDecision": "Deny",
+//!                 "senders": [{"agencyCode": "H48", "service": "*", "decision": "Approve"}]}
+//! }]
+//! ```
+//!
+//! - The **active senders** are the `identity` of every exchange endpoint in the gateway's tables.
+//!   A caller may send to an endpoint when its verified identity is an active sender other than the
+//!   endpoint itself and `admission` admits the sender's agency and DocumentService
+//!   ([`SenderRules::admits`]: a rule naming the DocumentService, else its agency's `*`, else
+//!   `defaultDecision`; `Deny` wins within a rank). A DocumentService that turns exchange off or goes
+//!   loses its table, so it stops being a sender everywhere at once.
+//! - Each table depends on its own DocumentService alone: a DocumentService turning exchange on or
+//!   off rewrites its own table, never the others' (version 2 listed the senders in every receiver's
+//!   table, so each one rewrote the tables of all the receivers admitting it: quadratic in a province).
+//!
+//! # Versions and upgrades
+//!
+//! The operator writes version 3 for DocumentServices' tables and version 1 for the rest, which have
+//! nothing of the later versions: a gateway older than the operator keeps serving data sharing during
+//! an upgrade (it refuses the tables of a version it does not know, keeping their previous content),
+//! and the gateway reads all three. Version 2 tables (an operator before version 3) are still served
+//! with their listed senders; their DocumentServices are not active senders to version 3 endpoints
+//! until the upgraded operator rewrites their tables, which it does on its first pass.
 //!
 //! Fields may be added within a version (a reader ignores those it does not know); a change that
 //! an older reader would misread gets a new `schema` string, and a reader refuses a schema it does
@@ -87,15 +117,22 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agency::normalise;
 use crate::common::RateLimit;
+use crate::data_sharing::AccessDecision;
+use crate::document_service::DocumentSender;
 
 /// The `schema` of version 1 of the route table.
 pub const SCHEMA_V1: &str = "govpaas.io/lgsp-routes/v1";
-/// The `schema` of version 2: version 1 and the document exchange.
+/// The `schema` of version 2: version 1 and the document exchange, its senders listed.
 pub const SCHEMA_V2: &str = "govpaas.io/lgsp-routes/v2";
+/// The `schema` of version 3: version 2 with the exchange's sender rules, decided by the gateway.
+pub const SCHEMA_V3: &str = "govpaas.io/lgsp-routes/v3";
 /// The second path segment of exchange endpoints (`/<agency code>/edoc/<service>/`): no API may
 /// take this name.
 pub const EXCHANGE_SEGMENT: &str = "edoc";
+/// The kind segment of a DocumentService's sending identity (`spiffe://<base>/agency/<code>/docs/<name>`).
+pub const EXCHANGE_IDENTITY_KIND: &str = "docs";
 /// The ConfigMap key holding the table's JSON.
 pub const ROUTE_TABLE_KEY: &str = "routes.json";
 /// The `app.kubernetes.io/component` of route table ConfigMaps.
@@ -205,10 +242,49 @@ pub struct ExchangeRoute {
     pub upstream: ExchangeUpstream,
     /// Per sender.
     pub rate_limit: RateLimit,
-    /// The identities that may send to it (the DocumentServices of the province whose exchange is
-    /// enabled, as its sender rules allow).
-    #[serde(default)]
+    /// Version 2: the identities that may send to it (the DocumentServices of the province whose
+    /// exchange is enabled, as its sender rules allow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub senders: Vec<Consumer>,
+    /// Version 3: the identity its DocumentService sends as (`spiffe://<base>/agency/<code>/docs/<service>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Version 3: who may send to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<SenderRules>,
+}
+
+/// A receiver's rules about its senders: its DocumentService's `spec.exchange.defaultDecision` and
+/// `senders`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SenderRules {
+    #[serde(default)]
+    pub default_decision: AccessDecision,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<DocumentSender>,
+}
+
+impl SenderRules {
+    /// Whether the DocumentService `service` of agency `agency` (either code form) may send: a rule
+    /// naming it, else a rule for its agency's `*`, else `defaultDecision`; within a rank `Deny`
+    /// wins, so two rules for one agency written in both code forms are never ambiguous.
+    pub fn admits(&self, agency: &str, service: &str) -> bool {
+        let agency = normalise(agency);
+        let decide = |named: bool| {
+            let mut matching = self
+                .senders
+                .iter()
+                .filter(|rule| if named { rule.service == service } else { rule.service == "*" })
+                .filter(|rule| normalise(&rule.agency_code) == agency)
+                .map(|rule| rule.decision)
+                .peekable();
+            matching.peek().is_some().then(|| {
+                if matching.any(|d| d == AccessDecision::Deny) { AccessDecision::Deny } else { AccessDecision::Approve }
+            })
+        };
+        decide(true).or_else(|| decide(false)).unwrap_or(self.default_decision) == AccessDecision::Approve
+    }
 }
 
 /// Where an exchange endpoint's packages go: the receiver's Service, over TLS.
@@ -305,10 +381,14 @@ pub struct NationalRoute {
 pub enum RouteTableError {
     #[error("not a route table: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("route table schema {0:?} is neither {SCHEMA_V1:?} nor {SCHEMA_V2:?}: this reader does not understand it")]
+    #[error(
+        "route table schema {0:?} is none of {SCHEMA_V1:?}, {SCHEMA_V2:?}, {SCHEMA_V3:?}: this reader does not understand it"
+    )]
     UnknownSchema(String),
     #[error("a {SCHEMA_V1:?} table has no exchange endpoints (they came with {SCHEMA_V2:?})")]
     ExchangeInVersion1,
+    #[error("exchange endpoint {service}: {reason}")]
+    ExchangeAdmission { service: String, reason: &'static str },
 }
 
 impl RouteTable {
@@ -325,12 +405,25 @@ impl RouteTable {
             schema: String,
         }
         let versioned: Versioned = serde_json::from_str(text)?;
-        if versioned.schema != SCHEMA_V1 && versioned.schema != SCHEMA_V2 {
+        if ![SCHEMA_V1, SCHEMA_V2, SCHEMA_V3].contains(&versioned.schema.as_str()) {
             return Err(RouteTableError::UnknownSchema(versioned.schema));
         }
         let table: RouteTable = serde_json::from_str(text)?;
         if table.schema == SCHEMA_V1 && !table.exchange.is_empty() {
             return Err(RouteTableError::ExchangeInVersion1);
+        }
+        // Each version's admission and only it: a table mixing them would be read differently by
+        // gateways of either version.
+        let version_3 = table.schema == SCHEMA_V3;
+        for exchange in &table.exchange {
+            let refuse = |reason| Err(RouteTableError::ExchangeAdmission { service: exchange.service.clone(), reason });
+            match (version_3, &exchange.identity, &exchange.admission) {
+                (true, Some(_), Some(_)) if exchange.senders.is_empty() => {}
+                (true, Some(_), Some(_)) => return refuse("version 3 lists no senders: its admission decides"),
+                (true, _, _) => return refuse("version 3 needs the endpoint's identity and admission"),
+                (false, None, None) => {}
+                (false, _, _) => return refuse("identity and admission came with version 3"),
+            }
         }
         Ok(table)
     }
@@ -407,8 +500,76 @@ mod tests {
                     agency_code: "H48".into(),
                     service: "van-thu".into(),
                 }],
+                identity: None,
+                admission: None,
             }],
         }
+    }
+
+    /// `exchange_table` as version 3 writes it: its own identity and its rules, no senders.
+    fn exchange_table_v3() -> RouteTable {
+        let mut table = exchange_table();
+        table.schema = SCHEMA_V3.into();
+        let exchange = &mut table.exchange[0];
+        exchange.senders.clear();
+        exchange.identity = Some("spiffe://danang.gov.vn/agency/H48.12/docs/van-thu".into());
+        exchange.admission = Some(SenderRules {
+            default_decision: AccessDecision::Deny,
+            senders: vec![DocumentSender {
+                agency_code: "H48".into(),
+                service: "*".into(),
+                decision: AccessDecision::Approve,
+            }],
+        });
+        table
+    }
+
+    #[test]
+    fn version_3_carries_the_rules_and_refuses_a_mixture_of_versions() {
+        let v3 = exchange_table_v3();
+        let json = v3.to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["schema"], "govpaas.io/lgsp-routes/v3");
+        assert_eq!(value["exchange"][0]["admission"]["defaultDecision"], "Deny");
+        assert_eq!(value["exchange"][0]["admission"]["senders"][0]["agencyCode"], "H48");
+        assert!(value["exchange"][0].get("senders").is_none(), "{json}");
+        assert_eq!(RouteTable::from_json(&json).unwrap(), v3);
+
+        let mut listing = exchange_table_v3();
+        listing.exchange[0].senders = exchange_table().exchange[0].senders.clone();
+        assert!(RouteTable::from_json(&listing.to_json()).is_err(), "version 3 with listed senders");
+        let mut without_rules = exchange_table_v3();
+        without_rules.exchange[0].admission = None;
+        assert!(RouteTable::from_json(&without_rules.to_json()).is_err(), "version 3 without admission");
+        let mut without_identity = exchange_table_v3();
+        without_identity.exchange[0].identity = None;
+        assert!(RouteTable::from_json(&without_identity.to_json()).is_err(), "version 3 without identity");
+        let mut v2_with_rules = exchange_table_v3();
+        v2_with_rules.schema = SCHEMA_V2.into();
+        assert!(RouteTable::from_json(&v2_with_rules.to_json()).is_err(), "rules in a version 2 table");
+    }
+
+    #[test]
+    fn sender_rules_named_outrank_the_agency_and_deny_wins_within_a_rank() {
+        let rule = |agency: &str, service: &str, decision| DocumentSender {
+            agency_code: agency.into(),
+            service: service.into(),
+            decision,
+        };
+        let rules = SenderRules {
+            default_decision: AccessDecision::Deny,
+            senders: vec![
+                rule("H48.12", "*", AccessDecision::Deny),
+                rule("000.00.12.H48", "van-ban", AccessDecision::Approve),
+                rule("H48.31", "*", AccessDecision::Approve),
+                rule("000.00.31.H48", "*", AccessDecision::Deny),
+            ],
+        };
+        assert!(rules.admits("H48.12", "van-ban"), "named, in the other code form, outranks the agency's Deny");
+        assert!(!rules.admits("000.00.12.H48", "khac"), "the agency's Deny");
+        assert!(!rules.admits("H48.31", "x"), "Deny wins within a rank across code forms");
+        assert!(!rules.admits("H48.40", "x"), "no rule: the default");
+        assert!(SenderRules::default().admits("H48.40", "x"), "Approve by default");
     }
 
     #[test]
@@ -468,8 +629,8 @@ mod tests {
 
     #[test]
     fn a_reader_refuses_another_schema_and_ignores_new_fields() {
-        let future = table().to_json().replace("lgsp-routes/v1", "lgsp-routes/v3");
-        assert!(matches!(RouteTable::from_json(&future), Err(RouteTableError::UnknownSchema(s)) if s.ends_with("v3")));
+        let future = table().to_json().replace("lgsp-routes/v1", "lgsp-routes/v4");
+        assert!(matches!(RouteTable::from_json(&future), Err(RouteTableError::UnknownSchema(s)) if s.ends_with("v4")));
         let mut value: serde_json::Value = serde_json::from_str(&table().to_json()).unwrap();
         value["addedLater"] = serde_json::json!(true);
         assert_eq!(RouteTable::from_json(&value.to_string()).unwrap(), table());

@@ -97,11 +97,31 @@ pub struct Api {
     pub target: Target,
     pub open_data: bool,
     pub rate_limit: RateLimit,
-    /// Granted consumer identities, as URIs.
+    /// Granted consumer identities, as URIs (every API and national grant; a version 2 exchange
+    /// endpoint's listed senders).
     pub consumers: Vec<String>,
+    /// A version 3 exchange endpoint: its senders are decided by its rules, not listed.
+    pub exchange: Option<ExchangeAdmission>,
     /// The route table it came from (`namespace/name` of its DataSharingService).
     pub source: String,
 }
+
+/// Who may send to a version 3 exchange endpoint: an active sender its rules admit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExchangeAdmission {
+    /// The receiver's DocumentService (never its own sender).
+    pub service: String,
+    /// The identity the receiver itself sends as, as a URI: it makes the receiver an active sender.
+    pub identity: String,
+    /// The receiver's rules about senders.
+    pub rules: lgsp::SenderRules,
+    /// The active senders of the route set this endpoint is in ([`RouteSources::merged`]).
+    pub active: Arc<ActiveSenders>,
+}
+
+/// The identities of every version 3 exchange endpoint served → (their agency code, normalised;
+/// their DocumentService).
+pub type ActiveSenders = HashMap<String, (String, String)>;
 
 impl Api {
     /// `H17.12/land-records`: how messages name the API.
@@ -109,9 +129,17 @@ impl Api {
         format!("{}/{}", self.provider, self.name)
     }
 
-    /// Whether the consumer of identity URI `uri` is granted this API.
+    /// Whether the consumer of identity URI `uri` is granted this API (may send to this exchange
+    /// endpoint).
     pub fn grants(&self, uri: &str) -> bool {
-        self.consumers.iter().any(|consumer| consumer == uri)
+        match &self.exchange {
+            Some(admission) => admission.active.get(uri).is_some_and(|(agency, service)| {
+                uri != admission.identity
+                    && !(*agency == route_key(&self.provider) && *service == admission.service)
+                    && admission.rules.admits(agency, service)
+            }),
+            None => self.consumers.iter().any(|consumer| consumer == uri),
+        }
     }
 }
 
@@ -209,6 +237,7 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
             open_data: route.open_data,
             rate_limit,
             consumers,
+            exchange: None,
             source: source.clone(),
         });
     }
@@ -239,6 +268,32 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
             let identity = WorkloadIdentity::parse(&sender.identity).map_err(|e| invalid(format!("sender: {e}")))?;
             senders.push(identity.uri());
         }
+        // Version 3 (`RouteTable::from_json` checked that both are there): the endpoint's own
+        // identity must be its DocumentService's, or a table could make another agency a sender.
+        let admission = match (&exchange.identity, &exchange.admission) {
+            (Some(identity), Some(rules)) => {
+                let identity = WorkloadIdentity::parse(identity).map_err(|e| invalid(format!("identity: {e}")))?;
+                let names_it = govpaas_crds::agency::normalise(identity.agency().agency_code())
+                    == route_key(&table.agency_code)
+                    && identity.kind() == lgsp::EXCHANGE_IDENTITY_KIND
+                    && identity.name() == exchange.service;
+                if !names_it {
+                    return Err(invalid(format!(
+                        "identity {} is not the sending identity of DocumentService {} of agency {}",
+                        identity.uri(),
+                        exchange.service,
+                        table.agency_code
+                    )));
+                }
+                Some(ExchangeAdmission {
+                    service: exchange.service.clone(),
+                    identity: identity.uri(),
+                    rules: rules.clone(),
+                    active: Arc::default(),
+                })
+            }
+            _ => None,
+        };
         if apis.iter().any(|api: &Api| api.provider == table.agency_code && api.name == name) {
             return Err(invalid("listed twice".to_owned()));
         }
@@ -253,6 +308,7 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
             open_data: false,
             rate_limit: rate_limit(&exchange.rate_limit).map_err(&invalid)?,
             consumers: senders,
+            exchange: admission,
             source: source.clone(),
         });
     }
@@ -278,6 +334,7 @@ pub fn parse_route_table(json: &[u8], resolve: &Resolve) -> Result<Vec<Api>, Rou
             open_data: false,
             rate_limit: rate_limit(&national.rate_limit).map_err(&invalid)?,
             consumers: vec![consumer.uri()],
+            exchange: None,
             source: source.clone(),
         });
     }
@@ -453,6 +510,23 @@ impl RouteSources {
                 apis.insert(id, Arc::new(api.clone()));
             }
         }
+        // The version 3 exchange endpoints served are the active senders; each endpoint decides
+        // from this one set.
+        let active: Arc<ActiveSenders> = Arc::new(
+            apis.values()
+                .filter_map(|api| {
+                    let admission = api.exchange.as_ref()?;
+                    Some((admission.identity.clone(), (route_key(&api.provider), admission.service.clone())))
+                })
+                .collect(),
+        );
+        for api in apis.values_mut() {
+            if api.exchange.is_some()
+                && let Some(admission) = Arc::make_mut(api).exchange.as_mut()
+            {
+                admission.active = active.clone();
+            }
+        }
         RouteSet::built(apis)
     }
 }
@@ -573,6 +647,91 @@ pub(crate) mod tests {
         let mut sources = RouteSources::new(Resolve::default());
         sources.update(SourceKey { created: 0, name: "e".into() }, &exchange_table(serde_json::json!({})));
         assert!(sources.merged().get("000.00.12.H49", "edoc/van-thu").is_some());
+    }
+
+    /// A DocumentService's v3 table: endpoint `service` of agency `code` in namespace `ns`, sending
+    /// as its own identity, with `admission`.
+    fn exchange_table_v3(ns: &str, code: &str, service: &str, admission: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schema": lgsp::SCHEMA_V3,
+            "source": {"kind": "DocumentService", "namespace": ns, "name": service, "uid": format!("u-{ns}")},
+            "agencyCode": govpaas_crds::agency::normalise(code),
+            "exchange": [{
+                "service": service, "pathPrefix": lgsp::exchange_path(&govpaas_crds::agency::normalise(code), service),
+                "upstream": {"namespace": ns, "service": format!("{service}-docs"), "port": 443, "path": "/edxml",
+                             "serverName": format!("{service}-docs.{ns}.quangnam.gov.vn")},
+                "rateLimit": {"requestsPerMinute": 60, "burst": 5},
+                "identity": format!("spiffe://quangnam.gov.vn/agency/{code}/docs/{service}"),
+                "admission": admission,
+            }],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_version_3_endpoint_admits_the_active_senders_its_rules_allow() {
+        let identity = |code: &str, service: &str| format!("spiffe://quangnam.gov.vn/agency/{code}/docs/{service}");
+        let mut sources = RouteSources::new(Resolve::default());
+        // The receiver takes only Hải Châu's agency (written in the legacy code form) and the
+        // province office's `van-thu`; every other sender is refused by default.
+        let rules = serde_json::json!({"defaultDecision": "Deny", "senders": [
+            {"agencyCode": "000.00.31.H49", "service": "*", "decision": "Approve"},
+            {"agencyCode": "H49", "service": "van-thu", "decision": "Approve"},
+        ]});
+        for (created, ns, code, service, admission) in [
+            (1, "stc", "H49.12", "van-thu", rules),
+            (2, "hai-chau", "H49.31", "van-ban", serde_json::json!({})),
+            (3, "ubnd", "H49", "van-thu", serde_json::json!({})),
+            (4, "ubnd", "H49", "luu-tru", serde_json::json!({})),
+            (5, "syt", "H49.14", "van-ban", serde_json::json!({})),
+        ] {
+            let table = exchange_table_v3(ns, code, service, admission);
+            assert!(sources.update(SourceKey { created, name: format!("{ns}.{service}") }, &table), "{ns}/{service}");
+        }
+        let merged = sources.merged();
+        let receiver = merged.get("H49.12", "edoc/van-thu").expect("the receiver's endpoint");
+        assert!(receiver.grants(&identity("H49.31", "van-ban")), "the agency's star");
+        assert!(receiver.grants(&identity("H49", "van-thu")), "named");
+        assert!(!receiver.grants(&identity("H49", "luu-tru")), "another of the named one's agency");
+        assert!(!receiver.grants(&identity("H49.14", "van-ban")), "no rule: the default");
+        assert!(!receiver.grants(&identity("H49.12", "van-thu")), "never itself");
+        assert!(!receiver.grants(&identity("H49.31", "khac")), "admitted by the rules, but not an active sender");
+        assert!(!receiver.grants("spiffe://quangnam.gov.vn/agency/H49.31/dss/van-ban"), "a data sharing identity");
+        // Every other endpoint approves by default: each takes every other active sender.
+        let open = merged.get("H49.14", "edoc/van-ban").unwrap();
+        assert!(open.grants(&identity("H49.12", "van-thu")) && open.grants(&identity("H49", "luu-tru")));
+
+        // A sender whose table goes (exchange turned off, DocumentService deleted) is refused at once,
+        // by every endpoint, with no other table rewritten.
+        assert!(sources.remove("hai-chau.van-ban"));
+        let merged = sources.merged();
+        assert!(!merged.get("H49.12", "edoc/van-thu").unwrap().grants(&identity("H49.31", "van-ban")));
+        assert!(!merged.get("H49.14", "edoc/van-ban").unwrap().grants(&identity("H49.31", "van-ban")));
+    }
+
+    #[test]
+    fn a_version_3_table_naming_another_identity_is_refused() {
+        let table = |identity: &str| {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&exchange_table_v3("stc", "H49.12", "van-thu", serde_json::json!({}))).unwrap();
+            value["exchange"][0]["identity"] = identity.into();
+            serde_json::to_vec(&value).unwrap()
+        };
+        assert!(
+            parse_route_table(
+                &table("spiffe://quangnam.gov.vn/agency/000.00.12.H49/docs/van-thu"),
+                &Resolve::default()
+            )
+            .is_ok()
+        );
+        for other in [
+            "spiffe://quangnam.gov.vn/agency/H49.31/docs/van-thu",
+            "spiffe://quangnam.gov.vn/agency/H49.12/docs/khac",
+            "spiffe://quangnam.gov.vn/agency/H49.12/dss/van-thu",
+            "https://evil.example/",
+        ] {
+            assert!(parse_route_table(&table(other), &Resolve::default()).is_err(), "{other}");
+        }
     }
 
     #[test]

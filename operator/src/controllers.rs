@@ -252,9 +252,10 @@ impl Fanout {
         }
     }
 
-    /// A DocumentService changed its spec or went away: when its exchange is or was enabled, every
-    /// other exchange-enabled DocumentService looks again (its route table lists the senders it
-    /// admits). A deleted one's route table is swept.
+    /// A DocumentService changed its spec or went away: when its exchange is or was enabled, the
+    /// other exchange-enabled DocumentServices of its agency and name look again (which of them
+    /// holds the endpoint may change; no other's route table depends on it). A deleted one's route
+    /// table is swept.
     fn document_event(&mut self, event: &watcher::Event<DocumentObject>) {
         let key = |object: &DocumentObject| object.meta().uid.clone().unwrap_or_default();
         let enabled = |object: &DocumentObject| object.0.as_ref().is_ok_and(|d| d.spec.exchange.enabled);
@@ -281,9 +282,13 @@ impl Fanout {
         if unchanged || !(now || was) {
             return;
         }
+        let name = object.name_any();
+        let agency = object.namespace().and_then(|namespace| self.agency_of(&namespace));
         for service in self.documents.state() {
-            let other = service.meta().uid != object.meta().uid;
-            if other && service.0.as_ref().is_ok_and(|d| d.spec.exchange.enabled) {
+            let namesake = service.meta().uid != object.meta().uid
+                && service.name_any() == name
+                && service.namespace().and_then(|namespace| self.agency_of(&namespace)) == agency;
+            if namesake && service.0.as_ref().is_ok_and(|d| d.spec.exchange.enabled) {
                 let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
             }
         }

@@ -1,7 +1,7 @@
 //! Electronic document exchange end to end on the real control plane: the operator (a local process
 //! with the chart's credentials) registers exchange-enabled DocumentServices on the LGSP — route
-//! tables listing the senders each receiver's rules admit, client certificates for their identities
-//! — and the gateway (a local process with the chart's gateway credentials) forwards an edXML
+//! tables carrying each one's identity and sender rules (which the gateway applies), client
+//! certificates for their identities — and the gateway (a local process with the chart's gateway credentials) forwards an edXML
 //! package from the sender's certificate to the receiver's exchange port: a real HTTPS server on
 //! loopback presenting the TLS certificate the operator issued for the receiver's exchange name,
 //! reached through `--resolve` as the Service would be.
@@ -176,14 +176,24 @@ async fn a_package_reaches_the_receiver_from_an_approved_sender_only() {
     assert_eq!(status.exchange_certificate.and_then(|c| c.secret_name).as_deref(), Some("van-ban-docs-edoc-client"));
     let table_name = lgsp::exchange_table_name(&receiver_ns, "van-ban");
     let (sender_identity, denied_identity) = (world.identity(SENDER_CODE), world.identity(DENIED_CODE));
+    // The table carries the receiver's own sending identity and its rules (schema v3), never a
+    // list of the others: the gateway decides over the identities of the tables it serves.
+    let receiver_identity = world.identity(RECEIVER_CODE);
     let table = world
-        .wait(govpaas_tests::operator::NAMESPACE, &table_name, "the receiver's senders", |map: &ConfigMap| {
-            let table = RouteTable::from_json(map.data.as_ref()?.get(lgsp::ROUTE_TABLE_KEY)?).ok()?;
-            let senders: Vec<&str> = table.exchange.first()?.senders.iter().map(|s| s.identity.as_str()).collect();
-            (senders == [sender_identity.as_str()]).then_some(table)
+        .wait(govpaas_tests::operator::NAMESPACE, &table_name, "the receiver's table", |map: &ConfigMap| {
+            RouteTable::from_json(map.data.as_ref()?.get(lgsp::ROUTE_TABLE_KEY)?).ok()
         })
         .await;
-    assert_eq!(table.schema, lgsp::SCHEMA_V2);
+    assert_eq!(table.schema, lgsp::SCHEMA_V3);
+    let endpoint_entry = &table.exchange[0];
+    assert_eq!(endpoint_entry.identity.as_deref(), Some(receiver_identity.as_str()));
+    assert_eq!(endpoint_entry.admission.as_ref(), Some(&receiver_service.clone().build().spec.exchange.sender_rules()));
+    assert!(endpoint_entry.senders.is_empty(), "{table:?}");
+    // The senders' own tables make them senders; the closed agency has none.
+    for namespace in [&sender_ns, &denied_ns] {
+        let name = lgsp::exchange_table_name(namespace, "van-ban");
+        world.wait(govpaas_tests::operator::NAMESPACE, &name, "a sender's table", |_: &ConfigMap| Some(())).await;
+    }
     assert_eq!(table.exchange[0].upstream.server_name, format!("van-ban-docs.{}", world.domain_of(&receiver_ns)));
     world.routes_registered(&closed_ns, "ExchangeDisabled").await;
     // The gateway reaches the receiver's exchange port, and nothing else of it.

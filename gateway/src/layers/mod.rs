@@ -155,6 +155,7 @@ pub(crate) mod testing {
             open_data,
             rate_limit: RateLimit { requests_per_minute: 60.try_into().unwrap(), burst: 2.try_into().unwrap() },
             consumers: consumers.iter().map(|c| (*c).to_owned()).collect(),
+            exchange: None,
             source: "stnmt/land".to_owned(),
         })
     }

@@ -43,7 +43,7 @@ pub const DOCUMENTS_DIR: &str = "/var/lib/govpaas/documents";
 /// selects to register the agency's exchange endpoint.
 pub const EXCHANGE_LABEL: &str = "govpaas.io/document-exchange";
 /// The kind segment of a DocumentService's identity: `spiffe://<base>/agency/<code>/docs/<name>`.
-pub const IDENTITY_KIND: &str = "docs";
+pub const IDENTITY_KIND: &str = govpaas_crds::lgsp::EXCHANGE_IDENTITY_KIND;
 
 /// The names of a DocumentService's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,11 +9,12 @@
 //!   the tenant CA, mounted at [`CLIENT_DIR`]; the same identity for every namespace of an agency,
 //!   so within an agency one DocumentService of a name holds it — the oldest
 //!   ([`holder`]); a younger one of the same name is refused (`ExchangeNameConflict`).
-//! - **Senders**: every other exchange-enabled DocumentService of the province (the holders of
-//!   their identities) that the receiver's rules admit (`DocumentExchange::admits`). The route
-//!   table lists them, so a DocumentService turning exchange on or off rewrites the tables of the
-//!   receivers that admit it: the composition root wakes every exchange-enabled DocumentService
-//!   when one changes.
+//! - **Senders**: every other registered exchange endpoint of the province (the holders of their
+//!   identities) that the receiver's rules admit. The route table (schema v3) carries the
+//!   receiver's own identity and its rules, and the gateway decides (`SenderRules::admits` over
+//!   the identities of the tables it serves), so a table changes only with its own
+//!   DocumentService. Whether a DocumentService holds its name depends on the others of its agency
+//!   and name alone: the composition root wakes those when one changes.
 
 use std::collections::BTreeMap;
 
@@ -79,10 +80,6 @@ impl Peer<'_> {
         AgencyIdentity::new(base_domain, &self.agency_code)
             .and_then(|agency| agency.workload(IDENTITY_KIND, &self.name))
     }
-
-    fn is(&self, namespace: &str, name: &str) -> bool {
-        self.namespace == namespace && self.name == name
-    }
 }
 
 /// The exchange-enabled DocumentServices among `services` whose namespace `tenant_of` resolves to
@@ -121,30 +118,6 @@ pub fn holder<'p, 'a>(peers: &'p [Peer<'a>], agency: &str, name: &str) -> Option
     peers.iter().find(|peer| peer.agency == agency && peer.name == name)
 }
 
-/// Who may send to `receiver`: every other holder among `peers` whose identity can be named and
-/// that the receiver's rules admit, sorted.
-pub fn senders(receiver: &Peer<'_>, peers: &[Peer<'_>], base_domain: &str) -> Vec<lgsp::Consumer> {
-    let rules = &receiver.service.spec.exchange;
-    let mut senders: Vec<lgsp::Consumer> = peers
-        .iter()
-        .filter(|peer| !peer.is(&receiver.namespace, &receiver.name))
-        .filter(|peer| holder(peers, &peer.agency, &peer.name).is_some_and(|h| h.is(&peer.namespace, &peer.name)))
-        .filter(|peer| !(peer.agency == receiver.agency && peer.name == receiver.name))
-        .filter(|peer| rules.admits(&peer.agency, &peer.name))
-        .filter_map(|peer| {
-            let identity = peer.identity(base_domain).ok()?;
-            Some(lgsp::Consumer {
-                identity: identity.uri(),
-                agency_code: peer.agency.clone(),
-                service: peer.name.clone(),
-            })
-        })
-        .collect();
-    senders.sort();
-    senders.dedup();
-    senders
-}
-
 /// What the gateway and the agency's staff are told of an endpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
@@ -154,20 +127,22 @@ pub struct Endpoint {
     pub table: ConfigMap,
 }
 
-/// The receiver's route table (schema v2) and its ConfigMap in `operator_namespace`.
+/// The receiver's route table (schema v3) and its ConfigMap in `operator_namespace`: its endpoint,
+/// the identity it sends as (`identity`, which makes it a sender to the others) and its rules about
+/// senders, which the gateway applies. Nothing of the other DocumentServices: a table changes only
+/// with its own DocumentService.
 pub fn endpoint(
     receiver: &Peer<'_>,
-    peers: &[Peer<'_>],
+    identity: &WorkloadIdentity,
     platform: &PlatformSpec,
     tenant_domain: &str,
     uid: &str,
     operator_namespace: &str,
 ) -> Endpoint {
     let names = Names::of(receiver.service);
-    let senders = senders(receiver, peers, &platform.base_domain);
     let path_prefix = lgsp::exchange_path(&receiver.agency, &receiver.name);
     let table = RouteTable {
-        schema: lgsp::SCHEMA_V2.to_owned(),
+        schema: lgsp::SCHEMA_V3.to_owned(),
         source: lgsp::Source {
             kind: Some(lgsp::DOCUMENT_SOURCE.to_owned()),
             namespace: receiver.namespace.clone(),
@@ -195,7 +170,9 @@ pub fn endpoint(
                 .rate_limit
                 .clone()
                 .unwrap_or_else(|| platform.lgsp.default_rate_limit.clone()),
-            senders,
+            senders: Vec::new(),
+            identity: Some(identity.uri()),
+            admission: Some(receiver.service.spec.exchange.sender_rules()),
         }],
     };
     let source = TableSource {
@@ -255,64 +232,44 @@ mod tests {
     }
 
     #[test]
-    fn senders_are_the_other_holders_the_rules_admit() {
+    fn the_holder_is_the_oldest_of_an_agency_and_name_and_the_table_carries_the_rules() {
         let mut receiver = service("so-noivu", "van-ban", 10, true);
         receiver.spec.exchange.default_decision = AccessDecision::Deny;
-        receiver.spec.exchange.senders = vec![
-            DocumentSender { agency_code: "H48".into(), service: "*".into(), decision: AccessDecision::Approve },
-            DocumentSender {
-                agency_code: "H48.31".into(),
-                service: "van-ban".into(),
-                decision: AccessDecision::Approve,
-            },
-        ];
+        receiver.spec.exchange.senders =
+            vec![DocumentSender { agency_code: "H48".into(), service: "*".into(), decision: AccessDecision::Approve }];
         let services = [
             receiver.clone(),
             service("ubnd", "van-ban", 1, true),
             service("ubnd", "luu-tru", 2, false),
-            service("hai-chau", "van-ban", 3, true),
-            service("hai-chau", "khac", 4, true),
-            // Same agency and name as the receiver, younger: not a holder, never a sender.
+            // Same agency and name as the receiver, younger: not the holder.
             service("so-noivu-2", "van-ban", 20, true),
             // A namespace outside any tenant.
             service("ngoai", "van-ban", 5, true),
         ];
         let peers = peers(&services, tenant_of);
-        assert_eq!(peers.len(), 5, "exchange-enabled services of tenants only");
-        let me = peers.iter().find(|p| p.namespace == "so-noivu").unwrap();
+        assert_eq!(peers.len(), 3, "exchange-enabled services of tenants only");
         assert_eq!(holder(&peers, "H48.12", "van-ban").unwrap().namespace, "so-noivu");
-        let senders = senders(me, &peers, "danang.gov.vn");
-        let identities: Vec<&str> = senders.iter().map(|s| s.identity.as_str()).collect();
-        assert_eq!(
-            identities,
-            ["spiffe://danang.gov.vn/agency/H48.31/docs/van-ban", "spiffe://danang.gov.vn/agency/H48/docs/van-ban"]
-        );
+        let me = peers.iter().find(|p| p.namespace == "so-noivu").unwrap();
 
         let platform: PlatformSpec =
             serde_json::from_value(serde_json::json!({"baseDomain": "danang.gov.vn"})).unwrap();
-        let endpoint = endpoint(me, &peers, &platform, "so-noivu.danang.gov.vn", "u-1", "govpaas-system");
+        let identity = me.identity("danang.gov.vn").unwrap();
+        let endpoint = endpoint(me, &identity, &platform, "so-noivu.danang.gov.vn", "u-1", "govpaas-system");
         assert_eq!(endpoint.url, "https://lgsp.danang.gov.vn/H48.12/edoc/van-ban/");
         let table = endpoint.table;
         assert_eq!(table.metadata.name.as_deref(), Some("lgsp-edoc.so-noivu.van-ban"));
         assert_eq!(table.metadata.labels.as_ref().unwrap()[lgsp::SOURCE_KIND_LABEL], lgsp::DOCUMENT_SOURCE);
         let parsed = RouteTable::from_json(&table.data.unwrap()[lgsp::ROUTE_TABLE_KEY]).unwrap();
-        assert_eq!(parsed.schema, lgsp::SCHEMA_V2);
+        assert_eq!(parsed.schema, lgsp::SCHEMA_V3);
         let route = &parsed.exchange[0];
         assert_eq!(route.upstream.server_name, "van-ban-docs.so-noivu.danang.gov.vn");
         assert_eq!((route.upstream.service.as_str(), route.upstream.port), ("van-ban-docs", 443));
-        assert_eq!(route.senders, senders);
-    }
-
-    #[test]
-    fn the_default_admits_every_other_exchange_enabled_service() {
-        let services = [
-            service("ubnd", "van-ban", 1, true),
-            service("hai-chau", "van-ban", 2, true),
-            service("so-noivu", "x", 3, true),
-        ];
-        let peers = peers(&services, tenant_of);
-        let senders = senders(&peers[0], &peers, "danang.gov.vn");
-        assert_eq!(senders.len(), 2);
-        assert!(senders.iter().all(|s| !s.identity.contains("/H48/")), "never itself");
+        assert_eq!(
+            route.identity.as_deref(),
+            Some("spiffe://danang.gov.vn/agency/000.00.12.H48/docs/van-ban"),
+            "the identity as the tenant writes its code, as its certificate carries it"
+        );
+        assert_eq!(route.admission.as_ref(), Some(&receiver.spec.exchange.sender_rules()));
+        assert!(route.senders.is_empty(), "no list of the others: the table depends on its service alone");
     }
 }

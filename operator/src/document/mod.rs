@@ -14,9 +14,9 @@
 //!
 //! Triggers: as for Portals (spec and annotations, owned objects including the claim and the
 //! NetworkPolicy, the wake-ups of [`crate::service::runtime`]), its route table changing or
-//! vanishing, any exchange-enabled DocumentService changing its exchange (the composition root
-//! wakes every other exchange-enabled one: their sender lists may change), and every 10 s while
-//! the volume binds.
+//! vanishing, an exchange-enabled DocumentService of its agency and name changing its exchange
+//! (the composition root wakes them: which one holds the endpoint may change), and every 10 s
+//! while the volume binds.
 
 pub mod build;
 pub mod exchange;

@@ -584,8 +584,14 @@ fn exchange_state(read: &Read<'_, DocumentService>, ctx: &Context) -> Step<Excha
     let identity = me
         .identity(base_domain)
         .map_err(|err| Halt::CertificateFailed(format!("cannot name the exchange identity: {err}")))?;
-    let endpoint =
-        exchange::endpoint(&me, &peers, &read.platform.spec, &tenant.domain, &read.uid, &ctx.caches.operator_namespace);
+    let endpoint = exchange::endpoint(
+        &me,
+        &identity,
+        &read.platform.spec,
+        &tenant.domain,
+        &read.uid,
+        &ctx.caches.operator_namespace,
+    );
     Ok(ExchangeState::Registered { endpoint: Box::new(endpoint), identity })
 }
 
@@ -611,10 +617,10 @@ fn routes(service: &DocumentService, exchange: &ExchangeState, operator_namespac
             Desired::holds(
                 ROUTES_REGISTERED,
                 exchange::REGISTERED,
-                // No count of the senders: it changes with every DocumentService of the province,
-                // and a status that did would be rewritten on every receiver each time.
+                // Nothing of the other DocumentServices: a status that named them would be
+                // rewritten on every receiver with every new one.
                 format!(
-                    "exchange endpoint {} is in the LGSP gateway's route table {operator_namespace}/{table}, which lists the DocumentServices of the province its rules admit (defaultDecision {:?}, {} sender rules); it sends as {}",
+                    "exchange endpoint {} is in the LGSP gateway's route table {operator_namespace}/{table} with its sender rules (defaultDecision {:?}, {} sender rules): the gateway admits the province's registered exchange endpoints they allow; it sends as {}",
                     endpoint.url,
                     rules.default_decision,
                     rules.senders.len(),
