@@ -1024,6 +1024,13 @@ async fn a_restart_over_an_unchanged_world_writes_nothing() {
             (current && counted.used.is_some()).then_some(())
         })
         .await;
+        // ... and the Tenant's status shows it (what a Tenant observes alone is written at most
+        // once per `tenant::pacing::INTERVAL`, so it may follow the count by a few seconds).
+        t.observed("", name, "the Tenant's status to show what is used", |tenant: &Tenant| {
+            let quota = tenant.status.as_ref()?.quota.as_ref()?;
+            (!quota.used.is_empty()).then_some(())
+        })
+        .await;
     }
 
     // Converged: woken once more for every tenant (a label on its trust bundle), the operator

@@ -15,6 +15,7 @@
 
 pub mod build;
 pub mod census;
+pub mod pacing;
 pub mod reconcile;
 pub mod status;
 pub mod suspend;
@@ -104,6 +105,8 @@ pub struct Context {
     pub ledger: Arc<Mutex<Ledger>>,
     pub publisher: Publisher,
     pub status_writes: crate::reconcile::apply::StatusWrites,
+    /// How often what a Tenant observes alone reaches its status.
+    pub observation_pacing: pacing::ObservationPacing,
     /// Where each tenant CA loaded or issued is published, for the service controllers.
     pub tenant_cas: Arc<crate::certificates::tenant_cas::TenantCas>,
     /// What the tenant controller applied (objects already right are not applied again).
@@ -122,6 +125,16 @@ impl Context {
     pub fn wake(&self, tenant: &str) {
         // Fails only when the controller is shutting down: nothing left to wake then.
         let _ = self.wake.unbounded_send(ObjectRef::new(tenant));
+    }
+
+    /// Asks for `tenant` to be reconciled again after `wait`.
+    pub fn wake_after(&self, tenant: &str, wait: std::time::Duration) {
+        let wake = self.wake.clone();
+        let tenant = ObjectRef::new(tenant);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = wake.unbounded_send(tenant);
+        });
     }
 
     /// Wakes the children of `parent` whose quota was refused: room may have been made.
@@ -406,6 +419,7 @@ pub async fn run(client: Client, settings: Settings, shared: SharedInputs) {
         caches_ready,
         ledger,
         status_writes: Default::default(),
+        observation_pacing: Default::default(),
         applied: Default::default(),
         known_cas: Default::default(),
         tenant_cas,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use govpaas_crds::platform::Platform;
 use govpaas_crds::quantity::Amount;
@@ -27,6 +27,7 @@ use kube::{Api, Resource as _, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::build::{self, DEFAULT_INGRESS_NAMESPACE, Inputs, RESOURCE_QUOTA};
+use super::pacing::{self, Pace};
 use super::status::{self, Outcome, Suspension};
 use super::validate;
 use super::{COMPONENT, Context, suspend};
@@ -578,11 +579,24 @@ async fn write_status_with_usage(
     let services = service_counts(ctx, &tenant.namespace_names());
     let observed = status::Observed { used, children, services, ca };
     let new_status = status::status(outcome, &desired, previous, tenant.metadata.generation, observed, &now);
+    // What the tenant observes alone waits for the end of its pacing interval (`super::pacing`).
+    let key = tenant.metadata.uid.clone().unwrap_or_else(|| tenant.name_any());
+    if previous.is_some_and(|stored| pacing::observations_only(stored, &new_status))
+        && let Pace::Wait(wait, schedule) = ctx.observation_pacing.pace(&key, Instant::now())
+    {
+        if schedule {
+            ctx.wake_after(&tenant.name_any(), wait);
+        }
+        return Ok(());
+    }
     let api: Api<Tenant> = Api::all(ctx.client.clone());
     match ctx.status_writes.write(&api, tenant, previous, &new_status).await {
         // Deleted meanwhile: nothing left to report on.
         Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
-        other => other?,
+        Ok(true) => ctx.observation_pacing.written(&key, Instant::now()),
+        other => {
+            other?;
+        }
     };
 
     let reference = tenant.object_ref(&());
