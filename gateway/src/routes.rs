@@ -109,9 +109,10 @@ pub struct Api {
 /// Who may send to a version 3 exchange endpoint: an active sender its rules admit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExchangeAdmission {
-    /// The receiver's DocumentService (never its own sender).
+    /// The receiver's DocumentService, as the active set names it.
     pub service: String,
-    /// The identity the receiver itself sends as, as a URI: it makes the receiver an active sender.
+    /// The identity the receiver itself sends as, as a URI: it makes the receiver an active sender
+    /// (never its own).
     pub identity: String,
     /// The receiver's rules about senders.
     pub rules: lgsp::SenderRules,
@@ -133,11 +134,15 @@ impl Api {
     /// endpoint).
     pub fn grants(&self, uri: &str) -> bool {
         match &self.exchange {
-            Some(admission) => admission.active.get(uri).is_some_and(|(agency, service)| {
+            // The active set holds one identity per endpoint, so the receiver's own is the only
+            // one naming its agency and DocumentService.
+            Some(admission) => {
                 uri != admission.identity
-                    && !(*agency == route_key(&self.provider) && *service == admission.service)
-                    && admission.rules.admits(agency, service)
-            }),
+                    && admission
+                        .active
+                        .get(uri)
+                        .is_some_and(|(agency, service)| admission.rules.admits(agency, service))
+            }
             None => self.consumers.iter().any(|consumer| consumer == uri),
         }
     }

@@ -1,8 +1,9 @@
 //! Electronic document exchange through the gateway: a sender's DocumentService identity posts an
 //! edXML package to a receiver's exchange endpoint (route table schema v2, as an operator before v3
 //! wrote it, which the gateway still serves; v3 end to end is `tests/tests/document_exchange.rs`);
-//! the gateway forwards it over TLS to the receiver — a real HTTPS server whose certificate its tenant CA issued for the
-//! exchange name — with the verified sender, and records the package's SHA-256 in the audit.
+//! the gateway forwards it over TLS to the receiver — a real HTTPS server whose certificate its
+//! tenant CA issued for the exchange name — with the verified sender, and records the package's
+//! SHA-256 in the audit.
 
 mod common;
 

@@ -35,7 +35,7 @@ pub fn observations_only(stored: &TenantStatus, next: &TenantStatus) -> bool {
     without == *stored
 }
 
-/// Per Tenant (by uid): when this process last wrote its status, and the wake it scheduled.
+/// Per Tenant (by uid): when this process last wrote its status, and whether it scheduled a wake.
 #[derive(Default)]
 pub struct ObservationPacing {
     tenants: Mutex<HashMap<String, Paced>>,
@@ -44,7 +44,8 @@ pub struct ObservationPacing {
 #[derive(Clone, Copy)]
 struct Paced {
     written: Instant,
-    wake_at: Option<Instant>,
+    /// A wake is scheduled for the end of the interval.
+    woken: bool,
 }
 
 /// What to do with a status that changes observations alone.
@@ -66,16 +67,14 @@ impl ObservationPacing {
         if now >= due {
             return Pace::Write;
         }
-        let schedule = paced.wake_at.is_none_or(|at| at <= now);
-        if schedule {
-            paced.wake_at = Some(due);
-        }
+        let schedule = !paced.woken;
+        paced.woken = true;
         Pace::Wait(due - now, schedule)
     }
 
     /// Records a status write of the Tenant `key` at `now`.
     pub fn written(&self, key: &str, now: Instant) {
-        self.lock().insert(key.to_owned(), Paced { written: now, wake_at: None });
+        self.lock().insert(key.to_owned(), Paced { written: now, woken: false });
     }
 
     /// Never held across an `.await`; a panic elsewhere leaves at worst one write too early.

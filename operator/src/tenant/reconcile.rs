@@ -594,9 +594,8 @@ async fn write_status_with_usage(
         // Deleted meanwhile: nothing left to report on.
         Err(Error::Kube(kube::Error::Api(status))) if status.code == 404 => return Ok(()),
         Ok(true) => ctx.observation_pacing.written(&key, Instant::now()),
-        other => {
-            other?;
-        }
+        Ok(false) => {}
+        Err(error) => return Err(error),
     };
 
     let reference = tenant.object_ref(&());
