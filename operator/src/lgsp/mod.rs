@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use time::OffsetDateTime;
 
 use crate::certificates::TlsMaterial;
@@ -150,8 +150,19 @@ pub async fn ensure_certificate(
             )));
         }
     };
-    Applier::new(client.clone()).apply(&gateway_secret(namespace, &leaf.material)).await?;
+    let desired = gateway_secret(namespace, &leaf.material);
+    if !holds(stored.as_ref(), &desired) {
+        Applier::new(client.clone()).apply(&desired).await?;
+    }
     Ok(Ok(leaf))
+}
+
+/// Whether `stored` already says what `desired` says (its data, type and the operator's labels):
+/// a kept certificate is not applied again, so a restart over a converged platform writes nothing.
+fn holds(stored: Option<&Secret>, desired: &Secret) -> bool {
+    let Some(stored) = stored else { return false };
+    let labels_hold = desired.labels().iter().all(|(key, value)| stored.labels().get(key) == Some(value));
+    stored.data == desired.data && stored.type_ == desired.type_ && labels_hold
 }
 
 #[cfg(test)]
@@ -182,6 +193,24 @@ mod tests {
         let mut secret = gateway_secret("govpaas-system", &leaf.material);
         secret.metadata.resource_version = Some("7".into());
         secret
+    }
+
+    #[test]
+    fn a_kept_certificate_is_not_applied_again() {
+        let now = OffsetDateTime::now_utc();
+        let trust = trust(now);
+        let policy = IssuancePolicy::default();
+        let leaf = decide(None, &platform_spec(None), &trust, &policy, now).unwrap();
+        let stored = secret_of(&leaf);
+        let kept = decide(Some(&stored), &platform_spec(None), &trust, &policy, now).unwrap();
+        assert!(holds(Some(&stored), &gateway_secret("govpaas-system", &kept.material)));
+        assert!(!holds(None, &gateway_secret("govpaas-system", &kept.material)));
+        // A label taken off by hand, or other data, is put right.
+        let mut unlabelled = stored.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!holds(Some(&unlabelled), &gateway_secret("govpaas-system", &kept.material)));
+        let other = decide(None, &platform_spec(Some("lgsp.other.danang.gov.vn")), &trust, &policy, now).unwrap();
+        assert!(!holds(Some(&stored), &gateway_secret("govpaas-system", &other.material)));
     }
 
     #[test]

@@ -18,8 +18,10 @@ pub struct Desired {
     pub status: &'static str,
     pub reason: String,
     pub message: String,
-    /// The Event to publish when this condition changes (status, reason or message); `None` for
-    /// conditions that are not worth a line in `kubectl describe`'s event list.
+    /// The Event to publish when this condition changes; `None` for conditions that are not worth a
+    /// line in `kubectl describe`'s event list. A Warning is published on any change (a new cause of
+    /// a failure is news); a Normal Event only on a transition, a new status or reason: a message that
+    /// only counts progress ("1 of 3 granted") is read from the condition, not announced each time.
     pub event: Option<EventType>,
 }
 
@@ -47,6 +49,12 @@ impl Desired {
             && previous.reason == self.reason
             && previous.message == self.message
     }
+
+    /// Whether `previous` is this condition's type with its status and reason: the same state,
+    /// whatever its message says of the progress within it.
+    pub fn same_transition_as(&self, previous: &Condition) -> bool {
+        previous.type_ == self.type_ && previous.status == self.status && previous.reason == self.reason
+    }
 }
 
 /// The conditions to write: `desired`, in its order, with `lastTransitionTime` carried over from
@@ -72,12 +80,16 @@ pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64
         .collect()
 }
 
-/// The desired conditions that changed since `previous` and ask for an Event.
+/// The desired conditions that changed since `previous` and ask for an Event: a Warning on any
+/// change, a Normal Event on a transition (status or reason).
 pub fn changed_with_events<'a>(previous: &[Condition], desired: &'a [Desired]) -> Vec<&'a Desired> {
     desired
         .iter()
-        .filter(|want| want.event.is_some())
-        .filter(|want| !previous.iter().any(|before| want.same_as(before)))
+        .filter(|want| match want.event {
+            None => false,
+            Some(EventType::Warning) => !previous.iter().any(|before| want.same_as(before)),
+            Some(EventType::Normal) => !previous.iter().any(|before| want.same_transition_as(before)),
+        })
         .collect()
 }
 
@@ -162,5 +174,26 @@ mod tests {
         assert_eq!(changed_with_events(&written, &worse).len(), 1);
         assert!(is_true(&written, "Suspended"));
         assert!(!is_true(&written, "Ready"));
+    }
+
+    #[test]
+    fn normal_events_only_for_transitions() {
+        let pending =
+            Desired::holds("Ready", "Reconciled", "2 consumptions: 0 granted, 2 pending").with_event(EventType::Normal);
+        let written = merge(&[], std::slice::from_ref(&pending), Some(1), &at(1));
+        // Progress within the same state: the condition says it, no Event does.
+        let progress =
+            Desired::holds("Ready", "Reconciled", "2 consumptions: 1 granted, 1 pending").with_event(EventType::Normal);
+        assert!(changed_with_events(&written, std::slice::from_ref(&progress)).is_empty());
+        // A new reason or status is a transition: announced, whatever the message.
+        let failed =
+            Desired::fails("Ready", "Reconciled", "2 consumptions: 1 granted, 1 pending").with_event(EventType::Normal);
+        assert_eq!(changed_with_events(&written, std::slice::from_ref(&failed)).len(), 1);
+        let other =
+            Desired::holds("Ready", "Suspended", "2 consumptions: 0 granted, 2 pending").with_event(EventType::Normal);
+        assert_eq!(changed_with_events(&written, std::slice::from_ref(&other)).len(), 1);
+        // A condition seen for the first time is a transition.
+        let fresh = Desired::holds("Available", "Reconciled", "1 of 1").with_event(EventType::Normal);
+        assert_eq!(changed_with_events(&written, std::slice::from_ref(&fresh)).len(), 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Kubernetes Events for what users must know: their mistakes and the operator's notable actions.
 //!
-//! Events are published when a condition changes (see [`super::conditions::changed_with_events`]),
-//! never on every pass, so a steady world produces no Events. Failing to publish one is logged and
+//! Events are published when a condition changes (see [`super::conditions::changed_with_events`]:
+//! a Warning on any change, a Normal Event on a new status or reason), never on every pass, so a
+//! steady world produces no Events. Failing to publish one is logged and
 //! otherwise ignored: an Event is a courtesy, the condition in status is the record.
 
 use std::collections::HashMap;
