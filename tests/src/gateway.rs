@@ -29,7 +29,7 @@ pub fn gateway_binary() -> PathBuf {
         .clone()
 }
 
-/// A kubeconfig with a 2-hour token of the gateway's ServiceAccount, made once per test process.
+/// A kubeconfig with an 8-hour token of the gateway's ServiceAccount, made once per test process.
 pub fn gateway_kubeconfig(cluster: &Cluster) -> PathBuf {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG

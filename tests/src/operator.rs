@@ -129,19 +129,19 @@ pub fn operator_binary(_cluster: &Cluster) -> PathBuf {
         .clone()
 }
 
-/// A kubeconfig holding a 2-hour token of the operator's ServiceAccount (server and CA from the
+/// A kubeconfig holding an 8-hour token of the operator's ServiceAccount (server and CA from the
 /// admin kubeconfig), made once per test process.
 pub fn operator_kubeconfig(cluster: &Cluster) -> PathBuf {
     static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
     KUBECONFIG.get_or_init(|| service_account_kubeconfig(cluster, SERVICE_ACCOUNT, "operator")).clone()
 }
 
-/// A kubeconfig holding a 2-hour token of the chart's ServiceAccount `service_account` in the
-/// release namespace (server and CA from the admin kubeconfig), written as `<name>-<pid>.kubeconfig`.
-/// The chart is installed first.
+/// A kubeconfig holding an 8-hour token (a national benchmark runs for hours) of the chart's
+/// ServiceAccount `service_account` in the release namespace (server and CA from the admin
+/// kubeconfig), written as `<name>-<pid>.kubeconfig`. The chart is installed first.
 pub fn service_account_kubeconfig(cluster: &Cluster, service_account: &str, name: &str) -> PathBuf {
     install_chart(cluster);
-    let token = cluster.kubectl_ok(&["create", "token", service_account, "-n", NAMESPACE, "--duration=2h"]);
+    let token = cluster.kubectl_ok(&["create", "token", service_account, "-n", NAMESPACE, "--duration=8h"]);
     let admin = Kubeconfig::read_from(&cluster.kubeconfig).expect("reading the admin kubeconfig");
     let named = admin.clusters.first().expect("a cluster in the admin kubeconfig");
     let server_config = named.cluster.as_ref().expect("cluster details");
