@@ -157,12 +157,16 @@ pub async fn ensure_certificate(
     Ok(Ok(leaf))
 }
 
-/// Whether `stored` already says what `desired` says (its data, type and the operator's labels):
-/// a kept certificate is not applied again, so a restart over a converged platform writes nothing.
+/// Whether `stored` already says what `desired` says (its keys, type and the operator's labels;
+/// what others added beside them is theirs, and an apply would not remove it): a kept certificate
+/// is not applied again, so a restart over a converged platform writes nothing.
 fn holds(stored: Option<&Secret>, desired: &Secret) -> bool {
     let Some(stored) = stored else { return false };
     let labels_hold = desired.labels().iter().all(|(key, value)| stored.labels().get(key) == Some(value));
-    stored.data == desired.data && stored.type_ == desired.type_ && labels_hold
+    let data = |secret: &Secret| secret.data.clone().unwrap_or_default();
+    let stored_data = data(stored);
+    let data_holds = data(desired).iter().all(|(key, value)| stored_data.get(key) == Some(value));
+    data_holds && stored.type_ == desired.type_ && labels_hold
 }
 
 #[cfg(test)]
@@ -209,6 +213,10 @@ mod tests {
         let mut unlabelled = stored.clone();
         unlabelled.metadata.labels = None;
         assert!(!holds(Some(&unlabelled), &gateway_secret("govpaas-system", &kept.material)));
+        // A key someone added beside the operator's is theirs: no reason to apply again.
+        let mut annotated = stored.clone();
+        annotated.data.as_mut().unwrap().insert("note".into(), k8s_openapi::ByteString(b"x".to_vec()));
+        assert!(holds(Some(&annotated), &gateway_secret("govpaas-system", &kept.material)));
         let other = decide(None, &platform_spec(Some("lgsp.other.danang.gov.vn")), &trust, &policy, now).unwrap();
         assert!(!holds(Some(&stored), &gateway_secret("govpaas-system", &other.material)));
     }
