@@ -264,7 +264,7 @@ async fn operator_phase(cluster: &'static Cluster, args: &Args) -> Value {
     operator::ensure_platform(cluster);
     let nodes = add_nodes(cluster, args.services);
     let client = cluster.client().await;
-    let province = Province::new(SCOPE, "bv", "H17", args.tenants, args.services);
+    let province = Province::country(SCOPE, "bv", "H17", args.tenants, args.services);
     let mut op = OperatorProcess::start_unscoped(cluster, SCOPE);
     let metrics = metrics_of(&op).await;
     eprintln!(
@@ -384,6 +384,7 @@ async fn operator_phase(cluster: &'static Cluster, args: &Args) -> Value {
     json!({
         "tenants": province.agencies.len(),
         "services": province.services.len(),
+        "provinces": province.provinces(),
         "nodes": nodes,
         "inputs": inputs,
         "owned_objects": owned,
@@ -481,7 +482,7 @@ async fn raw_phase(cluster: &'static Cluster, args: &Args) -> Value {
     .expect("the capture's JSON");
     let written: Vec<WrittenObject> = serde_json::from_value(capture["written"].clone()).expect("the written objects");
     let domains: BTreeMap<String, String> = serde_json::from_value(capture["domains"].clone()).expect("the domains");
-    let province = Province::new(SCOPE, "bv", "H17", args.tenants, args.services);
+    let province = Province::country(SCOPE, "bv", "H17", args.tenants, args.services);
     let admin = cluster.client().await;
     let kubeconfig = Kubeconfig::read_from(operator::operator_kubeconfig(cluster)).expect("the operator's kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -193,6 +193,9 @@ impl ServicePlan {
 pub const CONTENDED: u32 = 3;
 pub const CONTENDED_ROOM: u32 = 2;
 
+/// The most agencies one synthetic province holds ([`Province::country`]).
+pub const PROVINCE_AGENCIES: usize = 500;
+
 /// A synthetic province: a People's Committee, departments, communes and public-service units,
 /// and a department whose units ask for more CPU than it has (the quota ledger's test).
 #[derive(Debug, Clone)]
@@ -308,6 +311,33 @@ impl Province {
             plans.push(ServicePlan { tenant, name: service, kind });
         }
         Province { scope: scope.to_owned(), agencies, services: plans }
+    }
+
+    /// `tenants` agencies and `services` services as provinces of at most [`PROVINCE_AGENCIES`]
+    /// agencies each, side by side in `scope`: up to that size the one province `new` makes
+    /// (`prefix`, `code`); beyond it provinces `<prefix><i>` with codes `H10`, `H11`, … A country is
+    /// many provinces, each its own root: one root over 4,000 agencies would ask for more than a
+    /// Tenant's quota may hold (the schema's caps).
+    pub fn country(scope: &str, prefix: &str, code: &str, tenants: usize, services: usize) -> Self {
+        let count = tenants.div_ceil(PROVINCE_AGENCIES).max(1);
+        if count == 1 {
+            return Province::new(scope, prefix, code, tenants, services);
+        }
+        assert!(count <= 54, "at most 54 provinces (codes H10 to H63), not {count}");
+        let mut country = Province { scope: scope.to_owned(), agencies: Vec::new(), services: Vec::new() };
+        for i in 0..count {
+            let share = |total: usize| total / count + usize::from(i < total % count);
+            let province =
+                Province::new(scope, &format!("{prefix}{i}"), &format!("H{}", 10 + i), share(tenants), share(services));
+            country.agencies.extend(province.agencies);
+            country.services.extend(province.services);
+        }
+        country
+    }
+
+    /// How many provinces (roots) these agencies form.
+    pub fn provinces(&self) -> usize {
+        self.agencies.iter().filter(|a| a.parent.is_none()).count()
     }
 
     pub fn agency(&self, name: &str) -> Option<&Agency> {
@@ -1047,6 +1077,29 @@ pub fn write_report(report: &xtask::faults::Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_country_is_provinces_each_its_own_root() {
+        let province = Province::country("s", "bv", "H17", 500, 1500);
+        assert_eq!(province.names(), Province::new("s", "bv", "H17", 500, 1500).names());
+        assert_eq!(province.provinces(), 1);
+        let nation = Province::country("s", "bv", "H17", 4000, 12000);
+        assert_eq!((nation.agencies.len(), nation.services.len(), nation.provinces()), (4000, 12000, 8));
+        assert_eq!(nation.names().len(), 4000, "names are unique");
+        let codes: BTreeSet<&str> = nation.agencies.iter().map(|a| a.code.as_str()).collect();
+        assert_eq!(codes.len(), 4000, "agency codes are unique");
+        for root in nation.agencies.iter().filter(|a| a.parent.is_none()) {
+            // The Tenant schema's caps (crds/src/tenant.rs).
+            let q = root.quota;
+            assert!(
+                q.pods <= 100_000 && q.services <= 10_000 && q.public_hosts <= 10_000 && q.lgsp_apis <= 10_000,
+                "{q:?}"
+            );
+        }
+        for plan in &nation.services {
+            assert!(nation.agency(&plan.tenant).is_some(), "{} runs in an agency of the nation", plan.describe());
+        }
+    }
 
     /// The province asks for nothing its parents cannot give, except in the contended department,
     /// whose units ask for exactly one CPU too many per unit beyond its room.

@@ -149,6 +149,8 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
     let services = num("/services")?;
     let sizes = ConvergeOptions { tenants: tenants as usize, services: services as usize, ..Default::default() };
     let national = sizes.tenants >= NATIONAL_TENANTS;
+    // Runs recorded before provinces were counted were one province.
+    let provinces = r.pointer("/provinces").and_then(Value::as_u64).unwrap_or(1);
     let heading = match section_name(&sizes).as_str() {
         "converge" => "a province".to_owned(),
         "converge-national" => "the nation".to_owned(),
@@ -181,7 +183,7 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
          operator and the benchmark's own client share these cores: the operator and the raw writer each \
          ran on a control plane of its own, one after the other, on the same machine.\n\
          \n\
-         **The province**: {tenants_n} Tenants (a People's Committee, departments, communes and units, three \
+         **{agencies_heading}**: {tenants_n} Tenants{provinces_text} (a People's Committee, departments, communes and units, three \
          of them asking their department for more than it has), {services_n} services round them — a quarter \
          Portals, a quarter DocumentServices (document exchange on), half DataSharingServices providing and \
          consuming each other's APIs with grants — on {nodes} kwok nodes. The benchmark applies the Tenants \
@@ -233,6 +235,15 @@ pub fn section(r: &Value, m: &Machine) -> Result<String> {
         services_arg = services,
         machine = m.summary(),
         tenants_n = count("/tenants")?,
+        agencies_heading = if provinces > 1 { "The nation" } else { "The province" },
+        provinces_text = if provinces > 1 {
+            format!(
+                " in {provinces} provinces of about {} agencies side by side, each province its own root",
+                thousands((tenants / provinces as f64).round() as u64)
+            )
+        } else {
+            String::new()
+        },
         services_n = count("/services")?,
         nodes = count("/nodes")?,
         in_flight = 32,
@@ -319,10 +330,15 @@ mod tests {
         national["tenants"] = 4000.into();
         national["services"] = 12000.into();
         national["bench_seconds"] = 5400.0.into();
+        national["provinces"] = 8.into();
         let text = section(&national, &machine).unwrap();
         assert!(text.starts_with("## Converge: the nation against the raw writer"), "{text}");
         assert!(text.contains("--tenants 4000 --services 12000"), "{text}");
         assert!(text.contains("took 90 min"), "{text}");
+        assert!(
+            text.contains("**The nation**: 4,000 Tenants in 8 provinces of about 500 agencies side by side"),
+            "{text}"
+        );
         assert!(text.contains("≤ 256 MiB"), "{text}");
     }
 
