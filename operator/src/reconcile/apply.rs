@@ -135,7 +135,19 @@ impl AppliedObjects {
     /// the labels and owners it left, is another writer's status (a Deployment's replicas, an
     /// Ingress's load balancer): nothing the operator applies changed, and it is not applied
     /// again. An edit of the spec raises the generation and is taken back at once.
-    fn current(&self, key: &ObjectKey, fingerprint: &str, cached: &kube::api::ObjectMeta) -> bool {
+    ///
+    /// A kind without a generation whose status others write (a ResourceQuota, whose `status.used`
+    /// the quota controller rewrites whenever a Pod comes or goes) is judged by its content when
+    /// its version moved: `holds` says whether the cached object still says everything the apply
+    /// said ([`says_all_of`]). Only a whole-object cache can say so; a metadata cache never does,
+    /// and the object is applied again, as before.
+    fn current(
+        &self,
+        key: &ObjectKey,
+        fingerprint: &str,
+        cached: &kube::api::ObjectMeta,
+        holds: impl FnOnce() -> bool,
+    ) -> bool {
         let carried = cached.annotations.as_ref().and_then(|a| a.get(APPLIED_ANNOTATION));
         let Some(version) = cached.resource_version.as_deref() else { return false };
         if carried.map(String::as_str) != Some(fingerprint) || cached.deletion_timestamp.is_some() {
@@ -144,11 +156,22 @@ impl AppliedObjects {
         let mut last = self.lock();
         match last.get(key) {
             Some(known) => {
-                known.fingerprint == fingerprint
-                    && (known.resource_version == version
-                        || (known.generation.is_some()
-                            && known.generation == cached.generation
-                            && known.identity == identity(cached)))
+                if known.fingerprint != fingerprint {
+                    return false;
+                }
+                if known.resource_version == version
+                    || (known.generation.is_some()
+                        && known.generation == cached.generation
+                        && known.identity == identity(cached))
+                {
+                    return true;
+                }
+                let held = known.generation.is_none() && holds();
+                if held {
+                    // Another writer's status: the content is still the apply's.
+                    last.insert(key.clone(), LastApply::of(fingerprint.to_owned(), version.to_owned(), cached));
+                }
+                held
             }
             None => {
                 last.insert(key.clone(), LastApply::of(fingerprint.to_owned(), version.to_owned(), cached));
@@ -192,16 +215,50 @@ where
 /// Where [`Applier::apply_unless_current`] finds an object's cached metadata: a cache of the kind.
 pub trait CachedMeta<K> {
     fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta>;
+
+    /// The cached object as JSON: the whole object from a whole-object cache, only its metadata
+    /// from a metadata cache (which then never says that a spec holds).
+    fn cached_json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value>;
 }
 
-impl<K, C: CacheOf<K>> CachedMeta<K> for kube::runtime::reflector::Store<C> {
+impl<K, C: CacheOf<K> + Serialize> CachedMeta<K> for kube::runtime::reflector::Store<C> {
     fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta> {
-        let reference = kube::runtime::reflector::ObjectRef::new(name);
-        let reference = match namespace {
-            Some(ns) => reference.within(ns),
-            None => reference,
-        };
-        self.get(&reference).map(|object| object.meta().clone())
+        self.get(&reference(namespace, name)).map(|object| object.meta().clone())
+    }
+
+    fn cached_json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value> {
+        self.get(&reference(namespace, name)).and_then(|object| serde_json::to_value(&*object).ok())
+    }
+}
+
+fn reference<C: Resource<DynamicType = ()>>(
+    namespace: Option<&str>,
+    name: &str,
+) -> kube::runtime::reflector::ObjectRef<C> {
+    let reference = kube::runtime::reflector::ObjectRef::new(name);
+    match namespace {
+        Some(ns) => reference.within(ns),
+        None => reference,
+    }
+}
+
+/// Whether `cached` says everything `desired` says: each field of `desired` is in `cached` with
+/// the same value, objects field by field, arrays element by element and of the same length. What
+/// `cached` has besides (the API server's defaults, status, metadata, other writers' fields) does
+/// not matter: an apply of `desired` would not change it either. A value written differently from
+/// how the API server stores it (a quantity not in canonical form) never matches, and the object
+/// is applied again: the safe side.
+pub fn says_all_of(cached: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (cached, desired) {
+        (Value::Object(cached), Value::Object(desired)) => desired.iter().all(|(key, want)| match cached.get(key) {
+            Some(have) => says_all_of(have, want),
+            None => want.is_null(),
+        }),
+        (Value::Array(cached), Value::Array(desired)) => {
+            cached.len() == desired.len() && cached.iter().zip(desired).all(|(have, want)| says_all_of(have, want))
+        }
+        _ => cached == desired,
     }
 }
 
@@ -262,18 +319,28 @@ impl Applier {
         let namespace = object.meta().namespace.clone();
         let key = ObjectKey::of::<K>(namespace.clone(), name.clone());
         let fingerprint = content_fingerprint(object);
-        if let Some(cached) = cache.cached_meta(namespace.as_deref(), &name)
-            && remembered.current(&key, &fingerprint, &cached)
-        {
-            self.current.insert(key);
-            return Ok(false);
-        }
         let mut marked = object.clone();
         marked
             .meta_mut()
             .annotations
             .get_or_insert_default()
             .insert(APPLIED_ANNOTATION.to_owned(), fingerprint.clone());
+        let holds = || {
+            let mut content = marked.clone();
+            content.meta_mut().resource_version = None;
+            let (Some(cached), Ok(desired)) =
+                (cache.cached_json(namespace.as_deref(), &name), serde_json::to_value(&content))
+            else {
+                return false;
+            };
+            says_all_of(&cached, &desired)
+        };
+        if let Some(cached) = cache.cached_meta(namespace.as_deref(), &name)
+            && remembered.current(&key, &fingerprint, &cached, holds)
+        {
+            self.current.insert(key);
+            return Ok(false);
+        }
         let applied = self.apply(&marked).await?;
         remembered.record(key, fingerprint, applied.meta());
         Ok(true)
@@ -571,18 +638,21 @@ mod tests {
             annotations: fingerprint.map(|f| [(APPLIED_ANNOTATION.to_owned(), f.to_owned())].into()),
             ..Default::default()
         };
-        assert!(!applied.current(&key, "f1", &meta(None, "1")), "never applied by the operator");
-        assert!(!applied.current(&key, "f2", &meta(Some("f1"), "1")), "applied as something else");
+        assert!(!applied.current(&key, "f1", &meta(None, "1"), || false), "never applied by the operator");
+        assert!(!applied.current(&key, "f2", &meta(Some("f1"), "1"), || false), "applied as something else");
         // Applied before this process started, and it says what: trusted, and remembered.
-        assert!(applied.current(&key, "f1", &meta(Some("f1"), "1")));
-        assert!(applied.current(&key, "f1", &meta(Some("f1"), "1")));
+        assert!(applied.current(&key, "f1", &meta(Some("f1"), "1"), || false));
+        assert!(applied.current(&key, "f1", &meta(Some("f1"), "1"), || false));
         // Someone wrote it since (a hand edit of a field the operator owns): applied again.
-        assert!(!applied.current(&key, "f1", &meta(Some("f1"), "2")));
+        assert!(!applied.current(&key, "f1", &meta(Some("f1"), "2"), || false));
         applied.record(key.clone(), "f1".into(), &meta(Some("f1"), "3"));
-        assert!(applied.current(&key, "f1", &meta(Some("f1"), "3")));
+        assert!(applied.current(&key, "f1", &meta(Some("f1"), "3"), || false));
         let mut deleting = meta(Some("f1"), "3");
         deleting.deletion_timestamp = Some(Time(Default::default()));
-        assert!(!applied.current(&key, "f1", &deleting), "being deleted: applied (and refused) rather than trusted");
+        assert!(
+            !applied.current(&key, "f1", &deleting, || false),
+            "being deleted: applied (and refused) rather than trusted"
+        );
     }
 
     #[test]
@@ -598,13 +668,55 @@ mod tests {
         };
         applied.record(key.clone(), "f1".into(), &meta("3", Some(1), "web"));
         // The status moved (a new version), the spec did not (the same generation): current.
-        assert!(applied.current(&key, "f1", &meta("4", Some(1), "web")));
+        assert!(applied.current(&key, "f1", &meta("4", Some(1), "web"), || false));
         // The spec was edited (a new generation), or a label was: applied again.
-        assert!(!applied.current(&key, "f1", &meta("5", Some(2), "web")));
-        assert!(!applied.current(&key, "f1", &meta("5", Some(1), "edited")));
-        // A kind without a generation (a Secret, a ConfigMap): any new version is applied again.
+        assert!(!applied.current(&key, "f1", &meta("5", Some(2), "web"), || false));
+        assert!(!applied.current(&key, "f1", &meta("5", Some(1), "edited"), || false));
+        // A kind without a generation (a Secret, a ConfigMap, a ResourceQuota): a new version is
+        // applied again unless the cached content still says what was applied.
         applied.record(key.clone(), "f1".into(), &meta("6", None, "web"));
-        assert!(!applied.current(&key, "f1", &meta("7", None, "web")));
+        assert!(!applied.current(&key, "f1", &meta("7", None, "web"), || false));
+        assert!(applied.current(&key, "f1", &meta("8", None, "web"), || true), "another writer's status");
+        assert!(applied.current(&key, "f1", &meta("8", None, "web"), || false), "remembered at its new version");
+        // A kind with a generation is never judged by content: its generation says it.
+        applied.record(key.clone(), "f1".into(), &meta("9", Some(3), "web"));
+        assert!(!applied.current(&key, "f1", &meta("10", Some(4), "web"), || true));
+    }
+
+    #[test]
+    fn a_cached_object_holds_when_it_says_everything_the_apply_said() {
+        let desired = json!({
+            "metadata": {"name": "govpaas-quota", "labels": {"app.kubernetes.io/managed-by": "govpaas"},
+                "annotations": {"govpaas.io/applied": "f1"}, "ownerReferences": [{"uid": "u1", "name": "t"}]},
+            "spec": {"hard": {"pods": "10", "requests.cpu": "2"}},
+        });
+        let mut cached = desired.clone();
+        // The API server's additions and the quota controller's status change nothing.
+        cached["metadata"]["resourceVersion"] = json!("7");
+        cached["metadata"]["ownerReferences"][0]["controller"] = json!(true);
+        cached["status"] = json!({"used": {"pods": "3"}, "hard": {"pods": "10"}});
+        cached["metadata"]["labels"]["team"] = json!("theirs");
+        assert!(says_all_of(&cached, &desired));
+        // A hand edit of what the operator applies does.
+        let mut edited = cached.clone();
+        edited["spec"]["hard"]["pods"] = json!("1000");
+        assert!(!says_all_of(&edited, &desired));
+        let mut unlabelled = cached.clone();
+        unlabelled["metadata"]["labels"].as_object_mut().unwrap().remove("app.kubernetes.io/managed-by");
+        assert!(!says_all_of(&unlabelled, &desired));
+        let mut removed = cached.clone();
+        removed["spec"]["hard"].as_object_mut().unwrap().remove("requests.cpu");
+        assert!(!says_all_of(&removed, &desired));
+        let mut other_owner = cached.clone();
+        other_owner["metadata"]["ownerReferences"].as_array_mut().unwrap().push(json!({"uid": "u2"}));
+        assert!(!says_all_of(&other_owner, &desired), "arrays compare element by element, of the same length");
+        // A quantity the API server would write another way never matches: applied, the safe side.
+        let mut canonical = cached.clone();
+        canonical["spec"]["hard"]["requests.cpu"] = json!("2000m");
+        assert!(!says_all_of(&canonical, &desired));
+        // A metadata cache's copy lacks the spec: never holds.
+        let metadata_only = json!({"metadata": cached["metadata"].clone()});
+        assert!(!says_all_of(&metadata_only, &desired));
     }
 
     #[test]
