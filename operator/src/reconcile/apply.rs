@@ -201,14 +201,14 @@ impl LastApply {
 /// What a cache of kind `K` holds: the whole objects ([`super::watch::whole_cache`]) or their
 /// metadata ([`super::watch::metadata_cache`]). Applying, pruning and finding orphans need only
 /// the metadata, so they work over either.
-pub trait CacheOf<K>: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
+pub trait CacheOf<K>: Resource<DynamicType = ()> + Clone + Serialize + Send + Sync + 'static {}
 
-impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> CacheOf<K> for K {}
+impl<K: Resource<DynamicType = ()> + Clone + Serialize + Send + Sync + 'static> CacheOf<K> for K {}
 
 impl<K> CacheOf<K> for PartialObjectMeta<K>
 where
     K: Send + Sync + 'static,
-    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
+    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone + Serialize,
 {
 }
 
@@ -221,7 +221,7 @@ pub trait CachedMeta<K> {
     fn cached_json(&self, namespace: Option<&str>, name: &str) -> Option<serde_json::Value>;
 }
 
-impl<K, C: CacheOf<K> + Serialize> CachedMeta<K> for kube::runtime::reflector::Store<C> {
+impl<K, C: CacheOf<K>> CachedMeta<K> for kube::runtime::reflector::Store<C> {
     fn cached_meta(&self, namespace: Option<&str>, name: &str) -> Option<kube::api::ObjectMeta> {
         self.get(&reference(namespace, name)).map(|object| object.meta().clone())
     }
