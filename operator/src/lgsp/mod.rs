@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use time::OffsetDateTime;
 
 use crate::certificates::TlsMaterial;
@@ -161,12 +161,13 @@ pub async fn ensure_certificate(
 /// what others added beside them is theirs, and an apply would not remove it): a kept certificate
 /// is not applied again, so a restart over a converged platform writes nothing.
 fn holds(stored: Option<&Secret>, desired: &Secret) -> bool {
-    let Some(stored) = stored else { return false };
-    let labels_hold = desired.labels().iter().all(|(key, value)| stored.labels().get(key) == Some(value));
-    let data = |secret: &Secret| secret.data.clone().unwrap_or_default();
-    let stored_data = data(stored);
-    let data_holds = data(desired).iter().all(|(key, value)| stored_data.get(key) == Some(value));
-    data_holds && stored.type_ == desired.type_ && labels_hold
+    let mut content = desired.clone();
+    // The version it was decided from is the apply's precondition, not what it says.
+    content.metadata.resource_version = None;
+    match (stored.map(serde_json::to_value), serde_json::to_value(&content)) {
+        (Some(Ok(stored)), Ok(desired)) => crate::reconcile::apply::says_all_of(&stored, &desired),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -319,14 +319,18 @@ impl Applier {
         let namespace = object.meta().namespace.clone();
         let key = ObjectKey::of::<K>(namespace.clone(), name.clone());
         let fingerprint = content_fingerprint(object);
-        let mut marked = object.clone();
-        marked
-            .meta_mut()
-            .annotations
-            .get_or_insert_default()
-            .insert(APPLIED_ANNOTATION.to_owned(), fingerprint.clone());
+        // Built only when needed: most objects are current by their version alone.
+        let marked = || {
+            let mut marked = object.clone();
+            marked
+                .meta_mut()
+                .annotations
+                .get_or_insert_default()
+                .insert(APPLIED_ANNOTATION.to_owned(), fingerprint.clone());
+            marked
+        };
         let holds = || {
-            let mut content = marked.clone();
+            let mut content = marked();
             content.meta_mut().resource_version = None;
             let (Some(cached), Ok(desired)) =
                 (cache.cached_json(namespace.as_deref(), &name), serde_json::to_value(&content))
@@ -341,7 +345,7 @@ impl Applier {
             self.current.insert(key);
             return Ok(false);
         }
-        let applied = self.apply(&marked).await?;
+        let applied = self.apply(&marked()).await?;
         remembered.record(key, fingerprint, applied.meta());
         Ok(true)
     }
