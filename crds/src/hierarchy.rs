@@ -2,9 +2,7 @@
 //! an admission policy can check them. The tenant controller calls [`check`] and reports each
 //! error as the `HierarchyValid` condition (reason [`HierarchyError::reason`]) and an Event.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use kube::ResourceExt;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::{
     Tenant,
@@ -12,29 +10,30 @@ use crate::{
     conditions::reasons,
 };
 
-/// What the rules need to know of a Tenant.
+/// What the rules need to know of a Tenant, borrowed from it: the controller builds one for every
+/// Tenant of the province on each reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantNode {
+pub struct TenantNode<'a> {
     /// The Tenant's name.
-    pub name: String,
+    pub name: &'a str,
     /// `spec.agency.code`.
-    pub code: String,
+    pub code: &'a str,
     /// `spec.agency.level`.
     pub level: AgencyLevel,
     /// `spec.parent`.
-    pub parent: Option<String>,
+    pub parent: Option<&'a str>,
     /// The namespaces it owns.
-    pub namespaces: Vec<String>,
+    pub namespaces: Vec<&'a str>,
 }
 
-impl From<&Tenant> for TenantNode {
-    fn from(tenant: &Tenant) -> Self {
+impl<'a> From<&'a Tenant> for TenantNode<'a> {
+    fn from(tenant: &'a Tenant) -> Self {
         Self {
-            name: tenant.name_any(),
-            code: tenant.spec.agency.code.clone(),
+            name: tenant.metadata.name.as_deref().unwrap_or_default(),
+            code: &tenant.spec.agency.code,
             level: tenant.spec.agency.level,
-            parent: tenant.spec.parent.clone(),
-            namespaces: tenant.namespace_names(),
+            parent: tenant.spec.parent.as_deref(),
+            namespaces: tenant.namespace_refs(),
         }
     }
 }
@@ -89,70 +88,66 @@ impl HierarchyError {
 /// Every rule of the agency tree that `tenant` breaks, given all Tenants (`all` may include
 /// `tenant` itself). Ties between two Tenants claiming one code or namespace go to the Tenant
 /// created first, which the caller expresses by the order of `all`: earlier wins.
-pub fn check(tenant: &TenantNode, all: &[TenantNode]) -> Vec<HierarchyError> {
+///
+/// Linear in the number of Tenants: it runs on every reconcile of every Tenant.
+pub fn check(tenant: &TenantNode<'_>, all: &[TenantNode<'_>]) -> Vec<HierarchyError> {
     let mut errors = Vec::new();
-    let by_name: BTreeMap<&str, &TenantNode> = all.iter().map(|t| (t.name.as_str(), t)).collect();
-    let own_code = match AgencyCode::parse(&tenant.code) {
+    let own_code = match AgencyCode::parse(tenant.code) {
         Ok(code) => Some(code),
         Err(error) => {
-            errors.push(HierarchyError::InvalidCode { code: tenant.code.clone(), error });
+            errors.push(HierarchyError::InvalidCode { code: tenant.code.to_owned(), error });
             None
         }
     };
-    let position = all.iter().position(|t| t.name == tenant.name);
-    let earlier = |other: &TenantNode| {
-        let other_position = all.iter().position(|t| t.name == other.name);
-        match (other_position, position) {
-            (Some(o), Some(p)) => o < p,
-            // A tenant not yet in the list (being created) loses to every existing one.
-            (Some(_), None) => true,
-            _ => false,
-        }
+    // Only the Tenants before this one can hold a claim against it; a Tenant not yet in the
+    // list (being created) loses to every existing one.
+    let earlier = match all.iter().position(|t| t.name == tenant.name) {
+        Some(position) => &all[..position],
+        None => all,
     };
 
     if let Some(code) = &own_code
-        && let Some(other) = all.iter().find(|other| {
-            other.name != tenant.name
-                && earlier(other)
-                && AgencyCode::parse(&other.code).is_ok_and(|c| c.same_agency(code))
-        })
+        && let Some(other) =
+            earlier.iter().find(|other| AgencyCode::parse(other.code).is_ok_and(|c| c.same_agency(code)))
     {
         errors.push(HierarchyError::DuplicateAgencyCode {
-            code: tenant.code.clone(),
-            other: other.name.clone(),
-            other_code: other.code.clone(),
+            code: tenant.code.to_owned(),
+            other: other.name.to_owned(),
+            other_code: other.code.to_owned(),
         });
     }
 
     for namespace in &tenant.namespaces {
-        if let Some(other) =
-            all.iter().find(|other| other.name != tenant.name && earlier(other) && other.namespaces.contains(namespace))
-        {
-            errors.push(HierarchyError::NamespaceConflict { namespace: namespace.clone(), other: other.name.clone() });
+        if let Some(other) = earlier.iter().find(|other| other.namespaces.contains(namespace)) {
+            errors.push(HierarchyError::NamespaceConflict {
+                namespace: (*namespace).to_owned(),
+                other: other.name.to_owned(),
+            });
         }
     }
 
-    let Some(parent_name) = &tenant.parent else {
+    let Some(parent_name) = tenant.parent else {
         return errors;
     };
-    let Some(parent) = by_name.get(parent_name.as_str()) else {
-        errors.push(HierarchyError::ParentNotFound { parent: parent_name.clone() });
+    let by_name: HashMap<&str, &TenantNode> = all.iter().map(|t| (t.name, t)).collect();
+    let Some(parent) = by_name.get(parent_name) else {
+        errors.push(HierarchyError::ParentNotFound { parent: parent_name.to_owned() });
         return errors;
     };
     if !tenant.level.may_have_parent(parent.level) {
         errors.push(HierarchyError::ParentLevel {
             level: tenant.level,
-            parent: parent.name.clone(),
+            parent: parent.name.to_owned(),
             parent_level: parent.level,
         });
     }
-    if let (Some(code), Ok(parent_code)) = (&own_code, AgencyCode::parse(&parent.code))
+    if let (Some(code), Ok(parent_code)) = (&own_code, AgencyCode::parse(parent.code))
         && !code.extends(&parent_code)
     {
         errors.push(HierarchyError::CodeNotUnderParent {
-            code: tenant.code.clone(),
-            parent: parent.name.clone(),
-            parent_code: parent.code.clone(),
+            code: tenant.code.to_owned(),
+            parent: parent.name.to_owned(),
+            parent_code: parent.code.to_owned(),
         });
     }
     if let Some(path) = cycle_from(tenant, &by_name) {
@@ -162,11 +157,11 @@ pub fn check(tenant: &TenantNode, all: &[TenantNode]) -> Vec<HierarchyError> {
 }
 
 /// The chain of parents from `tenant` if it comes back to a Tenant already on it.
-fn cycle_from(tenant: &TenantNode, by_name: &BTreeMap<&str, &TenantNode>) -> Option<Vec<String>> {
-    let mut path = vec![tenant.name.clone()];
-    let mut seen = BTreeSet::from([tenant.name.as_str()]);
+fn cycle_from(tenant: &TenantNode<'_>, by_name: &HashMap<&str, &TenantNode<'_>>) -> Option<Vec<String>> {
+    let mut path = vec![tenant.name.to_owned()];
+    let mut seen = BTreeSet::from([tenant.name]);
     let mut current = tenant;
-    while let Some(parent) = current.parent.as_deref() {
+    while let Some(parent) = current.parent {
         path.push(parent.to_owned());
         if !seen.insert(parent) {
             return Some(path);
@@ -177,27 +172,27 @@ fn cycle_from(tenant: &TenantNode, by_name: &BTreeMap<&str, &TenantNode>) -> Opt
 }
 
 /// The ancestors of `tenant`, nearest first, as far as they exist and do not loop.
-pub fn ancestors<'a>(tenant: &TenantNode, all: &'a [TenantNode]) -> Vec<&'a TenantNode> {
-    let by_name: BTreeMap<&str, &TenantNode> = all.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut seen = BTreeSet::from([tenant.name.clone()]);
+pub fn ancestors<'n, 'a>(tenant: &TenantNode<'a>, all: &'n [TenantNode<'a>]) -> Vec<&'n TenantNode<'a>> {
+    let by_name: HashMap<&str, &TenantNode> = all.iter().map(|t| (t.name, t)).collect();
+    let mut seen = BTreeSet::from([tenant.name]);
     let mut chain = Vec::new();
-    let mut next = tenant.parent.clone();
+    let mut next = tenant.parent;
     while let Some(name) = next {
-        let Some(parent) = by_name.get(name.as_str()) else {
+        let Some(parent) = by_name.get(name) else {
             break;
         };
-        if !seen.insert(parent.name.clone()) {
+        if !seen.insert(parent.name) {
             break;
         }
         chain.push(*parent);
-        next = parent.parent.clone();
+        next = parent.parent;
     }
     chain
 }
 
 /// The Tenants whose `spec.parent` is `name`.
-pub fn children<'a>(name: &str, all: &'a [TenantNode]) -> Vec<&'a TenantNode> {
-    all.iter().filter(|t| t.parent.as_deref() == Some(name)).collect()
+pub fn children<'n, 'a>(name: &str, all: &'n [TenantNode<'a>]) -> Vec<&'n TenantNode<'a>> {
+    all.iter().filter(|t| t.parent == Some(name)).collect()
 }
 
 #[cfg(test)]
@@ -205,17 +200,16 @@ mod tests {
     use super::*;
     use AgencyLevel::*;
 
-    fn node(name: &str, code: &str, level: AgencyLevel, parent: Option<&str>) -> TenantNode {
-        TenantNode {
-            name: name.into(),
-            code: code.into(),
-            level,
-            parent: parent.map(Into::into),
-            namespaces: vec![name.into()],
-        }
+    fn node(
+        name: &'static str,
+        code: &'static str,
+        level: AgencyLevel,
+        parent: Option<&'static str>,
+    ) -> TenantNode<'static> {
+        TenantNode { name, code, level, parent, namespaces: vec![name] }
     }
 
-    fn province() -> Vec<TenantNode> {
+    fn province() -> Vec<TenantNode<'static>> {
         vec![
             node("quang-nam", "H49", Province, None),
             node("so-noi-vu", "H49.12", Department, Some("quang-nam")),
@@ -329,7 +323,7 @@ mod tests {
     fn namespaces_belong_to_one_tenant() {
         let mut all = province();
         let mut thief = node("thief", "H49.50", Commune, Some("quang-nam"));
-        thief.namespaces = vec!["so-noi-vu".into()];
+        thief.namespaces = vec!["so-noi-vu"];
         all.push(thief);
         assert_eq!(
             check(all.last().unwrap(), &all),
@@ -340,7 +334,7 @@ mod tests {
     #[test]
     fn ancestors_and_children() {
         let all = province();
-        let names = |v: Vec<&TenantNode>| v.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let names = |v: Vec<&TenantNode<'static>>| v.iter().map(|t| t.name).collect::<Vec<_>>();
         assert_eq!(names(ancestors(&all[3], &all)), ["so-noi-vu", "quang-nam"]);
         assert_eq!(names(children("quang-nam", &all)), ["so-noi-vu", "xa-dai-loc"]);
         assert!(children("benh-vien", &all).is_empty());

@@ -350,10 +350,15 @@ pub struct ServiceCounts {
 impl Tenant {
     /// The namespaces this tenant owns: those listed, or one named after it.
     pub fn namespace_names(&self) -> Vec<String> {
+        self.namespace_refs().into_iter().map(str::to_owned).collect()
+    }
+
+    /// [`Tenant::namespace_names`], borrowed.
+    pub fn namespace_refs(&self) -> Vec<&str> {
         if self.spec.namespaces.is_empty() {
-            vec![kube::ResourceExt::name_any(self)]
+            vec![self.metadata.name.as_deref().unwrap_or_default()]
         } else {
-            self.spec.namespaces.iter().map(|n| n.name.clone()).collect()
+            self.spec.namespaces.iter().map(|n| n.name.as_str()).collect()
         }
     }
 

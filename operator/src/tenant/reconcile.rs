@@ -109,9 +109,10 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
 
     // Decide the quota. What each tenant holds is what its status records or, if more, what its
     // ResourceQuotas say they were written for (a kill between the two loses nothing).
-    let written = written_quotas(&ctx.caches.resource_quotas.state());
-    let member = &with_written(member.clone(), &written);
-    let members = family_members(tenant, &all, &written);
+    let quotas = &ctx.caches.resource_quotas;
+    let quota_in = |namespace: &str| quotas.get(&ObjectRef::new(RESOURCE_QUOTA).within(namespace));
+    let member = &with_written(member.clone(), written_quota(tenant, &quota_in));
+    let members = family_members(tenant, &all, &quota_in);
     let family = Family {
         tenant: member,
         parent: members.parent.as_ref(),
@@ -307,45 +308,51 @@ struct Members {
     children: Vec<Member>,
 }
 
-/// Per tenant, the largest quota its ResourceQuotas say they were written for
-/// ([`build::GRANTED_QUOTA_ANNOTATION`]).
-fn written_quotas(quotas: &[Arc<ResourceQuota>]) -> HashMap<String, QuotaVector> {
-    let mut written: HashMap<String, QuotaVector> = HashMap::new();
-    for quota in quotas {
-        let Some(tenant) = quota.labels().get(govpaas_crds::metadata::TENANT_LABEL) else { continue };
+/// The most any of `tenant`'s ResourceQuotas say they were written for (the granted-quota
+/// annotation, the tenant's whole quota, is on each of them). Looked up by name in the tenant's
+/// namespaces (`quota_in`: the cached `govpaas-quota` of a namespace), not by scanning every
+/// ResourceQuota: it runs for the whole family on every reconcile.
+fn written_quota(tenant: &Tenant, quota_in: &dyn Fn(&str) -> Option<Arc<ResourceQuota>>) -> Option<QuotaVector> {
+    let name = tenant.metadata.name.as_deref()?;
+    let mut written: Option<QuotaVector> = None;
+    for namespace in tenant.namespace_refs() {
+        let Some(quota) = quota_in(namespace) else { continue };
+        if quota.labels().get(govpaas_crds::metadata::TENANT_LABEL).map(String::as_str) != Some(name) {
+            continue;
+        }
         let Some(granted) = quota.annotations().get(build::GRANTED_QUOTA_ANNOTATION) else { continue };
         let Ok(map) = serde_json::from_str::<BTreeMap<String, Quantity>>(granted) else { continue };
         let Ok(granted) = QuotaVector::from_status(&map) else { continue };
-        let entry = written.entry(tenant.clone()).or_default();
-        *entry = entry.max(&granted);
+        written = Some(written.map_or(granted, |w| w.max(&granted)));
     }
     written
 }
 
 /// `member` holding the larger of what its status records and what its ResourceQuotas were
 /// written for.
-fn with_written(mut member: Member, written: &HashMap<String, QuotaVector>) -> Member {
-    if let Some(granted) = written.get(&member.name) {
-        member.recorded = Some(member.recorded.map_or(*granted, |recorded| recorded.max(granted)));
+fn with_written(mut member: Member, written: Option<QuotaVector>) -> Member {
+    if let Some(granted) = written {
+        member.recorded = Some(member.recorded.map_or(granted, |recorded| recorded.max(&granted)));
     }
     member
 }
 
-fn family_members(tenant: &Tenant, all: &[&Tenant], written: &HashMap<String, QuotaVector>) -> Members {
-    let name = tenant.name_any();
-    let as_member = |t: &&Tenant| validate::member(t).ok().map(|m| with_written(m, written));
+fn family_members(tenant: &Tenant, all: &[&Tenant], quota_in: &dyn Fn(&str) -> Option<Arc<ResourceQuota>>) -> Members {
+    let name = tenant.metadata.name.as_deref();
+    let as_member = |t: &&Tenant| validate::member(t).ok().map(|m| with_written(m, written_quota(t, quota_in)));
     let parent_name = tenant.spec.parent.as_deref();
     Members {
-        parent: parent_name.and_then(|p| all.iter().find(|t| t.name_any() == p)).and_then(as_member),
+        parent: parent_name
+            .and_then(|p| all.iter().find(|t| t.metadata.name.as_deref() == Some(p)))
+            .and_then(as_member),
         siblings: match parent_name {
             Some(p) => all.iter().filter(|t| t.spec.parent.as_deref() == Some(p)).filter_map(as_member).collect(),
             None => Vec::new(),
         },
-        children: all
-            .iter()
-            .filter(|t| t.spec.parent.as_deref() == Some(name.as_str()))
-            .filter_map(as_member)
-            .collect(),
+        children: match name {
+            Some(name) => all.iter().filter(|t| t.spec.parent.as_deref() == Some(name)).filter_map(as_member).collect(),
+            None => Vec::new(),
+        },
     }
 }
 
@@ -649,13 +656,13 @@ mod tests {
     #[test]
     fn what_resource_quotas_were_written_for_counts_when_the_status_lags() {
         let tenants = fixtures::province();
-        let child = tenants.iter().find(|t| t.spec.parent.is_some()).unwrap();
-        let granted = QuotaVector::of_tenant(&child.spec.quota).unwrap();
-        let quota = |namespace: &str, granted: &QuotaVector| {
+        let tenant = tenants.iter().find(|t| t.spec.namespaces.len() > 1).expect("a tenant with several namespaces");
+        let namespaces = tenant.namespace_names();
+        let granted = QuotaVector::of_tenant(&tenant.spec.quota).unwrap();
+        let quota = |owner: &str, granted: &QuotaVector| {
             let mut quota = ResourceQuota::default();
-            quota.metadata.namespace = Some(namespace.into());
             quota.metadata.labels =
-                Some(BTreeMap::from([(govpaas_crds::metadata::TENANT_LABEL.to_owned(), child.name_any())]));
+                Some(BTreeMap::from([(govpaas_crds::metadata::TENANT_LABEL.to_owned(), owner.to_owned())]));
             quota.metadata.annotations = Some(BTreeMap::from([(
                 build::GRANTED_QUOTA_ANNOTATION.to_owned(),
                 serde_json::to_string(&granted.to_status()).unwrap(),
@@ -663,15 +670,25 @@ mod tests {
             Arc::new(quota)
         };
         let smaller = QuotaVector::default();
-        let written = written_quotas(&[quota("a", &smaller), quota("b", &granted)]);
-        assert_eq!(written[&child.name_any()], granted, "the larger of a tenant's ResourceQuotas");
+        let in_namespaces = |quotas: Vec<Arc<ResourceQuota>>| {
+            let by_namespace: HashMap<String, Arc<ResourceQuota>> = namespaces.iter().cloned().zip(quotas).collect();
+            move |namespace: &str| by_namespace.get(namespace).cloned()
+        };
+        let written = written_quota(
+            tenant,
+            &in_namespaces(vec![quota(&tenant.name_any(), &smaller), quota(&tenant.name_any(), &granted)]),
+        );
+        assert_eq!(written, Some(granted), "the larger of a tenant's ResourceQuotas");
+        // A ResourceQuota of that name labelled for another tenant is not this tenant's.
+        let foreign = written_quota(tenant, &in_namespaces(vec![quota("someone-else", &granted)]));
+        assert_eq!(foreign, None);
 
-        let mut member = validate::member(child).unwrap();
+        let mut member = validate::member(tenant).unwrap();
         member.recorded = None;
-        assert_eq!(with_written(member.clone(), &written).recorded, Some(granted));
+        assert_eq!(with_written(member.clone(), written).recorded, Some(granted));
         member.recorded = Some(smaller);
-        assert_eq!(with_written(member.clone(), &written).recorded, Some(granted));
-        assert_eq!(with_written(member, &HashMap::new()).recorded, Some(smaller));
+        assert_eq!(with_written(member.clone(), written).recorded, Some(granted));
+        assert_eq!(with_written(member, None).recorded, Some(smaller));
     }
 
     #[test]
@@ -679,12 +696,12 @@ mod tests {
         let tenants = fixtures::province();
         let mut all = fixtures::refs(&tenants);
         validate::oldest_first(&mut all);
-        let members = family_members(all[1], &all, &HashMap::new());
+        let members = family_members(all[1], &all, &|_| None);
         assert_eq!(members.parent.unwrap().name, "quang-nam");
         let siblings: Vec<_> = members.siblings.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(siblings, ["so-noi-vu", "so-y-te", "xa-dai-loc"]);
         assert!(members.children.is_empty());
-        let province = family_members(all[0], &all, &HashMap::new());
+        let province = family_members(all[0], &all, &|_| None);
         assert!(province.parent.is_none());
         assert_eq!(province.children.len(), 3);
     }

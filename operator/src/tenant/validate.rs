@@ -9,6 +9,7 @@
 use govpaas_crds::Tenant;
 use govpaas_crds::hierarchy::{self, HierarchyError, TenantNode};
 use govpaas_crds::quota::{QuotaError, QuotaVector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::quota::Member;
@@ -69,13 +70,12 @@ pub fn is_parent_error(error: &HierarchyError) -> bool {
 /// second, so within a second a Tenant already accepted (its status records a domain) comes before
 /// one not yet accepted — a newcomer never displaces a provisioned Tenant — and then names decide.
 pub fn oldest_first(tenants: &mut [&Tenant]) {
-    tenants.sort_by(|a, b| {
-        let key = |t: &Tenant| {
-            let accepted = t.status.as_ref().is_some_and(|s| s.domain.is_some());
-            (t.metadata.creation_timestamp.clone(), !accepted)
-        };
-        key(a).cmp(&key(b)).then_with(|| a.name_any().cmp(&b.name_any()))
-    });
+    // Borrowed keys: a province sorts thousands of Tenants on every reconcile.
+    fn key(t: &Tenant) -> (Option<&Time>, bool, Option<&str>) {
+        let accepted = t.status.as_ref().is_some_and(|s| s.domain.is_some());
+        (t.metadata.creation_timestamp.as_ref(), !accepted, t.metadata.name.as_deref())
+    }
+    tenants.sort_by(|a, b| key(a).cmp(&key(b)));
 }
 
 /// Validates `tenant` against every Tenant (`all`, oldest first, `tenant` among them), the
@@ -103,8 +103,16 @@ fn spec(tenant: &Tenant) -> Result<(), String> {
 /// Whether one domain is the other or sits under it: a tenant CA constrained to either could
 /// issue for hosts of the other.
 pub fn domains_overlap(a: &str, b: &str) -> bool {
-    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
-    a == b || a.ends_with(&format!(".{b}")) || b.ends_with(&format!(".{a}"))
+    a.eq_ignore_ascii_case(b) || is_under(a, b) || is_under(b, a)
+}
+
+/// Whether `domain` sits strictly under `parent` at a label boundary, ignoring ASCII case, without
+/// allocating (it runs once per other Tenant on every reconcile).
+pub fn is_under(domain: &str, parent: &str) -> bool {
+    let (domain, parent) = (domain.as_bytes(), parent.as_bytes());
+    domain.len() > parent.len()
+        && domain[domain.len() - parent.len() - 1] == b'.'
+        && domain[domain.len() - parent.len()..].eq_ignore_ascii_case(parent)
 }
 
 /// The tenant's domain: `spec.domain` or `<name>.<base domain>`. It must sit strictly under the
@@ -127,7 +135,7 @@ fn domain(
             ),
         ));
     }
-    if !domain.to_ascii_lowercase().ends_with(&format!(".{}", base_domain.to_ascii_lowercase())) {
+    if !is_under(&domain, base_domain) {
         return Err(problem(
             INVALID_DOMAIN,
             format!(
@@ -144,14 +152,25 @@ fn domain(
             ),
         ));
     }
-    let position = all.iter().position(|t| t.name_any() == tenant.name_any()).unwrap_or(all.len());
+    let name = tenant.metadata.name.as_deref();
+    let position = all.iter().position(|t| t.metadata.name.as_deref() == name).unwrap_or(all.len());
+    // One buffer for every older Tenant's domain: this loop runs over the whole province.
+    let mut theirs = String::new();
     for other in &all[..position] {
-        let theirs = other.domain(base_domain);
+        theirs.clear();
+        match &other.spec.domain {
+            Some(domain) => theirs.push_str(domain),
+            None => {
+                theirs.push_str(other.metadata.name.as_deref().unwrap_or_default());
+                theirs.push('.');
+                theirs.push_str(base_domain);
+            }
+        }
         let relation = if theirs.eq_ignore_ascii_case(&domain) {
             "is already the domain of"
-        } else if domain.to_ascii_lowercase().ends_with(&format!(".{}", theirs.to_ascii_lowercase())) {
+        } else if is_under(&domain, &theirs) {
             "sits inside the domain"
-        } else if theirs.to_ascii_lowercase().ends_with(&format!(".{}", domain.to_ascii_lowercase())) {
+        } else if is_under(&theirs, &domain) {
             "contains the domain"
         } else {
             continue;
