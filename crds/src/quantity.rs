@@ -186,6 +186,41 @@ impl Amount {
     pub fn to_quantity(self, style: Style) -> Quantity {
         Quantity(self.format(style))
     }
+
+    /// The quantity as the API server stores it in a resource list (a ResourceQuota's `hard`, a
+    /// container's requests): rounded up to a whole thousandth (`1500u` is stored as `2m`), then
+    /// in canonical form — the largest suffix that keeps the number whole (`1000` as `1k`, `2000m`
+    /// as `2`), and binary suffixes kept where [`Amount::format`] writes one. Writing this form
+    /// lets a cached object be compared with what would be applied, string for string.
+    pub fn canonical(self, style: Style) -> String {
+        const MILLI: i128 = 1_000_000;
+        let rounded = if self.0 >= 0 { self.0.div_ceil_positive(MILLI) * MILLI } else { -((-self.0) / MILLI) * MILLI };
+        if rounded == 0 {
+            return "0".to_owned();
+        }
+        let rounded = Amount(rounded);
+        // A binary suffix where `format` writes one: the API server keeps a quantity's format.
+        let printed = rounded.format(style);
+        if printed.ends_with('i') {
+            return printed;
+        }
+        let sign = if rounded.0 < 0 { "-" } else { "" };
+        let mut mantissa = rounded.0.unsigned_abs();
+        let mut suffixes = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"].into_iter().peekable();
+        let mut suffix = suffixes.next().unwrap_or_default();
+        while mantissa.is_multiple_of(1000)
+            && let Some(next) = suffixes.next()
+        {
+            mantissa /= 1000;
+            suffix = next;
+        }
+        format!("{sign}{mantissa}{suffix}")
+    }
+
+    /// [`Amount::canonical`] as a k8s-openapi `Quantity`.
+    pub fn to_canonical_quantity(self, style: Style) -> Quantity {
+        Quantity(self.canonical(style))
+    }
 }
 
 trait DivCeil {
@@ -221,6 +256,37 @@ mod tests {
     }
 
     const UNIT: i128 = NANOS_PER_UNIT;
+
+    #[test]
+    fn canonical_forms_are_what_the_api_server_stores() {
+        let canonical = |s: &str, style| Amount::parse(s).unwrap().canonical(style);
+        for (written, stored) in [
+            ("0", "0"),
+            ("1000", "1k"),
+            ("1500", "1500"),
+            ("2000m", "2"),
+            ("1500m", "1500m"),
+            ("0.5", "500m"),
+            ("1500u", "2m"),
+            ("1n", "1m"),
+            ("3000000", "3M"),
+            ("1e3", "1k"),
+            ("5E", "5E"),
+            ("10k", "10k"),
+        ] {
+            assert_eq!(canonical(written, Style::Decimal), stored, "{written}");
+        }
+        for (written, stored) in [("1Gi", "1Gi"), ("1024Mi", "1Gi"), ("2048", "2Ki"), ("1000", "1k"), ("1500", "1500")]
+        {
+            assert_eq!(canonical(written, Style::Binary), stored, "{written}");
+        }
+        // What the canonical form says is the amount, rounded up to a thousandth.
+        for s in ["1500u", "7", "2Gi", "123456789n"] {
+            let amount = Amount::parse(s).unwrap();
+            let back = Amount::parse(&amount.canonical(Style::Binary)).unwrap();
+            assert!(back >= amount && back.nanos() - amount.nanos() < 1_000_000, "{s}");
+        }
+    }
 
     #[test]
     fn decimal_suffixes() {

@@ -186,7 +186,9 @@ impl QuotaVector {
     pub fn to_resource_quota_hard(&self) -> BTreeMap<String, Quantity> {
         Resource::ALL
             .into_iter()
-            .filter_map(|r| r.resource_quota_key().map(|key| (key.to_owned(), self.get(r).to_quantity(r.style()))))
+            .filter_map(|r| {
+                r.resource_quota_key().map(|key| (key.to_owned(), self.get(r).to_canonical_quantity(r.style())))
+            })
             .collect()
     }
 }

@@ -142,3 +142,51 @@ async fn resource_quota_refuses_a_pod_over_it() {
     assert!(!ok, "a second pod over the pod count was admitted");
     assert!(err.contains("exceeded quota: fence") && err.contains("pods"), "unexpected refusal: {err}");
 }
+
+/// The operator skips a ResourceQuota whose cached copy says everything it would apply, string for
+/// string; that holds only if it writes each limit the way the API server stores it
+/// (`Amount::canonical`). Checked here against the real API server for every shape of amount.
+#[tokio::test]
+async fn quota_quantities_read_back_in_their_canonical_form() {
+    use govpaas_crds::quantity::{Amount, Style};
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    use std::collections::BTreeMap;
+
+    let cluster = cluster();
+    let ns = TestNamespace::new(cluster, "cp-canon");
+    let written = [
+        ("1000", Style::Decimal),
+        ("1500", Style::Decimal),
+        ("2000m", Style::Decimal),
+        ("1500m", Style::Decimal),
+        ("0.5", Style::Decimal),
+        ("1500u", Style::Decimal),
+        ("3000000", Style::Decimal),
+        ("0", Style::Decimal),
+        ("1024Mi", Style::Binary),
+        ("2048", Style::Binary),
+        ("1000", Style::Binary),
+        ("1536", Style::Binary),
+        ("1.5Gi", Style::Binary),
+    ];
+    // Each amount under a key of its own (extended resources may be any name); sent as the
+    // operator prints it (`format`), read back, and compared with `canonical`.
+    let key = |i: usize| format!("requests.quantities.test/q{i}");
+    let hard: BTreeMap<String, String> = written
+        .iter()
+        .enumerate()
+        .map(|(i, (amount, style))| (key(i), Amount::parse(amount).expect("amount").format(*style)))
+        .collect();
+    let quota = serde_json::json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "canonical", "namespace": ns.name},
+        "spec": {"hard": hard},
+    });
+    cluster.apply(&serde_json::to_string(&quota).expect("json"));
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client().await, &ns.name);
+    let stored = quotas.get("canonical").await.expect("the quota").spec.and_then(|s| s.hard).expect("hard");
+    for (i, (amount, style)) in written.iter().enumerate() {
+        let expected = Amount::parse(amount).expect("amount").canonical(*style);
+        assert_eq!(stored[&key(i)].0, expected, "{amount} ({style:?}) was sent as {:?}", hard[&key(i)]);
+    }
+}
