@@ -74,7 +74,7 @@ pub fn demo_check() -> Result<()> {
     let shown = ["HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden", "\"status\": 200", "\"status\": 403"];
     let missing: Vec<&str> = shown.iter().copied().filter(|s| !text.contains(s)).collect();
     if !status.success() || !missing.is_empty() {
-        let tail: Vec<&str> = text.lines().rev().take(90).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = text.lines().rev().take(200).collect::<Vec<_>>().into_iter().rev().collect();
         anyhow::bail!("exit {status}, missing {missing:?}:\n{}", tail.join("\n"));
     }
     println!(

@@ -63,8 +63,36 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
     let _ = chown.join();
     result?;
     wait_release_on_the_node(tools, kubeconfig)?;
+    // What a reader of a failed run needs: the agencies' Pods that are not ready, where they
+    // were scheduled, the Warning Events of the cluster, and the operator's log.
     let diagnose = || {
-        run_tool(
+        let pods = run_tool(
+            kubectl(tools, kubeconfig).args([
+                "get",
+                "pods",
+                "-A",
+                "-o",
+                "wide",
+                "--field-selector",
+                &format!("metadata.namespace!={}", install::NAMESPACE),
+            ]),
+            "the Pods",
+        )
+        .unwrap_or_default();
+        let warnings = run_tool(
+            kubectl(tools, kubeconfig).args([
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                "type=Warning",
+                "--sort-by=.lastTimestamp",
+            ]),
+            "the Warning Events",
+        )
+        .unwrap_or_default();
+        let warnings: Vec<&str> = warnings.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        let operator = run_tool(
             kubectl(tools, kubeconfig).args([
                 "logs",
                 "-n",
@@ -76,7 +104,8 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
             ]),
             "the operator's logs",
         )
-        .unwrap_or_default()
+        .unwrap_or_default();
+        format!("the Pods:\n{pods}\nthe last Warning Events:\n{}\nthe operator:\n{operator}", warnings.join("\n"))
     };
 
     eprintln!("xtask: applying examples/danang: the platform and the agencies");
