@@ -8,7 +8,8 @@
 
 use std::fmt::Debug;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::core::PartialObjectMeta;
@@ -207,34 +208,140 @@ pub fn trim_ingress(ingress: &mut k8s_openapi::api::networking::v1::Ingress) {
     ingress.status = None;
 }
 
-/// A cache of the metadata of every `K` in the cluster, for counting, and a stream of the objects
-/// created or deleted since it listed — not of their updates, which do not change a count.
+/// Every `K` in the cluster, counted by namespace: a Tenant's status counts its services with one
+/// lookup per namespace instead of a scan of every service on each write (12,000 services in a
+/// nation). Kept by the census watch (see [`census`]); the metadata cache beside it says when the
+/// watch has listed.
+pub struct Census<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<PartialObjectMeta<K>>,
+    tally: Arc<RwLock<Tally>>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Clone for Census<K> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), tally: self.tally.clone() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Census<K> {
+    /// How many `K` in `namespace` are not being deleted.
+    pub fn in_namespace(&self, namespace: &str) -> i32 {
+        self.tally.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace)
+    }
+
+    /// Waits until the watch has listed once.
+    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.store.wait_until_ready().await
+    }
+}
+
+/// Who is in a census: each object (by uid) with its namespace and whether it counts (is not being
+/// deleted), and the counts per namespace kept with them. A re-list builds the members afresh and
+/// replaces them at its end, as the reflector replaces its store.
+#[derive(Debug, Default)]
+pub struct Tally {
+    members: HashMap<String, Member>,
+    counts: HashMap<String, i32>,
+    relisting: Option<HashMap<String, Member>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    namespace: String,
+    counted: bool,
+}
+
+impl Tally {
+    fn in_namespace(&self, namespace: &str) -> i32 {
+        self.counts.get(namespace).copied().unwrap_or(0)
+    }
+
+    fn member<K>(object: &PartialObjectMeta<K>) -> (String, Member) {
+        let meta = &object.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let key =
+            meta.uid.clone().unwrap_or_else(|| format!("{namespace}/{}", meta.name.as_deref().unwrap_or_default()));
+        (key, Member { namespace, counted: meta.deletion_timestamp.is_none() })
+    }
+
+    fn count(&mut self, member: &Member, by: i32) {
+        if member.counted {
+            let count = self.counts.entry(member.namespace.clone()).or_default();
+            *count += by;
+            if *count <= 0 {
+                self.counts.remove(&member.namespace);
+            }
+        }
+    }
+
+    /// Takes one watch event in; true when a count changed (an object came, went, or began to be
+    /// deleted), which is what the census stream reports.
+    pub fn observe<K>(&mut self, event: &watcher::Event<PartialObjectMeta<K>>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.relisting = Some(HashMap::new());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                let (key, member) = Self::member(object);
+                self.relisting.get_or_insert_with(HashMap::new).insert(key, member);
+                false
+            }
+            watcher::Event::InitDone => {
+                self.members = self.relisting.take().unwrap_or_default();
+                self.counts.clear();
+                let members: Vec<Member> = self.members.values().cloned().collect();
+                for member in &members {
+                    self.count(member, 1);
+                }
+                // A list wakes nobody: the first comes before any reconcile, and a count changed
+                // in a watch gap shows at the Tenant's next reconcile (its hourly resync at the latest).
+                false
+            }
+            watcher::Event::Apply(object) => {
+                let (key, member) = Self::member(object);
+                let before = self.members.insert(key, member.clone());
+                if before.as_ref() == Some(&member) {
+                    return false;
+                }
+                if let Some(before) = &before {
+                    self.count(before, -1);
+                }
+                self.count(&member, 1);
+                before.is_none_or(|b| b.counted != member.counted)
+            }
+            watcher::Event::Delete(object) => {
+                let (key, _) = Self::member(object);
+                if let Some(before) = self.members.remove(&key) {
+                    self.count(&before, -1);
+                }
+                true
+            }
+        }
+    }
+}
+
+/// A census of every `K` in the cluster, and a stream of the objects whose coming, going or
+/// deletion changed a count — not of their other updates.
 pub fn census<K>(
     client: Client,
-) -> (Store<PartialObjectMeta<K>>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
+) -> (Census<K>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let api: Api<PartialObjectMeta<K>> = Api::all(client);
     let (reader, writer) = reflector::store();
-    let mut known: HashSet<String> = HashSet::new();
+    let tally: Arc<RwLock<Tally>> = Default::default();
+    let census = Census { store: reader, tally: tally.clone() };
     let stream = watcher(api, config()).default_backoff().modify(strip).reflect(writer).try_filter_map(move |event| {
-        let uid = |object: &PartialObjectMeta<K>| object.metadata.uid.clone().unwrap_or_default();
-        let counted = match event {
-            watcher::Event::InitApply(object) => {
-                known.insert(uid(&object));
-                None
-            }
-            watcher::Event::Apply(object) => known.insert(uid(&object)).then_some(object),
-            watcher::Event::Delete(object) => {
-                known.remove(&uid(&object));
-                Some(object)
-            }
-            watcher::Event::Init | watcher::Event::InitDone => None,
+        let changed = tally.write().unwrap_or_else(std::sync::PoisonError::into_inner).observe(&event);
+        let object = match event {
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) if changed => Some(object),
+            _ => None,
         };
-        futures::future::ready(Ok(counted))
+        futures::future::ready(Ok(object))
     });
-    (reader, stream)
+    (census, stream)
 }
 
 #[cfg(test)]
@@ -245,6 +352,46 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 
     use super::*;
+
+    #[test]
+    fn a_census_counts_by_namespace_what_is_not_being_deleted() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        type Meta = PartialObjectMeta<Namespace>;
+        let object = |uid: &str, namespace: &str, deleting: bool| {
+            let mut meta = Meta::default();
+            meta.metadata.uid = Some(uid.into());
+            meta.metadata.namespace = Some(namespace.into());
+            meta.metadata.deletion_timestamp = deleting.then(|| Time(Default::default()));
+            meta
+        };
+        let mut tally = Tally::default();
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(object("a", "x", false)),
+            watcher::Event::InitApply(object("b", "x", false)),
+            watcher::Event::InitApply(object("c", "y", true)),
+        ] {
+            assert!(!tally.observe(&event));
+        }
+        assert_eq!(tally.in_namespace("x"), 0, "nothing counts before the list ends");
+        assert!(!tally.observe(&watcher::Event::<Meta>::InitDone));
+        assert_eq!((tally.in_namespace("x"), tally.in_namespace("y")), (2, 0));
+        // An update that changes no count is not reported; a new object, a deletion begun and
+        // a deletion are.
+        assert!(!tally.observe(&watcher::Event::Apply(object("a", "x", false))));
+        assert!(tally.observe(&watcher::Event::Apply(object("d", "y", false))));
+        assert!(tally.observe(&watcher::Event::Apply(object("a", "x", true))));
+        assert_eq!((tally.in_namespace("x"), tally.in_namespace("y")), (1, 1));
+        assert!(tally.observe(&watcher::Event::Delete(object("a", "x", true))));
+        assert!(tally.observe(&watcher::Event::Delete(object("b", "x", false))));
+        assert_eq!(tally.in_namespace("x"), 0);
+        // A re-list replaces the members: what it no longer shows is gone.
+        tally.observe(&watcher::Event::<Meta>::Init);
+        tally.observe(&watcher::Event::InitApply(object("e", "z", false)));
+        assert_eq!(tally.in_namespace("y"), 1, "counts hold until the re-list ends");
+        tally.observe(&watcher::Event::<Meta>::InitDone);
+        assert_eq!((tally.in_namespace("y"), tally.in_namespace("z")), (0, 1));
+    }
 
     #[test]
     fn strip_drops_managed_fields_and_last_applied() {

@@ -49,6 +49,7 @@ use crate::quota::Ledger;
 use crate::reconcile::events::Publisher;
 use crate::reconcile::shared::{self, Subscription};
 use crate::reconcile::triggers::Triggers;
+use crate::reconcile::watch::Census;
 use crate::reconcile::{conditions, labels, runner, watch};
 
 /// The `app.kubernetes.io/component` of everything the tenant controller creates.
@@ -70,10 +71,11 @@ pub struct Caches {
     /// The tenant CA Secrets, whole (a shared watch's cache, listed before the first reconcile):
     /// each reconcile loads its tenant's CA from here.
     pub ca_secrets: Store<Secret>,
-    /// Every Portal, DocumentService and DataSharingService (metadata): the tenant's service counts.
-    pub portals: Store<PartialObjectMeta<Portal>>,
-    pub document_services: Store<PartialObjectMeta<DocumentService>>,
-    pub data_sharing_services: Store<PartialObjectMeta<DataSharingService>>,
+    /// Every Portal, DocumentService and DataSharingService, counted by namespace: the tenant's
+    /// service counts.
+    pub portals: Census<Portal>,
+    pub document_services: Census<DocumentService>,
+    pub data_sharing_services: Census<DataSharingService>,
 }
 
 impl Caches {

@@ -2,7 +2,7 @@
 //! suspend or resume → status and Events. Only the apply steps talk to the API server; every
 //! decision before them is a pure function of what the caches hold.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -539,19 +539,12 @@ fn used(ctx: &Context, namespaces: &[String]) -> BTreeMap<String, Quantity> {
 
 /// The tenant's services, counted in its namespaces (objects being deleted are no longer counted).
 fn service_counts(ctx: &Context, namespaces: &[String]) -> ServiceCounts {
-    fn count<K>(cached: &[Arc<kube::core::PartialObjectMeta<K>>], namespaces: &[String]) -> i32 {
-        let n = cached
-            .iter()
-            .filter(|o| o.metadata.deletion_timestamp.is_none())
-            .filter(|o| o.metadata.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns)))
-            .count();
-        i32::try_from(n).unwrap_or(i32::MAX)
-    }
     let caches = &ctx.caches;
+    let sum = |count: &dyn Fn(&str) -> i32| namespaces.iter().map(|n| count(n)).fold(0i32, i32::saturating_add);
     ServiceCounts {
-        portals: count(&caches.portals.state(), namespaces),
-        document_services: count(&caches.document_services.state(), namespaces),
-        data_sharing_services: count(&caches.data_sharing_services.state(), namespaces),
+        portals: sum(&|n| caches.portals.in_namespace(n)),
+        document_services: sum(&|n| caches.document_services.in_namespace(n)),
+        data_sharing_services: sum(&|n| caches.data_sharing_services.in_namespace(n)),
     }
 }
 
@@ -671,7 +664,8 @@ mod tests {
         };
         let smaller = QuotaVector::default();
         let in_namespaces = |quotas: Vec<Arc<ResourceQuota>>| {
-            let by_namespace: HashMap<String, Arc<ResourceQuota>> = namespaces.iter().cloned().zip(quotas).collect();
+            let by_namespace: std::collections::HashMap<String, Arc<ResourceQuota>> =
+                namespaces.iter().cloned().zip(quotas).collect();
             move |namespace: &str| by_namespace.get(namespace).cloned()
         };
         let written = written_quota(
