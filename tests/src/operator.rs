@@ -212,7 +212,19 @@ impl OperatorProcess {
         let mut log = OpenOptions::new().create(true).append(true).open(&self.log).expect("opening the operator log");
         writeln!(log, "{START_MARKER} (scope {}) =====", self.scope).expect("writing the operator log");
         let stderr = log.try_clone().expect("cloning the log handle");
-        let mut command = Command::new(&self.binary);
+        // GOVPAAS_TEST_OPERATOR_WRAPPER runs the operator under another program, e.g. a profiler
+        // (`heaptrack -o target/op`): its words, then the operator's command line. A benchmark then
+        // reads the wrapper's /proc figures, not the operator's: profile with it, never record.
+        let wrapper = std::env::var("GOVPAAS_TEST_OPERATOR_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command.arg("--kubeconfig").arg(&self.kubeconfig);
         if !self.unscoped {
             command.args(["--tenant-selector", &format!("{SCOPE_LABEL}={}", self.scope)]);
