@@ -244,7 +244,7 @@ pub fn run() -> Result<()> {
         eprintln!("xtask: the real node is not up ({why}); the operator runs as a local process on the kwok nodes");
     }
     eprintln!("xtask: installing charts/govpaas with Helm (release {} in {})", install::RELEASE, install::NAMESPACE);
-    install::install_chart(&tools, kubeconfig, &[])?;
+    install::install_chart(&tools, kubeconfig, &[], install::Wait::Ready)?;
     eprintln!("xtask: starting govpaas-operator as a local process with the chart's ServiceAccount token");
     let (operator, port) = start_operator(&tools, kubeconfig)?;
     let diagnose = || {

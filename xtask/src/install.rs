@@ -31,9 +31,18 @@ pub fn kubectl(tools: &Tools, kubeconfig: &Path) -> Command {
     cmd
 }
 
+/// Whether `helm upgrade --install` waits for the release's Pods to be ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// `--wait --timeout 3m`.
+    Ready,
+    /// Returns once the objects are written (the caller waits for what it needs).
+    No,
+}
+
 /// `helm upgrade --install` of `charts/govpaas` with `values` (`--set`/`-f` arguments). The CRDs are
 /// applied first, server-side: Helm installs a chart's `crds/` on the first install only.
-pub fn install_chart(tools: &Tools, kubeconfig: &Path, values: &[&str]) -> Result<()> {
+pub fn install_chart(tools: &Tools, kubeconfig: &Path, values: &[&str], wait: Wait) -> Result<()> {
     let chart = paths::workspace_root().join("charts").join("govpaas");
     run(
         kubectl(tools, kubeconfig)
@@ -54,7 +63,8 @@ pub fn install_chart(tools: &Tools, kubeconfig: &Path, values: &[&str]) -> Resul
             .arg(kubeconfig)
             .args(["upgrade", "--install", RELEASE])
             .arg(&chart)
-            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "5", "--wait", "--timeout", "3m"])
+            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "5"])
+            .args(if wait == Wait::Ready { &["--wait", "--timeout", "3m"][..] } else { &[] })
             .args(values),
         "helm upgrade --install",
     )?;

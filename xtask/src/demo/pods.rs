@@ -47,7 +47,7 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
     fs::write(&values, release_values(tools, kubeconfig)?)?;
     let values_arg = values.display().to_string();
     // The gateway's audit volume comes from kube-controller-manager's hostPath provisioner, which
-    // leaves its directory root's: give it to the gateway's user while Helm waits for the Pods.
+    // leaves its directory root's: give it to the gateway's user until the release's Pods are up.
     let installed = Arc::new(AtomicBool::new(false));
     let chown = {
         let (tools, kubeconfig, installed) = (tools.clone(), kubeconfig.to_owned(), installed.clone());
@@ -58,11 +58,19 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
             }
         })
     };
-    let result = install::install_chart(tools, kubeconfig, &["-f", &values_arg]);
+    // Helm does not wait for the Pods: the gateway starts only once the operator has issued its
+    // certificate, which needs the Platform (its base domain), applied next. On a fresh cluster
+    // there is none until then.
+    let release = install::install_chart(tools, kubeconfig, &["-f", &values_arg], install::Wait::No)
+        .and_then(|()| {
+            eprintln!("xtask: applying examples/danang: the platform and the agencies");
+            apply_examples(tools, kubeconfig, AGENCIES)
+        })
+        .and_then(|()| apply_demo_platform(tools, kubeconfig))
+        .and_then(|()| wait_release_on_the_node(tools, kubeconfig));
     installed.store(true, Ordering::Relaxed);
     let _ = chown.join();
-    result?;
-    wait_release_on_the_node(tools, kubeconfig)?;
+    release?;
     // What a reader of a failed run needs: the agencies' Pods that are not ready, where they
     // were scheduled, the Warning Events of the cluster, and the operator's log.
     let diagnose = || {
@@ -108,20 +116,6 @@ pub fn run(tools: &Tools, kubeconfig: &Path) -> Result<()> {
         format!("the Pods:\n{pods}\nthe last Warning Events:\n{}\nthe operator:\n{operator}", warnings.join("\n"))
     };
 
-    eprintln!("xtask: applying examples/danang: the platform and the agencies");
-    apply_examples(tools, kubeconfig, AGENCIES)?;
-    // The agencies' workloads may run on the real node: they tolerate its taint, and run
-    // agency-echo, which is loaded there (no registry is reachable).
-    let echo = images::reference(images::ECHO);
-    apply(
-        tools,
-        kubeconfig,
-        &format!(
-            "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\nspec:\n  images: {{portal: \"{echo}\", documentService: \"{echo}\"}}\n  workloadNodes:\n    tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]\n",
-            taint = node::TAINT
-        ),
-        "the Platform's workload images and node tolerations",
-    )?;
     wait_ready(tools, kubeconfig, "tenants", &diagnose)?;
     eprintln!("xtask: applying examples/danang: the agencies' portals, document services and data sharing");
     apply_examples(tools, kubeconfig, SERVICES)?;
@@ -242,6 +236,22 @@ fn give_audit_volumes_to_the_gateway(tools: &Tools, kubeconfig: &Path) {
 }
 
 /// Waits until the release's three Pods (two operators, one gateway) are Ready on the real node.
+/// The Platform's workload images and node tolerations for the real node: the agencies' workloads
+/// may run there (they tolerate its taint) and run agency-echo, which is loaded there (no registry
+/// is reachable).
+fn apply_demo_platform(tools: &Tools, kubeconfig: &Path) -> Result<()> {
+    let echo = images::reference(images::ECHO);
+    apply(
+        tools,
+        kubeconfig,
+        &format!(
+            "apiVersion: govpaas.io/v1alpha1\nkind: Platform\nmetadata:\n  name: default\nspec:\n  images: {{portal: \"{echo}\", documentService: \"{echo}\"}}\n  workloadNodes:\n    tolerations: [{{key: {taint}, operator: Exists, effect: NoSchedule}}]\n",
+            taint = node::TAINT
+        ),
+        "the Platform's workload images and node tolerations",
+    )
+}
+
 fn wait_release_on_the_node(tools: &Tools, kubeconfig: &Path) -> Result<()> {
     let started = Instant::now();
     loop {
