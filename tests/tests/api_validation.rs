@@ -407,7 +407,20 @@ fn every_good_manifest_is_accepted() {
         let ns = &namespaces.tenant;
         let body = substitute(&case.body, &unique_name("good"), ns, &namespaces, &platform.base_domain);
         let (ok, _, err) = cluster.kubectl_stdin(
-            &["apply", "--server-side", "--dry-run=server", "--field-manager", MANAGER, "-n", &ns.name, "-f", "-"],
+            // Forced, and a dry run: the shared Platform's fields may have other managers (a demo
+            // run before the tests); what is checked here is validation, not ownership.
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--force-conflicts",
+                "--field-manager",
+                MANAGER,
+                "-n",
+                &ns.name,
+                "-f",
+                "-",
+            ],
             &body,
         );
         if !ok {
