@@ -190,6 +190,8 @@ struct Fanout {
     /// Each DocumentService's last seen generation and whether its exchange was enabled.
     exchanging: HashMap<String, (Option<i64>, bool)>,
     exchange_tables_orphaned: Arc<tokio::sync::Notify>,
+    /// Each tenant namespace's agency (normalised), as last seen.
+    agencies: HashMap<String, Option<String>>,
 }
 
 impl Fanout {
@@ -294,6 +296,52 @@ impl Fanout {
         }
     }
 
+    /// A tenant namespace changed: its services look again. When it names an agency it did not
+    /// name before (an agency arriving, or its namespace seen only now), the DataSharingServices
+    /// consuming from that agency and the agency's exchange-enabled DocumentServices look again too: a grant decided before the namespace was in
+    /// this cache said the agency was not on the platform, and nothing else would wake it (the
+    /// provider's own services may have changed before the namespace was seen). Not on the first
+    /// list: every service is reconciled at start anyway.
+    fn namespace_event(&mut self, event: &watcher::Event<PartialObjectMeta<Namespace>>) {
+        let (namespace, listing) = match event {
+            watcher::Event::InitApply(namespace) => (namespace, true),
+            watcher::Event::Apply(namespace) | watcher::Event::Delete(namespace) => (namespace, false),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let name = namespace.name_any();
+        self.wake_where(|ns| ns == name);
+        let agency = namespace
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(govpaas_crds::metadata::AGENCY_CODE_LABEL))
+            .map(|code| govpaas_crds::agency::normalise(code));
+        let before = self.agencies.insert(name, agency.clone()).flatten();
+        let Some(agency) = agency else { return };
+        if listing || before.as_ref() == Some(&agency) {
+            return;
+        }
+        for service in self.data_sharing.state() {
+            let consumes_from_it = service.0.as_ref().is_ok_and(|s| {
+                s.spec
+                    .consumes
+                    .iter()
+                    .any(|c| c.agency_code.as_deref().map(govpaas_crds::agency::normalise).as_ref() == Some(&agency))
+            });
+            if consumes_from_it {
+                let _ = self.wakers.data_sharing.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+        // The same for document exchange: the agency's exchange-enabled DocumentServices in its
+        // other namespaces may now have a namesake to list.
+        for service in self.documents.state() {
+            let exchanging = service.0.as_ref().is_ok_and(|d| d.spec.exchange.enabled);
+            if exchanging && service.namespace().and_then(|ns| self.agency_of(&ns)).as_ref() == Some(&agency) {
+                let _ = self.wakers.documents.unbounded_send(ObjectRef::from_obj(service.as_ref()));
+            }
+        }
+    }
+
     /// The agency (normalised) of the DataSharingServices in `namespace`, from its label.
     fn agency_of(&self, namespace: &str) -> Option<String> {
         let labels = self.namespaces.get(&ObjectRef::new(namespace))?.metadata.labels.clone()?;
@@ -369,6 +417,7 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
         route_tables_orphaned: route_tables_orphaned.clone(),
         exchanging: HashMap::new(),
         exchange_tables_orphaned: exchange_tables_orphaned.clone(),
+        agencies: HashMap::new(),
     }));
 
     // Services read the Platform's spec only: its status (written on every step of a CA rotation)
@@ -419,26 +468,18 @@ async fn run_services(client: Client, settings: Settings, inputs: ServiceInputs)
     };
     let (tenants, tenant_task) = follow(inputs.tenants, "Tenant", &listed, wake_tenant);
 
-    let wake_namespace = {
-        let fanout = fanout.clone();
-        move |namespace: &PartialObjectMeta<Namespace>| {
-            let name = namespace.name_any();
-            lock(&fanout).wake_where(|ns| ns == name);
-        }
-    };
     let namespace_task = {
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-        let on_change = wake_namespace;
+        let fanout = fanout.clone();
         let listed = listed.clone();
         watch::watcher(api, crate::reconcile::watch::config().labels(TENANT_LABEL))
             .default_backoff()
             .modify(watch::strip)
             .reflect(namespace_writer)
             .inspect_ok(move |event| listed.observe("Namespace", event))
-            .touched_objects()
-            .for_each(move |touched| {
-                if let Ok(namespace) = touched {
-                    on_change(&namespace);
+            .for_each(move |event| {
+                if let Ok(event) = event {
+                    lock(&fanout).namespace_event(&event);
                 }
                 futures::future::ready(())
             })

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use govpaas_operator::error::{Error, Result};
 use govpaas_operator::leader::{self, Leadership};
+use govpaas_operator::reconcile::watch;
 use govpaas_operator::telemetry::{self, Metrics, Telemetry, api_requests};
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -61,6 +62,20 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, env = "GOVPAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// How watches list what exists: `streaming` (the API server sends the objects one at a time,
+    /// Kubernetes WatchList), `paged` (pages of 500), or `auto`: streaming if the API server serves
+    /// it, checked once at start.
+    #[arg(long, env = "GOVPAAS_LISTS", value_enum, default_value_t = Lists::Auto)]
+    lists: Lists,
+}
+
+/// How watches list what exists (`--lists`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Lists {
+    Auto,
+    Streaming,
+    Paged,
 }
 
 #[tokio::main]
@@ -97,7 +112,7 @@ async fn client(kubeconfig: Option<&PathBuf>, metrics: Arc<Metrics>) -> Result<C
         }
         None => Config::infer().await.map_err(|err| Error::Config(err.to_string()))?,
     };
-    govpaas_operator::reconcile::watch::bound_reads(&mut config);
+    watch::bound_reads(&mut config);
     let count = tower::util::MapRequestLayer::new(api_requests::counter(metrics));
     Ok(ClientBuilder::try_from(config).map_err(Error::Kube)?.with_layer(&count).build())
 }
@@ -146,6 +161,19 @@ async fn run(args: Args) -> Result<()> {
     };
     telemetry.health.set_leading(true);
     telemetry.metrics.set_leader(true);
+
+    // Decided before any watch starts; probed only once leading (a standby lists nothing).
+    let streaming = match args.lists {
+        Lists::Streaming => true,
+        Lists::Paged => false,
+        Lists::Auto => {
+            let platforms: kube::Api<govpaas_crds::Platform> = kube::Api::all(client.clone());
+            let only_the_platform = format!("metadata.name={}", govpaas_crds::platform::PLATFORM_NAME);
+            watch::serves_streaming_lists(&platforms, Some(&only_the_platform)).await
+        }
+    };
+    watch::use_streaming_lists(streaming);
+    tracing::info!(lists = if streaming { "streaming" } else { "paged" }, "watches list what exists");
 
     let settings = govpaas_operator::settings::Settings {
         tenant_selector: args.tenant_selector,

@@ -9,9 +9,11 @@
 use std::fmt::Debug;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use kube::api::{WatchEvent, WatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -50,9 +52,64 @@ pub fn bound_reads(config: &mut kube::Config) {
     config.connect_timeout = Some(CONNECT_TIMEOUT);
 }
 
-/// The watcher configuration every watch of the operator starts from.
+/// Whether watches list by streaming (`sendInitialEvents`, Kubernetes WatchList): set once at
+/// start, before any watch begins ([`use_streaming_lists`]).
+static STREAMING_LISTS: AtomicBool = AtomicBool::new(false);
+
+/// From now on, every watch [`config`] makes lists by streaming (`true`: the API server sends the
+/// objects one at a time as watch events, instead of pages of 500 whole objects held at once) or
+/// in pages (`false`).
+pub fn use_streaming_lists(streaming: bool) {
+    STREAMING_LISTS.store(streaming, AtomicOrdering::Relaxed);
+}
+
+/// How long [`serves_streaming_lists`] waits for the end of its streaming list.
+pub const STREAMING_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The annotation of the bookmark that ends a streaming list's initial events.
+const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+
+/// Whether the API server serves streaming lists of `api` (narrowed by `field_selector`, so the
+/// probe lists one object): a watch with `sendInitialEvents` must end its initial events with the
+/// `k8s.io/initial-events-end` bookmark within [`STREAMING_PROBE_WAIT`]. An API server with
+/// WatchList off refuses the parameter (422); one older than 1.27 ignores it and never sends the
+/// bookmark, which would leave a streaming watcher waiting for ever.
+pub async fn serves_streaming_lists<K>(api: &Api<K>, field_selector: Option<&str>) -> bool
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut params = WatchParams::default().initial_events().timeout(STREAMING_PROBE_WAIT.as_secs() as u32);
+    if let Some(fields) = field_selector {
+        params = params.fields(fields);
+    }
+    let probe = async {
+        let Ok(events) = api.watch(&params, "0").await else { return false };
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(WatchEvent::Bookmark(bookmark))
+                    if bookmark.metadata.annotations.get(INITIAL_EVENTS_END).is_some_and(|v| v == "true") =>
+                {
+                    return true;
+                }
+                Ok(WatchEvent::Added(_) | WatchEvent::Bookmark(_)) => continue,
+                _ => return false,
+            }
+        }
+        false
+    };
+    tokio::time::timeout(STREAMING_PROBE_WAIT, probe).await.unwrap_or(false)
+}
+
+/// The watcher configuration of every watch: a bounded watch term, and streaming or paged lists
+/// as [`use_streaming_lists`] decided.
 pub fn config() -> watcher::Config {
-    watcher::Config::default().timeout(WATCH_TIMEOUT_SECONDS)
+    config_listing(STREAMING_LISTS.load(AtomicOrdering::Relaxed))
+}
+
+fn config_listing(streaming: bool) -> watcher::Config {
+    let config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECONDS);
+    if streaming { config.streaming_lists() } else { config }
 }
 
 /// kube-runtime's [`watcher`](kube::runtime::watcher()), which also recovers when the API server
@@ -478,6 +535,50 @@ mod tests {
             "items": [{"apiVersion": "v1", "kind": "ConfigMap",
                        "metadata": {"name": "govpaas-trust", "namespace": "govpaas-system", "resourceVersion": resource_version}}]
         })
+    }
+
+    /// The probe against a mocked API server answering `status` with `body`; its answer and the
+    /// query it sent.
+    async fn streaming_probe(status: u16, body: String) -> (bool, String) {
+        let (service, mut api_server) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let client = Client::new(service, "default");
+        let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, "govpaas-system");
+        let probe =
+            tokio::spawn(async move { serves_streaming_lists(&api, Some("metadata.name=govpaas-trust")).await });
+        let (request, send) = api_server.next_request().await.expect("the probe's request");
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let response =
+            http::Response::builder().status(status).body(kube::client::Body::from(body.into_bytes())).unwrap();
+        send.send_response(response);
+        (probe.await.expect("the probe"), query)
+    }
+
+    #[tokio::test]
+    async fn streaming_lists_are_used_only_where_the_api_server_ends_them() {
+        let added = r#"{"type":"ADDED","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"govpaas-trust","namespace":"govpaas-system","resourceVersion":"7"}}}"#;
+        let end = r#"{"type":"BOOKMARK","object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"resourceVersion":"7","annotations":{"k8s.io/initial-events-end":"true"}}}}"#;
+        let (served, query) = streaming_probe(200, format!("{added}\n{end}\n")).await;
+        assert!(served, "the list ended with its bookmark");
+        for part in
+            ["watch=true", "sendInitialEvents=true", "resourceVersionMatch=NotOlderThan", "allowWatchBookmarks=true"]
+        {
+            assert!(query.contains(part), "{part} in {query}");
+        }
+        assert!(query.contains("fieldSelector=metadata.name%3Dgovpaas-trust"), "{query}");
+        // WatchList off: the parameter is refused.
+        let refused = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422,
+            "reason": "Invalid", "message": "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"});
+        assert!(!streaming_probe(422, refused.to_string()).await.0);
+        // Older than 1.27: the parameter is ignored, events come, the end never does.
+        assert!(!streaming_probe(200, format!("{added}\n")).await.0);
+    }
+
+    #[test]
+    fn the_watch_configuration_lists_as_decided() {
+        assert_eq!(config_listing(true).initial_list_strategy, watcher::InitialListStrategy::StreamingList);
+        assert_eq!(config_listing(false).initial_list_strategy, watcher::InitialListStrategy::ListWatch);
+        assert_eq!(config_listing(true).timeout, Some(WATCH_TIMEOUT_SECONDS));
     }
 
     /// A watch whose resumption the API server answers 410 Gone lists again, instead of retrying
