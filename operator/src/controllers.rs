@@ -613,6 +613,63 @@ mod tests {
     }
 
     #[test]
+    fn an_agency_whose_namespace_arrives_wakes_its_consumers() {
+        let (portals, _portal_writer) = reflector::store::<PortalObject>();
+        let (documents, _document_writer) = reflector::store::<DocumentObject>();
+        let (data_sharing, mut data_sharing_writer) = reflector::store::<DataSharingObject>();
+        let (namespaces, _namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let consumer: govpaas_crds::DataSharingService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govpaas.io/v1alpha1", "kind": "DataSharingService",
+            "metadata": {"name": "mot-cua", "namespace": "thanh-khe", "uid": "c1"},
+            "spec": {"consumes": [{"name": "can-bo", "agencyCode": "H17.01", "api": "can-bo-cong-chuc"}]},
+        }))
+        .expect("a DataSharingService");
+        data_sharing_writer.apply_watcher_event(&watcher::Event::Apply(kube::core::DeserializeGuard(Ok(consumer))));
+        let (portal_wake, _portal_woken) = futures::channel::mpsc::unbounded();
+        let (document_wake, _document_woken) = futures::channel::mpsc::unbounded();
+        let (data_sharing_wake, mut data_sharing_woken) = futures::channel::mpsc::unbounded();
+        let mut fanout = Fanout {
+            portals,
+            documents,
+            data_sharing,
+            namespaces,
+            wakers: Wakers { portals: portal_wake, documents: document_wake, data_sharing: data_sharing_wake },
+            generations: HashMap::new(),
+            sharing: HashMap::new(),
+            route_tables_orphaned: Default::default(),
+            exchanging: HashMap::new(),
+            exchange_tables_orphaned: Default::default(),
+            agencies: HashMap::new(),
+        };
+        let namespace = |name: &str, code: Option<&str>| {
+            let mut namespace = PartialObjectMeta::<Namespace>::default();
+            namespace.metadata.name = Some(name.into());
+            namespace.metadata.labels =
+                code.map(|c| [(govpaas_crds::metadata::AGENCY_CODE_LABEL.to_owned(), c.to_owned())].into());
+            namespace
+        };
+        let mut woken = || {
+            let mut names = Vec::new();
+            while let Ok(reference) = data_sharing_woken.try_recv() {
+                names.push(reference.name);
+            }
+            names
+        };
+        // The first list wakes no consumer: every service is reconciled at start.
+        fanout.namespace_event(&watcher::Event::InitApply(namespace("other", Some("H17.02"))));
+        assert!(woken().is_empty());
+        // The provider's namespace seen for the first time, in either form of its code.
+        fanout.namespace_event(&watcher::Event::Apply(namespace("so-noivu", Some("000.00.01.H17"))));
+        assert_eq!(woken(), ["mot-cua"]);
+        // Seen again, unchanged: nobody.
+        fanout.namespace_event(&watcher::Event::Apply(namespace("so-noivu", Some("000.00.01.H17"))));
+        assert!(woken().is_empty());
+        // Another agency: not its consumers.
+        fanout.namespace_event(&watcher::Event::Apply(namespace("so-yte", Some("H17.02.01"))));
+        assert!(woken().is_empty());
+    }
+
+    #[test]
     fn only_host_conflicts_and_quota_are_worth_a_wake_up() {
         assert!(is_blocked(&[condition("HostConflict", "False")]));
         assert!(is_blocked(&[condition("QuotaExceeded", "False")]));
