@@ -6,7 +6,8 @@
 //! - the service controllers (`portal`, `document`, `data_sharing`) share the caches of
 //!   `crate::service::runtime::Shared`, filled here by one watch per kind, whose events are fanned
 //!   out as explicit wake-ups: a Tenant (suspended, resumed, domain) or a namespace to the services
-//!   in its namespaces; a ResourceQuota (usage freed) to the services in its namespace; the Platform
+//!   in its namespaces, and a namespace naming an agency for the first time to the
+//!   DataSharingServices consuming from that agency and the agency's exchanging DocumentServices; a ResourceQuota (usage freed) to the services in its namespace; the Platform
 //!   and a change of the platform trust the trust controller publishes
 //!   (`crate::certificates::published`) to every service; a service deleted or changed to the services held
 //!   back by a host conflict or by quota, which may now fit; a DataSharingService to the ones its
