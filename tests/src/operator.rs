@@ -78,7 +78,10 @@ pub fn install_chart(cluster: &Cluster) {
             .helm()
             .args(["upgrade", "--install", RELEASE])
             .arg(&chart)
-            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "3", "--wait", "--timeout", "2m"])
+            // The chart's defaults, whatever the release had: Helm reuses the last release's values
+            // when none are given, and a demo's release runs on the real node with its own images.
+            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "3", "--reset-values"])
+            .args(["--wait", "--timeout", "2m"])
             .output()
             .expect("running helm");
         assert!(
