@@ -206,7 +206,7 @@ impl Amount {
         }
         let sign = if rounded.0 < 0 { "-" } else { "" };
         let mut mantissa = rounded.0.unsigned_abs();
-        let mut suffixes = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"].into_iter().peekable();
+        let mut suffixes = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"].into_iter();
         let mut suffix = suffixes.next().unwrap_or_default();
         while mantissa.is_multiple_of(1000)
             && let Some(next) = suffixes.next()

@@ -7,7 +7,8 @@
 //!   `crate::service::runtime::Shared`, filled here by one watch per kind, whose events are fanned
 //!   out as explicit wake-ups: a Tenant (suspended, resumed, domain) or a namespace to the services
 //!   in its namespaces, and a namespace naming an agency for the first time to the
-//!   DataSharingServices consuming from that agency and the agency's exchanging DocumentServices; a ResourceQuota (usage freed) to the services in its namespace; the Platform
+//!   DataSharingServices consuming from that agency and the agency's exchanging DocumentServices;
+//!   a ResourceQuota (usage freed) to the services in its namespace; the Platform
 //!   and a change of the platform trust the trust controller publishes
 //!   (`crate::certificates::published`) to every service; a service deleted or changed to the services held
 //!   back by a host conflict or by quota, which may now fit; a DataSharingService to the ones its
@@ -299,10 +300,11 @@ impl Fanout {
 
     /// A tenant namespace changed: its services look again. When it names an agency it did not
     /// name before (an agency arriving, or its namespace seen only now), the DataSharingServices
-    /// consuming from that agency and the agency's exchange-enabled DocumentServices look again too: a grant decided before the namespace was in
-    /// this cache said the agency was not on the platform, and nothing else would wake it (the
-    /// provider's own services may have changed before the namespace was seen). Not on the first
-    /// list: every service is reconciled at start anyway.
+    /// consuming from that agency and the agency's exchange-enabled DocumentServices look again
+    /// too: a grant decided before the namespace was in this cache said the agency was not on the
+    /// platform, and nothing else would wake it (the provider's own services may have changed
+    /// before the namespace was seen). Not on the first list: every service is reconciled at start
+    /// anyway.
     fn namespace_event(&mut self, event: &watcher::Event<PartialObjectMeta<Namespace>>) {
         let (namespace, listing) = match event {
             watcher::Event::InitApply(namespace) => (namespace, true),

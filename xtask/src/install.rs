@@ -63,7 +63,9 @@ pub fn install_chart(tools: &Tools, kubeconfig: &Path, values: &[&str], wait: Wa
             .arg(kubeconfig)
             .args(["upgrade", "--install", RELEASE])
             .arg(&chart)
-            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "5"])
+            // Exactly `values` over the chart's defaults: with no values given, Helm would reuse the
+            // last release's (a real-node demo's placement and images).
+            .args(["--namespace", NAMESPACE, "--create-namespace", "--history-max", "5", "--reset-values"])
             .args(if wait == Wait::Ready { &["--wait", "--timeout", "3m"][..] } else { &[] })
             .args(values),
         "helm upgrade --install",

@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
@@ -267,36 +268,37 @@ pub fn trim_ingress(ingress: &mut k8s_openapi::api::networking::v1::Ingress) {
 
 /// Every `K` in the cluster, counted by namespace: a Tenant's status counts its services with one
 /// lookup per namespace instead of a scan of every service on each write (12,000 services in a
-/// nation). Kept by the census watch (see [`census`]); the metadata cache beside it says when the
-/// watch has listed.
-pub struct Census<K: Resource<DynamicType = ()> + 'static> {
-    store: Store<PartialObjectMeta<K>>,
+/// nation). Kept by the census watch (see [`census`]), which holds no copy of the objects: the
+/// counts are all anyone reads.
+pub struct Census<K> {
     tally: Arc<RwLock<Tally>>,
+    listed: tokio::sync::watch::Receiver<bool>,
+    kind: PhantomData<fn() -> K>,
 }
 
-impl<K: Resource<DynamicType = ()> + 'static> Clone for Census<K> {
+impl<K> Clone for Census<K> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), tally: self.tally.clone() }
+        Self { tally: self.tally.clone(), listed: self.listed.clone(), kind: PhantomData }
     }
 }
 
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Census<K> {
+impl<K> Census<K> {
     /// How many `K` in `namespace` are not being deleted.
     pub fn in_namespace(&self, namespace: &str) -> i32 {
         self.tally.read().unwrap_or_else(std::sync::PoisonError::into_inner).in_namespace(namespace)
     }
 
-    /// Waits until the watch has listed once.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.store.wait_until_ready().await
+    /// Waits until the watch has listed once; false if it stopped before.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.listed.clone().wait_for(|listed| *listed).await.is_ok()
     }
 }
 
 /// Who is in a census: each object (by uid) with its namespace and whether it counts (is not being
 /// deleted), and the counts per namespace kept with them. A re-list builds the members afresh and
-/// replaces them at its end, as the reflector replaces its store.
+/// replaces them at its end, as a reflector replaces its store.
 #[derive(Debug, Default)]
-pub struct Tally {
+struct Tally {
     members: HashMap<String, Member>,
     counts: HashMap<String, i32>,
     relisting: Option<HashMap<String, Member>>,
@@ -321,19 +323,19 @@ impl Tally {
         (key, Member { namespace, counted: meta.deletion_timestamp.is_none() })
     }
 
-    fn count(&mut self, member: &Member, by: i32) {
+    fn count(counts: &mut HashMap<String, i32>, member: &Member, by: i32) {
         if member.counted {
-            let count = self.counts.entry(member.namespace.clone()).or_default();
+            let count = counts.entry(member.namespace.clone()).or_default();
             *count += by;
             if *count <= 0 {
-                self.counts.remove(&member.namespace);
+                counts.remove(&member.namespace);
             }
         }
     }
 
     /// Takes one watch event in; true when a count changed (an object came, went, or began to be
     /// deleted), which is what the census stream reports.
-    pub fn observe<K>(&mut self, event: &watcher::Event<PartialObjectMeta<K>>) -> bool {
+    fn observe<K>(&mut self, event: &watcher::Event<PartialObjectMeta<K>>) -> bool {
         match event {
             watcher::Event::Init => {
                 self.relisting = Some(HashMap::new());
@@ -347,9 +349,8 @@ impl Tally {
             watcher::Event::InitDone => {
                 self.members = self.relisting.take().unwrap_or_default();
                 self.counts.clear();
-                let members: Vec<Member> = self.members.values().cloned().collect();
-                for member in &members {
-                    self.count(member, 1);
+                for member in self.members.values() {
+                    Self::count(&mut self.counts, member, 1);
                 }
                 // A list wakes nobody: the first comes before any reconcile, and a count changed
                 // in a watch gap shows at the Tenant's next reconcile (its hourly resync at the latest).
@@ -362,15 +363,15 @@ impl Tally {
                     return false;
                 }
                 if let Some(before) = &before {
-                    self.count(before, -1);
+                    Self::count(&mut self.counts, before, -1);
                 }
-                self.count(&member, 1);
+                Self::count(&mut self.counts, &member, 1);
                 before.is_none_or(|b| b.counted != member.counted)
             }
             watcher::Event::Delete(object) => {
                 let (key, _) = Self::member(object);
                 if let Some(before) = self.members.remove(&key) {
-                    self.count(&before, -1);
+                    Self::count(&mut self.counts, &before, -1);
                 }
                 true
             }
@@ -378,8 +379,8 @@ impl Tally {
     }
 }
 
-/// A census of every `K` in the cluster, and a stream of the objects whose coming, going or
-/// deletion changed a count — not of their other updates.
+/// A census of every `K` in the cluster (metadata only), and a stream of the objects whose coming,
+/// going or deletion changed a count — not of their other updates.
 pub fn census<K>(
     client: Client,
 ) -> (Census<K>, impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static)
@@ -387,13 +388,17 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let api: Api<PartialObjectMeta<K>> = Api::all(client);
-    let (reader, writer) = reflector::store();
     let tally: Arc<RwLock<Tally>> = Default::default();
-    let census = Census { store: reader, tally: tally.clone() };
-    let stream = watcher(api, config()).default_backoff().modify(strip).reflect(writer).try_filter_map(move |event| {
+    let (listed_sender, listed) = tokio::sync::watch::channel(false);
+    let census = Census { tally: tally.clone(), listed, kind: PhantomData };
+    let stream = watcher(api, config()).default_backoff().try_filter_map(move |event| {
         let changed = tally.write().unwrap_or_else(std::sync::PoisonError::into_inner).observe(&event);
         let object = match event {
             watcher::Event::Apply(object) | watcher::Event::Delete(object) if changed => Some(object),
+            watcher::Event::InitDone => {
+                listed_sender.send_replace(true);
+                None
+            }
             _ => None,
         };
         futures::future::ready(Ok(object))

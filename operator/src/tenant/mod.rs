@@ -91,9 +91,9 @@ impl Caches {
             && self.role_bindings.wait_until_ready().await.is_ok()
             && self.cluster_roles.wait_until_ready().await.is_ok()
             && self.cluster_role_bindings.wait_until_ready().await.is_ok()
-            && self.portals.wait_until_ready().await.is_ok()
-            && self.document_services.wait_until_ready().await.is_ok()
-            && self.data_sharing_services.wait_until_ready().await.is_ok()
+            && self.portals.wait_until_ready().await
+            && self.document_services.wait_until_ready().await
+            && self.data_sharing_services.wait_until_ready().await
     }
 }
 
